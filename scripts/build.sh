@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Builds the Worker into build/ (index.js + index_bg.wasm) unless it is already newer than
+# every source it comes from, so that `wrangler dev` and the tests start at once on a second run.
+source "$(dirname "${BASH_SOURCE[0]}")/toolchain.sh"
+cd "$ROOT"
+
+up_to_date() {
+  [ -f build/index.js ] || return 1
+  [ -z "$(find src Cargo.toml Cargo.lock -newer build/index.js -print -quit)" ]
+}
+
+if [ "${FORCE_BUILD:-}" != 1 ] && up_to_date; then
+  say "build/ is up to date"
+  exit 0
+fi
+
+ensure_build_tools
+say "building the Worker (release WASM)"
+env "${WASM_ENV[@]}" \
+  WASM_BINDGEN_BIN="$(command -v wasm-bindgen)" \
+  WASM_OPT_BIN="$ROOT/node_modules/.bin/wasm-opt" \
+  ESBUILD_BIN="$ROOT/node_modules/.bin/esbuild" \
+  worker-build --release >&2
+touch build/index.js

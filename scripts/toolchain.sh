@@ -1,0 +1,91 @@
+# Sourced by the other scripts: installs what the build needs, once, and exports the
+# environment for the WASM build. Every step checks before it installs, so a second run
+# costs a few version checks.
+#
+# Two paths to a wasm32 standard library, detected rather than assumed:
+#   - rustup's `wasm32-unknown-unknown` target, the normal path on a laptop;
+#   - where rustup cannot download it, Debian's rustc-web with its std source, building
+#     std from source (RUSTC_BOOTSTRAP + build-std). See ../shared/TOOLCHAIN.md.
+
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+WORKER_BUILD_VERSION="0.8.7"
+export PATH="$HOME/.cargo/bin:$PATH"
+
+say() { printf '==> %s\n' "$*" >&2; }
+
+as_root() {
+  if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+apt_ready=""
+apt_install() {
+  if [ -z "$apt_ready" ]; then
+    as_root apt-get update -q >&2
+    apt_ready=1
+  fi
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -q "$@" >&2
+}
+
+ensure_node_modules() {
+  local stamp="$ROOT/node_modules/.package-lock.json"
+  if [ ! -f "$stamp" ] || [ "$ROOT/package-lock.json" -nt "$stamp" ]; then
+    say "installing npm packages"
+    (cd "$ROOT" && npm ci --no-fund --no-audit >&2)
+  fi
+}
+
+debian_wasm_std_present() {
+  [ -x /usr/bin/rustc ] && [ -d /usr/lib/rustlib/src/rust/library ] && command -v lld-22 >/dev/null 2>&1
+}
+
+# Sets WASM_ENV to the variables the wasm32 cargo build needs.
+ensure_wasm_target() {
+  WASM_ENV=()
+  if rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown; then
+    return
+  fi
+  if ! debian_wasm_std_present; then
+    say "adding the wasm32 target with rustup"
+    if timeout 120 rustup target add wasm32-unknown-unknown >&2; then
+      return
+    fi
+    say "rustup could not download the wasm32 std: using Debian's rustc-web and building std from source"
+    apt_install rustc-web cargo-web rust-web-src lld-22
+  fi
+  WASM_ENV=(RUSTC=/usr/bin/rustc RUSTC_BOOTSTRAP=1 CARGO_UNSTABLE_BUILD_STD=std,panic_abort)
+}
+
+ensure_worker_build() {
+  if [ "$(worker-build --version 2>/dev/null)" != "worker-build $WORKER_BUILD_VERSION" ]; then
+    say "installing worker-build $WORKER_BUILD_VERSION"
+    cargo install --quiet worker-build --version "$WORKER_BUILD_VERSION" >&2
+  fi
+}
+
+# The CLI must match the wasm-bindgen library exactly, so its version is read from Cargo.lock.
+# No --locked: the registry snapshot on some machines lacks a locked transitive version.
+ensure_wasm_bindgen() {
+  local version
+  version="$(awk '/^name = "wasm-bindgen"$/ { getline; gsub(/[^0-9.]/, ""); print; exit }' "$ROOT/Cargo.lock")"
+  if [ "$(wasm-bindgen --version 2>/dev/null)" != "wasm-bindgen $version" ]; then
+    say "installing wasm-bindgen-cli $version"
+    cargo install --quiet wasm-bindgen-cli --version "$version" >&2
+  fi
+}
+
+ensure_chromium() {
+  if [ ! -x /usr/bin/chromium ]; then
+    say "installing Debian's chromium for the browser tests"
+    apt_install chromium
+  fi
+}
+
+ensure_build_tools() {
+  [ -f "$ROOT/Cargo.lock" ] || (cd "$ROOT" && cargo generate-lockfile >&2)
+  ensure_node_modules
+  ensure_wasm_target
+  ensure_worker_build
+  ensure_wasm_bindgen
+}

@@ -1,0 +1,86 @@
+//! History rules: how much a room keeps, how much a client is sent, and when old messages
+//! are trimmed. The SQL that carries them out lives in the Durable Object's `message_store`.
+
+/// A room keeps at least its most recent this-many messages.
+pub const RETAINED: u64 = 1_000;
+
+/// Trimming runs once per this-many messages rather than on every insert, so a message
+/// costs one SQLite write; the room briefly holds up to `RETAINED + TRIM_EVERY - 1`.
+pub const TRIM_EVERY: u64 = 100;
+
+/// Most messages a welcome frame carries.
+pub const WELCOME_MAX: u32 = 100;
+
+/// `GET /chat/ROOM/history?limit=N`: default and largest N.
+pub const HTTP_DEFAULT: u32 = 50;
+pub const HTTP_MAX: u32 = 100;
+
+/// Which messages to return, always oldest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Window {
+    /// The newest `limit` messages.
+    Latest { limit: u32 },
+    /// The first `limit` messages with an id above `since`: what a reconnecting client
+    /// missed, in order, so that it can page on with the last id it received.
+    After { since: u64, limit: u32 },
+}
+
+impl Window {
+    pub fn for_welcome(since: Option<u64>) -> Window {
+        match since {
+            Some(since) => Window::After { since, limit: WELCOME_MAX },
+            None => Window::Latest { limit: WELCOME_MAX },
+        }
+    }
+}
+
+/// Reads `limit` from a history request: absent means the default, and anything but a
+/// whole number from 1 to `HTTP_MAX` is refused.
+pub fn parse_limit(raw: Option<&str>) -> Option<u32> {
+    match raw {
+        None => Some(HTTP_DEFAULT),
+        Some(raw) => raw.parse().ok().filter(|n| (1..=HTTP_MAX).contains(n)),
+    }
+}
+
+/// After storing message `new_id`, delete every message with an id at or below the
+/// returned one.
+pub fn trim_cutoff(new_id: u64) -> Option<u64> {
+    (new_id % TRIM_EVERY == 0 && new_id > RETAINED).then(|| new_id - RETAINED)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limit_defaults_and_bounds() {
+        assert_eq!(parse_limit(None), Some(50));
+        assert_eq!(parse_limit(Some("1")), Some(1));
+        assert_eq!(parse_limit(Some("100")), Some(100));
+        for bad in ["0", "101", "-1", "abc", "", "1.5", "99999999999999999999"] {
+            assert_eq!(parse_limit(Some(bad)), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn welcome_window() {
+        assert_eq!(Window::for_welcome(None), Window::Latest { limit: 100 });
+        assert_eq!(Window::for_welcome(Some(7)), Window::After { since: 7, limit: 100 });
+    }
+
+    #[test]
+    fn trimming_keeps_the_newest_thousand_and_runs_in_batches() {
+        assert_eq!(trim_cutoff(1_000), None);
+        assert_eq!(trim_cutoff(1_001), None);
+        assert_eq!(trim_cutoff(1_100), Some(100));
+        assert_eq!(trim_cutoff(5_000), Some(4_000));
+        let trims = (1..=10_000).filter(|id| trim_cutoff(*id).is_some()).count();
+        assert_eq!(trims, 90);
+        for id in 1..=10_000u64 {
+            if let Some(cutoff) = trim_cutoff(id) {
+                assert_eq!(id - cutoff, RETAINED, "exactly the newest {RETAINED} remain after a trim");
+            }
+        }
+    }
+}

@@ -1,0 +1,280 @@
+//! The WebSocket protocol: what clients may send, what the server sends back, and the
+//! error codes. Every frame is a JSON text frame with a `"type"`; the names and fields here
+//! are a contract that other clients are written against, so they change only on purpose.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// Longest message text, in Unicode scalar values, after trimming.
+pub const MAX_TEXT_CHARS: usize = 2_000;
+
+/// Frames larger than this are refused before they are parsed. JSON escapes can spend six
+/// bytes on one character, so this still admits every message of `MAX_TEXT_CHARS`.
+pub const MAX_FRAME_BYTES: usize = 16 * 1024;
+
+/// What a client asked for, once its frame has been read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientFrame {
+    Message { text: String },
+    Nick { nick: String },
+}
+
+/// The raw frame as the runtime delivered it.
+#[derive(Debug, Clone, Copy)]
+pub enum Incoming<'a> {
+    Text(&'a str),
+    Binary,
+}
+
+/// Reads one client frame. A text frame that does not start with `{` is a message whose
+/// text is the whole frame, so that a line typed into `websocat` is a chat message.
+/// Fields other than the documented ones are ignored.
+pub fn parse_client_frame(frame: Incoming<'_>) -> Result<ClientFrame, ErrorCode> {
+    let text = match frame {
+        Incoming::Binary => return Err(ErrorCode::Unsupported),
+        Incoming::Text(text) => text,
+    };
+    if text.len() > MAX_FRAME_BYTES {
+        return Err(ErrorCode::TooLong);
+    }
+    if !text.starts_with('{') {
+        return Ok(ClientFrame::Message { text: text.to_owned() });
+    }
+    let value: Value = serde_json::from_str(text).map_err(|_| ErrorCode::BadJson)?;
+    let string_field = |name: &str| match value.get(name) {
+        Some(Value::String(s)) => Ok(s.clone()),
+        _ => Err(ErrorCode::BadJson),
+    };
+    match value.get("type").and_then(Value::as_str) {
+        Some("message") => Ok(ClientFrame::Message { text: string_field("text")? }),
+        Some("nick") => Ok(ClientFrame::Nick { nick: string_field("nick")? }),
+        _ => Err(ErrorCode::BadType),
+    }
+}
+
+/// Trims a message text and checks its length.
+pub fn clean_text(text: &str) -> Result<&str, ErrorCode> {
+    let trimmed = text.trim();
+    if trimmed.is_empty() {
+        return Err(ErrorCode::Empty);
+    }
+    if trimmed.chars().count() > MAX_TEXT_CHARS {
+        return Err(ErrorCode::TooLong);
+    }
+    Ok(trimmed)
+}
+
+/// A stored chat message, exactly as it is broadcast and as history returns it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename = "message")]
+pub struct ChatMessage {
+    pub id: u64,
+    pub nick: String,
+    pub text: String,
+    pub at: u64,
+}
+
+/// Every frame the server sends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum ServerFrame {
+    Welcome {
+        room: String,
+        nick: String,
+        users: Vec<String>,
+        history: Vec<ChatMessage>,
+    },
+    Joined {
+        nick: String,
+        at: u64,
+    },
+    Left {
+        nick: String,
+        at: u64,
+    },
+    Message(ChatMessage),
+    Renamed {
+        from: String,
+        to: String,
+        at: u64,
+    },
+    Error {
+        code: ErrorCode,
+        message: &'static str,
+    },
+}
+
+impl ServerFrame {
+    pub fn error(code: ErrorCode) -> Self {
+        ServerFrame::Error { code, message: code.message() }
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("server frames always serialise")
+    }
+}
+
+/// Why a client frame was refused. Sent in an `error` frame to the offending socket only,
+/// which stays open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    TooLong,
+    Empty,
+    BadJson,
+    BadType,
+    Unsupported,
+    BadNick,
+    NickTaken,
+    RateLimited,
+    /// The room could not store the message; nothing was broadcast.
+    Unavailable,
+}
+
+impl ErrorCode {
+    pub const ALL: [ErrorCode; 9] = [
+        ErrorCode::TooLong,
+        ErrorCode::Empty,
+        ErrorCode::BadJson,
+        ErrorCode::BadType,
+        ErrorCode::Unsupported,
+        ErrorCode::BadNick,
+        ErrorCode::NickTaken,
+        ErrorCode::RateLimited,
+        ErrorCode::Unavailable,
+    ];
+
+    pub fn message(self) -> &'static str {
+        match self {
+            ErrorCode::TooLong => "Messages can be at most 2000 characters long.",
+            ErrorCode::Empty => "Messages cannot be empty.",
+            ErrorCode::BadJson => {
+                "That frame is not valid: send {\"type\":\"message\",\"text\":\"...\"} or {\"type\":\"nick\",\"nick\":\"...\"}."
+            }
+            ErrorCode::BadType => "Unknown frame type: use \"message\" or \"nick\".",
+            ErrorCode::Unsupported => "Binary frames are not supported: send text.",
+            ErrorCode::BadNick => "Nicknames are 1 to 32 letters, digits, '_', '-' or '.'.",
+            ErrorCode::NickTaken => "That nickname is already taken in this room.",
+            ErrorCode::RateLimited => "You are sending too fast: that message was dropped.",
+            ErrorCode::Unavailable => "The room could not store that message: please send it again.",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn parse(text: &str) -> Result<ClientFrame, ErrorCode> {
+        parse_client_frame(Incoming::Text(text))
+    }
+
+    #[test]
+    fn plain_text_is_a_message() {
+        assert_eq!(parse("hello there"), Ok(ClientFrame::Message { text: "hello there".into() }));
+        assert_eq!(parse(" {not json"), Ok(ClientFrame::Message { text: " {not json".into() }));
+    }
+
+    #[test]
+    fn json_frames_are_read_and_extra_fields_ignored() {
+        assert_eq!(
+            parse(r#"{"type":"message","text":"hi","nick":"someone-else","id":7}"#),
+            Ok(ClientFrame::Message { text: "hi".into() })
+        );
+        assert_eq!(parse(r#"{"type":"nick","nick":"Ann"}"#), Ok(ClientFrame::Nick { nick: "Ann".into() }));
+    }
+
+    #[test]
+    fn malformed_frames_get_their_codes() {
+        assert_eq!(parse("{"), Err(ErrorCode::BadJson));
+        assert_eq!(parse(r#"{"type":"message"}"#), Err(ErrorCode::BadJson));
+        assert_eq!(parse(r#"{"type":"message","text":5}"#), Err(ErrorCode::BadJson));
+        assert_eq!(parse(r#"{"type":"nick"}"#), Err(ErrorCode::BadJson));
+        assert_eq!(parse(r#"{"type":"shout","text":"x"}"#), Err(ErrorCode::BadType));
+        assert_eq!(parse(r#"{"text":"x"}"#), Err(ErrorCode::BadType));
+        assert_eq!(parse(r#"{"type":7}"#), Err(ErrorCode::BadType));
+        assert_eq!(parse_client_frame(Incoming::Binary), Err(ErrorCode::Unsupported));
+    }
+
+    #[test]
+    fn oversized_frames_are_refused_unparsed() {
+        let huge = format!(r#"{{"type":"message","text":"{}"}}"#, "a".repeat(MAX_FRAME_BYTES));
+        assert_eq!(parse(&huge), Err(ErrorCode::TooLong));
+        assert_eq!(parse(&"b".repeat(1 << 20)), Err(ErrorCode::TooLong));
+    }
+
+    #[test]
+    fn longest_escaped_message_still_fits_a_frame() {
+        let text = "\u{1}".repeat(MAX_TEXT_CHARS);
+        let frame = json!({"type": "message", "text": text}).to_string();
+        assert!(frame.len() <= MAX_FRAME_BYTES);
+        assert!(parse(&frame).is_ok());
+    }
+
+    #[test]
+    fn text_is_trimmed_and_bounded_in_characters() {
+        assert_eq!(clean_text("  hi \n"), Ok("hi"));
+        assert_eq!(clean_text(" \t\n "), Err(ErrorCode::Empty));
+        assert_eq!(clean_text(""), Err(ErrorCode::Empty));
+        let at_limit = "é".repeat(MAX_TEXT_CHARS);
+        assert_eq!(clean_text(&at_limit), Ok(at_limit.as_str()));
+        assert_eq!(clean_text(&"é".repeat(MAX_TEXT_CHARS + 1)), Err(ErrorCode::TooLong));
+    }
+
+    #[test]
+    fn html_is_data_not_escaped() {
+        let frame = ServerFrame::Message(ChatMessage {
+            id: 1,
+            nick: "a".into(),
+            text: "<img src=x onerror=alert(1)>".into(),
+            at: 2,
+        });
+        let value: Value = serde_json::from_str(&frame.to_json()).unwrap();
+        assert_eq!(value["text"], "<img src=x onerror=alert(1)>");
+    }
+
+    #[test]
+    fn frames_have_the_documented_shape() {
+        let message = ChatMessage { id: 3, nick: "Ann".into(), text: "hi".into(), at: 9 };
+        let as_json = |f: ServerFrame| serde_json::from_str::<Value>(&f.to_json()).unwrap();
+        assert_eq!(
+            as_json(ServerFrame::Message(message.clone())),
+            json!({"type": "message", "id": 3, "nick": "Ann", "text": "hi", "at": 9})
+        );
+        assert_eq!(
+            as_json(ServerFrame::Welcome {
+                room: "lobby".into(),
+                nick: "Ann".into(),
+                users: vec!["Ann".into()],
+                history: vec![message],
+            }),
+            json!({"type": "welcome", "room": "lobby", "nick": "Ann", "users": ["Ann"],
+                   "history": [{"type": "message", "id": 3, "nick": "Ann", "text": "hi", "at": 9}]})
+        );
+        assert_eq!(as_json(ServerFrame::Joined { nick: "B".into(), at: 1 }), json!({"type": "joined", "nick": "B", "at": 1}));
+        assert_eq!(as_json(ServerFrame::Left { nick: "B".into(), at: 1 }), json!({"type": "left", "nick": "B", "at": 1}));
+        assert_eq!(
+            as_json(ServerFrame::Renamed { from: "B".into(), to: "C".into(), at: 1 }),
+            json!({"type": "renamed", "from": "B", "to": "C", "at": 1})
+        );
+        assert_eq!(
+            as_json(ServerFrame::error(ErrorCode::NickTaken)),
+            json!({"type": "error", "code": "nick_taken", "message": ErrorCode::NickTaken.message()})
+        );
+    }
+
+    #[test]
+    fn every_code_has_a_snake_case_name_and_a_sentence() {
+        let names: Vec<String> = ErrorCode::ALL
+            .iter()
+            .map(|c| serde_json::to_value(c).unwrap().as_str().unwrap().to_owned())
+            .collect();
+        for expected in ["too_long", "empty", "bad_json", "bad_type", "unsupported", "bad_nick", "nick_taken", "rate_limited"] {
+            assert!(names.iter().any(|n| n == expected), "{expected} missing");
+        }
+        for code in ErrorCode::ALL {
+            assert!(code.message().ends_with('.'));
+        }
+    }
+}

@@ -1,0 +1,427 @@
+//! One chat room's live state: who is in it under which nick, each socket's rate limit, and
+//! the next message id. The room decides; the Durable Object carries out what it decides
+//! (store, send, close) and owns nothing but the runtime handles.
+//!
+//! The room is rebuilt whenever the object wakes from hibernation, from each socket's
+//! `Attachment`, so everything a socket needs to survive hibernation is in there. The rate
+//! limit is not: an object only hibernates after seconds without any frame, long enough for
+//! every bucket to refill, so a fresh full bucket on wake is exactly what it would hold.
+
+use crate::config::{RoomLimits, FLOOD_STRIKES};
+use crate::nicknames::{self, validate_nick};
+use crate::protocol::{clean_text, parse_client_frame, ChatMessage, ClientFrame, ErrorCode, Incoming, ServerFrame};
+use crate::rate_limit::TokenBucket;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+
+pub type SocketId = String;
+
+/// What a socket carries through hibernation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attachment {
+    pub id: SocketId,
+    pub nick: String,
+    pub joined: u64,
+    /// Set once the server has closed the socket and announced its leave, so that a socket
+    /// still finishing its close handshake is not restored as a member.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub gone: bool,
+}
+
+struct Member<S> {
+    socket: S,
+    nick: String,
+    joined: u64,
+    bucket: TokenBucket,
+    strikes: u32,
+}
+
+impl<S> Member<S> {
+    fn attachment(&self, id: &str) -> Attachment {
+        Attachment { id: id.to_owned(), nick: self.nick.clone(), joined: self.joined, gone: false }
+    }
+}
+
+/// What the room decided about a frame, for the Durable Object to carry out.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Reaction {
+    /// The socket is not (or no longer) a member: nothing to do.
+    Nothing,
+    /// Send this to the sender only.
+    Reply(ServerFrame),
+    /// Store this message, then broadcast it to every socket, the sender included.
+    Post(ChatMessage),
+    /// Save the attachment on the sender, then broadcast the frame to every socket.
+    Renamed { frame: ServerFrame, attachment: Attachment },
+    /// Send `error` to the sender, save the attachment, close it with `code` and `reason`,
+    /// and broadcast `left` to everyone else: the sender is no longer a member.
+    Kick { error: ServerFrame, attachment: Attachment, code: u16, reason: &'static str, left: ServerFrame },
+}
+
+/// What joining produced.
+#[derive(Debug)]
+pub struct Joined {
+    pub attachment: Attachment,
+    /// Why the requested nick was not given, if one was asked for and refused.
+    pub refused_nick: Option<ErrorCode>,
+    /// The `joined` frame for every other socket.
+    pub announcement: ServerFrame,
+}
+
+pub struct Room<S> {
+    members: HashMap<SocketId, Member<S>>,
+    /// Nick key (see `nicknames::key`) to the socket that holds it.
+    owners: HashMap<String, SocketId>,
+    limits: RoomLimits,
+    last_id: u64,
+    last_at: u64,
+}
+
+impl<S> Room<S> {
+    /// A room whose stored history ends with message `last_id`, stamped `last_at`.
+    pub fn new(limits: RoomLimits, last_id: u64, last_at: u64) -> Self {
+        Room { members: HashMap::new(), owners: HashMap::new(), limits, last_id, last_at }
+    }
+
+    pub fn len(&self) -> usize {
+        self.members.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty()
+    }
+
+    pub fn is_full(&self) -> bool {
+        self.members.len() >= self.limits.max_sockets
+    }
+
+    /// Every nick in the room, sorted without regard to case.
+    pub fn nicks(&self) -> Vec<String> {
+        let mut nicks: Vec<String> = self.members.values().map(|m| m.nick.clone()).collect();
+        nicks.sort_by_key(|n| nicknames::key(n));
+        nicks
+    }
+
+    pub fn sockets(&self) -> impl Iterator<Item = &S> {
+        self.members.values().map(|m| &m.socket)
+    }
+
+    pub fn sockets_except<'a>(&'a self, id: &'a str) -> impl Iterator<Item = &'a S> {
+        self.members.iter().filter(move |(other, _)| other.as_str() != id).map(|(_, m)| &m.socket)
+    }
+
+    /// Takes back a socket that was a member before the object hibernated. Returns false for
+    /// one the server had already closed.
+    pub fn restore(&mut self, socket: S, attachment: Attachment, now: u64) -> bool {
+        if attachment.gone {
+            return false;
+        }
+        self.insert(attachment.id, socket, attachment.nick, attachment.joined, now);
+        true
+    }
+
+    /// Adds a new socket under the nick it asked for, or a random one when it asked for none
+    /// or for one that is invalid or taken. `entropy` feeds the random nicks.
+    pub fn join(
+        &mut self,
+        id: SocketId,
+        socket: S,
+        requested: Option<&str>,
+        now: u64,
+        entropy: impl FnMut() -> u64,
+    ) -> Joined {
+        let wanted = requested.map(|nick| validate_nick(nick).and_then(|nick| self.available(nick, None)));
+        let (nick, refused_nick) = match wanted {
+            Some(Ok(nick)) => (nick.to_owned(), None),
+            Some(Err(code)) => (self.random_nick(entropy), Some(code)),
+            None => (self.random_nick(entropy), None),
+        };
+        let member = self.insert(id.clone(), socket, nick.clone(), now, now);
+        let attachment = member.attachment(&id);
+        Joined { attachment, refused_nick, announcement: ServerFrame::Joined { nick, at: now } }
+    }
+
+    /// Handles one frame from socket `id`.
+    pub fn receive(&mut self, id: &str, frame: Incoming<'_>, now: u64) -> Reaction {
+        let rate = self.limits.rate;
+        let Some(member) = self.members.get_mut(id) else { return Reaction::Nothing };
+        if !member.bucket.try_take(rate, now) {
+            member.strikes += 1;
+            if member.strikes >= FLOOD_STRIKES {
+                return self.kick_flooder(id, now);
+            }
+            return Reaction::Reply(ServerFrame::error(ErrorCode::RateLimited));
+        }
+        member.strikes = 0;
+        let outcome = match parse_client_frame(frame) {
+            Ok(ClientFrame::Message { text }) => self.post(id, &text, now),
+            Ok(ClientFrame::Nick { nick }) => self.rename(id, &nick, now),
+            Err(code) => Err(code),
+        };
+        outcome.unwrap_or_else(|code| Reaction::Reply(ServerFrame::error(code)))
+    }
+
+    /// Removes socket `id`, returning the `left` frame for the others, or `None` when it was
+    /// not a member (already left, or kicked).
+    pub fn leave(&mut self, id: &str, now: u64) -> Option<ServerFrame> {
+        let member = self.members.remove(id)?;
+        self.owners.remove(&nicknames::key(&member.nick));
+        Some(ServerFrame::Left { nick: member.nick, at: now })
+    }
+
+    fn post(&mut self, id: &str, text: &str, now: u64) -> Result<Reaction, ErrorCode> {
+        let text = clean_text(text)?;
+        self.last_id += 1;
+        self.last_at = self.last_at.max(now);
+        Ok(Reaction::Post(ChatMessage {
+            id: self.last_id,
+            nick: self.members[id].nick.clone(),
+            text: text.to_owned(),
+            at: self.last_at,
+        }))
+    }
+
+    fn rename(&mut self, id: &str, wanted: &str, now: u64) -> Result<Reaction, ErrorCode> {
+        let wanted = validate_nick(wanted)?;
+        let current = self.members[id].nick.clone();
+        if wanted == current {
+            return Ok(Reaction::Nothing);
+        }
+        let wanted = self.available(wanted, Some(id))?.to_owned();
+        self.owners.remove(&nicknames::key(&current));
+        self.owners.insert(nicknames::key(&wanted), id.to_owned());
+        let member = self.members.get_mut(id).expect("renaming a member");
+        member.nick = wanted.clone();
+        let attachment = member.attachment(id);
+        Ok(Reaction::Renamed { frame: ServerFrame::Renamed { from: current, to: wanted, at: now }, attachment })
+    }
+
+    fn kick_flooder(&mut self, id: &str, now: u64) -> Reaction {
+        let joined = self.members[id].joined;
+        let left = self.leave(id, now).expect("kicking a member");
+        let ServerFrame::Left { nick, .. } = &left else { unreachable!("leave returns a left frame") };
+        let attachment = Attachment { id: id.to_owned(), nick: nick.clone(), joined, gone: true };
+        Reaction::Kick {
+            error: ServerFrame::error(ErrorCode::RateLimited),
+            attachment,
+            code: crate::close::POLICY_VIOLATION,
+            reason: "Closed for flooding: too many messages after repeated rate_limited errors.",
+            left,
+        }
+    }
+
+    /// `nick` if nobody but `holder` has it.
+    fn available<'n>(&self, nick: &'n str, holder: Option<&str>) -> Result<&'n str, ErrorCode> {
+        match self.owners.get(&nicknames::key(nick)) {
+            Some(owner) if Some(owner.as_str()) != holder => Err(ErrorCode::NickTaken),
+            _ => Ok(nick),
+        }
+    }
+
+    fn random_nick(&self, entropy: impl FnMut() -> u64) -> String {
+        nicknames::unused_random_nick(entropy, |nick| self.owners.contains_key(&nicknames::key(nick)))
+    }
+
+    fn insert(&mut self, id: SocketId, socket: S, nick: String, joined: u64, now: u64) -> &Member<S> {
+        self.owners.insert(nicknames::key(&nick), id.clone());
+        let member = Member { socket, nick, joined, bucket: TokenBucket::full(self.limits.rate, now), strikes: 0 };
+        self.members.entry(id).insert_entry(member).into_mut()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rate_limit::RateLimit;
+
+    type TestRoom = Room<u32>;
+
+    fn room() -> TestRoom {
+        Room::new(RoomLimits::default(), 0, 0)
+    }
+
+    fn counter() -> impl FnMut() -> u64 {
+        let mut state = 0u64;
+        move || {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            state
+        }
+    }
+
+    fn join(room: &mut TestRoom, id: &str, nick: Option<&str>) -> Joined {
+        room.join(id.into(), 0, nick, 1_000, counter())
+    }
+
+    fn say(room: &mut TestRoom, id: &str, text: &str, now: u64) -> Reaction {
+        room.receive(id, Incoming::Text(text), now)
+    }
+
+    fn error_code(reaction: &Reaction) -> Option<ErrorCode> {
+        match reaction {
+            Reaction::Reply(ServerFrame::Error { code, .. }) => Some(*code),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn join_gives_the_requested_nick_or_a_random_one() {
+        let mut room = room();
+        let ann = join(&mut room, "s1", Some("Ann"));
+        assert_eq!(ann.attachment.nick, "Ann");
+        assert_eq!(ann.refused_nick, None);
+        assert_eq!(ann.announcement, ServerFrame::Joined { nick: "Ann".into(), at: 1_000 });
+
+        let taken = join(&mut room, "s2", Some("aNN"));
+        assert_eq!(taken.refused_nick, Some(ErrorCode::NickTaken));
+        assert_ne!(nicknames::key(&taken.attachment.nick), "ann");
+
+        let invalid = join(&mut room, "s3", Some("no spaces"));
+        assert_eq!(invalid.refused_nick, Some(ErrorCode::BadNick));
+        assert!(validate_nick(&invalid.attachment.nick).is_ok());
+
+        let none = join(&mut room, "s4", None);
+        assert_eq!(none.refused_nick, None);
+        assert_eq!(room.len(), 4);
+    }
+
+    #[test]
+    fn random_nicks_are_unique_in_a_full_room() {
+        let mut room = room();
+        for i in 0..1000 {
+            join(&mut room, &format!("s{i}"), None);
+        }
+        let mut keys: Vec<String> = room.nicks().iter().map(|n| nicknames::key(n)).collect();
+        keys.dedup();
+        assert_eq!(keys.len(), 1000);
+        assert!(room.is_full());
+    }
+
+    #[test]
+    fn users_are_listed_sorted_without_case() {
+        let mut room = room();
+        join(&mut room, "s1", Some("bob"));
+        join(&mut room, "s2", Some("Alice"));
+        join(&mut room, "s3", Some("carol"));
+        assert_eq!(room.nicks(), ["Alice", "bob", "carol"]);
+    }
+
+    #[test]
+    fn messages_get_growing_ids_monotonic_times_and_the_sender_nick() {
+        let mut room: TestRoom = Room::new(RoomLimits::default(), 41, 5_000);
+        join(&mut room, "s1", Some("Ann"));
+        let first = say(&mut room, "s1", r#"{"type":"message","text":"  hi  ","nick":"Mallory"}"#, 4_000);
+        assert_eq!(first, Reaction::Post(ChatMessage { id: 42, nick: "Ann".into(), text: "hi".into(), at: 5_000 }));
+        let second = say(&mut room, "s1", "plain text", 6_000);
+        assert_eq!(second, Reaction::Post(ChatMessage { id: 43, nick: "Ann".into(), text: "plain text".into(), at: 6_000 }));
+    }
+
+    #[test]
+    fn refused_messages_consume_no_id() {
+        let mut room = room();
+        join(&mut room, "s1", None);
+        assert_eq!(error_code(&say(&mut room, "s1", "   ", 1)), Some(ErrorCode::Empty));
+        assert_eq!(error_code(&say(&mut room, "s1", &"x".repeat(2001), 1)), Some(ErrorCode::TooLong));
+        assert_eq!(error_code(&say(&mut room, "s1", "{oops", 1)), Some(ErrorCode::BadJson));
+        assert_eq!(error_code(&say(&mut room, "s1", r#"{"type":"dance"}"#, 1)), Some(ErrorCode::BadType));
+        assert_eq!(error_code(&room.receive("s1", Incoming::Binary, 1)), Some(ErrorCode::Unsupported));
+        match say(&mut room, "s1", "ok", 1) {
+            Reaction::Post(message) => assert_eq!(message.id, 1),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn renames_check_validity_and_uniqueness() {
+        let mut room = room();
+        join(&mut room, "s1", Some("Ann"));
+        join(&mut room, "s2", Some("Bob"));
+        let nick = |n: &str| format!(r#"{{"type":"nick","nick":"{n}"}}"#);
+        assert_eq!(error_code(&say(&mut room, "s2", &nick("ANN"), 1)), Some(ErrorCode::NickTaken));
+        assert_eq!(error_code(&say(&mut room, "s2", &nick("b b"), 1)), Some(ErrorCode::BadNick));
+        assert_eq!(say(&mut room, "s2", &nick("Bob"), 1), Reaction::Nothing);
+        match say(&mut room, "s2", &nick("BOB"), 7) {
+            Reaction::Renamed { frame, attachment } => {
+                assert_eq!(frame, ServerFrame::Renamed { from: "Bob".into(), to: "BOB".into(), at: 7 });
+                assert_eq!(attachment.nick, "BOB");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(say(&mut room, "s1", &nick("Bobby"), 8), Reaction::Renamed { .. }));
+        // The old nick is free again.
+        assert!(matches!(say(&mut room, "s2", &nick("Ann"), 9), Reaction::Renamed { .. }));
+        assert_eq!(room.nicks(), ["Ann", "Bobby"]);
+    }
+
+    #[test]
+    fn leaving_frees_the_nick_and_happens_once() {
+        let mut room = room();
+        join(&mut room, "s1", Some("Ann"));
+        join(&mut room, "s2", Some("Bob"));
+        assert_eq!(room.leave("s1", 9), Some(ServerFrame::Left { nick: "Ann".into(), at: 9 }));
+        assert_eq!(room.leave("s1", 10), None);
+        assert_eq!(room.sockets_except("s2").count(), 0);
+        assert_eq!(join(&mut room, "s3", Some("ann")).refused_nick, None);
+        assert_eq!(say(&mut room, "s1", "ghost", 11), Reaction::Nothing);
+    }
+
+    #[test]
+    fn rate_limit_burst_then_steady_then_kick() {
+        let mut room = room();
+        join(&mut room, "s1", Some("Ann"));
+        join(&mut room, "s2", Some("Bob"));
+        for _ in 0..20 {
+            assert!(matches!(say(&mut room, "s1", "spam", 1_000), Reaction::Post(_)));
+        }
+        assert_eq!(error_code(&say(&mut room, "s1", "spam", 1_000)), Some(ErrorCode::RateLimited));
+        // Others are unaffected.
+        assert!(matches!(say(&mut room, "s2", "hello", 1_000), Reaction::Post(_)));
+        // A token comes back every 200 ms, and a passing frame forgives earlier strikes.
+        assert!(matches!(say(&mut room, "s1", "later", 1_200), Reaction::Post(_)));
+        for _ in 0..FLOOD_STRIKES - 1 {
+            assert_eq!(error_code(&say(&mut room, "s1", "spam", 1_200)), Some(ErrorCode::RateLimited));
+        }
+        match say(&mut room, "s1", "spam", 1_200) {
+            Reaction::Kick { error, attachment, code, reason, left } => {
+                assert_eq!(error, ServerFrame::error(ErrorCode::RateLimited));
+                assert!(attachment.gone);
+                assert_eq!(code, 1008);
+                assert!(reason.len() <= crate::close::MAX_REASON_BYTES);
+                assert_eq!(left, ServerFrame::Left { nick: "Ann".into(), at: 1_200 });
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(room.nicks(), ["Bob"]);
+        assert_eq!(room.leave("s1", 1_300), None, "a kicked socket's close announces nothing more");
+    }
+
+    #[test]
+    fn rate_limit_counts_every_frame_and_is_configurable() {
+        let limits = RoomLimits { rate: RateLimit { burst: 2, per_second: 1 }, ..RoomLimits::default() };
+        let mut room: TestRoom = Room::new(limits, 0, 0);
+        join(&mut room, "s1", None);
+        assert_eq!(error_code(&say(&mut room, "s1", "", 0)), Some(ErrorCode::Empty));
+        assert!(matches!(say(&mut room, "s1", "one", 0), Reaction::Post(_)));
+        assert_eq!(error_code(&say(&mut room, "s1", "two", 0)), Some(ErrorCode::RateLimited));
+    }
+
+    #[test]
+    fn restore_rebuilds_members_but_not_kicked_sockets() {
+        let mut before = room();
+        let ann = join(&mut before, "s1", Some("Ann")).attachment;
+        let bob = join(&mut before, "s2", Some("Bob")).attachment;
+        let mut after: TestRoom = Room::new(RoomLimits::default(), 5, 0);
+        assert!(after.restore(1, ann, 50_000));
+        assert!(!after.restore(2, Attachment { gone: true, ..bob }, 50_000));
+        assert_eq!(after.nicks(), ["Ann"]);
+        assert_eq!(join(&mut after, "s3", Some("ann")).refused_nick, Some(ErrorCode::NickTaken));
+        assert!(matches!(say(&mut after, "s1", "back", 50_001), Reaction::Post(ChatMessage { id: 6, .. })));
+    }
+
+    #[test]
+    fn attachments_round_trip_and_stay_small() {
+        let attachment = Attachment { id: "abc".into(), nick: "Ann".into(), joined: 5, gone: false };
+        let json = serde_json::to_string(&attachment).unwrap();
+        assert_eq!(json, r#"{"id":"abc","nick":"Ann","joined":5}"#);
+        assert_eq!(serde_json::from_str::<Attachment>(&json).unwrap(), attachment);
+    }
+}

@@ -1,0 +1,300 @@
+//! HTTP routing and request validation for the Worker, as plain data in and out: the Worker
+//! hands in the parts of a request and gets back either a route or a `RequestError`, which
+//! it turns into a response in one place. A request refused here never reaches a room.
+
+use crate::history;
+use crate::origin::AllowedOrigins;
+use serde::Serialize;
+
+pub const DEFAULT_ROOM: &str = "lobby";
+pub const MAX_ROOM_CHARS: usize = 64;
+
+/// The parts of a request that routing looks at.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestParts<'a> {
+    pub method: &'a str,
+    /// The path as it arrived, still percent-encoded.
+    pub path: &'a str,
+    pub query: Option<&'a str>,
+    pub upgrade: Option<&'a str>,
+    pub origin: Option<&'a str>,
+    /// `scheme://host[:port]` of the request URL: pages served by this Worker.
+    pub own_origin: &'a str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    Health,
+    Join { room: String, nick: Option<String>, since: Option<u64> },
+    Users { room: String },
+    History { room: String, limit: u32 },
+}
+
+impl Route {
+    pub fn room(&self) -> Option<&str> {
+        match self {
+            Route::Health => None,
+            Route::Join { room, .. } | Route::Users { room } | Route::History { room, .. } => Some(room),
+        }
+    }
+}
+
+/// Every way a request can be refused, with its status and a sentence for humans.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RequestError {
+    BadRoom,
+    BadQuery,
+    BadLimit,
+    BadSince,
+    NotFound,
+    MethodNotAllowed,
+    UpgradeRequired,
+    ForbiddenOrigin,
+    RoomFull,
+    Internal,
+}
+
+impl RequestError {
+    pub fn status(self) -> u16 {
+        match self {
+            RequestError::BadRoom | RequestError::BadQuery | RequestError::BadLimit | RequestError::BadSince => 400,
+            RequestError::ForbiddenOrigin => 403,
+            RequestError::NotFound => 404,
+            RequestError::MethodNotAllowed => 405,
+            RequestError::UpgradeRequired => 426,
+            RequestError::Internal => 500,
+            RequestError::RoomFull => 503,
+        }
+    }
+
+    pub fn message(self) -> &'static str {
+        match self {
+            RequestError::BadRoom => {
+                "Room names are 1 to 64 letters, digits, '_', '.' or '-', and not only dots."
+            }
+            RequestError::BadQuery => "The query string is not valid percent-encoded UTF-8.",
+            RequestError::BadLimit => "limit must be a whole number from 1 to 100.",
+            RequestError::BadSince => "since must be a message id: a whole number of zero or more.",
+            RequestError::NotFound => "Nothing here. Chat lives at /chat/ROOM.",
+            RequestError::MethodNotAllowed => "Only GET is supported here.",
+            RequestError::UpgradeRequired => "This is a WebSocket endpoint: connect with Upgrade: websocket.",
+            RequestError::ForbiddenOrigin => "Pages from this origin may not open chat sockets (see ALLOWED_ORIGINS).",
+            RequestError::RoomFull => "This room is full: try again later or pick another room.",
+            RequestError::Internal => "Something went wrong on our side. Please try again.",
+        }
+    }
+
+    /// The JSON body sent with the status: `{"error":{"code":..,"message":..}}`.
+    pub fn to_json(self) -> String {
+        #[derive(Serialize)]
+        struct Body {
+            error: Detail,
+        }
+        #[derive(Serialize)]
+        struct Detail {
+            code: RequestError,
+            message: &'static str,
+        }
+        serde_json::to_string(&Body { error: Detail { code: self, message: self.message() } })
+            .expect("error bodies always serialise")
+    }
+}
+
+pub fn route(request: &RequestParts<'_>, allowed: &AllowedOrigins) -> Result<Route, RequestError> {
+    let segments: Vec<&str> = request.path.trim_start_matches('/').split('/').collect();
+    let route = match segments.as_slice() {
+        ["health"] => Route::Health,
+        ["chat"] => join(DEFAULT_ROOM.to_owned(), request.query)?,
+        ["chat", room] => join(room_name(room)?, request.query)?,
+        ["chat", room, "users"] => Route::Users { room: room_name(room)? },
+        ["chat", room, "history"] => {
+            let room = room_name(room)?;
+            let query = Query::parse(request.query)?;
+            let limit = history::parse_limit(query.get("limit")).ok_or(RequestError::BadLimit)?;
+            Route::History { room, limit }
+        }
+        _ => return Err(RequestError::NotFound),
+    };
+    if request.method != "GET" {
+        return Err(RequestError::MethodNotAllowed);
+    }
+    if matches!(route, Route::Join { .. }) {
+        if !request.upgrade.is_some_and(|u| u.trim().eq_ignore_ascii_case("websocket")) {
+            return Err(RequestError::UpgradeRequired);
+        }
+        if !allowed.admits(request.origin, request.own_origin) {
+            return Err(RequestError::ForbiddenOrigin);
+        }
+    }
+    Ok(route)
+}
+
+fn join(room: String, query: Option<&str>) -> Result<Route, RequestError> {
+    let query = Query::parse(query)?;
+    let since = match query.get("since") {
+        None => None,
+        Some(raw) => Some(raw.parse().map_err(|_| RequestError::BadSince)?),
+    };
+    Ok(Route::Join { room, nick: query.get("nick").map(str::to_owned), since })
+}
+
+/// Decodes and checks one room segment of the path.
+pub fn room_name(segment: &str) -> Result<String, RequestError> {
+    let room = percent_decode(segment).ok_or(RequestError::BadRoom)?;
+    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-');
+    let only_dots = room.chars().all(|c| c == '.');
+    if room.is_empty() || room.len() > MAX_ROOM_CHARS || !room.chars().all(allowed) || only_dots {
+        return Err(RequestError::BadRoom);
+    }
+    Ok(room)
+}
+
+/// The decoded query string. The first of repeated keys wins; unknown keys are ignored.
+struct Query(Vec<(String, String)>);
+
+impl Query {
+    fn parse(query: Option<&str>) -> Result<Query, RequestError> {
+        let mut pairs = Vec::new();
+        for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            let decode = |s: &str| percent_decode(&s.replace('+', " ")).ok_or(RequestError::BadQuery);
+            pairs.push((decode(key)?, decode(value)?));
+        }
+        Ok(Query(pairs))
+    }
+
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+}
+
+/// Percent-decodes into UTF-8. A malformed escape or bytes that are not UTF-8 (overlong
+/// forms included) give `None`.
+pub fn percent_decode(input: &str) -> Option<String> {
+    let bytes = input.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = bytes.get(i + 1..i + 3).filter(|h| h.iter().all(u8::is_ascii_hexdigit))?;
+            out.push(u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OWN: &str = "http://localhost:8787";
+
+    fn get(path: &str, query: Option<&str>) -> Result<Route, RequestError> {
+        let parts = RequestParts { method: "GET", path, query, upgrade: None, origin: None, own_origin: OWN };
+        route(&parts, &AllowedOrigins::default())
+    }
+
+    fn upgrade(path: &str, query: Option<&str>, origin: Option<&str>) -> Result<Route, RequestError> {
+        let parts =
+            RequestParts { method: "GET", path, query, upgrade: Some("websocket"), origin, own_origin: OWN };
+        route(&parts, &AllowedOrigins::parse("https://friend.example"))
+    }
+
+    #[test]
+    fn chat_routes() {
+        assert_eq!(
+            upgrade("/chat", None, None),
+            Ok(Route::Join { room: "lobby".into(), nick: None, since: None })
+        );
+        assert_eq!(
+            upgrade("/chat/dev-team.2", Some("nick=Ann&since=42&other=x"), None),
+            Ok(Route::Join { room: "dev-team.2".into(), nick: Some("Ann".into()), since: Some(42) })
+        );
+        assert_eq!(get("/chat/a/users", None), Ok(Route::Users { room: "a".into() }));
+        assert_eq!(get("/chat/a/history", None), Ok(Route::History { room: "a".into(), limit: 50 }));
+        assert_eq!(get("/chat/a/history", Some("limit=7")), Ok(Route::History { room: "a".into(), limit: 7 }));
+        assert_eq!(get("/health", None), Ok(Route::Health));
+    }
+
+    #[test]
+    fn chat_without_upgrade_is_426() {
+        assert_eq!(get("/chat/a", None), Err(RequestError::UpgradeRequired));
+        assert_eq!(get("/chat", None), Err(RequestError::UpgradeRequired));
+        assert_eq!(RequestError::UpgradeRequired.status(), 426);
+    }
+
+    #[test]
+    fn bad_rooms_are_400_whatever_the_route() {
+        let long = "r".repeat(65);
+        for room in [
+            "", "a%2Fb", "..", ".", "%2E%2E", "a%00b", "%C0%AE", "caf%C3%A9", "%ZZ", "%", "a%0D%0ASet-Cookie:x", "a b",
+            "a%20b", long.as_str(),
+        ] {
+            assert_eq!(upgrade(&format!("/chat/{room}"), None, None), Err(RequestError::BadRoom), "{room:?}");
+            assert_eq!(get(&format!("/chat/{room}/users"), None), Err(RequestError::BadRoom), "{room:?}");
+        }
+        assert_eq!(upgrade(&format!("/chat/{}", "r".repeat(64)), None, None).unwrap().room().unwrap().len(), 64);
+        assert_eq!(RequestError::BadRoom.status(), 400);
+    }
+
+    #[test]
+    fn room_names_are_percent_decoded() {
+        assert_eq!(room_name("a%2Db"), Ok("a-b".into()));
+        assert_eq!(room_name("...x"), Ok("...x".into()));
+    }
+
+    #[test]
+    fn bad_queries_are_400() {
+        assert_eq!(upgrade("/chat/a", Some("since=abc"), None), Err(RequestError::BadSince));
+        assert_eq!(upgrade("/chat/a", Some("since=-1"), None), Err(RequestError::BadSince));
+        assert_eq!(upgrade("/chat/a", Some("nick=%FF"), None), Err(RequestError::BadQuery));
+        assert_eq!(get("/chat/a/history", Some("limit=0")), Err(RequestError::BadLimit));
+        assert_eq!(get("/chat/a/history", Some("limit=101")), Err(RequestError::BadLimit));
+    }
+
+    #[test]
+    fn nick_in_the_query_is_decoded_and_left_for_the_room_to_judge() {
+        let route = upgrade("/chat/a", Some("nick=%3Cb%3E+x"), None).unwrap();
+        assert_eq!(route, Route::Join { room: "a".into(), nick: Some("<b> x".into()), since: None });
+    }
+
+    #[test]
+    fn origins_are_checked_on_upgrades() {
+        assert!(upgrade("/chat/a", None, Some(OWN)).is_ok());
+        assert!(upgrade("/chat/a", None, Some("https://friend.example")).is_ok());
+        assert_eq!(upgrade("/chat/a", None, Some("https://evil.example")), Err(RequestError::ForbiddenOrigin));
+        assert_eq!(RequestError::ForbiddenOrigin.status(), 403);
+    }
+
+    #[test]
+    fn unknown_paths_are_404_and_other_methods_405() {
+        for path in ["/", "/chat/a/b", "/chat/a/users/x", "/healthz", "/chat/a/history/"] {
+            assert_eq!(get(path, None), Err(RequestError::NotFound), "{path}");
+        }
+        let post = RequestParts {
+            method: "POST", path: "/chat/a/users", query: None, upgrade: None, origin: None, own_origin: OWN,
+        };
+        assert_eq!(route(&post, &AllowedOrigins::default()), Err(RequestError::MethodNotAllowed));
+    }
+
+    #[test]
+    fn error_bodies_are_json_with_code_and_message() {
+        let body: serde_json::Value = serde_json::from_str(&RequestError::BadRoom.to_json()).unwrap();
+        assert_eq!(body["error"]["code"], "bad_room");
+        assert_eq!(body["error"]["message"], RequestError::BadRoom.message());
+    }
+
+    #[test]
+    fn percent_decoding() {
+        assert_eq!(percent_decode("a%20b"), Some("a b".into()));
+        assert_eq!(percent_decode("%e2%9c%93"), Some("✓".into()));
+        assert_eq!(percent_decode("%C0%AF"), None, "overlong '/' is not UTF-8");
+        assert_eq!(percent_decode("%2"), None);
+        assert_eq!(percent_decode("%+1"), None);
+    }
+}
