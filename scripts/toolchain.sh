@@ -58,7 +58,7 @@ ensure_wasm_target() {
 }
 
 ensure_worker_build() {
-  if [ "$(worker-build --version 2>/dev/null)" != "worker-build $WORKER_BUILD_VERSION" ]; then
+  if [ "$(worker-build --version 2>/dev/null)" != "$WORKER_BUILD_VERSION" ]; then
     say "installing worker-build $WORKER_BUILD_VERSION"
     cargo install --quiet worker-build --version "$WORKER_BUILD_VERSION" >&2
   fi

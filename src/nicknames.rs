@@ -42,8 +42,8 @@ pub fn random_nick(entropy: u64) -> String {
     format!("{intensifier}{}{}", pick(&ADJECTIVES, 0), pick(&CREATURES, 16))
 }
 
-/// A random nick that `is_taken` refuses. After a few collisions a number is added, which
-/// always ends the search: the room holds far fewer nicks than there are numbers.
+/// A random nick that `is_taken` refuses. After a few collisions a number is added and
+/// counted up, which ends the search however poor the entropy: a room holds finitely many nicks.
 pub fn unused_random_nick(mut entropy: impl FnMut() -> u64, is_taken: impl Fn(&str) -> bool) -> String {
     for _ in 0..16 {
         let nick = random_nick(entropy());
@@ -51,13 +51,8 @@ pub fn unused_random_nick(mut entropy: impl FnMut() -> u64, is_taken: impl Fn(&s
             return nick;
         }
     }
-    loop {
-        let seed = entropy();
-        let nick = format!("{}{}", random_nick(seed), seed % 100_000);
-        if !is_taken(&nick) {
-            return nick;
-        }
-    }
+    let base = random_nick(entropy());
+    (2u32..).map(|n| format!("{base}{n}")).find(|nick| !is_taken(nick)).expect("some number is free")
 }
 
 #[cfg(test)]
@@ -101,9 +96,10 @@ mod tests {
 
     #[test]
     fn unused_random_nick_avoids_taken_ones_even_when_entropy_repeats() {
-        let taken = |n: &str| n == random_nick(7);
+        let base = random_nick(7);
+        let taken = |n: &str| n == base || n == format!("{base}2");
         let nick = unused_random_nick(|| 7, taken);
-        assert_ne!(nick, random_nick(7));
+        assert_eq!(nick, format!("{base}3"));
         assert!(validate_nick(&nick).is_ok());
     }
 

@@ -4,7 +4,7 @@
 
 use crate::history;
 use crate::origin::AllowedOrigins;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 pub const DEFAULT_ROOM: &str = "lobby";
 pub const MAX_ROOM_CHARS: usize = 64;
@@ -22,7 +22,9 @@ pub struct RequestParts<'a> {
     pub own_origin: &'a str,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A validated request. The Worker hands it to the room's object as JSON, so that the
+/// object never parses a URL again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Route {
     Health,
     Join { room: String, nick: Option<String>, since: Option<u64> },

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Every test: the room core natively with cargo, then the built Worker in workerd over real
+# WebSockets (node's test runner), then the browser client in headless Chromium.
+source "$(dirname "${BASH_SOURCE[0]}")/toolchain.sh"
+cd "$ROOT"
+
+say "core: cargo test"
+cargo test --quiet
+
+bash scripts/build.sh
+
+say "Worker in workerd: node --test"
+export WRANGLER_SEND_METRICS=false
+# One file at a time: each starts its own runtime, and the machine has two cores.
+node --test --test-concurrency=1 --test-reporter=spec test/*.test.mjs

@@ -1,0 +1,258 @@
+//! The Durable Object of one chat room: a thin shell around `room::Room`. It accepts sockets
+//! with the WebSocket Hibernation API, so an idle room is evicted from memory while its
+//! sockets stay open; the runtime constructs the object again on the next frame, and `new`
+//! rebuilds the room from the sockets' attachments and the last stored message.
+//!
+//! Every event does the same three things: ask the room what to do, store what must be
+//! stored, then send. Nothing here awaits, so events never interleave.
+
+use crate::close;
+use crate::config::RoomLimits;
+use crate::history::{trim_cutoff, Window};
+use crate::message_store::MessageStore;
+use crate::protocol::{ChatMessage, ErrorCode, Incoming, ServerFrame};
+use crate::room::{Attachment, Reaction, Room};
+use crate::routes::{RequestError, Route};
+use crate::worker::{error_response, internal, json_response, ROUTE_HEADER};
+use serde::Serialize;
+use std::cell::RefCell;
+use wasm_bindgen::prelude::wasm_bindgen;
+use wasm_bindgen::{JsCast, JsValue};
+use worker::js_sys::JsString;
+use worker::worker_sys::WebSocketRequestResponsePair;
+use worker::{
+    durable_object, Date, DurableObject, Env, Request, Response, State, WebSocket, WebSocketIncomingMessage,
+    WebSocketPair,
+};
+
+#[wasm_bindgen]
+extern "C" {
+    /// A WebSocket seen only for its `send(string)`, so that a broadcast hands the runtime
+    /// one JS string for all sockets instead of copying the Rust string once per socket.
+    type RawSocket;
+
+    #[wasm_bindgen(method, catch, js_name = send)]
+    fn send(this: &RawSocket, data: &JsString) -> Result<(), JsValue>;
+}
+
+#[durable_object(websocket)]
+pub struct ChatRoom {
+    state: State,
+    store: MessageStore,
+    room: RefCell<Room<WebSocket>>,
+    /// Random per construction: shows in `x-room-instance` when the object was rebuilt.
+    instance: String,
+}
+
+impl DurableObject for ChatRoom {
+    fn new(state: State, env: Env) -> Self {
+        let (limits, bad_vars) = RoomLimits::from_vars(|name| env.var(name).ok().map(|v| v.to_string()));
+        for bad in bad_vars {
+            worker::console_error!("edge-chat: ignoring {}={:?}: not a whole number above 0", bad.name, bad.value);
+        }
+        let store = MessageStore::new(state.storage().sql());
+        if let Err(error) = store.create_schema() {
+            worker::console_error!("edge-chat: creating the messages table failed: {error}");
+        }
+        // A room whose history cannot be read starts at id 0; storing then fails on the
+        // existing ids, so nobody sees an id twice.
+        let (last_id, last_at) = store.last().unwrap_or_else(|error| {
+            worker::console_error!("edge-chat: reading the last message failed: {error}");
+            (0, 0)
+        });
+        let mut room = Room::new(limits, last_id, last_at);
+        let now = now_ms();
+        for socket in state.get_websockets() {
+            if let Ok(Some(attachment)) = socket.deserialize_attachment::<Attachment>() {
+                room.restore(socket, attachment, now);
+            }
+        }
+        match WebSocketRequestResponsePair::new("ping", "pong") {
+            Ok(pair) => state.set_websocket_auto_response(&pair),
+            Err(error) => worker::console_error!("edge-chat: ping auto-response not set: {error:?}"),
+        }
+        ChatRoom { state, store, room: RefCell::new(room), instance: random_id() }
+    }
+
+    async fn fetch(&self, request: Request) -> worker::Result<Response> {
+        let route = request
+            .headers()
+            .get(ROUTE_HEADER)?
+            .and_then(|json| serde_json::from_str::<Route>(&json).ok());
+        let response = match route {
+            Some(Route::Join { room, nick, since }) => self.join(&room, nick.as_deref(), since),
+            Some(Route::Users { room }) => self.users(&room),
+            Some(Route::History { room, limit }) => self.history(&room, limit),
+            Some(Route::Health) | None => Err(RequestError::NotFound),
+        };
+        let mut response = match response {
+            Ok(response) => response,
+            Err(error) => error_response(error)?,
+        };
+        response.headers_mut().set("x-room-instance", &self.instance)?;
+        Ok(response)
+    }
+
+    async fn websocket_message(&self, socket: WebSocket, message: WebSocketIncomingMessage) -> worker::Result<()> {
+        let Some(id) = self.socket_id(&socket) else { return Ok(()) };
+        let incoming = match &message {
+            WebSocketIncomingMessage::String(text) => Incoming::Text(text),
+            WebSocketIncomingMessage::Binary(_) => Incoming::Binary,
+        };
+        let reaction = self.room.borrow_mut().receive(&id, incoming, now_ms());
+        match reaction {
+            Reaction::Nothing => {}
+            Reaction::Reply(frame) => send_one(&socket, &frame),
+            Reaction::Post(message) => self.post(&socket, message),
+            Reaction::Renamed { frame, attachment } => {
+                attach(&socket, &attachment);
+                self.broadcast(&frame);
+            }
+            Reaction::Kick { error, attachment, code, reason, left } => {
+                send_one(&socket, &error);
+                attach(&socket, &attachment);
+                if let Err(error) = socket.close(Some(code), Some(reason)) {
+                    worker::console_error!("edge-chat: closing a flooding socket failed: {error}");
+                }
+                self.broadcast(&left);
+            }
+        }
+        Ok(())
+    }
+
+    async fn websocket_close(&self, socket: WebSocket, code: usize, reason: String, _clean: bool) -> worker::Result<()> {
+        let code = u16::try_from(code).unwrap_or(0);
+        // Completing the handshake fails harmlessly when the runtime already has.
+        let _ = socket.close(Some(close::reply_code(code)), Some(close::reply_reason(&reason)));
+        self.depart(&socket);
+        Ok(())
+    }
+
+    async fn websocket_error(&self, socket: WebSocket, error: worker::Error) -> worker::Result<()> {
+        worker::console_log!("edge-chat: socket error, removing it: {error}");
+        self.depart(&socket);
+        Ok(())
+    }
+}
+
+impl ChatRoom {
+    fn join(&self, room_name: &str, nick: Option<&str>, since: Option<u64>) -> Result<Response, RequestError> {
+        if self.room.borrow().is_full() {
+            return Err(RequestError::RoomFull);
+        }
+        let history = self.store.read(Window::for_welcome(since)).map_err(internal("reading history"))?;
+        let pair = WebSocketPair::new().map_err(internal("creating a WebSocket pair"))?;
+        let id = random_id();
+        let mut room = self.room.borrow_mut();
+        let joined = room.join(id.clone(), pair.server.clone(), nick, now_ms(), random_u64);
+        self.state.accept_websocket_with_tags(&pair.server, &[&id]);
+        attach(&pair.server, &joined.attachment);
+        let welcome = ServerFrame::Welcome {
+            room: room_name.to_owned(),
+            nick: joined.attachment.nick.clone(),
+            users: room.nicks(),
+            history,
+        };
+        send_one(&pair.server, &welcome);
+        if let Some(code) = joined.refused_nick {
+            send_one(&pair.server, &ServerFrame::error(code));
+        }
+        let announcement = JsString::from(joined.announcement.to_json());
+        for socket in room.sockets_except(&id) {
+            send_raw(socket, &announcement);
+        }
+        Response::from_websocket(pair.client).map_err(internal("answering the upgrade"))
+    }
+
+    fn users(&self, room_name: &str) -> Result<Response, RequestError> {
+        #[derive(Serialize)]
+        struct Users<'a> {
+            room: &'a str,
+            users: Vec<String>,
+            count: usize,
+        }
+        let users = self.room.borrow().nicks();
+        let body = Users { room: room_name, count: users.len(), users };
+        json_response(200, serde_json::to_string(&body).map_err(internal("encoding users"))?)
+            .map_err(internal("answering users"))
+    }
+
+    fn history(&self, room_name: &str, limit: u32) -> Result<Response, RequestError> {
+        #[derive(Serialize)]
+        struct History<'a> {
+            room: &'a str,
+            messages: Vec<ChatMessage>,
+        }
+        let messages = self.store.read(Window::Latest { limit }).map_err(internal("reading history"))?;
+        let body = History { room: room_name, messages };
+        json_response(200, serde_json::to_string(&body).map_err(internal("encoding history"))?)
+            .map_err(internal("answering history"))
+    }
+
+    /// Stores the message, then broadcasts it. A message that could not be stored is not
+    /// broadcast: its sender is told to send it again.
+    fn post(&self, sender: &WebSocket, message: ChatMessage) {
+        if let Err(error) = self.store.insert(&message) {
+            worker::console_error!("edge-chat: storing message {} failed: {error}", message.id);
+            send_one(sender, &ServerFrame::error(ErrorCode::Unavailable));
+            return;
+        }
+        if let Some(cutoff) = trim_cutoff(message.id) {
+            if let Err(error) = self.store.trim(cutoff) {
+                worker::console_error!("edge-chat: trimming history failed: {error}");
+            }
+        }
+        self.broadcast(&ServerFrame::Message(message));
+    }
+
+    fn depart(&self, socket: &WebSocket) {
+        let Some(id) = self.socket_id(socket) else { return };
+        let left = self.room.borrow_mut().leave(&id, now_ms());
+        if let Some(left) = left {
+            self.broadcast(&left);
+        }
+    }
+
+    /// Sends one frame to every member, serialised once.
+    fn broadcast(&self, frame: &ServerFrame) {
+        let json = JsString::from(frame.to_json());
+        self.room.borrow().sockets().for_each(|socket| send_raw(socket, &json));
+    }
+
+    /// The id a socket was tagged with when it joined.
+    fn socket_id(&self, socket: &WebSocket) -> Option<String> {
+        self.state.get_tags(socket).into_iter().next()
+    }
+}
+
+fn send_one(socket: &WebSocket, frame: &ServerFrame) {
+    send_raw(socket, &JsString::from(frame.to_json()));
+}
+
+/// A failed send means the socket is closing; its close event removes it from the room.
+fn send_raw(socket: &WebSocket, data: &JsString) {
+    let raw: &RawSocket = AsRef::<worker::web_sys::WebSocket>::as_ref(socket).unchecked_ref();
+    let _ = raw.send(data);
+}
+
+fn attach(socket: &WebSocket, attachment: &Attachment) {
+    if let Err(error) = socket.serialize_attachment(attachment) {
+        worker::console_error!("edge-chat: saving a socket attachment failed: {error}");
+    }
+}
+
+fn now_ms() -> u64 {
+    Date::now().as_millis()
+}
+
+fn random_u64() -> u64 {
+    let mut bytes = [0u8; 8];
+    if let Err(error) = getrandom::getrandom(&mut bytes) {
+        worker::console_error!("edge-chat: no randomness: {error}");
+    }
+    u64::from_le_bytes(bytes)
+}
+
+fn random_id() -> String {
+    format!("{:016x}", random_u64())
+}

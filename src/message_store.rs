@@ -1,0 +1,89 @@
+//! A room's message history in its Durable Object's SQLite storage. One insert per message;
+//! `history::trim_cutoff` says when to drop old ones. Writes are synchronous, and the runtime
+//! holds back every frame sent after a write until that write is durable, so a message that
+//! was broadcast (or echoed to its sender) is on disk.
+
+use crate::history::Window;
+use crate::protocol::ChatMessage;
+use serde::Deserialize;
+use worker::{SqlStorage, SqlStorageValue};
+
+/// Ids above this cannot cross into JavaScript exactly; `since` is clamped to it.
+const MAX_SAFE_INTEGER: u64 = (1 << 53) - 1;
+
+pub struct MessageStore {
+    sql: SqlStorage,
+}
+
+#[derive(Deserialize)]
+struct Row {
+    id: u64,
+    nick: String,
+    text: String,
+    at: u64,
+}
+
+#[derive(Deserialize)]
+struct Last {
+    id: u64,
+    at: u64,
+}
+
+impl MessageStore {
+    pub fn new(sql: SqlStorage) -> MessageStore {
+        MessageStore { sql }
+    }
+
+    pub fn create_schema(&self) -> worker::Result<()> {
+        self.sql.exec(
+            "CREATE TABLE IF NOT EXISTS messages (
+                id INTEGER PRIMARY KEY,
+                nick TEXT NOT NULL,
+                text TEXT NOT NULL,
+                at INTEGER NOT NULL
+            )",
+            None,
+        )?;
+        Ok(())
+    }
+
+    /// The id and time of the newest message, or zeros for a new room.
+    pub fn last(&self) -> worker::Result<(u64, u64)> {
+        let rows: Vec<Last> =
+            self.sql.exec("SELECT id, at FROM messages ORDER BY id DESC LIMIT 1", None)?.to_array()?;
+        Ok(rows.first().map_or((0, 0), |last| (last.id, last.at)))
+    }
+
+    pub fn insert(&self, message: &ChatMessage) -> worker::Result<()> {
+        let bindings = vec![
+            SqlStorageValue::try_from_i64(message.id as i64)?,
+            message.nick.as_str().into(),
+            message.text.as_str().into(),
+            SqlStorageValue::try_from_i64(message.at as i64)?,
+        ];
+        self.sql.exec("INSERT INTO messages (id, nick, text, at) VALUES (?, ?, ?, ?)", bindings)?;
+        Ok(())
+    }
+
+    /// Deletes every message with an id at or below `cutoff`.
+    pub fn trim(&self, cutoff: u64) -> worker::Result<()> {
+        self.sql.exec("DELETE FROM messages WHERE id <= ?", vec![SqlStorageValue::try_from_i64(cutoff as i64)?])?;
+        Ok(())
+    }
+
+    /// The messages of `window`, oldest first.
+    pub fn read(&self, window: Window) -> worker::Result<Vec<ChatMessage>> {
+        let cursor = match window {
+            Window::Latest { limit } => self.sql.exec(
+                "SELECT * FROM (SELECT id, nick, text, at FROM messages ORDER BY id DESC LIMIT ?) ORDER BY id",
+                vec![SqlStorageValue::from(limit as i64)],
+            )?,
+            Window::After { since, limit } => self.sql.exec(
+                "SELECT id, nick, text, at FROM messages WHERE id > ? ORDER BY id LIMIT ?",
+                vec![SqlStorageValue::from(since.min(MAX_SAFE_INTEGER) as i64), SqlStorageValue::from(limit as i64)],
+            )?,
+        };
+        let rows: Vec<Row> = cursor.to_array()?;
+        Ok(rows.into_iter().map(|r| ChatMessage { id: r.id, nick: r.nick, text: r.text, at: r.at }).collect())
+    }
+}

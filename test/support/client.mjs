@@ -1,0 +1,164 @@
+// A chat client over a real WebSocket that records every frame it receives, so a test can
+// wait for the frame it expects (with a timeout) instead of sleeping.
+
+import WebSocket from 'ws';
+
+export class ChatClient {
+  /** Connects to `url` and resolves once the socket is open. */
+  static async connect(url, options = {}) {
+    const client = new ChatClient(url, options);
+    await client.opened;
+    return client;
+  }
+
+  /** Resolves with the HTTP status of a refused upgrade. */
+  static refusal(url, options = {}) {
+    return new Promise((done, fail) => {
+      const socket = new WebSocket(url, options);
+      socket.on('unexpected-response', (_request, response) => {
+        let body = '';
+        response.on('data', (chunk) => (body += chunk));
+        response.on('end', () => done({ status: response.statusCode, body: body ? JSON.parse(body) : null }));
+      });
+      socket.on('open', () => {
+        socket.close();
+        fail(new Error(`expected ${url} to be refused, but it opened`));
+      });
+      socket.on('error', () => {});
+    });
+  }
+
+  constructor(url, options) {
+    this.frames = [];
+    this.raw = [];
+    this.waiters = new Set();
+    this.closeInfo = null;
+    this.socket = new WebSocket(url, options);
+    this.opened = new Promise((done, fail) => {
+      this.socket.once('open', done);
+      this.socket.once('error', fail);
+      this.socket.once('unexpected-response', (_request, response) =>
+        fail(new Error(`upgrade refused with ${response.statusCode}`)),
+      );
+    });
+    this.closed = new Promise((done) => {
+      this.socket.on('close', (code, reason) => {
+        this.closeInfo = { code, reason: reason.toString() };
+        this.notify();
+        done(this.closeInfo);
+      });
+    });
+    this.socket.on('error', () => {});
+    this.socket.on('message', (data, isBinary) => {
+      const text = data.toString();
+      this.raw.push(text);
+      if (!isBinary && text.startsWith('{')) this.frames.push(JSON.parse(text));
+      this.notify();
+    });
+  }
+
+  notify() {
+    for (const waiter of this.waiters) waiter();
+  }
+
+  /**
+   * Waits for a frame matching `match` (an object of expected fields, or a predicate) that
+   * arrived after the `from`-th frame, and returns it.
+   */
+  next(match, { timeoutMs = 10_000, from = 0 } = {}) {
+    const predicate = typeof match === 'function' ? match : (frame) => matches(frame, match);
+    return new Promise((done, fail) => {
+      const check = () => {
+        const found = this.frames.slice(from).find(predicate);
+        if (found) {
+          finish();
+          done(found);
+        } else if (this.closeInfo) {
+          finish();
+          fail(new Error(`socket closed (${this.closeInfo.code}) before ${JSON.stringify(match)}; got ${JSON.stringify(this.frames)}`));
+        }
+      };
+      const timer = setTimeout(() => {
+        finish();
+        fail(new Error(`no frame like ${describe(match)} within ${timeoutMs} ms; got ${JSON.stringify(this.frames.slice(from))}`));
+      }, timeoutMs);
+      const finish = () => {
+        clearTimeout(timer);
+        this.waiters.delete(check);
+      };
+      this.waiters.add(check);
+      check();
+    });
+  }
+
+  /** Waits until `predicate(frames)` holds for all frames received so far. */
+  until(predicate, { timeoutMs = 10_000, what = 'frames' } = {}) {
+    return this.next(() => predicate(this.frames), { timeoutMs }).catch((error) => {
+      throw new Error(`${what}: ${error.message}`);
+    });
+  }
+
+  /** Waits for a raw (non-JSON) text frame. */
+  nextRaw(text, { timeoutMs = 10_000 } = {}) {
+    return new Promise((done, fail) => {
+      const check = () => {
+        if (this.raw.includes(text)) {
+          finish();
+          done(text);
+        }
+      };
+      const timer = setTimeout(() => {
+        finish();
+        fail(new Error(`no raw frame ${text} within ${timeoutMs} ms`));
+      }, timeoutMs);
+      const finish = () => {
+        clearTimeout(timer);
+        this.waiters.delete(check);
+      };
+      this.waiters.add(check);
+      check();
+    });
+  }
+
+  async welcome() {
+    return this.next({ type: 'welcome' });
+  }
+
+  send(frame) {
+    this.socket.send(typeof frame === 'string' ? frame : JSON.stringify(frame));
+  }
+
+  say(text) {
+    this.send({ type: 'message', text });
+  }
+
+  /** Sends a message and resolves with its echo, which carries the stored id. */
+  async sayAndWait(text) {
+    const from = this.frames.length;
+    this.say(text);
+    return this.next({ type: 'message', text }, { from });
+  }
+
+  count(match) {
+    return this.frames.filter((frame) => matches(frame, match)).length;
+  }
+
+  close(code = 1000, reason = '') {
+    this.socket.close(code, reason);
+    return this.closed;
+  }
+
+  /** Drops the TCP connection without a close frame, like a crashed client. */
+  kill() {
+    this.socket.terminate();
+    return this.closed;
+  }
+}
+
+export function matches(frame, expected) {
+  return Object.entries(expected).every(([key, value]) => frame[key] === value);
+}
+
+function describe(match) {
+  return typeof match === 'function' ? 'the predicate' : JSON.stringify(match);
+}
