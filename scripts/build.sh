@@ -6,7 +6,8 @@ cd "$ROOT"
 
 up_to_date() {
   [ -f build/index.js ] || return 1
-  [ -z "$(find src Cargo.toml Cargo.lock -newer build/index.js -print -quit)" ]
+  # src/client holds the browser client, served as static assets: no WASM rebuild for it.
+  [ -z "$(find src Cargo.toml Cargo.lock -path src/client -prune -o -newer build/index.js -print -quit)" ]
 }
 
 if [ "${FORCE_BUILD:-}" != 1 ] && up_to_date; then

@@ -8,6 +8,7 @@ say "core: cargo test"
 cargo test --quiet
 
 bash scripts/build.sh
+ensure_chromium
 
 say "Worker in workerd: node --test"
 export WRANGLER_SEND_METRICS=false
