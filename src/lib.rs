@@ -16,6 +16,9 @@ pub mod rate_limit;
 pub mod room;
 pub mod routes;
 
+#[cfg(test)]
+mod properties;
+
 #[cfg(target_arch = "wasm32")]
 mod chat_room;
 #[cfg(target_arch = "wasm32")]
