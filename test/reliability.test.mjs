@@ -1,0 +1,233 @@
+// Faults and abuse: restarts in the middle of a burst, clients that die without a close
+// frame, oversized input, full rooms. Each case checks that what was acknowledged survives
+// and that one client's trouble stays its own.
+
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { createInterface } from 'node:readline';
+import { after, describe, test } from 'node:test';
+import { ChatClient } from './support/client.mjs';
+import { ChatServer, ROOT } from './support/server.mjs';
+
+const LIFTED_RATE = { RATE_BURST: '100000', RATE_PER_SECOND: '100000' };
+const servers = [];
+after(() => Promise.all(servers.map((s) => s.stop('SIGKILL'))));
+
+async function startServer(vars = {}) {
+  const server = new ChatServer({ vars });
+  servers.push(server);
+  return server.start();
+}
+
+/**
+ * Sends up to `total` messages, keeping at most `window` unacknowledged, until the socket
+ * closes. Resolves with every message the server echoed back (so acknowledged) and the texts sent.
+ */
+function sendContinuously(client, label, { total = 200, window = 5 } = {}) {
+  const acked = [];
+  const sent = [];
+  return new Promise((done) => {
+    let inFlight = 0;
+    const pump = () => {
+      while (inFlight < window && sent.length < total && client.socket.readyState === 1) {
+        const text = `${label}-${sent.length}`;
+        sent.push(text);
+        inFlight++;
+        client.say(text);
+      }
+    };
+    client.socket.on('message', (data) => {
+      const frame = JSON.parse(data.toString());
+      if (frame.type === 'message' && frame.text.startsWith(`${label}-`)) {
+        acked.push(frame);
+        inFlight--;
+        pump();
+      }
+    });
+    client.closed.then(() => done({ acked, sent }));
+    pump();
+  });
+}
+
+/** Every stored message of a room, oldest first, paging through welcomes with `since`. */
+async function storedMessages(server, room) {
+  const all = [];
+  for (;;) {
+    const since = all.at(-1)?.id ?? 0;
+    const reader = await ChatClient.connect(`${server.wsUrl}/chat/${room}?since=${since}`);
+    const { history } = await reader.welcome();
+    await reader.close();
+    if (history.length === 0) return all;
+    all.push(...history);
+  }
+}
+
+describe('restart in the middle of a burst', () => {
+  for (const signal of ['SIGTERM', 'SIGKILL']) {
+    test(`every acknowledged message survives a ${signal}, exactly once and in order`, async () => {
+      const server = await startServer(LIFTED_RATE);
+      const room = `burst-${signal}`;
+      const observer = await ChatClient.connect(`${server.wsUrl}/chat/${room}?nick=Observer`);
+      await observer.welcome();
+      const senders = [];
+      for (const nick of ['S1', 'S2', 'S3']) {
+        const sender = await ChatClient.connect(`${server.wsUrl}/chat/${room}?nick=${nick}`);
+        await sender.welcome();
+        senders.push(sender);
+      }
+      const runs = senders.map((sender, i) => sendContinuously(sender, `s${i + 1}`));
+      await observer.until((frames) => frames.filter((f) => f.type === 'message').length >= 30, {
+        what: '30 messages before the restart',
+      });
+      await server.restart(signal);
+      const results = await Promise.all(runs);
+      await observer.closed;
+
+      const acked = results.flatMap((r) => r.acked);
+      const sentCount = results.reduce((n, r) => n + r.sent.length, 0);
+      assert.ok(acked.length >= 30, `${acked.length} acknowledged`);
+      assert.ok(sentCount > acked.length || sentCount === 600, 'the restart came mid-burst');
+
+      const stored = await storedMessages(server, room);
+      for (let i = 1; i < stored.length; i++) assert.ok(stored[i].id > stored[i - 1].id, 'stored in id order');
+      const byId = new Map(stored.map((m) => [m.id, m]));
+      for (const message of acked) {
+        assert.deepEqual(byId.get(message.id), message, `acknowledged message ${message.id} is stored as sent`);
+      }
+      const texts = stored.map((m) => m.text);
+      assert.equal(new Set(texts).size, texts.length, 'no message is stored twice');
+
+      // The observer reconnects with the last id it saw and gets exactly what it missed.
+      const lastSeen = observer.frames.filter((f) => f.type === 'message').at(-1).id;
+      const back = await ChatClient.connect(`${server.wsUrl}/chat/${room}?nick=Observer&since=${lastSeen}`);
+      const missed = (await back.welcome()).history;
+      assert.deepEqual(missed, stored.filter((m) => m.id > lastSeen).slice(0, 100));
+      const next = await back.sayAndWait('after the restart');
+      assert.ok(next.id > stored.at(-1).id, 'ids keep growing');
+      await back.close();
+      await server.stop();
+    });
+  }
+});
+
+describe('dead clients', () => {
+  test('a client process killed with SIGKILL is removed and its left broadcast', async () => {
+    const server = await startServer();
+    const room = 'dead-client';
+    const watcher = await ChatClient.connect(`${server.wsUrl}/chat/${room}?nick=Watcher`);
+    await watcher.welcome();
+    const script = `
+      import WebSocket from 'ws';
+      const socket = new WebSocket(process.argv[1]);
+      socket.on('message', (data) => {
+        const frame = JSON.parse(data.toString());
+        if (frame.type === 'welcome') console.log(frame.nick);
+      });`;
+    const child = spawn(process.execPath, ['--input-type=module', '-e', script, `${server.wsUrl}/chat/${room}?nick=Doomed`], {
+      cwd: ROOT,
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    const [nick] = await createInterface({ input: child.stdout })[Symbol.asyncIterator]().next().then((r) => [r.value]);
+    assert.equal(nick, 'Doomed');
+    await watcher.next({ type: 'joined', nick: 'Doomed' });
+    child.kill('SIGKILL');
+    await watcher.next({ type: 'left', nick: 'Doomed' });
+    assert.deepEqual((await (await fetch(`${server.url}/chat/${room}/users`)).json()).users, ['Watcher']);
+    await watcher.close();
+    await server.stop();
+  });
+});
+
+describe('abuse', () => {
+  test('oversized and binary frames fail alone; the room carries on', async () => {
+    const server = await startServer();
+    const room = 'oversized';
+    const bystander = await ChatClient.connect(`${server.wsUrl}/chat/${room}?nick=Bystander`);
+    await bystander.welcome();
+    const abuser = await ChatClient.connect(`${server.wsUrl}/chat/${room}?nick=Abuser`);
+    await abuser.welcome();
+
+    abuser.socket.send(Buffer.alloc(64 * 1024, 7));
+    assert.equal((await abuser.next({ type: 'error' })).code, 'unsupported');
+    const from = abuser.frames.length;
+    abuser.send('z'.repeat(1024 * 1024));
+    assert.equal((await abuser.next({ type: 'error' }, { from })).code, 'too_long');
+
+    // Past the runtime's own message limit (32 MiB in local workerd, 1 MiB at the edge) the
+    // runtime closes the socket with 1009, and only that socket.
+    abuser.send('y'.repeat(33 * 1024 * 1024));
+    assert.equal((await abuser.closed).code, 1009);
+    await bystander.next({ type: 'left', nick: 'Abuser' });
+    await bystander.sayAndWait('still fine');
+    const history = await (await fetch(`${server.url}/chat/${room}/history`)).json();
+    assert.deepEqual(history.messages.map((m) => m.text), ['still fine']);
+    await bystander.close();
+    await server.stop();
+  });
+
+  test('query strings that are not UTF-8 are refused before any room is touched', async () => {
+    const server = await startServer();
+    for (const query of ['nick=%FF', 'nick=%C0%AF', 'nick=%E2%82', 'since=1e3', 'since=-5']) {
+      const refused = await ChatClient.refusal(`${server.wsUrl}/chat/utf8?${query}`);
+      assert.equal(refused.status, 400, query);
+      assert.deepEqual(Object.keys(refused.body.error).sort(), ['code', 'message']);
+    }
+    const users = await (await fetch(`${server.url}/chat/utf8/users`)).json();
+    assert.equal(users.count, 0);
+    await server.stop();
+  });
+
+  test('a full room refuses the next upgrade with 503 room_full, and frees a place on leave', async () => {
+    const server = await startServer({ MAX_ROOM_SOCKETS: '3' });
+    const room = 'tiny';
+    const members = [];
+    for (let i = 0; i < 3; i++) {
+      const member = await ChatClient.connect(`${server.wsUrl}/chat/${room}`);
+      await member.welcome();
+      members.push(member);
+    }
+    const refused = await ChatClient.refusal(`${server.wsUrl}/chat/${room}`);
+    assert.equal(refused.status, 503);
+    assert.equal(refused.body.error.code, 'room_full');
+    assert.match(refused.body.error.message, /full/);
+    const elsewhere = await ChatClient.connect(`${server.wsUrl}/chat/another-room`);
+    await elsewhere.welcome();
+
+    const leaving = members.pop();
+    const leavingNick = leaving.frames[0].nick;
+    await leaving.close();
+    await members[0].next({ type: 'left', nick: leavingNick });
+    const newcomer = await ChatClient.connect(`${server.wsUrl}/chat/${room}`);
+    await newcomer.welcome();
+    await Promise.all([...members, newcomer, elsewhere].map((c) => c.close()));
+    await server.stop();
+  });
+
+  test('a flooder is cut off while a calm client in the same room keeps talking', async (t) => {
+    const server = await startServer();
+    const room = 'flooded';
+    const calm = await ChatClient.connect(`${server.wsUrl}/chat/${room}?nick=Calm`);
+    await calm.welcome();
+    const quiet = [];
+    for (let i = 0; i < 5; i++) {
+      const start = performance.now();
+      await calm.sayAndWait(`quiet ${i}`);
+      quiet.push(performance.now() - start);
+    }
+    const flooder = await ChatClient.connect(`${server.wsUrl}/chat/${room}?nick=Flooder`);
+    await flooder.welcome();
+    for (let i = 0; i < 2000; i++) flooder.say(`flood ${i}`);
+    const during = [];
+    for (let i = 0; i < 5; i++) {
+      const start = performance.now();
+      await calm.sayAndWait(`during ${i}`);
+      during.push(performance.now() - start);
+    }
+    assert.equal((await flooder.closed).code, 1008);
+    assert.ok(flooder.count({ type: 'message', nick: 'Flooder' }) <= 20, 'no more than the burst got through');
+    const median = (xs) => xs.sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+    t.diagnostic(`calm client's echo time, median of 5: ${median(quiet).toFixed(1)} ms quiet, ${median(during).toFixed(1)} ms during the flood`);
+    await calm.close();
+    await server.stop();
+  });
+});
