@@ -82,7 +82,7 @@ impl DurableObject for ChatRoom {
         let response = match route {
             Some(Route::Join { room, nick, since }) => self.join(&room, nick.as_deref(), since),
             Some(Route::Users { room }) => self.users(&room),
-            Some(Route::History { room, limit }) => self.history(&room, limit),
+            Some(Route::History { room, window }) => self.history(&room, window),
             Some(Route::Health) | None => Err(RequestError::NotFound),
         };
         let mut response = match response {
@@ -177,13 +177,13 @@ impl ChatRoom {
             .map_err(internal("answering users"))
     }
 
-    fn history(&self, room_name: &str, limit: u32) -> Result<Response, RequestError> {
+    fn history(&self, room_name: &str, window: Window) -> Result<Response, RequestError> {
         #[derive(Serialize)]
         struct History<'a> {
             room: &'a str,
             messages: Vec<ChatMessage>,
         }
-        let messages = self.store.read(Window::Latest { limit }).map_err(internal("reading history"))?;
+        let messages = self.store.read(window).map_err(internal("reading history"))?;
         let body = History { room: room_name, messages };
         json_response(200, serde_json::to_string(&body).map_err(internal("encoding history"))?)
             .map_err(internal("answering history"))

@@ -1,6 +1,8 @@
 //! History rules: how much a room keeps, how much a client is sent, and when old messages
 //! are trimmed. The SQL that carries them out lives in the Durable Object's `message_store`.
 
+use serde::{Deserialize, Serialize};
+
 /// A room keeps at least its most recent this-many messages.
 pub const RETAINED: u64 = 1_000;
 
@@ -11,12 +13,12 @@ pub const TRIM_EVERY: u64 = 100;
 /// Most messages a welcome frame carries.
 pub const WELCOME_MAX: u32 = 100;
 
-/// `GET /chat/ROOM/history?limit=N`: default and largest N.
+/// `GET /chat/ROOM/history?limit=N[&since=ID]`: default and largest N.
 pub const HTTP_DEFAULT: u32 = 50;
 pub const HTTP_MAX: u32 = 100;
 
 /// Which messages to return, always oldest first.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Window {
     /// The newest `limit` messages.
     Latest { limit: u32 },

@@ -29,7 +29,7 @@ pub enum Route {
     Health,
     Join { room: String, nick: Option<String>, since: Option<u64> },
     Users { room: String },
-    History { room: String, limit: u32 },
+    History { room: String, window: history::Window },
 }
 
 impl Route {
@@ -114,7 +114,11 @@ pub fn route(request: &RequestParts<'_>, allowed: &AllowedOrigins) -> Result<Rou
             let room = room_name(room)?;
             let query = Query::parse(request.query)?;
             let limit = history::parse_limit(query.get("limit")).ok_or(RequestError::BadLimit)?;
-            Route::History { room, limit }
+            let window = match since(&query)? {
+                Some(since) => history::Window::After { since, limit },
+                None => history::Window::Latest { limit },
+            };
+            Route::History { room, window }
         }
         _ => return Err(RequestError::NotFound),
     };
@@ -134,11 +138,11 @@ pub fn route(request: &RequestParts<'_>, allowed: &AllowedOrigins) -> Result<Rou
 
 fn join(room: String, query: Option<&str>) -> Result<Route, RequestError> {
     let query = Query::parse(query)?;
-    let since = match query.get("since") {
-        None => None,
-        Some(raw) => Some(raw.parse().map_err(|_| RequestError::BadSince)?),
-    };
-    Ok(Route::Join { room, nick: query.get("nick").map(str::to_owned), since })
+    Ok(Route::Join { room, since: since(&query)?, nick: query.get("nick").map(str::to_owned) })
+}
+
+fn since(query: &Query) -> Result<Option<u64>, RequestError> {
+    query.get("since").map(|raw| raw.parse().map_err(|_| RequestError::BadSince)).transpose()
 }
 
 /// Decodes and checks one room segment of the path.
@@ -193,6 +197,7 @@ pub fn percent_decode(input: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::history::Window;
 
     const OWN: &str = "http://localhost:8787";
 
@@ -218,8 +223,11 @@ mod tests {
             Ok(Route::Join { room: "dev-team.2".into(), nick: Some("Ann".into()), since: Some(42) })
         );
         assert_eq!(get("/chat/a/users", None), Ok(Route::Users { room: "a".into() }));
-        assert_eq!(get("/chat/a/history", None), Ok(Route::History { room: "a".into(), limit: 50 }));
-        assert_eq!(get("/chat/a/history", Some("limit=7")), Ok(Route::History { room: "a".into(), limit: 7 }));
+        let history = |window| Ok(Route::History { room: "a".into(), window });
+        assert_eq!(get("/chat/a/history", None), history(Window::Latest { limit: 50 }));
+        assert_eq!(get("/chat/a/history", Some("limit=7")), history(Window::Latest { limit: 7 }));
+        assert_eq!(get("/chat/a/history", Some("since=9")), history(Window::After { since: 9, limit: 50 }));
+        assert_eq!(get("/chat/a/history", Some("since=x")), Err(RequestError::BadSince));
         assert_eq!(get("/health", None), Ok(Route::Health));
     }
 

@@ -335,6 +335,10 @@ describe('rooms and HTTP routes', () => {
       assert.equal(response.body.error.code, 'bad_limit');
     }
 
+    const after = await getJson(`/chat/${room}/history?since=${ids[1]}&limit=2`);
+    assert.deepEqual(after.body.messages.map((m) => m.text), ['m3', 'm4'], 'since pages forward from an id');
+    assert.equal((await getJson(`/chat/${room}/history?since=x`)).body.error.code, 'bad_since');
+
     const late = await join(room, `?since=${ids[4]}`);
     assert.deepEqual((await late.welcome()).history.map((m) => m.text), ['m6', 'm7', 'm8']);
     const fresh = await join(room);

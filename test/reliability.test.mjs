@@ -49,16 +49,14 @@ function sendContinuously(client, label, { total = 200, window = 5 } = {}) {
   });
 }
 
-/** Every stored message of a room, oldest first, paging through welcomes with `since`. */
+/** Every stored message of a room, oldest first, paging forward with `since`. */
 async function storedMessages(server, room) {
   const all = [];
   for (;;) {
     const since = all.at(-1)?.id ?? 0;
-    const reader = await ChatClient.connect(`${server.wsUrl}/chat/${room}?since=${since}`);
-    const { history } = await reader.welcome();
-    await reader.close();
-    if (history.length === 0) return all;
-    all.push(...history);
+    const page = await (await fetch(`${server.url}/chat/${room}/history?since=${since}&limit=100`)).json();
+    if (page.messages.length === 0) return all;
+    all.push(...page.messages);
   }
 }
 
