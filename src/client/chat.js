@@ -1,0 +1,847 @@
+// The chat UI, written once and used twice: the full page (index.html via page.js) and the
+// embeddable widget (embed.js). `mountChat(element, options)` renders one room into a shadow
+// root on `element`, so that page styles and chat styles stay apart, and keeps it connected.
+//
+// Every string that comes from a user (nicks, message text, room names) reaches the DOM as a
+// text node or a plain attribute value, never as markup: nothing here uses innerHTML.
+
+const MIN_BACKOFF_MS = 500;
+const MAX_BACKOFF_MS = 10_000;
+// The runtime answers `ping` with `pong` without waking the room, so a heartbeat is cheap; it
+// catches connections that died without a close frame (sleeping laptops, dropped Wi-Fi).
+const HEARTBEAT_MS = 25_000;
+const HEARTBEAT_TIMEOUT_MS = 10_000;
+// The server sends at most this many messages in a welcome; a full page after `since` may
+// have more behind it.
+const WELCOME_MAX = 100;
+const MAX_TEXT_CHARS = 2_000;
+const COUNTER_FROM_CHARS = 1_800;
+const GROUP_WINDOW_MS = 5 * 60_000;
+const MAX_LOG_ENTRIES = 1_000;
+const NEAR_BOTTOM_PX = 48;
+const NICK_STORAGE_KEY = 'edge-chat:nick';
+
+export const DEFAULT_ROOM = 'lobby';
+
+const ROOM_RULE = "Room names are 1 to 64 letters, digits, '_', '.' or '-'.";
+const NICK_RULE = "Nicknames are 1 to 32 letters, digits, '_', '-' or '.'.";
+const NICK_CODES = new Set(['nick_taken', 'bad_nick']);
+// Error codes after which the server dropped the message it was answering.
+const DROPPED_CODES = new Set(['too_long', 'empty', 'rate_limited', 'unavailable']);
+
+export function isValidRoom(name) {
+  return typeof name === 'string' && /^[A-Za-z0-9_.-]{1,64}$/.test(name) && !/^\.+$/.test(name);
+}
+
+export function isValidNick(nick) {
+  return typeof nick === 'string' && /^[A-Za-z0-9_.-]{1,32}$/.test(nick);
+}
+
+/**
+ * Renders the chat of `room` into `element` and connects it.
+ * @param {Element} element the host; it gets an open shadow root.
+ * @param {object} [options]
+ * @param {string} [options.room] room name, `lobby` by default.
+ * @param {string} [options.origin] where the chat Worker runs; by default the origin this
+ *   module was loaded from.
+ * @param {string} [options.nick] the nick to ask for; by default the one the user last chose.
+ * @param {boolean} [options.switchRooms] offer a control to move to another room.
+ * @param {(room: string) => void} [options.onRoomChange] called when the user switched rooms.
+ */
+export function mountChat(element, options = {}) {
+  const room = options.room ?? DEFAULT_ROOM;
+  if (!isValidRoom(room)) throw new TypeError(`edge chat: ${JSON.stringify(room)} is not a room name. ${ROOM_RULE}`);
+  const chat = new Chat(element, { ...options, room });
+  chat.connect();
+  return {
+    get room() {
+      return chat.room;
+    },
+    get nick() {
+      return chat.nick;
+    },
+    switchRoom: (name) => chat.switchRoom(name),
+    destroy: () => chat.destroy(),
+  };
+}
+
+class Chat {
+  constructor(host, { room, origin, nick, switchRooms = false, onRoomChange }) {
+    this.origin = new URL(origin ?? import.meta.url).origin;
+    this.room = room;
+    this.nick = null;
+    this.wantedNick = isValidNick(nick) ? nick : storedNick();
+    this.onRoomChange = onRoomChange;
+    this.ws = null;
+    this.attempt = 0;
+    this.retryTimer = null;
+    this.countdown = null;
+    this.heartbeat = null;
+    this.lastHeardAt = 0;
+    this.status = 'connecting';
+    this.resetRoomState();
+    this.build(host, switchRooms);
+    this.renderRoom();
+    addEventListener('online', this.wake);
+    document.addEventListener('visibilitychange', this.wake);
+  }
+
+  /** Everything that belongs to one visit of one room. */
+  resetRoomState() {
+    this.lastId = null;
+    this.seen = new Set();
+    this.users = [];
+    this.welcomed = false;
+    this.paging = false;
+    this.outage = false;
+    this.pending = [];
+    this.nickRequest = null;
+    this.reclaimNick = null;
+    this.requested = null;
+    this.lastEntry = null;
+    this.unseen = 0;
+  }
+
+  // ---- connection ---------------------------------------------------------------------
+
+  connect() {
+    this.clearRetry();
+    const url = new URL(`/chat/${encodeURIComponent(this.room)}`, this.origin);
+    url.protocol = url.protocol === 'https:' ? 'wss:' : 'ws:';
+    const nick = this.nick ?? this.wantedNick;
+    if (nick) url.searchParams.set('nick', nick);
+    // Once in the room, ask for what came after the last message seen; 0 when there was none.
+    const since = this.lastId ?? (this.welcomed ? 0 : null);
+    if (since !== null) url.searchParams.set('since', String(since));
+    this.requested = { nick, since, reconnect: this.welcomed };
+    this.nickRequest = nick ? { nick, source: this.welcomed ? 'reconnect' : 'connect' } : null;
+    this.setNickBusy(false);
+    this.setStatus(this.welcomed ? 'reconnecting' : 'connecting');
+
+    let ws;
+    try {
+      ws = new WebSocket(url);
+    } catch {
+      this.onDisconnect();
+      return;
+    }
+    this.ws = ws;
+    ws.addEventListener('open', () => this.ws === ws && this.startHeartbeat());
+    ws.addEventListener('message', (event) => this.ws === ws && this.onFrame(event.data));
+    ws.addEventListener('close', () => this.ws === ws && this.onDisconnect());
+  }
+
+  onDisconnect() {
+    this.ws = null;
+    this.stopHeartbeat();
+    if (this.paging) {
+      this.paging = false;
+      this.connect();
+      return;
+    }
+    if (this.welcomed && !this.outage) {
+      this.outage = true;
+      this.system(['Connection lost. Reconnecting…'], Date.now(), 'ec-conn');
+    }
+    const delay = backoffDelay(this.attempt++);
+    this.retryAt = Date.now() + delay;
+    this.retryTimer = setTimeout(() => this.connect(), delay);
+    this.setStatus('waiting');
+  }
+
+  /** Reconnects at once when a retry is pending and the browser says the odds are good. */
+  wake = () => {
+    if (this.retryTimer !== null && navigator.onLine !== false && document.visibilityState !== 'hidden') this.connect();
+  };
+
+  clearRetry() {
+    clearTimeout(this.retryTimer);
+    this.retryTimer = null;
+  }
+
+  /** Closes the socket without reconnecting. */
+  disconnect() {
+    this.clearRetry();
+    this.stopHeartbeat();
+    const ws = this.ws;
+    this.ws = null;
+    ws?.close(1000, 'leaving');
+  }
+
+  startHeartbeat() {
+    this.stopHeartbeat();
+    this.heartbeat = setInterval(() => {
+      const ws = this.ws;
+      if (ws?.readyState !== WebSocket.OPEN) return;
+      const sentAt = Date.now();
+      ws.send('ping');
+      setTimeout(() => {
+        if (this.ws === ws && this.lastHeardAt < sentAt) {
+          this.ws = null;
+          ws.close();
+          this.onDisconnect();
+        }
+      }, HEARTBEAT_TIMEOUT_MS);
+    }, HEARTBEAT_MS);
+  }
+
+  stopHeartbeat() {
+    clearInterval(this.heartbeat);
+    this.heartbeat = null;
+  }
+
+  send() {
+    const text = this.input.value.trim();
+    if (!text) {
+      this.input.value = '';
+      this.autosize();
+      return;
+    }
+    const length = [...text].length;
+    if (length > MAX_TEXT_CHARS) {
+      this.showSendError(`Messages can be at most ${MAX_TEXT_CHARS} characters; this one has ${length}.`);
+      return;
+    }
+    if (this.status !== 'online') {
+      this.showSendError('Not connected right now: your message stays here until the chat is back.');
+      return;
+    }
+    this.ws.send(JSON.stringify({ type: 'message', text }));
+    this.pending.push(text);
+    this.input.value = '';
+    this.autosize();
+    this.showSendError('');
+  }
+
+  switchRoom(room) {
+    if (!isValidRoom(room)) throw new TypeError(`edge chat: ${JSON.stringify(room)} is not a room name. ${ROOM_RULE}`);
+    if (room === this.room) return;
+    this.disconnect();
+    this.room = room;
+    this.resetRoomState();
+    this.list.replaceChildren();
+    this.hideJump();
+    this.showSendError('');
+    this.showNickNote('');
+    this.renderRoom();
+    this.renderUsers();
+    this.connect();
+  }
+
+  destroy() {
+    this.disconnect();
+    clearInterval(this.countdown);
+    removeEventListener('online', this.wake);
+    document.removeEventListener('visibilitychange', this.wake);
+    this.shadow.replaceChildren();
+  }
+
+  // ---- frames from the server ---------------------------------------------------------
+
+  onFrame(data) {
+    this.lastHeardAt = Date.now();
+    // `pong` answers our heartbeat; every real frame is a JSON object.
+    if (typeof data !== 'string' || !data.startsWith('{')) return;
+    let frame;
+    try {
+      frame = JSON.parse(data);
+    } catch {
+      return;
+    }
+    switch (frame.type) {
+      case 'welcome':
+        return this.onWelcome(frame);
+      case 'message':
+        // While paging through missed history, live messages are skipped: the next page,
+        // asked with a later `since`, brings them in order.
+        if (!this.paging) this.addMessages([frame], true);
+        return;
+      case 'joined':
+        return this.onJoined(frame);
+      case 'left':
+        return this.onLeft(frame);
+      case 'renamed':
+        return this.onRenamed(frame);
+      case 'error':
+        return this.onServerError(frame);
+    }
+  }
+
+  onWelcome({ nick, users, history }) {
+    const { since, nick: asked } = this.requested;
+    this.welcomed = true;
+    this.attempt = 0;
+    this.nick = String(nick);
+    this.users = Array.isArray(users) ? users.map(String) : [this.nick];
+    if (asked === this.nick) this.nickRequest = null;
+    this.renderNick();
+    this.renderUsers();
+    if (this.outage) {
+      this.outage = false;
+      this.system(['Reconnected.'], Date.now(), 'ec-conn');
+    }
+    const messages = Array.isArray(history) ? history : [];
+    this.addMessages(messages, false);
+    if (since !== null && messages.length >= WELCOME_MAX) {
+      // There may be more than one page of missed messages: come back for the next one.
+      this.paging = true;
+      this.setStatus('catching-up');
+      this.ws.close(1000, 'catching up');
+      return;
+    }
+    this.setStatus('online');
+  }
+
+  onJoined({ nick, at }) {
+    nick = String(nick);
+    if (!this.users.includes(nick)) this.users.push(nick);
+    this.renderUsers();
+    this.system([bold(nick), ' joined'], at);
+    this.announce(`${nick} joined`);
+  }
+
+  onLeft({ nick, at }) {
+    nick = String(nick);
+    this.users = this.users.filter((user) => user !== nick);
+    this.renderUsers();
+    this.system([bold(nick), ' left'], at);
+    this.announce(`${nick} left`);
+    // After a reconnect our old socket may have held our nick a little longer: take it back.
+    if (this.reclaimNick && sameNick(nick, this.reclaimNick) && this.status === 'online') {
+      this.nickRequest = { nick: this.reclaimNick, source: 'reclaim' };
+      this.ws.send(JSON.stringify({ type: 'nick', nick: this.reclaimNick }));
+      this.reclaimNick = null;
+    }
+  }
+
+  onRenamed({ from, to, at }) {
+    from = String(from);
+    to = String(to);
+    this.users = this.users.map((user) => (user === from ? to : user));
+    if (!this.users.includes(to)) this.users.push(to);
+    if (from === this.nick) {
+      this.nick = to;
+      if (this.nickRequest?.source === 'form') {
+        storeNick(to);
+        this.wantedNick = to;
+        this.closeNickForm();
+      }
+      this.nickRequest = null;
+      this.showNickNote('');
+      this.renderNick();
+      this.system(['You are now ', bold(to)], at);
+    } else {
+      this.system([bold(from), ' is now ', bold(to)], at);
+      this.announce(`${from} is now ${to}`);
+    }
+    this.renderUsers();
+  }
+
+  onServerError({ code, message }) {
+    const text = typeof message === 'string' && message ? message : `The server refused that (${code}).`;
+    if (NICK_CODES.has(code)) {
+      const request = this.nickRequest;
+      this.nickRequest = null;
+      switch (request?.source) {
+        case 'form':
+          this.setNickBusy(false);
+          this.showNickError(text);
+          return;
+        case 'reconnect':
+          this.reclaimNick = request.nick;
+          return;
+        case 'reclaim':
+          return;
+        case 'connect':
+          this.showNickNote(`Could not use “${request.nick}”: ${text} You are ${this.nick} for now.`);
+          return;
+        default:
+          this.showNickNote(text);
+          return;
+      }
+    }
+    if (DROPPED_CODES.has(code)) {
+      // The server answers frames in order, so the refused message is the oldest unanswered one.
+      const dropped = this.pending.shift();
+      if (dropped && !this.input.value.trim()) {
+        this.input.value = dropped;
+        this.autosize();
+      }
+    }
+    this.showSendError(text);
+  }
+
+  // ---- rendering ----------------------------------------------------------------------
+
+  /** Shows each message once, whatever mix of history and live frames brings it. */
+  addMessages(messages, live) {
+    const fresh = messages.filter((m) => Number.isSafeInteger(m?.id) && !this.seen.has(m.id));
+    if (!fresh.length) return;
+    const ownLive = live && fresh.some((m) => m.nick === this.nick);
+    // Messages caught up on after a reconnect are as new to the reader as live ones.
+    const unseen = live || this.requested?.reconnect ? fresh.length : 0;
+    this.appendAround(() => {
+      for (const m of fresh) {
+        if (this.seen.has(m.id)) continue;
+        this.seen.add(m.id);
+        this.lastId = Math.max(this.lastId ?? 0, m.id);
+        const own = String(m.nick) === this.nick;
+        if (own && live) this.pending.shift();
+        this.appendMessage(m, own, live);
+        if (live && !own) this.announce(`${m.nick}: ${m.text}`);
+      }
+    }, { force: ownLive, count: unseen });
+  }
+
+  appendMessage({ id, nick, text, at }, own, live) {
+    nick = String(nick);
+    const previous = this.lastEntry;
+    const continues =
+      previous?.kind === 'message' && previous.nick === nick && at - previous.at < GROUP_WINDOW_MS && previous.day === dayKey(at);
+    const classes = ['ec-msg', own && 'ec-own', continues && 'ec-cont', live && 'ec-new'].filter(Boolean).join(' ');
+    const entry = h('li', { class: classes, 'data-id': String(id), 'data-nick': nick },
+      avatar(nick),
+      h('div', { class: 'ec-bubble' },
+        h('p', { class: 'ec-meta' }, h('span', { class: 'ec-author' }, own ? 'You' : nick), ' ', timeElement(at)),
+        h('p', { class: 'ec-text' }, String(text))));
+    entry.style.setProperty('--ec-hue', String(hue(nick)));
+    this.appendEntry(entry, at, { kind: 'message', nick });
+  }
+
+  /** A quiet line for joins, leaves, renames and the connection. */
+  system(parts, at, extraClass = '') {
+    const entry = h('li', { class: `ec-system ${extraClass}`.trim() }, h('span', {}, ...parts), ' ', timeElement(at));
+    this.appendAround(() => this.appendEntry(entry, at, { kind: 'system' }), { count: 0 });
+  }
+
+  appendEntry(entry, at, { kind, nick = null }) {
+    const day = dayKey(at);
+    if (this.lastEntry?.day !== day) this.list.append(h('li', { class: 'ec-day' }, h('span', {}, dayLabel(at))));
+    this.list.append(entry);
+    this.lastEntry = { kind, nick, at, day };
+  }
+
+  /** Runs `append`, then stays at the newest entry unless the user had scrolled up. */
+  appendAround(append, { force = false, count = 0 }) {
+    const stick = force || this.nearBottom();
+    append();
+    if (stick) {
+      while (this.list.childElementCount > MAX_LOG_ENTRIES) this.list.firstElementChild.remove();
+      this.scrollToBottom();
+    } else if (count) {
+      this.unseen += count;
+      this.jump.textContent = `${this.unseen} new message${this.unseen === 1 ? '' : 's'} ↓`;
+      this.jump.hidden = false;
+    }
+  }
+
+  nearBottom() {
+    const log = this.log;
+    return log.scrollHeight - log.scrollTop - log.clientHeight <= NEAR_BOTTOM_PX;
+  }
+
+  scrollToBottom() {
+    this.log.scrollTop = this.log.scrollHeight;
+    this.hideJump();
+  }
+
+  hideJump() {
+    this.unseen = 0;
+    this.jump.hidden = true;
+  }
+
+  renderRoom() {
+    this.roomName.textContent = this.room;
+    this.inputLabel.textContent = `Message #${this.room}`;
+    this.input.placeholder = `Message #${this.room}`;
+  }
+
+  renderNick() {
+    this.myNick.textContent = this.nick ?? '…';
+    this.myAvatar.textContent = initial(this.nick ?? '?');
+    this.myAvatar.style.setProperty('--ec-hue', String(hue(this.nick ?? '')));
+  }
+
+  renderUsers() {
+    const others = this.users
+      .filter((user) => user !== this.nick)
+      .sort((a, b) => a.localeCompare(b, undefined, { sensitivity: 'base' }));
+    const everyone = this.users.includes(this.nick) ? [this.nick, ...others] : others;
+    this.userList.replaceChildren(
+      ...everyone.map((user) => {
+        const item = h('li', { class: user === this.nick ? 'ec-user ec-user-me' : 'ec-user' },
+          avatar(user),
+          h('span', { class: 'ec-user-name' }, user),
+          user === this.nick ? h('span', { class: 'ec-you' }, 'you') : '');
+        item.style.setProperty('--ec-hue', String(hue(user)));
+        return item;
+      }),
+    );
+    for (const count of this.counts) count.textContent = String(everyone.length);
+  }
+
+  setStatus(state) {
+    this.status = state;
+    this.root.dataset.status = state;
+    clearInterval(this.countdown);
+    this.statusDetail.textContent = '';
+    const offline = navigator.onLine === false;
+    this.statusText.textContent = {
+      connecting: 'Connecting…',
+      online: 'Connected',
+      reconnecting: 'Reconnecting…',
+      'catching-up': 'Catching up…',
+      waiting: offline ? 'Offline' : 'Disconnected',
+    }[state];
+    this.retryButton.hidden = state !== 'waiting';
+    if (state === 'waiting') {
+      const tick = () => {
+        const seconds = Math.max(1, Math.ceil((this.retryAt - Date.now()) / 1000));
+        this.statusDetail.textContent = ` · retrying in ${seconds} s`;
+      };
+      tick();
+      this.countdown = setInterval(tick, 1000);
+    }
+  }
+
+  announce(text) {
+    this.announcer.append(h('p', {}, text));
+    while (this.announcer.childElementCount > 5) this.announcer.firstElementChild.remove();
+  }
+
+  showSendError(text) {
+    this.sendError.textContent = text;
+  }
+
+  showNickError(text) {
+    this.nickError.textContent = text;
+  }
+
+  showNickNote(text) {
+    this.nickNote.textContent = text;
+  }
+
+  setNickBusy(busy) {
+    this.nickSave.disabled = busy;
+    this.nickSave.textContent = busy ? 'Saving…' : 'Save';
+  }
+
+  autosize() {
+    this.input.style.height = 'auto';
+    this.input.style.height = `${this.input.scrollHeight + 2}px`;
+    const length = [...this.input.value].length;
+    this.counter.textContent = length >= COUNTER_FROM_CHARS ? `${length} / ${MAX_TEXT_CHARS}` : '';
+    this.counter.classList.toggle('ec-over', length > MAX_TEXT_CHARS);
+  }
+
+  // ---- forms --------------------------------------------------------------------------
+
+  openNickForm() {
+    this.nickInput.value = this.nick ?? '';
+    this.showNickError('');
+    this.showNickNote('');
+    this.toggleForm(this.nickForm, this.nickButton, true);
+    this.nickInput.select();
+  }
+
+  closeNickForm() {
+    this.showNickError('');
+    this.setNickBusy(false);
+    this.toggleForm(this.nickForm, this.nickButton, false);
+  }
+
+  submitNick() {
+    const nick = this.nickInput.value.trim();
+    if (!isValidNick(nick)) return this.showNickError(NICK_RULE);
+    if (nick === this.nick) return this.closeNickForm();
+    if (this.status !== 'online') return this.showNickError('Not connected right now: try again in a moment.');
+    this.showNickError('');
+    this.nickRequest = { nick, source: 'form' };
+    this.setNickBusy(true);
+    this.ws.send(JSON.stringify({ type: 'nick', nick }));
+  }
+
+  openRoomForm() {
+    this.roomInput.value = '';
+    this.roomError.textContent = '';
+    this.toggleForm(this.roomForm, this.roomButton, true);
+    this.roomInput.focus();
+  }
+
+  closeRoomForm() {
+    this.roomError.textContent = '';
+    this.toggleForm(this.roomForm, this.roomButton, false);
+  }
+
+  submitRoom() {
+    const room = this.roomInput.value.trim().replace(/^#/, '');
+    if (!isValidRoom(room)) {
+      this.roomError.textContent = ROOM_RULE;
+      return;
+    }
+    this.closeRoomForm();
+    if (room !== this.room) {
+      this.switchRoom(room);
+      this.onRoomChange?.(room);
+    }
+    this.input.focus();
+  }
+
+  toggleForm(form, button, open) {
+    form.hidden = !open;
+    button.setAttribute('aria-expanded', String(open));
+    if (!open && form.contains(this.shadow.activeElement)) button.focus();
+  }
+
+  togglePeople(open = this.root.dataset.people !== 'open') {
+    this.root.dataset.people = open ? 'open' : 'closed';
+    this.peopleToggle.setAttribute('aria-expanded', String(open));
+  }
+
+  // ---- building the DOM ---------------------------------------------------------------
+
+  build(host, switchRooms) {
+    this.shadow = host.shadowRoot ?? host.attachShadow({ mode: 'open' });
+    const sheet = h('link', { rel: 'stylesheet', href: new URL('chat.css', import.meta.url).href });
+    this.root = h('div', { class: 'ec', hidden: true, 'data-people': 'closed' });
+    // Shown once styled, so nobody sees a flash of unstyled chat.
+    const reveal = () => {
+      this.root.hidden = false;
+      this.scrollToBottom();
+    };
+    sheet.addEventListener('load', reveal);
+    sheet.addEventListener('error', reveal);
+
+    const onEscape = (close) => (event) => {
+      if (event.key === 'Escape') {
+        event.preventDefault();
+        close();
+      }
+    };
+    const submit = (action) => (event) => {
+      event.preventDefault();
+      action();
+    };
+
+    // Header: room, room switcher, connection status, people toggle (narrow layouts).
+    this.roomName = h('span', { class: 'ec-room-name' });
+    const title = h('div', { class: 'ec-title' },
+      h('h2', { class: 'ec-room' }, h('span', { class: 'ec-hash', 'aria-hidden': 'true' }, '#'), this.roomName));
+    const header = h('header', { class: 'ec-header' }, title);
+    if (switchRooms) {
+      this.roomButton = h('button', {
+        type: 'button', class: 'ec-chip', 'aria-expanded': 'false', 'aria-controls': 'ec-room-form',
+        onclick: () => (this.roomForm.hidden ? this.openRoomForm() : this.closeRoomForm()),
+      }, 'Switch room');
+      title.append(this.roomButton);
+      this.roomInput = h('input', {
+        id: 'ec-room-input', name: 'room', autocomplete: 'off', spellcheck: 'false', autocapitalize: 'off',
+        maxlength: '64', placeholder: 'e.g. random', 'aria-describedby': 'ec-room-error',
+      });
+      this.roomError = h('p', { id: 'ec-room-error', class: 'ec-field-error', role: 'alert' });
+      this.roomForm = h('form', {
+        id: 'ec-room-form', class: 'ec-inline-form ec-room-form', hidden: true, novalidate: true,
+        onsubmit: submit(() => this.submitRoom()), onkeydown: onEscape(() => this.closeRoomForm()),
+      },
+      h('label', { for: 'ec-room-input' }, 'Room'),
+      this.roomInput,
+      h('button', { type: 'submit', class: 'ec-btn' }, 'Join'),
+      h('button', { type: 'button', class: 'ec-btn ec-btn-quiet', onclick: () => this.closeRoomForm() }, 'Cancel'),
+      this.roomError);
+    }
+    this.statusText = h('span', { class: 'ec-status-text' });
+    this.statusDetail = h('span', { class: 'ec-status-detail', 'aria-hidden': 'true' });
+    this.retryButton = h('button', { type: 'button', class: 'ec-link', hidden: true, onclick: () => this.connect() }, 'Retry now');
+    const toggleCount = h('span', { class: 'ec-count' });
+    this.peopleToggle = h('button', {
+      type: 'button', class: 'ec-chip ec-people-toggle', 'aria-expanded': 'false', 'aria-controls': 'ec-people',
+      onclick: () => this.togglePeople(),
+    }, 'People ', toggleCount);
+    header.append(
+      h('p', { class: 'ec-status', role: 'status' },
+        h('span', { class: 'ec-dot', 'aria-hidden': 'true' }), this.statusText, this.statusDetail),
+      this.retryButton,
+      this.peopleToggle);
+    if (this.roomForm) header.append(this.roomForm);
+
+    // Body: the message log and who is online.
+    this.list = h('ol', { class: 'ec-list' });
+    this.log = h('section', {
+      class: 'ec-log', 'aria-label': 'Messages', tabindex: '0',
+      onscroll: () => this.nearBottom() && this.hideJump(),
+    }, this.list);
+    this.jump = h('button', { type: 'button', class: 'ec-jump', hidden: true, onclick: () => this.scrollToBottom() });
+    const headCount = h('span', { class: 'ec-count' });
+    this.counts = [toggleCount, headCount];
+    this.userList = h('ul', { class: 'ec-users', 'aria-labelledby': 'ec-people-title' });
+    this.people = h('aside', {
+      id: 'ec-people', class: 'ec-people', 'aria-labelledby': 'ec-people-title',
+      onkeydown: onEscape(() => {
+        this.togglePeople(false);
+        this.peopleToggle.focus();
+      }),
+    },
+    h('h3', { id: 'ec-people-title', class: 'ec-people-title' }, 'Online ', headCount),
+    this.userList);
+    const body = h('div', { class: 'ec-body' }, h('div', { class: 'ec-main' }, this.log, this.jump), this.people);
+
+    // Footer: who you are, and the message box.
+    this.myAvatar = h('span', { class: 'ec-avatar', 'aria-hidden': 'true' });
+    this.myNick = h('strong', { class: 'ec-my-nick' });
+    this.nickButton = h('button', {
+      type: 'button', class: 'ec-link', 'aria-label': 'Change nickname', 'aria-expanded': 'false',
+      'aria-controls': 'ec-nick-form', onclick: () => (this.nickForm.hidden ? this.openNickForm() : this.closeNickForm()),
+    }, 'Change');
+    this.nickNote = h('p', { class: 'ec-note', role: 'status' });
+    this.nickInput = h('input', {
+      id: 'ec-nick-input', name: 'nick', maxlength: '32', autocomplete: 'nickname', spellcheck: 'false',
+      autocapitalize: 'off', 'aria-describedby': 'ec-nick-error',
+    });
+    this.nickSave = h('button', { type: 'submit', class: 'ec-btn' }, 'Save');
+    this.nickError = h('p', { id: 'ec-nick-error', class: 'ec-field-error', role: 'alert' });
+    this.nickForm = h('form', {
+      id: 'ec-nick-form', class: 'ec-inline-form', hidden: true, novalidate: true,
+      onsubmit: submit(() => this.submitNick()), onkeydown: onEscape(() => this.closeNickForm()),
+    },
+    h('label', { for: 'ec-nick-input' }, 'Nickname'),
+    this.nickInput,
+    this.nickSave,
+    h('button', { type: 'button', class: 'ec-btn ec-btn-quiet', onclick: () => this.closeNickForm() }, 'Cancel'),
+    this.nickError);
+
+    this.inputLabel = h('label', { for: 'ec-input', class: 'ec-sr' });
+    this.input = h('textarea', {
+      id: 'ec-input', name: 'text', rows: '1', enterkeyhint: 'send', autocomplete: 'off',
+      'aria-describedby': 'ec-send-error ec-hint',
+      oninput: () => this.autosize(),
+      onkeydown: (event) => {
+        if (event.key === 'Enter' && !event.shiftKey && !event.isComposing && event.keyCode !== 229) {
+          event.preventDefault();
+          this.send();
+        }
+      },
+    });
+    this.sendError = h('p', { id: 'ec-send-error', class: 'ec-field-error', role: 'alert' });
+    this.counter = h('span', { class: 'ec-counter' });
+    const footer = h('footer', { class: 'ec-footer' },
+      h('div', { class: 'ec-me' }, this.myAvatar, h('span', { class: 'ec-me-label' }, 'You are'), this.myNick, this.nickButton),
+      this.nickNote,
+      this.nickForm,
+      h('form', { class: 'ec-send', onsubmit: submit(() => this.send()) },
+        this.inputLabel,
+        this.input,
+        h('button', { type: 'submit', class: 'ec-send-btn' }, sendIcon(), h('span', { class: 'ec-send-label' }, 'Send'))),
+      h('div', { class: 'ec-footer-meta' },
+        this.sendError,
+        h('span', { id: 'ec-hint', class: 'ec-hint' }, 'Enter to send · Shift+Enter for a new line'),
+        this.counter));
+
+    this.announcer = h('div', { class: 'ec-sr', 'aria-live': 'polite', 'aria-relevant': 'additions' });
+    this.root.append(header, body, footer, this.announcer);
+    this.shadow.replaceChildren(sheet, this.root);
+    this.renderNick();
+    this.renderUsers();
+  }
+}
+
+// ---- helpers ------------------------------------------------------------------------------
+
+/** Jittered exponential backoff: about 0.5 s at first, doubling up to 10 s. */
+function backoffDelay(attempt) {
+  const ceiling = Math.min(MAX_BACKOFF_MS, MIN_BACKOFF_MS * 2 ** attempt);
+  return ceiling / 2 + (Math.random() * ceiling) / 2;
+}
+
+/**
+ * Creates an element. Children that are strings become text nodes; `on*` props become
+ * listeners; other props become attributes (never `innerHTML`).
+ */
+function h(tag, props = {}, ...children) {
+  const element = document.createElement(tag);
+  for (const [key, value] of Object.entries(props)) {
+    if (value === false || value == null) continue;
+    if (key.startsWith('on')) element.addEventListener(key.slice(2), value);
+    else element.setAttribute(key, value === true ? '' : value);
+  }
+  element.append(...children);
+  return element;
+}
+
+function bold(text) {
+  return h('b', {}, text);
+}
+
+function avatar(nick) {
+  const element = h('span', { class: 'ec-avatar', 'aria-hidden': 'true' }, initial(nick));
+  element.style.setProperty('--ec-hue', String(hue(nick)));
+  return element;
+}
+
+function initial(nick) {
+  return ([...nick][0] ?? '?').toUpperCase();
+}
+
+/** A stable colour per nick, the same whatever its case; similar nicks get distant hues. */
+function hue(nick) {
+  let hash = 0x811c9dc5;
+  for (const char of nick.toLowerCase()) hash = Math.imul(hash ^ char.codePointAt(0), 0x01000193);
+  hash = Math.imul(hash ^ (hash >>> 15), 0x2c1b3c6d);
+  return ((hash ^ (hash >>> 13)) >>> 0) % 360;
+}
+
+function sameNick(a, b) {
+  return a.toLowerCase() === b.toLowerCase();
+}
+
+function sendIcon() {
+  const ns = 'http://www.w3.org/2000/svg';
+  const svg = document.createElementNS(ns, 'svg');
+  svg.setAttribute('viewBox', '0 0 24 24');
+  svg.setAttribute('aria-hidden', 'true');
+  svg.setAttribute('class', 'ec-send-icon');
+  const path = document.createElementNS(ns, 'path');
+  path.setAttribute('d', 'M3.4 20.4 21 12 3.4 3.6l-.01 6.53L15 12 3.39 13.87z');
+  svg.append(path);
+  return svg;
+}
+
+const timeFormat = new Intl.DateTimeFormat(undefined, { hour: 'numeric', minute: '2-digit' });
+const fullFormat = new Intl.DateTimeFormat(undefined, { dateStyle: 'full', timeStyle: 'short' });
+const dayFormat = new Intl.DateTimeFormat(undefined, { weekday: 'long', month: 'long', day: 'numeric' });
+const yearDayFormat = new Intl.DateTimeFormat(undefined, { year: 'numeric', month: 'long', day: 'numeric' });
+
+function timeElement(at) {
+  const date = new Date(Number(at) || Date.now());
+  return h('time', { datetime: date.toISOString(), title: fullFormat.format(date) }, timeFormat.format(date));
+}
+
+function dayKey(at) {
+  return new Date(Number(at) || Date.now()).toDateString();
+}
+
+function dayLabel(at) {
+  const date = new Date(Number(at) || Date.now());
+  const today = new Date();
+  const yesterday = new Date(today.getFullYear(), today.getMonth(), today.getDate() - 1);
+  if (date.toDateString() === today.toDateString()) return 'Today';
+  if (date.toDateString() === yesterday.toDateString()) return 'Yesterday';
+  return (date.getFullYear() === today.getFullYear() ? dayFormat : yearDayFormat).format(date);
+}
+
+// Storage can be unavailable (privacy modes, sandboxed frames): the chat works without it.
+function storedNick() {
+  try {
+    const nick = localStorage.getItem(NICK_STORAGE_KEY);
+    return isValidNick(nick) ? nick : null;
+  } catch {
+    return null;
+  }
+}
+
+function storeNick(nick) {
+  try {
+    localStorage.setItem(NICK_STORAGE_KEY, nick);
+  } catch {
+    // not remembered across visits, that is all
+  }
+}

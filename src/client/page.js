@@ -1,0 +1,33 @@
+// The full page: the chat of the room named in `?room=`, with a room switcher that keeps the
+// address bar (and the back button) in step.
+import { DEFAULT_ROOM, isValidRoom, mountChat } from './chat.js';
+
+function roomFromUrl() {
+  const room = new URLSearchParams(location.search).get('room');
+  return isValidRoom(room) ? room : DEFAULT_ROOM;
+}
+
+function showRoom(room) {
+  document.title = `#${room} · edge chat`;
+}
+
+const room = roomFromUrl();
+showRoom(room);
+const chat = mountChat(document.getElementById('chat'), {
+  room,
+  nick: new URLSearchParams(location.search).get('nick') ?? undefined,
+  switchRooms: true,
+  onRoomChange(next) {
+    const url = new URL(location.href);
+    url.searchParams.set('room', next);
+    url.searchParams.delete('nick');
+    history.pushState(null, '', url);
+    showRoom(next);
+  },
+});
+
+addEventListener('popstate', () => {
+  const next = roomFromUrl();
+  chat.switchRoom(next);
+  showRoom(next);
+});

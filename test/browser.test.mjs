@@ -1,0 +1,357 @@
+// The browser client and the widget in a real headless Chromium (Debian's, driven by
+// playwright-core), against the built Worker in workerd. Each test uses its own room and
+// saves screenshots under test-results/ for a person to look at.
+
+import assert from 'node:assert/strict';
+import { mkdirSync } from 'node:fs';
+import { createServer } from 'node:http';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { chromium } from 'playwright-core';
+import { ChatClient } from './support/client.mjs';
+import { ChatServer, freePort, ROOT } from './support/server.mjs';
+
+const RESULTS = join(ROOT, 'test-results');
+const WAIT_MS = 15_000;
+const XSS = '<img src=x onerror=alert(1)>';
+
+let server;
+let browser;
+let host;
+let hostOrigin;
+let roomCounter = 0;
+const freshRoom = (label) => `${label}-${process.pid}-${++roomCounter}`;
+
+before(async () => {
+  mkdirSync(RESULTS, { recursive: true });
+  const hostPort = await freePort();
+  hostOrigin = `http://127.0.0.1:${hostPort}`;
+  host = await startHostSite(hostPort);
+  server = new ChatServer({ vars: { ALLOWED_ORIGINS: hostOrigin } });
+  [browser] = await Promise.all([
+    chromium.launch({
+      executablePath: '/usr/bin/chromium',
+      args: [
+        '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+        '--disable-background-networking', '--disable-component-update', '--disable-sync',
+      ],
+    }),
+    server.start(),
+  ]);
+});
+
+after(async () => {
+  await browser?.close();
+  await server?.stop();
+  host?.close();
+});
+
+/**
+ * Opens the full page in its own browser context (its own storage, like another person) and
+ * waits until it is connected. Records dialogs and uncaught page errors.
+ */
+async function openPage(room, { nick, viewport = { width: 1100, height: 720 }, colorScheme = 'light' } = {}) {
+  const context = await browser.newContext({ viewport, colorScheme });
+  const page = await context.newPage();
+  page.dialogs = [];
+  page.errors = [];
+  page.on('dialog', (dialog) => {
+    page.dialogs.push(dialog.message());
+    dialog.dismiss().catch(() => {});
+  });
+  page.on('pageerror', (error) => page.errors.push(error));
+  const query = new URLSearchParams({ room, ...(nick ? { nick } : {}) });
+  await page.goto(`${server.url}/?${query}`);
+  await online(page);
+  return page;
+}
+
+function online(page, timeout = WAIT_MS) {
+  return page.locator('.ec[data-status="online"]').waitFor({ timeout });
+}
+
+async function say(page, text) {
+  const input = page.getByLabel(/^Message #/);
+  await input.fill(text);
+  await input.press('Enter');
+}
+
+/** The text of the message that says exactly `text` (Playwright's CSS locators pierce shadow roots). */
+function messageText(page, text) {
+  return page.locator('.ec-msg .ec-text').filter({ hasText: exactly(text) });
+}
+
+/** The whole entry of that message: author, time and text. */
+function messageItem(page, text) {
+  return page.locator('.ec-msg').filter({ has: page.locator('.ec-text').filter({ hasText: exactly(text) }) });
+}
+
+function user(page, nick) {
+  return page.locator('.ec-users .ec-user-name').filter({ hasText: exactly(nick) });
+}
+
+function systemLine(page, text) {
+  return page.locator('.ec-system').filter({ hasText: text });
+}
+
+async function see(locator, timeout = WAIT_MS) {
+  await locator.first().waitFor({ timeout });
+}
+
+function screenshot(page, name) {
+  return page.screenshot({ path: join(RESULTS, `browser-${name}.png`), animations: 'disabled' });
+}
+
+function assertCalm(page) {
+  assert.deepEqual(page.dialogs, [], 'no dialog opened');
+  assert.deepEqual(page.errors.map(String), [], 'no uncaught page errors');
+}
+
+function exactly(text) {
+  return new RegExp(`^${text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}$`);
+}
+
+/** A second local origin whose page embeds the widget, with hostile styles of its own. */
+function startHostSite(port) {
+  const server = createServer((request, response) => {
+    const url = new URL(request.url, `http://127.0.0.1:${port}`);
+    const chatOrigin = url.searchParams.get('chat');
+    const room = url.searchParams.get('room');
+    if (url.pathname !== '/' || !chatOrigin || !room) {
+      response.writeHead(404).end();
+      return;
+    }
+    response.writeHead(200, { 'content-type': 'text/html; charset=utf-8' });
+    response.end(`<!doctype html>
+<html lang="en">
+<head>
+  <meta charset="utf-8">
+  <title>Partner site</title>
+  <style>
+    * { color: rgb(255, 0, 0) !important; font-family: serif !important; }
+    li, p, button, textarea { border: 3px dashed rgb(0, 255, 0) !important; }
+    .ec-list, .ec-text { display: none !important; }
+    body { margin: 24px; background: #fffbe8; }
+  </style>
+</head>
+<body>
+  <h1>Partner site</h1>
+  <p id="host-text">The partner's own content, with the chat embedded below.</p>
+  <span class="ec-bubble" id="decoy">not a chat bubble</span>
+  <div id="widget" data-edge-chat-room="${room}" data-edge-chat-nick="Widgeteer" style="width: 420px; height: 480px">Loading chat…</div>
+  <script src="${chatOrigin}/embed.js" async></script>
+</body>
+</html>`);
+  });
+  return new Promise((done) => server.listen(port, '127.0.0.1', () => done(server)));
+}
+
+describe('the chat page', () => {
+  test('two pages see each other\'s messages and presence, and a leave', { timeout: 60_000 }, async () => {
+    const room = freshRoom('pair');
+    const ann = await openPage(room, { nick: 'Ann' });
+    const bob = await openPage(room, { nick: 'Bob' });
+
+    await see(user(ann, 'Bob'));
+    await see(user(bob, 'Ann'));
+    await see(systemLine(ann, 'Bob joined'));
+    assert.equal(await ann.locator('.ec-my-nick').textContent(), 'Ann');
+
+    await say(ann, 'Hi Bob, welcome to the room!');
+    await see(messageText(bob, 'Hi Bob, welcome to the room!'));
+    await say(bob, 'Thanks Ann 👋\nGlad to be here.');
+    await see(messageText(ann, 'Thanks Ann 👋\nGlad to be here.'));
+
+    const annOnBob = messageItem(bob, 'Hi Bob, welcome to the room!');
+    assert.equal(await annOnBob.locator('.ec-author').textContent(), 'Ann');
+    assert.equal((await annOnBob.getAttribute('class')).includes('ec-own'), false);
+    const ownOnAnn = messageItem(ann, 'Hi Bob, welcome to the room!');
+    assert.ok((await ownOnAnn.getAttribute('class')).includes('ec-own'), 'own messages look different');
+
+    // Enter on blank text sends nothing.
+    await say(ann, '   ');
+    await say(ann, 'after the blank');
+    await see(messageText(bob, 'after the blank'));
+    assert.equal(await bob.locator('.ec-msg').count(), 3);
+
+    await screenshot(ann, 'pair-ann');
+    await screenshot(bob, 'pair-bob');
+
+    await bob.context().close();
+    await see(systemLine(ann, 'Bob left'));
+    await user(ann, 'Bob').waitFor({ state: 'detached', timeout: WAIT_MS });
+    assert.equal(await ann.locator('.ec-users li').count(), 1);
+    await screenshot(ann, 'pair-after-leave');
+    assertCalm(ann);
+    await ann.context().close();
+  });
+
+  test('a nick change shows on both pages, and a taken nick is refused inline', { timeout: 60_000 }, async () => {
+    const room = freshRoom('nick');
+    const one = await openPage(room, { nick: 'Early' });
+    const two = await openPage(room, { nick: 'Later', viewport: { width: 360, height: 720 } });
+    await see(user(one, 'Later'));
+    await user(two, 'Early').waitFor({ state: 'attached', timeout: WAIT_MS });
+
+    await one.getByRole('button', { name: 'Change nickname' }).click();
+    const field = one.getByLabel('Nickname', { exact: true });
+    await field.fill('Later');
+    await field.press('Enter');
+    await see(one.locator('.ec-field-error', { hasText: 'already taken' }));
+    assert.equal(await one.locator('.ec-my-nick').textContent(), 'Early');
+
+    await field.fill('Renamed');
+    await field.press('Enter');
+    await see(one.locator('.ec-my-nick', { hasText: /^Renamed$/ }));
+    await see(systemLine(two, 'Early is now Renamed'));
+    // The narrow page keeps the people list in the DOM, behind a toggle.
+    await user(two, 'Renamed').waitFor({ state: 'attached', timeout: WAIT_MS });
+    await user(two, 'Early').waitFor({ state: 'detached', timeout: WAIT_MS });
+    assert.equal(await field.isVisible(), false, 'the form closes once renamed');
+
+    await say(one, 'new name, same me');
+    const seen = messageItem(two, 'new name, same me');
+    await see(seen);
+    assert.equal(await seen.locator('.ec-author').textContent(), 'Renamed');
+
+    // The narrow page lists people behind a toggle.
+    await two.getByRole('button', { name: /^People/ }).click();
+    await see(two.locator('.ec[data-people="open"]'));
+    await user(two, 'Renamed').waitFor({ state: 'visible' });
+    await screenshot(two, 'nick-narrow');
+    await screenshot(one, 'nick-wide');
+    assertCalm(one);
+    assertCalm(two);
+    await one.context().close();
+    await two.context().close();
+  });
+
+  test('HTML in a message is shown as text and runs nothing', { timeout: 60_000 }, async () => {
+    const room = freshRoom('xss');
+    const sender = await openPage(room, { nick: 'Mallory' });
+    const reader = await openPage(room, { nick: 'Reader', colorScheme: 'dark' });
+
+    await say(sender, XSS);
+    await say(sender, '<b>not bold</b> & <script>alert(2)</script>');
+    const shown = messageText(reader, XSS);
+    await see(shown);
+    await see(messageText(reader, '<b>not bold</b> & <script>alert(2)</script>'));
+    assert.equal(await shown.textContent(), XSS);
+    // Had the text become markup, the broken image would have fired onerror by now; a later
+    // message round trip gives it time.
+    await say(sender, 'sentinel');
+    await see(messageText(reader, 'sentinel'));
+    for (const page of [reader, sender]) {
+      assert.equal(await page.locator('img').count(), 0, 'no img element anywhere, shadow roots included');
+      assert.equal(await page.locator('.ec-text b, .ec-text script').count(), 0);
+      assertCalm(page);
+    }
+    await screenshot(reader, 'xss');
+    await sender.context().close();
+    await reader.context().close();
+  });
+
+  test('after a runtime restart the page reconnects and shows what it missed exactly once', { timeout: 90_000 }, async () => {
+    const room = freshRoom('restart');
+    const page = await openPage(room, { nick: 'Phoenix' });
+    const sockets = [];
+    page.on('websocket', (socket) => sockets.push(socket.url()));
+
+    const early = await ChatClient.connect(`${server.wsUrl}/chat/${room}?nick=Early`);
+    await early.welcome();
+    const before = await early.sayAndWait('before the restart');
+    await see(messageText(page, 'before the restart'));
+
+    await server.stop();
+    await see(page.locator('.ec[data-status="waiting"]'));
+    await see(systemLine(page, 'Connection lost'));
+    await server.start();
+
+    // More than one welcome's worth, from several senders (each has its own rate limit).
+    const missed = [];
+    const senders = await Promise.all(
+      Array.from({ length: 6 }, (_, i) => ChatClient.connect(`${server.wsUrl}/chat/${room}?nick=Sender${i}`)),
+    );
+    await Promise.all(senders.map((sender) => sender.welcome()));
+    for (const [i, sender] of senders.entries()) {
+      for (let n = 1; n <= 20; n += 1) {
+        const text = `missed ${i}-${n}`;
+        missed.push(text);
+        sender.say(text);
+      }
+    }
+    await Promise.all(senders.map((sender, i) => sender.next({ type: 'message', text: `missed ${i}-20` })));
+
+    await online(page, 30_000);
+    await see(messageText(page, 'missed 5-20'), 30_000);
+    await senders[0].sayAndWait('after catching up');
+    await see(messageText(page, 'after catching up'));
+
+    for (const text of ['before the restart', ...missed, 'after catching up']) {
+      assert.equal(await messageText(page, text).count(), 1, `"${text}" shown exactly once`);
+    }
+    const ids = await page.locator('.ec-msg').evaluateAll((items) => items.map((item) => Number(item.dataset.id)));
+    assert.equal(ids.length, missed.length + 2);
+    assert.deepEqual(ids, [...ids].sort((a, b) => a - b), 'messages in id order');
+    assert.ok(
+      sockets.some((url) => new URL(url).searchParams.get('since') === String(before.id)),
+      `reconnected with since=${before.id}: ${sockets.join(', ')}`,
+    );
+    assert.equal(await page.locator('.ec-my-nick').textContent(), 'Phoenix', 'the nick survives the restart');
+    await see(systemLine(page, 'Reconnected'));
+    await screenshot(page, 'restart');
+    assertCalm(page);
+    await Promise.all([...senders, early].map((client) => client.close()));
+    await page.context().close();
+  });
+});
+
+describe('the widget', () => {
+  test('mounted on a page from another origin, it chats with the full page', { timeout: 60_000 }, async () => {
+    const room = freshRoom('widget');
+    const full = await openPage(room, { nick: 'FullPage' });
+
+    const context = await browser.newContext({ viewport: { width: 900, height: 760 } });
+    const partner = await context.newPage();
+    const partnerErrors = [];
+    partner.on('pageerror', (error) => partnerErrors.push(error));
+    await partner.goto(`${hostOrigin}/?${new URLSearchParams({ chat: server.url, room })}`);
+    const widget = partner.locator('#widget');
+    await widget.locator('.ec[data-status="online"]').waitFor({ timeout: WAIT_MS });
+    assert.equal(await widget.locator('.ec-my-nick').textContent(), 'Widgeteer');
+
+    await see(user(full, 'Widgeteer'));
+    // A 420 px widget lists people behind a toggle.
+    const people = widget.getByRole('button', { name: /^People/ });
+    await people.click();
+    await see(user(partner, 'FullPage'));
+    await people.click();
+    await say(full, 'hello from the full page');
+    await see(messageText(partner, 'hello from the full page'));
+    await say(partner, 'hello back from the widget');
+    await see(messageText(full, 'hello back from the widget'));
+
+    // Host styles stay out of the widget...
+    const inside = await messageText(partner, 'hello back from the widget').evaluate((element) => {
+      const style = getComputedStyle(element);
+      return { color: style.color, display: style.display, font: style.fontFamily };
+    });
+    assert.notEqual(inside.color, 'rgb(255, 0, 0)');
+    assert.notEqual(inside.display, 'none');
+    assert.ok(!/^serif$/.test(inside.font), inside.font);
+    // ...and the widget's styles stay out of the host page.
+    const decoy = await partner.locator('#decoy').evaluate((element) => {
+      const style = getComputedStyle(element);
+      return { radius: style.borderTopLeftRadius, background: style.backgroundImage, padding: style.paddingLeft };
+    });
+    assert.deepEqual(decoy, { radius: '0px', background: 'none', padding: '0px' });
+    assert.equal(await partner.locator('#host-text').evaluate((e) => getComputedStyle(e).color), 'rgb(255, 0, 0)');
+
+    await screenshot(partner, 'widget-host');
+    await screenshot(full, 'widget-full-page');
+    assert.deepEqual(partnerErrors.map(String), []);
+    assertCalm(full);
+    await context.close();
+    await full.context().close();
+  });
+});
