@@ -48,7 +48,7 @@ impl DurableObject for ChatRoom {
     fn new(state: State, env: Env) -> Self {
         let (limits, bad_vars) = RoomLimits::from_vars(|name| env.var(name).ok().map(|v| v.to_string()));
         for bad in bad_vars {
-            worker::console_error!("edge-chat: ignoring {}={:?}: not a whole number above 0", bad.name, bad.value);
+            worker::console_error!("edge-chat: {}={:?} is {}", bad.name, bad.value, bad.why);
         }
         let store = MessageStore::new(state.storage().sql());
         if let Err(error) = store.create_schema() {

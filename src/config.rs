@@ -6,6 +6,10 @@ use crate::rate_limit::RateLimit;
 
 pub const DEFAULT_MAX_ROOM_SOCKETS: usize = 1_000;
 
+/// The runtime accepts at most this many hibernatable sockets per Durable Object, and a
+/// refused accept would abort the whole isolate, so `MAX_ROOM_SOCKETS` cannot go higher.
+pub const RUNTIME_MAX_SOCKETS: usize = 32_768;
+
 /// After this many `rate_limited` errors in a row a socket is closed with 1008.
 pub const FLOOD_STRIKES: u32 = 10;
 
@@ -26,6 +30,7 @@ impl Default for RoomLimits {
 pub struct BadVar {
     pub name: &'static str,
     pub value: String,
+    pub why: &'static str,
 }
 
 impl RoomLimits {
@@ -37,7 +42,7 @@ impl RoomLimits {
             if let Some(value) = var(name) {
                 match value.trim().parse::<u64>() {
                     Ok(n) if n > 0 && n <= u64::from(u32::MAX) => *slot = n,
-                    _ => bad.push(BadVar { name, value }),
+                    _ => bad.push(BadVar { name, value, why: "not a whole number above 0; using the default" }),
                 }
             }
         };
@@ -48,6 +53,11 @@ impl RoomLimits {
         read("MAX_ROOM_SOCKETS", &mut max_sockets);
         limits.rate = RateLimit { burst: burst as u32, per_second: per_second as u32 };
         limits.max_sockets = max_sockets as usize;
+        if limits.max_sockets > RUNTIME_MAX_SOCKETS {
+            let why = "above the runtime's 32,768 sockets per object; using 32,768";
+            bad.push(BadVar { name: "MAX_ROOM_SOCKETS", value: max_sockets.to_string(), why });
+            limits.max_sockets = RUNTIME_MAX_SOCKETS;
+        }
         (limits, bad)
     }
 }
@@ -74,5 +84,12 @@ mod tests {
         assert_eq!(limits.rate, RateLimit { burst: 1_000_000, per_second: 5 });
         assert_eq!(limits.max_sockets, 1000);
         assert_eq!(bad.iter().map(|b| b.name).collect::<Vec<_>>(), ["RATE_PER_SECOND", "MAX_ROOM_SOCKETS"]);
+    }
+
+    #[test]
+    fn room_size_is_capped_at_what_the_runtime_accepts() {
+        let (limits, bad) = RoomLimits::from_vars(|name| (name == "MAX_ROOM_SOCKETS").then(|| "100000".into()));
+        assert_eq!(limits.max_sockets, RUNTIME_MAX_SOCKETS);
+        assert_eq!(bad.len(), 1);
     }
 }
