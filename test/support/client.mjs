@@ -67,20 +67,35 @@ export class ChatClient {
    */
   next(match, { timeoutMs = 10_000, from = 0 } = {}) {
     const predicate = typeof match === 'function' ? match : (frame) => matches(frame, match);
+    return this.waitUntil(() => this.frames.slice(from).find(predicate), `a frame like ${describe(match)}`, timeoutMs);
+  }
+
+  /** Waits until `predicate(frames)` holds for all frames received so far. */
+  until(predicate, { timeoutMs = 10_000, what = 'frames' } = {}) {
+    return this.waitUntil(() => predicate(this.frames), what, timeoutMs);
+  }
+
+  /** Waits for a raw (non-JSON) text frame. */
+  nextRaw(text, { timeoutMs = 10_000 } = {}) {
+    return this.waitUntil(() => this.raw.includes(text) && text, `the raw frame ${text}`, timeoutMs);
+  }
+
+  /** Resolves with `find()`'s first truthy result, checked again on every frame. */
+  waitUntil(find, what, timeoutMs) {
     return new Promise((done, fail) => {
       const check = () => {
-        const found = this.frames.slice(from).find(predicate);
+        const found = find();
         if (found) {
           finish();
           done(found);
         } else if (this.closeInfo) {
           finish();
-          fail(new Error(`socket closed (${this.closeInfo.code}) before ${JSON.stringify(match)}; got ${JSON.stringify(this.frames)}`));
+          fail(new Error(`socket closed (${this.closeInfo.code}) before ${what}; last frames: ${this.recentFrames()}`));
         }
       };
       const timer = setTimeout(() => {
         finish();
-        fail(new Error(`no frame like ${describe(match)} within ${timeoutMs} ms; got ${JSON.stringify(this.frames.slice(from))}`));
+        fail(new Error(`no ${what} within ${timeoutMs} ms; last frames: ${this.recentFrames()}`));
       }, timeoutMs);
       const finish = () => {
         clearTimeout(timer);
@@ -91,33 +106,8 @@ export class ChatClient {
     });
   }
 
-  /** Waits until `predicate(frames)` holds for all frames received so far. */
-  until(predicate, { timeoutMs = 10_000, what = 'frames' } = {}) {
-    return this.next(() => predicate(this.frames), { timeoutMs }).catch((error) => {
-      throw new Error(`${what}: ${error.message}`);
-    });
-  }
-
-  /** Waits for a raw (non-JSON) text frame. */
-  nextRaw(text, { timeoutMs = 10_000 } = {}) {
-    return new Promise((done, fail) => {
-      const check = () => {
-        if (this.raw.includes(text)) {
-          finish();
-          done(text);
-        }
-      };
-      const timer = setTimeout(() => {
-        finish();
-        fail(new Error(`no raw frame ${text} within ${timeoutMs} ms`));
-      }, timeoutMs);
-      const finish = () => {
-        clearTimeout(timer);
-        this.waiters.delete(check);
-      };
-      this.waiters.add(check);
-      check();
-    });
+  recentFrames() {
+    return JSON.stringify(this.frames.slice(-5)).slice(0, 2000);
   }
 
   async welcome() {
