@@ -53,13 +53,7 @@ after(async () => {
 async function openPage(room, { nick, viewport = { width: 1100, height: 720 }, colorScheme = 'light' } = {}) {
   const context = await browser.newContext({ viewport, colorScheme });
   const page = await context.newPage();
-  page.dialogs = [];
-  page.errors = [];
-  page.on('dialog', (dialog) => {
-    page.dialogs.push(dialog.message());
-    dialog.dismiss().catch(() => {});
-  });
-  page.on('pageerror', (error) => page.errors.push(error));
+  watch(page);
   const query = new URLSearchParams({ room, ...(nick ? { nick } : {}) });
   await page.goto(`${server.url}/?${query}`);
   await online(page);
@@ -102,9 +96,56 @@ function screenshot(page, name) {
   return page.screenshot({ path: join(RESULTS, `browser-${name}.png`), animations: 'disabled' });
 }
 
+/** Has six clients (each with its own rate limit) send 120 messages, more than a welcome holds. */
+async function sendMany(room, label) {
+  const senders = await Promise.all(
+    Array.from({ length: 6 }, (_, i) => ChatClient.connect(`${server.wsUrl}/chat/${room}?nick=${label}${i}`)),
+  );
+  await Promise.all(senders.map((sender) => sender.welcome()));
+  const texts = [];
+  for (const [i, sender] of senders.entries()) {
+    for (let n = 1; n <= 20; n += 1) {
+      const text = `${label} ${i}-${n}`;
+      texts.push(text);
+      sender.say(text);
+    }
+  }
+  const echoes = await Promise.all(texts.map((text, k) => senders[Math.floor(k / 20)].next({ type: 'message', text })));
+  await Promise.all(senders.map((sender) => sender.close()));
+  return echoes.sort((a, b) => a.id - b.id).map((echo) => echo.text);
+}
+
+/** Every one of `texts` appears exactly once, and the log is in id order. */
+async function assertShownOnce(page, texts) {
+  const shown = await page.locator('.ec-msg').evaluateAll((items) =>
+    items.map((item) => ({ id: Number(item.dataset.id), text: item.querySelector('.ec-text').textContent })),
+  );
+  assert.deepEqual(shown.map((m) => m.text), texts, 'every message exactly once, in order');
+  const ids = shown.map((m) => m.id);
+  assert.deepEqual(ids, [...ids].sort((a, b) => a - b));
+  assert.equal(new Set(ids).size, ids.length);
+}
+
+/** Records dialogs, uncaught errors and console errors (CSP or CORS refusals among them). */
+function watch(page) {
+  page.dialogs = [];
+  page.errors = [];
+  page.on('dialog', (dialog) => {
+    page.dialogs.push(dialog.message());
+    dialog.dismiss().catch(() => {});
+  });
+  page.on('pageerror', (error) => page.errors.push(String(error)));
+  page.on('console', (message) => {
+    // Failed attempts while the server or the network is down are expected.
+    if (message.type() === 'error' && !/^WebSocket connection to .* failed/.test(message.text())) {
+      page.errors.push(message.text());
+    }
+  });
+}
+
 function assertCalm(page) {
   assert.deepEqual(page.dialogs, [], 'no dialog opened');
-  assert.deepEqual(page.errors.map(String), [], 'no uncaught page errors');
+  assert.deepEqual(page.errors, [], 'no errors in the page or its console');
 }
 
 function exactly(text) {
@@ -127,6 +168,7 @@ function startHostSite(port) {
 <head>
   <meta charset="utf-8">
   <title>Partner site</title>
+  <link rel="icon" href="data:,">
   <style>
     * { color: rgb(255, 0, 0) !important; font-family: serif !important; }
     li, p, button, textarea { border: 3px dashed rgb(0, 255, 0) !important; }
@@ -255,7 +297,9 @@ describe('the chat page', () => {
     const room = freshRoom('restart');
     const page = await openPage(room, { nick: 'Phoenix' });
     const sockets = [];
+    const historyFetches = [];
     page.on('websocket', (socket) => sockets.push(socket.url()));
+    page.on('request', (request) => request.url().includes('/history?') && historyFetches.push(request.url()));
 
     const early = await ChatClient.connect(`${server.wsUrl}/chat/${room}?nick=Early`);
     await early.welcome();
@@ -265,43 +309,60 @@ describe('the chat page', () => {
     await server.stop();
     await see(page.locator('.ec[data-status="waiting"]'));
     await see(systemLine(page, 'Connection lost'));
+    // Keep the page away until the messages below are sent, whatever its backoff would do.
+    await page.context().setOffline(true);
     await server.start();
-
-    // More than one welcome's worth, from several senders (each has its own rate limit).
-    const missed = [];
-    const senders = await Promise.all(
-      Array.from({ length: 6 }, (_, i) => ChatClient.connect(`${server.wsUrl}/chat/${room}?nick=Sender${i}`)),
-    );
-    await Promise.all(senders.map((sender) => sender.welcome()));
-    for (const [i, sender] of senders.entries()) {
-      for (let n = 1; n <= 20; n += 1) {
-        const text = `missed ${i}-${n}`;
-        missed.push(text);
-        sender.say(text);
-      }
-    }
-    await Promise.all(senders.map((sender, i) => sender.next({ type: 'message', text: `missed ${i}-20` })));
+    const missed = await sendMany(room, 'missed');
+    await page.context().setOffline(false);
 
     await online(page, 30_000);
-    await see(messageText(page, 'missed 5-20'), 30_000);
-    await senders[0].sayAndWait('after catching up');
+    await see(messageText(page, missed.at(-1)), 30_000);
+    await early.close();
+    const late = await ChatClient.connect(`${server.wsUrl}/chat/${room}?nick=Late`);
+    await late.welcome();
+    await late.sayAndWait('after catching up');
     await see(messageText(page, 'after catching up'));
 
-    for (const text of ['before the restart', ...missed, 'after catching up']) {
-      assert.equal(await messageText(page, text).count(), 1, `"${text}" shown exactly once`);
-    }
-    const ids = await page.locator('.ec-msg').evaluateAll((items) => items.map((item) => Number(item.dataset.id)));
-    assert.equal(ids.length, missed.length + 2);
-    assert.deepEqual(ids, [...ids].sort((a, b) => a - b), 'messages in id order');
+    await assertShownOnce(page, ['before the restart', ...missed, 'after catching up']);
     assert.ok(
       sockets.some((url) => new URL(url).searchParams.get('since') === String(before.id)),
       `reconnected with since=${before.id}: ${sockets.join(', ')}`,
     );
+    assert.ok(historyFetches.length > 0, 'more than a welcome\'s worth was fetched from the history route');
     assert.equal(await page.locator('.ec-my-nick').textContent(), 'Phoenix', 'the nick survives the restart');
     await see(systemLine(page, 'Reconnected'));
     await screenshot(page, 'restart');
     assertCalm(page);
-    await Promise.all([...senders, early].map((client) => client.close()));
+    await late.close();
+    await page.context().close();
+  });
+
+  test('the room switcher moves to another room and back', { timeout: 60_000 }, async () => {
+    const first = freshRoom('first');
+    const second = freshRoom('second');
+    const page = await openPage(first, { nick: 'Traveller' });
+    await say(page, 'in the first room');
+    await see(messageText(page, 'in the first room'));
+
+    await page.getByRole('button', { name: 'Switch room' }).click();
+    const field = page.getByLabel('Room', { exact: true });
+    await field.fill('no spaces allowed');
+    await field.press('Enter');
+    await see(page.locator('.ec-field-error', { hasText: 'Room names are' }));
+    await field.fill(second);
+    await field.press('Enter');
+    await see(page.locator('.ec-room-name', { hasText: exactly(second) }));
+    await online(page);
+    assert.equal(new URL(page.url()).searchParams.get('room'), second);
+    assert.equal(await page.title(), `#${second} · edge chat`);
+    assert.equal(await messageText(page, 'in the first room').count(), 0, 'the log starts afresh');
+    assert.deepEqual((await (await fetch(`${server.url}/chat/${first}/users`)).json()).users, []);
+
+    await page.goBack();
+    await see(page.locator('.ec-room-name', { hasText: exactly(first) }));
+    await see(messageText(page, 'in the first room'));
+    await online(page);
+    assertCalm(page);
     await page.context().close();
   });
 });
@@ -313,8 +374,7 @@ describe('the widget', () => {
 
     const context = await browser.newContext({ viewport: { width: 900, height: 760 } });
     const partner = await context.newPage();
-    const partnerErrors = [];
-    partner.on('pageerror', (error) => partnerErrors.push(error));
+    watch(partner);
     await partner.goto(`${hostOrigin}/?${new URLSearchParams({ chat: server.url, room })}`);
     const widget = partner.locator('#widget');
     await widget.locator('.ec[data-status="online"]').waitFor({ timeout: WAIT_MS });
@@ -347,9 +407,23 @@ describe('the widget', () => {
     assert.deepEqual(decoy, { radius: '0px', background: 'none', padding: '0px' });
     assert.equal(await partner.locator('#host-text').evaluate((e) => getComputedStyle(e).color), 'rgb(255, 0, 0)');
 
+    // Away and back: the widget catches up on more than a welcome holds. Its origin cannot
+    // read the history route, so it pages by reconnecting with a later since.
+    const sockets = [];
+    partner.on('websocket', (socket) => sockets.push(new URL(socket.url()).searchParams.get('since')));
+    await context.setOffline(true);
+    await widget.locator('.ec[data-status="waiting"]').waitFor({ timeout: WAIT_MS });
+    const missed = await sendMany(room, 'away');
+    await context.setOffline(false);
+    await see(messageText(partner, missed.at(-1)), 30_000);
+    await online(partner);
+    await assertShownOnce(partner, ['hello from the full page', 'hello back from the widget', ...missed]);
+    const sinces = sockets.filter(Boolean).map(Number);
+    assert.ok(sinces.length >= 2 && sinces.at(-1) > sinces[0], `paged with a later since: ${sinces}`);
+
     await screenshot(partner, 'widget-host');
     await screenshot(full, 'widget-full-page');
-    assert.deepEqual(partnerErrors.map(String), []);
+    assertCalm(partner);
     assertCalm(full);
     await context.close();
     await full.context().close();

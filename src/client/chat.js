@@ -83,6 +83,7 @@ class Chat {
     this.build(host, switchRooms);
     this.renderRoom();
     addEventListener('online', this.wake);
+    addEventListener('offline', this.goneOffline);
     document.addEventListener('visibilitychange', this.wake);
   }
 
@@ -93,6 +94,7 @@ class Chat {
     this.users = [];
     this.welcomed = false;
     this.paging = false;
+    this.held = [];
     this.outage = false;
     this.pending = [];
     this.nickRequest = null;
@@ -133,9 +135,12 @@ class Chat {
 
   onDisconnect() {
     this.ws = null;
+    this.pending = [];
     this.stopHeartbeat();
     if (this.paging) {
+      // Catching up by socket: messages held back will come again after the later `since`.
       this.paging = false;
+      this.held = [];
       this.connect();
       return;
     }
@@ -149,9 +154,19 @@ class Chat {
     this.setStatus('waiting');
   }
 
-  /** Reconnects at once when a retry is pending and the browser says the odds are good. */
+  /**
+   * When the browser comes back (network up, tab shown, laptop awake): reconnects at once if
+   * a retry is pending, or checks that the open socket still answers.
+   */
   wake = () => {
-    if (this.retryTimer !== null && navigator.onLine !== false && document.visibilityState !== 'hidden') this.connect();
+    if (navigator.onLine === false || document.visibilityState === 'hidden') return;
+    if (this.retryTimer !== null) this.connect();
+    else this.probe();
+  };
+
+  /** Without a network the socket is dead even if it has not noticed yet. */
+  goneOffline = () => {
+    if (this.ws) this.drop();
   };
 
   clearRetry() {
@@ -170,19 +185,26 @@ class Chat {
 
   startHeartbeat() {
     this.stopHeartbeat();
-    this.heartbeat = setInterval(() => {
-      const ws = this.ws;
-      if (ws?.readyState !== WebSocket.OPEN) return;
-      const sentAt = Date.now();
-      ws.send('ping');
-      setTimeout(() => {
-        if (this.ws === ws && this.lastHeardAt < sentAt) {
-          this.ws = null;
-          ws.close();
-          this.onDisconnect();
-        }
-      }, HEARTBEAT_TIMEOUT_MS);
-    }, HEARTBEAT_MS);
+    this.heartbeat = setInterval(() => this.probe(), HEARTBEAT_MS);
+  }
+
+  /** Sends `ping`; if nothing at all comes back in time, the connection is dead. */
+  probe() {
+    const ws = this.ws;
+    if (ws?.readyState !== WebSocket.OPEN) return;
+    const sentAt = Date.now();
+    ws.send('ping');
+    setTimeout(() => {
+      if (this.ws === ws && this.lastHeardAt < sentAt) this.drop();
+    }, HEARTBEAT_TIMEOUT_MS);
+  }
+
+  /** Gives up on the current socket without waiting for its close handshake, and reconnects. */
+  drop() {
+    const ws = this.ws;
+    this.ws = null;
+    ws?.close();
+    this.onDisconnect();
   }
 
   stopHeartbeat() {
@@ -203,7 +225,7 @@ class Chat {
       return;
     }
     if (this.status !== 'online') {
-      this.showSendError('Not connected right now: your message stays here until the chat is back.');
+      this.showSendError('Not connected right now: your message stays here until the chat is back.', 'offline');
       return;
     }
     this.ws.send(JSON.stringify({ type: 'message', text }));
@@ -232,6 +254,7 @@ class Chat {
     this.disconnect();
     clearInterval(this.countdown);
     removeEventListener('online', this.wake);
+    removeEventListener('offline', this.goneOffline);
     document.removeEventListener('visibilitychange', this.wake);
     this.shadow.replaceChildren();
   }
@@ -252,9 +275,9 @@ class Chat {
       case 'welcome':
         return this.onWelcome(frame);
       case 'message':
-        // While paging through missed history, live messages are skipped: the next page,
-        // asked with a later `since`, brings them in order.
-        if (!this.paging) this.addMessages([frame], true);
+        // While catching up, live messages wait so that everything is shown in id order.
+        if (this.paging) this.held.push(frame);
+        else this.addMessages([frame], true);
         return;
       case 'joined':
         return this.onJoined(frame);
@@ -283,12 +306,45 @@ class Chat {
     const messages = Array.isArray(history) ? history : [];
     this.addMessages(messages, false);
     if (since !== null && messages.length >= WELCOME_MAX) {
-      // There may be more than one page of missed messages: come back for the next one.
-      this.paging = true;
-      this.setStatus('catching-up');
-      this.ws.close(1000, 'catching up');
+      this.catchUp();
       return;
     }
+    this.setStatus('online');
+  }
+
+  /**
+   * A full welcome after `since` may have more missed messages behind it. The page fetches
+   * them from the history route, holding live messages back until it has; a widget on another
+   * origin cannot read that route (no CORS), so it reconnects with a later `since` instead.
+   */
+  async catchUp() {
+    const ws = this.ws;
+    this.paging = true;
+    this.held = [];
+    this.setStatus('catching-up');
+    if (this.origin !== location.origin) {
+      ws.close(1000, 'catching up');
+      return;
+    }
+    try {
+      for (;;) {
+        const url = new URL(`/chat/${encodeURIComponent(this.room)}/history`, this.origin);
+        url.searchParams.set('since', String(this.lastId));
+        url.searchParams.set('limit', String(WELCOME_MAX));
+        const response = await fetch(url);
+        if (!response.ok) throw new Error(`history answered ${response.status}`);
+        const { messages } = await response.json();
+        if (this.ws !== ws) return;
+        this.addMessages(messages, false);
+        if (messages.length < WELCOME_MAX) break;
+      }
+    } catch {
+      if (this.ws === ws) ws.close(1000, 'catching up');
+      return;
+    }
+    this.paging = false;
+    this.addMessages(this.held, true);
+    this.held = [];
     this.setStatus('online');
   }
 
@@ -494,6 +550,7 @@ class Chat {
       waiting: offline ? 'Offline' : 'Disconnected',
     }[state];
     this.retryButton.hidden = state !== 'waiting';
+    if (state === 'online' && this.sendError.dataset.kind === 'offline') this.showSendError('');
     if (state === 'waiting') {
       const tick = () => {
         const seconds = Math.max(1, Math.ceil((this.retryAt - Date.now()) / 1000));
@@ -509,8 +566,9 @@ class Chat {
     while (this.announcer.childElementCount > 5) this.announcer.firstElementChild.remove();
   }
 
-  showSendError(text) {
+  showSendError(text, kind = 'server') {
     this.sendError.textContent = text;
+    this.sendError.dataset.kind = kind;
   }
 
   showNickError(text) {
@@ -713,7 +771,10 @@ class Chat {
     this.input = h('textarea', {
       id: 'ec-input', name: 'text', rows: '1', enterkeyhint: 'send', autocomplete: 'off',
       'aria-describedby': 'ec-send-error ec-hint',
-      oninput: () => this.autosize(),
+      oninput: () => {
+        this.autosize();
+        this.showSendError('');
+      },
       onkeydown: (event) => {
         if (event.key === 'Enter' && !event.shiftKey && !event.isComposing && event.keyCode !== 229) {
           event.preventDefault();
