@@ -216,6 +216,8 @@ describe('the chat page', () => {
     await see(messageText(bob, 'after the blank'));
     assert.equal(await bob.locator('.ec-msg').count(), 3);
 
+    assert.match(await bob.locator('[aria-live="polite"]').textContent(), /Ann: Hi Bob, welcome to the room!/);
+
     await screenshot(ann, 'pair-ann');
     await screenshot(bob, 'pair-bob');
 
@@ -332,6 +334,16 @@ describe('the chat page', () => {
     assert.equal(await page.locator('.ec-my-nick').textContent(), 'Phoenix', 'the nick survives the restart');
     await see(systemLine(page, 'Reconnected'));
     await screenshot(page, 'restart');
+
+    // A reader who scrolled up stays where they are, and is told what arrived below.
+    const log = page.locator('.ec-log');
+    await log.evaluate((element) => (element.scrollTop = 0));
+    await late.sayAndWait('while you were reading');
+    await see(page.locator('.ec-jump', { hasText: '1 new message' }));
+    assert.equal(await log.evaluate((element) => element.scrollTop), 0);
+    await page.locator('.ec-jump').click();
+    await page.locator('.ec-jump').waitFor({ state: 'hidden' });
+    assert.ok(await log.evaluate((e) => e.scrollHeight - e.scrollTop - e.clientHeight < 2), 'back at the newest');
     assertCalm(page);
     await late.close();
     await page.context().close();

@@ -455,7 +455,7 @@ class Chat {
     const continues =
       previous?.kind === 'message' && previous.nick === nick && at - previous.at < GROUP_WINDOW_MS && previous.day === dayKey(at);
     const classes = ['ec-msg', own && 'ec-own', continues && 'ec-cont', live && 'ec-new'].filter(Boolean).join(' ');
-    const entry = h('li', { class: classes, 'data-id': String(id), 'data-nick': nick },
+    const entry = h('li', { class: classes, 'data-id': String(id) },
       avatar(nick),
       h('div', { class: 'ec-bubble' },
         h('p', { class: 'ec-meta' }, h('span', { class: 'ec-author' }, own ? 'You' : nick), ' ', timeElement(at)),
@@ -741,7 +741,9 @@ class Chat {
     },
     h('h3', { id: 'ec-people-title', class: 'ec-people-title' }, 'Online ', headCount),
     this.userList);
-    const body = h('div', { class: 'ec-body' }, h('div', { class: 'ec-main' }, this.log, this.jump), this.people);
+    // On narrow layouts the people panel covers the log; a tap on the log puts it away.
+    const main = h('div', { class: 'ec-main', onclick: () => this.togglePeople(false) }, this.log, this.jump);
+    const body = h('div', { class: 'ec-body' }, main, this.people);
 
     // Footer: who you are, and the message box.
     this.myAvatar = h('span', { class: 'ec-avatar', 'aria-hidden': 'true' });
