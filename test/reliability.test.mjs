@@ -7,7 +7,7 @@ import { spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { after, describe, test } from 'node:test';
 import { ChatClient } from './support/client.mjs';
-import { ChatServer, ROOT } from './support/server.mjs';
+import { ChatServer, ROOT, waitFor } from './support/server.mjs';
 
 const LIFTED_RATE = { RATE_BURST: '100000', RATE_PER_SECOND: '100000' };
 const servers = [];
@@ -21,32 +21,31 @@ async function startServer(vars = {}) {
 
 /**
  * Sends up to `total` messages, keeping at most `window` unacknowledged, until the socket
- * closes. Resolves with every message the server echoed back (so acknowledged) and the texts sent.
+ * closes. `acked` fills with every message the server echoed back (so acknowledged);
+ * `finished` resolves once the socket has closed.
  */
 function sendContinuously(client, label, { total = 200, window = 5 } = {}) {
-  const acked = [];
-  const sent = [];
-  return new Promise((done) => {
-    let inFlight = 0;
-    const pump = () => {
-      while (inFlight < window && sent.length < total && client.socket.readyState === 1) {
-        const text = `${label}-${sent.length}`;
-        sent.push(text);
-        inFlight++;
-        client.say(text);
-      }
-    };
-    client.socket.on('message', (data) => {
-      const frame = JSON.parse(data.toString());
-      if (frame.type === 'message' && frame.text.startsWith(`${label}-`)) {
-        acked.push(frame);
-        inFlight--;
-        pump();
-      }
-    });
-    client.closed.then(() => done({ acked, sent }));
-    pump();
+  const run = { acked: [], sent: [] };
+  let inFlight = 0;
+  const pump = () => {
+    while (inFlight < window && run.sent.length < total && client.socket.readyState === 1) {
+      const text = `${label}-${run.sent.length}`;
+      run.sent.push(text);
+      inFlight++;
+      client.say(text);
+    }
+  };
+  client.socket.on('message', (data) => {
+    const frame = JSON.parse(data.toString());
+    if (frame.type === 'message' && frame.text.startsWith(`${label}-`)) {
+      run.acked.push(frame);
+      inFlight--;
+      pump();
+    }
   });
+  run.finished = client.closed.then(() => run);
+  pump();
+  return run;
 }
 
 /** Every stored message of a room, oldest first, paging forward with `since`. */
@@ -74,11 +73,10 @@ describe('restart in the middle of a burst', () => {
         senders.push(sender);
       }
       const runs = senders.map((sender, i) => sendContinuously(sender, `s${i + 1}`));
-      await observer.until((frames) => frames.filter((f) => f.type === 'message').length >= 30, {
-        what: '30 messages before the restart',
-      });
+      const ackedSoFar = () => runs.reduce((n, run) => n + run.acked.length, 0);
+      await waitFor(() => ackedSoFar() >= 30, { what: '30 acknowledged messages before the restart' });
       await server.restart(signal);
-      const results = await Promise.all(runs);
+      const results = await Promise.all(runs.map((run) => run.finished));
       await observer.closed;
 
       const acked = results.flatMap((r) => r.acked);
