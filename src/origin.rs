@@ -29,6 +29,13 @@ impl AllowedOrigins {
         let origin = normalise(origin);
         self.any || origin == normalise(own_origin) || self.listed.contains(&origin)
     }
+
+    /// The value for `Access-Control-Allow-Origin` on a read-only route (users, history):
+    /// pages from listed origins may read what their sockets could read anyway.
+    pub fn cors_origin<'o>(&self, origin: Option<&'o str>, own_origin: &str) -> Option<&'o str> {
+        let origin = origin?;
+        (normalise(origin) != normalise(own_origin) && self.admits(Some(origin), own_origin)).then_some(origin)
+    }
 }
 
 /// Origins compare without case and without a trailing slash.
@@ -59,6 +66,15 @@ mod tests {
         assert!(allowed.admits(Some("http://127.0.0.1:9000"), OWN));
         assert!(!allowed.admits(Some("https://b.example"), OWN));
         assert!(!allowed.admits(Some("https://a.example.evil"), OWN));
+    }
+
+    #[test]
+    fn cross_origin_reads_are_allowed_for_listed_origins_only() {
+        let allowed = AllowedOrigins::parse("https://a.example");
+        assert_eq!(allowed.cors_origin(Some("https://a.example"), OWN), Some("https://a.example"));
+        assert_eq!(allowed.cors_origin(Some("https://b.example"), OWN), None);
+        assert_eq!(allowed.cors_origin(Some(OWN), OWN), None, "same-origin reads need no CORS");
+        assert_eq!(allowed.cors_origin(None, OWN), None);
     }
 
     #[test]

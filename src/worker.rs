@@ -47,7 +47,21 @@ async fn handle(request: Request, env: &Env) -> Result<Response, RequestError> {
         .durable_object("ROOMS")
         .and_then(|rooms| rooms.get_by_name(room))
         .map_err(internal("finding the room's object"))?;
-    stub.fetch_with_request(to_room(&route, upgrade.is_some())?).await.map_err(internal("calling the room"))
+    let response =
+        stub.fetch_with_request(to_room(&route, upgrade.is_some())?).await.map_err(internal("calling the room"))?;
+    match allowed.cors_origin(origin.as_deref(), &own_origin) {
+        Some(cors) if !matches!(route, Route::Join { .. }) => allow_origin(response, cors),
+        _ => Ok(response),
+    }
+}
+
+/// Lets a page from an allowed origin (an embedded widget) read a room's users and history.
+/// The headers of a fetched response are immutable, so they are copied.
+fn allow_origin(response: Response, origin: &str) -> Result<Response, RequestError> {
+    let headers: Headers = response.headers().entries().collect();
+    headers.set("access-control-allow-origin", origin).map_err(internal("setting CORS headers"))?;
+    headers.set("vary", "Origin").map_err(internal("setting CORS headers"))?;
+    Ok(response.with_headers(headers))
 }
 
 /// The request the room's object receives: the route as JSON, and the upgrade header that

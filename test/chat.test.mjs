@@ -304,8 +304,11 @@ describe('rooms and HTTP routes', () => {
     assert.equal((await getJson('/health')).status, 200);
   });
 
-  test('Origin: own and listed origins and no origin are allowed, others get 403', async () => {
+  test('Origin: own and listed origins and no origin are allowed, others get 403; listed ones may read history', async () => {
     const room = freshRoom('origin');
+    const read = (origin) => fetch(`${server.url}/chat/${room}/history`, { headers: { origin } });
+    assert.equal((await read('http://friend.example')).headers.get('access-control-allow-origin'), 'http://friend.example');
+    assert.equal((await read('http://evil.example')).headers.get('access-control-allow-origin'), null);
     const refused = await ChatClient.refusal(`${server.wsUrl}/chat/${room}`, { origin: 'http://evil.example' });
     assert.equal(refused.status, 403);
     assert.equal(refused.body.error.code, 'forbidden_origin');
