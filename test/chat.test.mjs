@@ -86,13 +86,20 @@ describe('joining and leaving', () => {
     await watcher.close();
   });
 
-  test('a client closing with a reserved or odd code gets a legal close back', async () => {
+  test('a close without a status code (1005 on the server) is answered with a legal 1000', async () => {
     const room = freshRoom('close-codes');
-    const client = await join(room);
+    const watcher = await join(room, '?nick=Watcher');
+    await watcher.welcome();
+    const client = await join(room, '?nick=Silent');
     await client.welcome();
-    client.socket.close(1000, 'x'.repeat(120));
-    const { code } = await client.closed;
-    assert.equal(code, 1000);
+    client.socket.close();
+    assert.equal((await client.closed).code, 1000, 'ws reports 1006 if the server sends a reserved code');
+    await watcher.next({ type: 'left', nick: 'Silent' });
+    const long = await join(room);
+    await long.welcome();
+    long.socket.close(4001, 'é'.repeat(61));
+    assert.equal((await long.closed).code, 4001);
+    await watcher.close();
   });
 
   test('websocat-style plain text lines are messages', async () => {
@@ -138,7 +145,10 @@ describe('nicknames', () => {
     const invalid = await join(room, `?nick=${encodeURIComponent('<script>')}`);
     assert.match((await invalid.welcome()).nick, /^[A-Za-z]+\d*$/);
     assert.equal((await invalid.next({ type: 'error' })).code, 'bad_nick');
-    await Promise.all([ann, copy, invalid].map((c) => c.close()));
+    const injected = await join(room, '?nick=Eve%0D%0ASet-Cookie:%20x=1');
+    assert.match((await injected.welcome()).nick, /^[A-Za-z]+\d*$/);
+    assert.equal((await injected.next({ type: 'error' })).code, 'bad_nick');
+    await Promise.all([ann, copy, invalid, injected].map((c) => c.close()));
   });
 
   test('renames are broadcast, unique and validated', async () => {
