@@ -1,0 +1,258 @@
+//! Chat clients over real WebSockets. Each client is one task that connects, waits for its
+//! welcome, then reads every frame until the connection ends, counting into the shared
+//! `Room` of its room, and sends what the scenario's driver tells it to.
+//!
+//! Message texts carry the sender's number, a sequence number and the send time in
+//! microseconds since the harness started, so any receiver can time a delivery whatever the
+//! server does around the text (the floor forwards the client's frame as it came).
+
+use futures_util::{SinkExt, StreamExt};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot, Notify};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::Message;
+
+static EPOCH: OnceLock<Instant> = OnceLock::new();
+
+pub fn now_us() -> u64 {
+    EPOCH.get_or_init(Instant::now).elapsed().as_micros() as u64
+}
+
+/// Padding so that a message is about as long as a typical chat line (~70 bytes of text).
+const PAD: &str = "the quick brown fox jumps over the lazy dog 0123456789";
+
+/// What every client of one room adds to.
+#[derive(Default)]
+pub struct Room {
+    /// Members; a message is delivered once it reached all of them.
+    pub size: u64,
+    pub sent: AtomicU64,
+    pub delivered: AtomicU64,
+    pub welcomed: AtomicU64,
+    pub errors: AtomicU64,
+    pub pongs: AtomicU64,
+    pub ended: AtomicU64,
+    /// Deliveries of messages sent at or after this time are timed, while `recording` holds.
+    pub recording: AtomicBool,
+    pub record_from_us: AtomicU64,
+    pub latencies_us: Mutex<Vec<u32>>,
+    /// Signalled when a delivery leaves fewer than this many outstanding: the load driver
+    /// waits on it, and waking it for every frame would cost the harness more than the room.
+    pub wake_below: AtomicU64,
+    pub progress: Notify,
+    /// Signalled on every counted frame, for the scenario waiting on a condition.
+    changed: Notify,
+}
+
+impl Room {
+    pub fn new(size: usize) -> Arc<Room> {
+        Arc::new(Room { size: size as u64, ..Room::default() })
+    }
+
+    /// Deliveries still owed for the messages sent so far.
+    pub fn outstanding(&self) -> u64 {
+        (self.sent.load(Relaxed) * self.size).saturating_sub(self.delivered.load(Relaxed))
+    }
+
+    /// Waits until `done` holds, re-checking on every frame, for at most `limit`.
+    pub async fn wait_until(&self, limit: Duration, done: impl Fn(&Room) -> bool) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let notified = self.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if done(self) {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return done(self);
+            }
+        }
+    }
+
+    fn on_text(&self, text: &str) {
+        if text.starts_with("{\"type\":\"message\"") {
+            self.delivered.fetch_add(1, Relaxed);
+            if self.outstanding() < self.wake_below.load(Relaxed) {
+                self.progress.notify_one();
+            }
+            if self.recording.load(Relaxed) {
+                if let Some(sent_us) = sent_time(text) {
+                    if sent_us >= self.record_from_us.load(Relaxed) {
+                        let latency = now_us().saturating_sub(sent_us).min(u64::from(u32::MAX)) as u32;
+                        self.latencies_us.lock().expect("latency lock").push(latency);
+                    }
+                }
+            }
+        } else if text.starts_with("{\"type\":\"error\"") {
+            self.errors.fetch_add(1, Relaxed);
+        } else if text == "pong" {
+            self.pongs.fetch_add(1, Relaxed);
+        } else {
+            return;
+        }
+        self.changed.notify_one();
+    }
+}
+
+/// The send time stamped into a message's text: `"text":"SENDER SEQ MICROS ..."`.
+fn sent_time(frame: &str) -> Option<u64> {
+    let start = frame.find("\"text\":\"")? + 8;
+    frame[start..].split(' ').nth(2)?.parse().ok()
+}
+
+pub enum Command {
+    /// Send one chat message, stamped with the time it leaves.
+    Say,
+    Ping,
+    /// Close the socket; the task ends when the server has answered (or the connection ends).
+    Close,
+}
+
+/// A client task's handle.
+pub struct Client {
+    pub commands: mpsc::UnboundedSender<Command>,
+    pub task: tokio::task::JoinHandle<()>,
+}
+
+impl Client {
+    pub fn send(&self, command: Command) {
+        let _ = self.commands.send(command);
+    }
+}
+
+/// When a client got its welcome, measured from when it started connecting.
+pub type Welcomed = Result<Duration, String>;
+
+/// Starts a client of `room` at `url`. `number` tags its messages; `welcomed` reports the join.
+pub fn spawn(url: String, number: usize, room: Arc<Room>) -> (Client, oneshot::Receiver<Welcomed>) {
+    let (commands, inbox) = mpsc::unbounded_channel();
+    let (tell, welcomed) = oneshot::channel();
+    let task = tokio::spawn(run(url, number, room, inbox, tell));
+    (Client { commands, task }, welcomed)
+}
+
+async fn run(
+    url: String,
+    number: usize,
+    room: Arc<Room>,
+    mut inbox: mpsc::UnboundedReceiver<Command>,
+    welcomed: oneshot::Sender<Welcomed>,
+) {
+    let started = Instant::now();
+    let socket = match tokio::time::timeout(Duration::from_secs(60), connect(&url)).await {
+        Ok(Ok(socket)) => socket,
+        Ok(Err(error)) => return drop(welcomed.send(Err(error))),
+        Err(_) => return drop(welcomed.send(Err("connect timed out".into()))),
+    };
+    let (mut sink, mut stream) = socket.split();
+    match tokio::time::timeout(Duration::from_secs(60), stream.next()).await {
+        Ok(Some(Ok(Message::Text(text)))) if text.starts_with("{\"type\":\"welcome\"") => {
+            room.welcomed.fetch_add(1, Relaxed);
+            room.changed.notify_one();
+            let _ = welcomed.send(Ok(started.elapsed()));
+        }
+        other => return drop(welcomed.send(Err(format!("expected a welcome, got {other:?}")))),
+    }
+    let mut seq = 0u64;
+    let mut inbox_open = true;
+    loop {
+        tokio::select! {
+            frame = stream.next() => match frame {
+                Some(Ok(Message::Text(text))) => room.on_text(text.as_str()),
+                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,
+                Some(Ok(_)) => {}
+            },
+            command = inbox.recv(), if inbox_open => {
+                let message = match command {
+                    Some(Command::Say) => {
+                        seq += 1;
+                        let text = format!("{number} {seq} {} {PAD}", now_us());
+                        Message::text(format!("{{\"type\":\"message\",\"text\":\"{text}\"}}"))
+                    }
+                    Some(Command::Ping) => Message::text("ping"),
+                    Some(Command::Close) => Message::Close(None),
+                    None => {
+                        inbox_open = false;
+                        continue;
+                    }
+                };
+                if sink.send(message).await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    room.ended.fetch_add(1, Relaxed);
+    room.changed.notify_one();
+}
+
+type Socket = tokio_tungstenite::WebSocketStream<TcpStream>;
+
+pub async fn connect(url: &str) -> Result<Socket, String> {
+    let address = url.trim_start_matches("ws://").split('/').next().unwrap_or_default();
+    let tcp = TcpStream::connect(address).await.map_err(|e| format!("connect: {e}"))?;
+    tcp.set_nodelay(true).map_err(|e| e.to_string())?;
+    let (socket, _) =
+        tokio_tungstenite::client_async_with_config(url, tcp, Some(config())).await.map_err(|e| format!("upgrade: {e}"))?;
+    Ok(socket)
+}
+
+/// tungstenite zero-fills its whole read buffer before every read: at the default 128 KiB
+/// that memset was most of the harness's CPU with a thousand sockets. Chat frames are small.
+pub fn config() -> WebSocketConfig {
+    WebSocketConfig::default().read_buffer_size(8 * 1024)
+}
+
+/// A plain HTTP/1.1 GET on loopback: status and body. The response ends where its
+/// Content-Length (or last chunk) says: workerd keeps the connection open regardless.
+pub async fn http_get(port: u16, path: &str) -> Result<(u16, String), String> {
+    let exchange = async {
+        let mut tcp = TcpStream::connect(("127.0.0.1", port)).await.map_err(|e| e.to_string())?;
+        let request = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
+        tcp.write_all(request.as_bytes()).await.map_err(|e| e.to_string())?;
+        let mut response = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            let n = tcp.read(&mut chunk).await.map_err(|e| e.to_string())?;
+            response.extend_from_slice(&chunk[..n]);
+            if n == 0 || complete(&response) {
+                break;
+            }
+        }
+        let response = String::from_utf8_lossy(&response).into_owned();
+        let status = response.split(' ').nth(1).and_then(|s| s.parse().ok()).ok_or("no HTTP status")?;
+        let body = response.split_once("\r\n\r\n").map(|(_, body)| body.to_owned()).unwrap_or_default();
+        Ok((status, body))
+    };
+    tokio::time::timeout(Duration::from_secs(10), exchange).await.map_err(|_| "HTTP response timed out".to_owned())?
+}
+
+fn complete(response: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(response);
+    let Some((head, body)) = text.split_once("\r\n\r\n") else { return false };
+    let header = |name: &str| {
+        head.lines().find_map(|line| {
+            let (key, value) = line.split_once(':')?;
+            key.trim().eq_ignore_ascii_case(name).then(|| value.trim().to_ascii_lowercase())
+        })
+    };
+    if let Some(length) = header("content-length").and_then(|v| v.parse::<usize>().ok()) {
+        body.len() >= length
+    } else if header("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
+        body.ends_with("0\r\n\r\n")
+    } else {
+        false
+    }
+}
+
+/// How many members `/chat/ROOM/users` reports.
+pub async fn member_count(port: u16, room: &str) -> Result<u64, String> {
+    let (_, body) = http_get(port, &format!("/chat/{room}/users")).await?;
+    let at = body.find("\"count\":").ok_or_else(|| format!("no count in {body}"))? + 8;
+    body[at..].chars().take_while(char::is_ascii_digit).collect::<String>().parse().map_err(|e| format!("{e}"))
+}

@@ -1,0 +1,231 @@
+//! Figures, the table, and the JSON file.
+
+use serde_json::{json, Map, Value};
+use std::collections::BTreeMap;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Better {
+    Higher,
+    Lower,
+    /// Context, not a score (the harness's own CPU, counts that must be zero...).
+    Neither,
+}
+
+#[derive(Debug, Clone)]
+pub struct Figure {
+    pub key: &'static str,
+    pub label: &'static str,
+    pub unit: &'static str,
+    pub better: Better,
+    /// NaN where a target has no such figure (a JS fixture has no WASM).
+    pub value: f64,
+    /// Every round's value, when the figure is a median over rounds.
+    pub rounds: Vec<f64>,
+}
+
+/// What one scenario measured on one target.
+#[derive(Debug, Clone, Default)]
+pub struct Outcome {
+    pub figures: Vec<Figure>,
+    pub notes: Vec<String>,
+}
+
+impl Outcome {
+    pub fn add(&mut self, key: &'static str, label: &'static str, unit: &'static str, better: Better, value: f64) {
+        self.figures.push(Figure { key, label, unit, better, value, rounds: Vec::new() });
+    }
+
+    /// A figure measured several times: the median, with every value kept.
+    pub fn add_rounds(&mut self, key: &'static str, label: &'static str, unit: &'static str, better: Better, values: &mut [f64]) {
+        let rounds = values.to_vec();
+        let value = crate::scenarios::median(values);
+        self.figures.push(Figure { key, label, unit, better, value, rounds });
+    }
+
+    pub fn note(&mut self, note: impl Into<String>) {
+        self.notes.push(note.into());
+    }
+}
+
+/// One scenario across every target.
+pub struct Section {
+    pub id: String,
+    pub title: String,
+    pub params: String,
+    /// Target name to what it measured (or why it failed).
+    pub results: Vec<(String, Result<Outcome, String>)>,
+}
+
+pub struct Report {
+    pub targets: Vec<String>,
+    pub sections: Vec<Section>,
+    pub meta: Map<String, Value>,
+}
+
+/// A Rust figure over a reference figure.
+fn ratio(rust: f64, other: f64) -> f64 {
+    if rust.is_finite() && other.is_finite() && other != 0.0 {
+        rust / other
+    } else {
+        f64::NAN
+    }
+}
+
+fn number(value: f64) -> String {
+    if !value.is_finite() {
+        "-".into()
+    } else if value.abs() >= 10_000.0 {
+        format!("{value:.0}")
+    } else if value.abs() >= 100.0 {
+        format!("{value:.1}")
+    } else if value.abs() >= 1.0 {
+        format!("{value:.2}")
+    } else {
+        format!("{value:.3}")
+    }
+}
+
+impl Section {
+    /// Figure keys in first-seen order, with their descriptions.
+    fn figure_rows(&self) -> Vec<Figure> {
+        let mut rows: Vec<Figure> = Vec::new();
+        for (_, result) in &self.results {
+            for figure in result.iter().flat_map(|o| &o.figures) {
+                if !rows.iter().any(|r| r.key == figure.key) {
+                    rows.push(figure.clone());
+                }
+            }
+        }
+        rows
+    }
+
+    pub fn value(&self, target: &str, key: &str) -> f64 {
+        self.results
+            .iter()
+            .find(|(name, _)| name == target)
+            .and_then(|(_, result)| result.as_ref().ok())
+            .and_then(|outcome| outcome.figures.iter().find(|f| f.key == key))
+            .map_or(f64::NAN, |f| f.value)
+    }
+}
+
+impl Report {
+    pub fn table(&self) -> String {
+        let mut out = String::new();
+        let mut header = format!("{:<44} {:>6}", "scenario / figure", "unit");
+        for target in &self.targets {
+            header += &format!(" {target:>10}");
+        }
+        for other in self.targets.iter().skip(1) {
+            header += &format!(" {:>10}", format!("rust/{}", short(other)));
+        }
+        out += &header;
+        out.push('\n');
+        out += &"-".repeat(header.len());
+        out.push('\n');
+        for section in &self.sections {
+            out += &format!("{}  [{}]\n", section.title, section.params);
+            for row in section.figure_rows() {
+                let arrow = match row.better {
+                    Better::Higher => " ↑",
+                    Better::Lower => " ↓",
+                    Better::Neither => "",
+                };
+                let mut line = format!("  {:<42} {:>6}", format!("{}{arrow}", row.label), row.unit);
+                for target in &self.targets {
+                    line += &format!(" {:>10}", number(section.value(target, row.key)));
+                }
+                let rust = section.value("rust", row.key);
+                for other in self.targets.iter().skip(1) {
+                    let r = if row.better == Better::Neither { f64::NAN } else { ratio(rust, section.value(other, row.key)) };
+                    line += &format!(" {:>10}", if r.is_finite() { format!("{r:.2}x") } else { "-".into() });
+                }
+                out += &line;
+                out.push('\n');
+            }
+            for (target, result) in &section.results {
+                match result {
+                    Err(error) => out += &format!("  ! {target} failed: {error}\n"),
+                    Ok(outcome) => {
+                        for note in &outcome.notes {
+                            out += &format!("  ! {target}: {note}\n");
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    pub fn json(&self) -> Value {
+        let sections: Vec<Value> = self
+            .sections
+            .iter()
+            .map(|section| {
+                let mut targets = Map::new();
+                for (name, result) in &section.results {
+                    let value = match result {
+                        Ok(outcome) => {
+                            let figures: Map<String, Value> = outcome
+                                .figures
+                                .iter()
+                                .map(|f| (f.key.to_owned(), finite(f.value)))
+                                .collect();
+                            let rounds: Map<String, Value> = outcome
+                                .figures
+                                .iter()
+                                .filter(|f| f.rounds.len() > 1)
+                                .map(|f| (f.key.to_owned(), Value::Array(f.rounds.iter().map(|&v| finite(v)).collect())))
+                                .collect();
+                            json!({ "figures": figures, "rounds": rounds, "notes": outcome.notes })
+                        }
+                        Err(error) => json!({ "error": error }),
+                    };
+                    targets.insert(name.clone(), value);
+                }
+                let mut figures = BTreeMap::new();
+                for row in section.figure_rows() {
+                    let rust = section.value("rust", row.key);
+                    let ratios: Map<String, Value> = self
+                        .targets
+                        .iter()
+                        .skip(1)
+                        .map(|other| (format!("rust_over_{other}"), finite(ratio(rust, section.value(other, row.key)))))
+                        .collect();
+                    figures.insert(
+                        row.key,
+                        json!({
+                            "label": row.label,
+                            "unit": row.unit,
+                            "better": format!("{:?}", row.better).to_lowercase(),
+                            "ratios": ratios,
+                        }),
+                    );
+                }
+                json!({
+                    "id": section.id,
+                    "title": section.title,
+                    "params": section.params,
+                    "figures": figures,
+                    "targets": targets,
+                })
+            })
+            .collect();
+        json!({ "meta": self.meta, "targets": self.targets, "sections": sections })
+    }
+}
+
+fn short(target: &str) -> &str {
+    match target {
+        "reference" => "js",
+        other => other,
+    }
+}
+
+fn finite(value: f64) -> Value {
+    if value.is_finite() {
+        json!(value)
+    } else {
+        Value::Null
+    }
+}

@@ -1,0 +1,615 @@
+//! The scenarios of issue 4 (and the soak of issue 5). Each runs against one target on a
+//! fresh runtime with fresh storage, and returns its figures; `main` runs every target in
+//! turn so that each ratio compares neighbouring measurements of one run.
+
+use crate::client::{self, now_us, Client, Command, Room};
+use crate::report::{Better::*, Outcome};
+use crate::target::{machine_busy_s, Perf, Server, Target, Usage};
+use futures_util::StreamExt;
+use std::path::Path;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc::UnboundedSender;
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::Message;
+
+/// Vars that lift the room's limits, which would otherwise cap every throughput scenario.
+const LIFTED: [(&str, &str); 3] =
+    [("RATE_BURST", "1000000000"), ("RATE_PER_SECOND", "1000000000"), ("MAX_ROOM_SOCKETS", "100000")];
+
+/// How long and how big each scenario is; `quick` shrinks everything for iterating.
+pub struct Plan {
+    /// Unmeasured load before a target's first slice.
+    pub warmup: Duration,
+    /// Slices per target, each `slice_warmup` of load then `slice` measured.
+    pub slices: usize,
+    pub slice_warmup: Duration,
+    pub slice: Duration,
+    pub fanout_senders: usize,
+    /// Messages in flight (sent, not yet delivered to every member) across the senders.
+    pub fanout_window: u64,
+    pub latency_clients: usize,
+    pub latency_senders: usize,
+    pub latency_rate: f64,
+    pub rooms: usize,
+    pub room_size: usize,
+    pub room_window: u64,
+    pub storm: usize,
+    pub idle_rooms: usize,
+    pub idle_per_room: usize,
+    pub base_per_room: usize,
+    pub idle_cycles: usize,
+    pub messages: u64,
+    pub starts: usize,
+    pub soak: SoakPlan,
+}
+
+pub struct SoakPlan {
+    pub rooms: usize,
+    pub per_room: usize,
+    /// Messages per second per room.
+    pub rate: f64,
+    pub duration: Duration,
+    /// The longest random delay before a dropped client reconnects.
+    pub jitter: Duration,
+}
+
+impl Plan {
+    pub fn new(quick: bool) -> Plan {
+        let secs = |full: f64, quick_s: f64| Duration::from_secs_f64(if quick { quick_s } else { full });
+        let env_secs = |name: &str, default: Duration| {
+            std::env::var(name).ok().and_then(|v| v.parse().ok()).map_or(default, Duration::from_secs_f64)
+        };
+        Plan {
+            warmup: secs(1.0, 0.5),
+            slices: std::env::var("BENCH_SLICES").ok().and_then(|v| v.parse().ok()).unwrap_or(if quick { 3 } else { 8 }),
+            slice_warmup: Duration::from_millis(250),
+            slice: env_secs("BENCH_SLICE_S", Duration::from_secs(1)),
+            fanout_senders: 4,
+            fanout_window: 16,
+            latency_clients: 100,
+            latency_senders: 10,
+            latency_rate: 100.0,
+            rooms: 100,
+            room_size: 10,
+            room_window: 4,
+            storm: 1000,
+            idle_rooms: 10,
+            idle_per_room: 100,
+            base_per_room: 10,
+            idle_cycles: 3,
+            messages: if quick { 30_000 } else { 200_000 },
+            starts: if quick { 3 } else { 5 },
+            soak: SoakPlan {
+                rooms: 100,
+                per_room: 10,
+                rate: 2.0,
+                duration: secs(240.0, 30.0),
+                jitter: Duration::from_millis(1000),
+            },
+        }
+    }
+}
+
+pub struct Bench<'a> {
+    pub workerd: &'a Path,
+    pub plan: &'a Plan,
+}
+
+impl Bench<'_> {
+    pub async fn start(&self, target: &Target) -> Result<Server, String> {
+        let lifted: Vec<(&str, String)> = LIFTED.iter().map(|(k, v)| (*k, (*v).to_owned())).collect();
+        let mut server = Server::spawn(self.workerd, target, &lifted)?;
+        server.wait_ready().await?;
+        Ok(server)
+    }
+}
+
+/// Connects `count` clients numbered from `first` to room `name`, `batch` handshakes at a
+/// time, and returns once every one has its welcome.
+async fn join(server: &Server, name: &str, count: usize, first: usize, room: &Arc<Room>, batch: usize) -> Result<Vec<Client>, String> {
+    let url = server.ws_url(&format!("/chat/{name}"));
+    let mut clients = Vec::with_capacity(count);
+    for start in (0..count).step_by(batch.max(1)) {
+        let mut pending = Vec::new();
+        for number in start..(start + batch).min(count) {
+            let (client, welcomed) = client::spawn(format!("{url}?nick=c{}", first + number), first + number, room.clone());
+            clients.push(client);
+            pending.push(welcomed);
+        }
+        for welcomed in pending {
+            welcomed.await.map_err(|_| "a client task died".to_owned())??;
+        }
+    }
+    Ok(clients)
+}
+
+/// Pings every client and waits for every pong: whatever the server had queued for them
+/// before (joins, leaves) has then been read.
+async fn settle(room: &Room, clients: &[Client]) -> Result<(), String> {
+    let expected = room.pongs.load(Relaxed) + clients.len() as u64;
+    for client in clients {
+        client.send(Command::Ping);
+    }
+    if room.wait_until(Duration::from_secs(60), |r| r.pongs.load(Relaxed) >= expected).await {
+        Ok(())
+    } else {
+        Err(format!("only {} of {expected} pongs came back", room.pongs.load(Relaxed)))
+    }
+}
+
+/// Stops the runtime first (so that nobody announces a thousand leaves), then the clients.
+fn finish(server: Server, clients: Vec<Client>) {
+    drop(server);
+    for client in clients {
+        client.task.abort();
+    }
+}
+
+/// Keeps `window` messages per member in flight in `room`, the senders taking turns, until
+/// `limit` messages were sent or the task is aborted.
+fn drive_window(room: Arc<Room>, senders: Vec<UnboundedSender<Command>>, window: u64, limit: u64) -> JoinHandle<()> {
+    room.wake_below.store(window * room.size, Relaxed);
+    tokio::spawn(async move {
+        let mut turn = 0;
+        while room.sent.load(Relaxed) < limit {
+            let notified = room.progress.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if room.outstanding() < window * room.size {
+                let _ = senders[turn % senders.len()].send(Command::Say);
+                room.sent.fetch_add(1, Relaxed);
+                turn += 1;
+            } else {
+                notified.await;
+            }
+        }
+    })
+}
+
+/// Sends `rate` messages per second into `room`, the senders taking turns, on a fixed
+/// schedule that does not wait for deliveries (so slow deliveries show as latency).
+fn drive_rate(room: Arc<Room>, senders: Vec<UnboundedSender<Command>>, rate: f64) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        for turn in 0.. {
+            tick.tick().await;
+            let _ = senders[turn % senders.len()].send(Command::Say);
+            room.sent.fetch_add(1, Relaxed);
+        }
+    })
+}
+
+fn senders(clients: &[Client], count: usize) -> Vec<UnboundedSender<Command>> {
+    clients.iter().take(count).map(|c| c.commands.clone()).collect()
+}
+
+/// The counters of a measurement window's edge.
+struct Snap {
+    server: Usage,
+    client: Usage,
+    machine_s: f64,
+    delivered: u64,
+}
+
+impl Snap {
+    fn take(server: &Server, rooms: &[Arc<Room>]) -> Snap {
+        Snap {
+            server: server.usage(),
+            client: Usage::own(),
+            machine_s: machine_busy_s(),
+            delivered: rooms.iter().map(|r| r.delivered.load(Relaxed)).sum(),
+        }
+    }
+}
+
+/// How busy the server, the load generator and everything else on the machine were.
+fn usage_shares(out: &mut Outcome, a: &Snap, b: &Snap) {
+    let (server_cpu, wall) = b.server.since(&a.server);
+    let (client_cpu, _) = b.client.since(&a.client);
+    let other = (b.machine_s - a.machine_s - server_cpu - client_cpu).max(0.0);
+    out.add("server_cores", "server CPU busy", "cores", Neither, server_cpu / wall);
+    out.add("client_cores", "load generator CPU busy", "cores", Neither, client_cpu / wall);
+    out.add("other_cores", "other processes' CPU (noise)", "cores", Neither, other / wall);
+}
+
+/// Notes anything that went wrong on the way: lost deliveries, error frames, dropped sockets.
+fn check(out: &mut Outcome, rooms: &[Arc<Room>], drained: bool) {
+    let owed: u64 = rooms.iter().map(|r| r.outstanding()).sum();
+    let errors: u64 = rooms.iter().map(|r| r.errors.load(Relaxed)).sum();
+    let ended: u64 = rooms.iter().map(|r| r.ended.load(Relaxed)).sum();
+    if !drained || owed > 0 {
+        out.note(format!("{owed} deliveries never arrived"));
+    }
+    if errors > 0 {
+        out.note(format!("{errors} error frames"));
+    }
+    if ended > 0 {
+        out.note(format!("{ended} sockets ended early"));
+    }
+}
+
+async fn drain(rooms: &[Arc<Room>]) -> bool {
+    let mut all = true;
+    for room in rooms {
+        all &= room.wait_until(Duration::from_secs(30), |r| r.outstanding() == 0).await;
+    }
+    all
+}
+
+/// A target with its rooms joined and quiet, ready to take load.
+struct Rig {
+    server: Server,
+    rooms: Vec<Arc<Room>>,
+    clients: Vec<Vec<Client>>,
+}
+
+async fn rig(bench: &Bench<'_>, target: &Target, rooms: usize, size: usize) -> Result<Rig, String> {
+    let server = bench.start(target).await?;
+    let mut rig = Rig { server, rooms: Vec::new(), clients: Vec::new() };
+    for r in 0..rooms {
+        let room = Room::new(size);
+        let members = join(&rig.server, &format!("load{r}"), size, 0, &room, 100).await?;
+        rig.rooms.push(room);
+        rig.clients.push(members);
+    }
+    for (room, members) in rig.rooms.iter().zip(&rig.clients) {
+        settle(room, members).await?;
+    }
+    Ok(rig)
+}
+
+/// How a load scenario drives each of its rooms.
+#[derive(Clone, Copy)]
+pub enum Load {
+    /// `senders` per room keep `window` messages in flight: as fast as the room delivers.
+    Window { senders: usize, window: u64 },
+    /// `senders` per room send `rate` messages per second in all, on a fixed schedule.
+    Rate { senders: usize, rate: f64 },
+}
+
+impl Rig {
+    fn drive(&self, load: Load) -> Vec<JoinHandle<()>> {
+        self.rooms
+            .iter()
+            .zip(&self.clients)
+            .map(|(room, members)| match load {
+                Load::Window { senders: n, window } => drive_window(room.clone(), senders(members, n), window, u64::MAX),
+                Load::Rate { senders: n, rate } => drive_rate(room.clone(), senders(members, n), rate),
+            })
+            .collect()
+    }
+
+    fn finish(self) {
+        finish(self.server, self.clients.into_iter().flatten().collect());
+    }
+}
+
+/// What one target measured over its slices.
+#[derive(Default)]
+struct Slices {
+    rates: Vec<f64>,
+    cpu_per_10k: Vec<f64>,
+    server: Vec<f64>,
+    client: Vec<f64>,
+    other: Vec<f64>,
+    latencies_us: Vec<u32>,
+}
+
+/// Scenarios 1 to 3. Every target runs at once, each with its rooms joined, and the load
+/// goes to one target at a time in short slices, taking turns: on a shared machine whose
+/// speed drifts from second to second, neighbouring slices see the same machine, so the
+/// ratios hold even when the absolute figures wander. Each figure is the median over slices.
+pub async fn alternate(
+    bench: &Bench<'_>,
+    targets: &[Target],
+    id: &str,
+    rooms: usize,
+    size: usize,
+    load: Load,
+) -> Vec<(String, Result<Outcome, String>)> {
+    let plan = bench.plan;
+    let mut rigs = Vec::new();
+    for target in targets {
+        rigs.push(rig(bench, target, rooms, size).await);
+    }
+    let mut slices: Vec<Slices> = targets.iter().map(|_| Slices::default()).collect();
+    // A first, unmeasured run lets each runtime's JIT reach its steady tier.
+    for rig in rigs.iter().flatten() {
+        let drivers = rig.drive(load);
+        tokio::time::sleep(plan.warmup).await;
+        drivers.iter().for_each(JoinHandle::abort);
+        drain(&rig.rooms).await;
+    }
+    let perfs: Vec<Perf> = rigs
+        .iter()
+        .zip(targets)
+        .filter_map(|(rig, target)| rig.as_ref().ok().map(|rig| Perf::start(&rig.server, &format!("{}-{id}", target.name))))
+        .collect();
+    let mut notes: Vec<Vec<String>> = targets.iter().map(|_| Vec::new()).collect();
+    for slice in 0..plan.slices {
+        // Rotating who goes first keeps any drift within a round from favouring one target.
+        for turn in 0..targets.len() {
+            let i = (slice + turn) % targets.len();
+            let Ok(rig) = &rigs[i] else { continue };
+            let drivers = rig.drive(load);
+            tokio::time::sleep(plan.slice_warmup).await;
+            let from = now_us();
+            for room in &rig.rooms {
+                room.record_from_us.store(from, Relaxed);
+                room.recording.store(matches!(load, Load::Rate { .. }), Relaxed);
+            }
+            let a = Snap::take(&rig.server, &rig.rooms);
+            tokio::time::sleep(plan.slice).await;
+            let b = Snap::take(&rig.server, &rig.rooms);
+            drivers.iter().for_each(JoinHandle::abort);
+            if !drain(&rig.rooms).await {
+                notes[i].push("deliveries still owed after 30 s".into());
+            }
+            let s = &mut slices[i];
+            let (server_cpu, wall) = b.server.since(&a.server);
+            let (client_cpu, _) = b.client.since(&a.client);
+            let delivered = (b.delivered - a.delivered) as f64;
+            s.rates.push(delivered / wall);
+            s.cpu_per_10k.push(1000.0 * server_cpu / delivered * 10_000.0);
+            s.server.push(server_cpu / wall);
+            s.client.push(client_cpu / wall);
+            s.other.push(((b.machine_s - a.machine_s - server_cpu - client_cpu) / wall).max(0.0));
+            for room in &rig.rooms {
+                room.recording.store(false, Relaxed);
+                s.latencies_us.append(&mut room.latencies_us.lock().expect("latency lock"));
+            }
+        }
+    }
+    drop(perfs);
+    let mut results = Vec::new();
+    for ((target, rig), (mut s, notes)) in targets.iter().zip(rigs).zip(slices.into_iter().zip(notes)) {
+        let rig = match rig {
+            Ok(rig) => rig,
+            Err(error) => {
+                results.push((target.name.to_owned(), Err(error)));
+                continue;
+            }
+        };
+        let mut out = Outcome::default();
+        match load {
+            Load::Window { .. } => {
+                out.add_rounds("deliveries_per_s", "deliveries per second", "/s", Higher, &mut s.rates);
+                out.add_rounds("cpu_per_10k", "server CPU per 10k deliveries", "ms", Lower, &mut s.cpu_per_10k);
+            }
+            Load::Rate { .. } => {
+                let latencies = &mut s.latencies_us;
+                latencies.sort_unstable();
+                let pick = |q: f64| {
+                    let i = ((latencies.len() as f64 * q).ceil() as usize).clamp(1, latencies.len().max(1)) - 1;
+                    latencies.get(i).map_or(f64::NAN, |&us| f64::from(us) / 1000.0)
+                };
+                out.add("p50_ms", "latency p50", "ms", Lower, pick(0.50));
+                out.add("p95_ms", "latency p95", "ms", Lower, pick(0.95));
+                out.add("p99_ms", "latency p99", "ms", Lower, pick(0.99));
+                out.add("max_ms", "latency max", "ms", Lower, pick(1.0));
+                out.add("samples", "deliveries timed", "", Neither, latencies.len() as f64);
+                out.add_rounds("cpu_per_10k", "server CPU per 10k deliveries", "ms", Lower, &mut s.cpu_per_10k);
+            }
+        }
+        out.add_rounds("server_cores", "server CPU busy", "cores", Neither, &mut s.server);
+        out.add_rounds("client_cores", "load generator CPU busy", "cores", Neither, &mut s.client);
+        out.add_rounds("other_cores", "other processes' CPU (noise)", "cores", Neither, &mut s.other);
+        out.notes = notes;
+        out.notes.dedup();
+        check(&mut out, &rig.rooms, true);
+        rig.finish();
+        results.push((target.name.to_owned(), Ok(out)));
+    }
+    results
+}
+
+/// Scenario 4: every client of one room connects at once.
+pub async fn storm(bench: &Bench<'_>, target: &Target) -> Result<Outcome, String> {
+    let count = bench.plan.storm;
+    let server = bench.start(target).await?;
+    let room = Room::new(count);
+    let url = server.ws_url("/chat/storm");
+    let a = Snap::take(&server, &[]);
+    let started = Instant::now();
+    let (clients, pending): (Vec<_>, Vec<_>) =
+        (0..count).map(|n| client::spawn(format!("{url}?nick=c{n}"), n, room.clone())).unzip();
+    let mut waits = Vec::with_capacity(count);
+    let mut failures = Vec::new();
+    for welcomed in pending {
+        match welcomed.await {
+            Ok(Ok(wait)) => waits.push(wait),
+            Ok(Err(error)) => failures.push(error),
+            Err(_) => failures.push("client task died".into()),
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let b = Snap::take(&server, &[]);
+    waits.sort_unstable();
+    let pick = |q: f64| {
+        let i = ((waits.len() as f64 * q).ceil() as usize).clamp(1, waits.len().max(1)) - 1;
+        waits.get(i).map_or(f64::NAN, |w| w.as_secs_f64() * 1000.0)
+    };
+    let mut out = Outcome::default();
+    out.add("joins_per_s", "joins per second", "/s", Higher, waits.len() as f64 / elapsed);
+    out.add("welcome_p50_ms", "time to welcome p50", "ms", Lower, pick(0.5));
+    out.add("welcome_p99_ms", "time to welcome p99", "ms", Lower, pick(0.99));
+    let (server_cpu, _) = b.server.since(&a.server);
+    out.add("cpu_per_join_ms", "server CPU per join", "ms", Lower, 1000.0 * server_cpu / waits.len().max(1) as f64);
+    usage_shares(&mut out, &a, &b);
+    if !failures.is_empty() {
+        out.note(format!("{} joins failed, first: {}", failures.len(), failures[0]));
+    }
+    finish(server, clients);
+    Ok(out)
+}
+
+/// Scenario 5, memory: resident memory for idle sockets, and whether it comes back when they
+/// close; then whether it grows with the number of messages a room has carried.
+pub async fn memory(bench: &Bench<'_>, target: &Target) -> Result<Outcome, String> {
+    let plan = bench.plan;
+    let mut out = Outcome::default();
+    let server = bench.start(target).await?;
+    let mut base = Vec::new();
+    let mut rooms = Vec::new();
+    for r in 0..plan.idle_rooms {
+        let room = Room::new(plan.base_per_room);
+        base.push(join(&server, &format!("idle{r}"), plan.base_per_room, 0, &room, 50).await?);
+        rooms.push(room);
+    }
+    let mb = |kb: u64| kb as f64 / 1024.0;
+    let baseline = server.usage().rss_kb;
+    out.add("rss_base_mb", "resident, rooms with a few sockets", "MB", Lower, mb(baseline));
+    let idle = plan.idle_rooms * plan.idle_per_room;
+    for cycle in 1..=plan.idle_cycles {
+        let mut extra = Vec::new();
+        for (r, room) in rooms.iter().enumerate() {
+            let first = plan.base_per_room + cycle * plan.idle_per_room;
+            extra.push(join(&server, &format!("idle{r}"), plan.idle_per_room, first, room, 50).await?);
+        }
+        for (room, members) in rooms.iter().zip(&extra) {
+            settle(room, members).await?;
+        }
+        let loaded = server.usage().rss_kb;
+        if cycle == 1 {
+            let per_1000 = mb(loaded.saturating_sub(baseline)) * 1000.0 / idle as f64;
+            out.add("rss_per_1000_idle_mb", "resident per 1,000 idle sockets", "MB", Lower, per_1000);
+        }
+        for (r, (room, members)) in rooms.iter().zip(&extra).enumerate() {
+            let ended = room.ended.load(Relaxed) + members.len() as u64;
+            members.iter().for_each(|c| c.send(Command::Close));
+            if !room.wait_until(Duration::from_secs(30), |room| room.ended.load(Relaxed) >= ended).await {
+                return Err("closing sockets timed out".into());
+            }
+            wait_members(&server, &format!("idle{r}"), plan.base_per_room as u64).await?;
+        }
+        for (room, members) in rooms.iter().zip(&base) {
+            settle(room, members).await?;
+        }
+        let after = server.usage().rss_kb;
+        const AFTER: [(&str, &str); 3] = [
+            ("rss_after_close_1_mb", "resident above base, all closed"),
+            ("rss_after_close_2_mb", "... after a second 1,000 came and went"),
+            ("rss_after_close_3_mb", "... after a third"),
+        ];
+        if let Some((key, label)) = AFTER.get(cycle - 1) {
+            out.add(key, label, "MB", Lower, mb(after) - mb(baseline));
+        }
+    }
+    finish(server, base.into_iter().flatten().collect());
+
+    let server = bench.start(target).await?;
+    let room = Room::new(2);
+    let clients = join(&server, "messages", 2, 0, &room, 2).await?;
+    let driver = drive_window(room.clone(), senders(&clients, 2), plan.fanout_window, plan.messages);
+    let mut samples = Vec::new();
+    for tenth in 1..=10u64 {
+        let goal = plan.messages * room.size * tenth / 10;
+        if !room.wait_until(Duration::from_secs(120), |r| r.delivered.load(Relaxed) >= goal).await {
+            return Err(format!("messages stalled at {}", room.delivered.load(Relaxed)));
+        }
+        samples.push(server.usage());
+    }
+    driver.abort();
+    // Growth after the first fifth, once the JIT and the heap have found their size.
+    let (settled, last) = (samples[1], samples[samples.len() - 1]);
+    let per_100k = (mb(last.rss_kb) - mb(settled.rss_kb)) * 100_000.0 / (plan.messages as f64 * 0.8);
+    out.add("rss_messages_fifth_mb", "resident after 1/5 of the messages", "MB", Lower, mb(settled.rss_kb));
+    out.add("rss_messages_end_mb", "resident after all of them", "MB", Lower, mb(last.rss_kb));
+    out.add("rss_growth_per_100k_msgs_mb", "growth per 100k messages after 1/5", "MB", Lower, per_100k);
+    check(&mut out, &[room], true);
+    finish(server, clients);
+    Ok(out)
+}
+
+/// Polls `/chat/ROOM/users` until the room has `count` members.
+async fn wait_members(server: &Server, room: &str, count: u64) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let now = client::member_count(server.port, room).await?;
+        if now == count {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(format!("{room} still has {now} members, expected {count}"));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Scenario 6: code size, and how soon a freshly started runtime welcomes its first client.
+pub async fn start(bench: &Bench<'_>, target: &Target) -> Result<Outcome, String> {
+    let mut out = Outcome::default();
+    let (mut raw, mut gz, mut wasm_raw, mut wasm_gz) = (0usize, 0usize, f64::NAN, f64::NAN);
+    for module in target.modules() {
+        let bytes = std::fs::read(module).map_err(|e| e.to_string())?;
+        let zipped = gzip(&bytes);
+        raw += bytes.len();
+        gz += zipped;
+        if module.extension().is_some_and(|e| e == "wasm") {
+            wasm_raw = bytes.len() as f64 / 1024.0;
+            wasm_gz = zipped as f64 / 1024.0;
+        }
+    }
+    out.add("code_kb", "code size (all modules)", "KB", Lower, raw as f64 / 1024.0);
+    out.add("code_gz_kb", "code size gzipped", "KB", Lower, gz as f64 / 1024.0);
+    out.add("wasm_kb", "WASM size", "KB", Lower, wasm_raw);
+    out.add("wasm_gz_kb", "WASM size gzipped", "KB", Lower, wasm_gz);
+    let (mut to_welcome, mut first_join, mut warm_join) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..bench.plan.starts {
+        let lifted: Vec<(&str, String)> = LIFTED.iter().map(|(k, v)| (*k, (*v).to_owned())).collect();
+        let server = Server::spawn(bench.workerd, target, &lifted)?;
+        let address = format!("127.0.0.1:{}", server.port);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let tcp = loop {
+            match TcpStream::connect(&address).await {
+                Ok(tcp) => break tcp,
+                Err(_) if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(1)).await,
+                Err(error) => return Err(format!("runtime never listened: {error}; {}", server.log_tail())),
+            }
+        };
+        let connected = Instant::now();
+        welcome_on(tcp, &server.ws_url("/chat/cold")).await?;
+        to_welcome.push(server.spawned.elapsed().as_secs_f64() * 1000.0);
+        first_join.push(connected.elapsed().as_secs_f64() * 1000.0);
+        let tcp = TcpStream::connect(&address).await.map_err(|e| e.to_string())?;
+        let again = Instant::now();
+        welcome_on(tcp, &server.ws_url("/chat/cold")).await?;
+        warm_join.push(again.elapsed().as_secs_f64() * 1000.0);
+    }
+    out.add("start_to_welcome_ms", "runtime start to first welcome (median)", "ms", Lower, median(&mut to_welcome));
+    out.add("first_join_ms", "first join on a cold runtime (median)", "ms", Lower, median(&mut first_join));
+    out.add("warm_join_ms", "second join, same room (median)", "ms", Lower, median(&mut warm_join));
+    Ok(out)
+}
+
+async fn welcome_on(tcp: TcpStream, url: &str) -> Result<(), String> {
+    tcp.set_nodelay(true).map_err(|e| e.to_string())?;
+    let (mut socket, _) = tokio_tungstenite::client_async_with_config(url, tcp, Some(client::config()))
+        .await
+        .map_err(|e| format!("upgrade: {e}"))?;
+    match tokio::time::timeout(Duration::from_secs(30), socket.next()).await {
+        Ok(Some(Ok(Message::Text(text)))) if text.starts_with("{\"type\":\"welcome\"") => Ok(()),
+        other => Err(format!("expected a welcome, got {other:?}")),
+    }
+}
+
+fn gzip(bytes: &[u8]) -> usize {
+    use flate2::{write::GzEncoder, Compression};
+    use std::io::Write;
+    let mut encoder = GzEncoder::new(Vec::new(), Compression::best());
+    encoder.write_all(bytes).expect("writing to memory");
+    encoder.finish().expect("writing to memory").len()
+}
+
+pub fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    match values.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => values[n / 2],
+        n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+    }
+}
