@@ -5,6 +5,12 @@
 //!
 //! Every event does the same three things: ask the room what to do, store what must be
 //! stored, then send. Nothing here awaits, so events never interleave.
+//!
+//! The WebSocket handlers are bound by hand, as plain synchronous methods: the `worker`
+//! macro would wrap every frame in a Rust future and a JS promise, which cost more CPU than
+//! the room's own code (see BENCHMARKS.md). The sockets live in a JS `Map` (socket to id),
+//! so finding a frame's sender and sending to every member are one call into JS each,
+//! instead of a `getTags` array per frame and a WASM-to-JS crossing per socket.
 
 use crate::close;
 use crate::config::RoomLimits;
@@ -18,28 +24,47 @@ use serde::Serialize;
 use std::cell::RefCell;
 use wasm_bindgen::prelude::wasm_bindgen;
 use wasm_bindgen::{JsCast, JsValue};
-use worker::js_sys::JsString;
+use worker::js_sys::{JsString, Map};
+use worker::worker_sys::web_sys;
 use worker::worker_sys::WebSocketRequestResponsePair;
-use worker::{
-    durable_object, Date, DurableObject, Env, Request, Response, State, WebSocket, WebSocketIncomingMessage,
-    WebSocketPair,
-};
+use worker::{durable_object, DurableObject, Env, Request, Response, State, WebSocket, WebSocketPair};
+
+#[wasm_bindgen(inline_js = "
+export function broadcast(members, frame, except) {
+  for (const socket of members.keys()) {
+    if (socket !== except) {
+      try {
+        socket.send(frame);
+      } catch {
+        // closing: its close event removes it from the room
+      }
+    }
+  }
+}
+")]
+extern "C" {
+    /// Sends `frame` to every socket of `members` but `except` (undefined: to all).
+    fn broadcast(members: &Map, frame: &JsString, except: &JsValue);
+}
 
 #[wasm_bindgen]
 extern "C" {
-    /// A WebSocket seen only for its `send(string)`, so that a broadcast hands the runtime
-    /// one JS string for all sockets instead of copying the Rust string once per socket.
+    /// A WebSocket seen only for its `send(string)`, so that a frame crosses into JS once.
     type RawSocket;
 
     #[wasm_bindgen(method, catch, js_name = send)]
     fn send(this: &RawSocket, data: &JsString) -> Result<(), JsValue>;
 }
 
-#[durable_object(websocket)]
+#[durable_object(fetch)]
 pub struct ChatRoom {
     state: State,
     store: MessageStore,
-    room: RefCell<Room<WebSocket>>,
+    /// The room holds no sockets (`()`): `members` does.
+    room: RefCell<Room<()>>,
+    /// Every member's socket, to the id it was tagged with when it joined: exactly the
+    /// room's members, kept in step with `room`.
+    members: Map,
     /// Random per construction: shows in `x-room-instance` when the object was rebuilt.
     instance: String,
 }
@@ -61,17 +86,21 @@ impl DurableObject for ChatRoom {
             (0, 0)
         });
         let mut room = Room::new(limits, last_id, last_at);
+        let members = Map::new();
         let now = now_ms();
         for socket in state.get_websockets() {
             if let Ok(Some(attachment)) = socket.deserialize_attachment::<Attachment>() {
-                room.restore(socket, attachment, now);
+                let id = JsValue::from_str(&attachment.id);
+                if room.restore((), attachment, now) {
+                    members.set(socket.as_ref(), &id);
+                }
             }
         }
         match WebSocketRequestResponsePair::new("ping", "pong") {
             Ok(pair) => state.set_websocket_auto_response(&pair),
             Err(error) => worker::console_error!("edge-chat: ping auto-response not set: {error:?}"),
         }
-        ChatRoom { state, store, room: RefCell::new(room), instance: random_id() }
+        ChatRoom { state, store, room: RefCell::new(room), members, instance: random_id() }
     }
 
     async fn fetch(&self, request: Request) -> worker::Result<Response> {
@@ -92,46 +121,54 @@ impl DurableObject for ChatRoom {
         response.headers_mut().set("x-room-instance", &self.instance)?;
         Ok(response)
     }
+}
 
-    async fn websocket_message(&self, socket: WebSocket, message: WebSocketIncomingMessage) -> worker::Result<()> {
-        let Some(id) = self.socket_id(&socket) else { return Ok(()) };
-        let incoming = match &message {
-            WebSocketIncomingMessage::String(text) => Incoming::Text(text),
-            WebSocketIncomingMessage::Binary(_) => Incoming::Binary,
+/// The runtime's WebSocket events, synchronous: see the module's comment.
+#[wasm_bindgen]
+impl ChatRoom {
+    #[wasm_bindgen(js_name = webSocketMessage)]
+    pub fn websocket_message(&self, socket: web_sys::WebSocket, message: JsValue) {
+        let Some(id) = self.member_id(&socket) else { return };
+        let text = message.as_string();
+        let incoming = match &text {
+            Some(text) => Incoming::Text(text),
+            None => Incoming::Binary,
         };
         let reaction = self.room.borrow_mut().receive(&id, incoming, now_ms());
+        let socket = WebSocket::from(socket);
         match reaction {
             Reaction::Nothing => {}
             Reaction::Reply(frame) => send_one(&socket, &frame),
             Reaction::Post(message) => self.post(&socket, message),
             Reaction::Renamed { frame, attachment } => {
                 attach(&socket, &attachment);
-                self.broadcast(&frame);
+                self.broadcast(&frame.to_json(), &JsValue::UNDEFINED);
             }
             Reaction::Kick { error, attachment, code, reason, left } => {
                 send_one(&socket, &error);
                 attach(&socket, &attachment);
+                self.members.delete(socket.as_ref());
                 if let Err(error) = socket.close(Some(code), Some(reason)) {
                     worker::console_error!("edge-chat: closing a flooding socket failed: {error}");
                 }
-                self.broadcast(&left);
+                self.broadcast(&left.to_json(), &JsValue::UNDEFINED);
             }
         }
-        Ok(())
     }
 
-    async fn websocket_close(&self, socket: WebSocket, code: usize, reason: String, _clean: bool) -> worker::Result<()> {
+    #[wasm_bindgen(js_name = webSocketClose)]
+    pub fn websocket_close(&self, socket: web_sys::WebSocket, code: usize, reason: String, _clean: bool) {
         let code = u16::try_from(code).unwrap_or(0);
+        let socket = WebSocket::from(socket);
         // Completing the handshake fails harmlessly when the runtime already has.
         let _ = socket.close(Some(close::reply_code(code)), Some(close::reply_reason(&reason)));
         self.depart(&socket);
-        Ok(())
     }
 
-    async fn websocket_error(&self, socket: WebSocket, error: worker::Error) -> worker::Result<()> {
-        worker::console_log!("edge-chat: socket error, removing it: {error}");
-        self.depart(&socket);
-        Ok(())
+    #[wasm_bindgen(js_name = webSocketError)]
+    pub fn websocket_error(&self, socket: web_sys::WebSocket, error: JsValue) {
+        worker::console_log!("edge-chat: socket error, removing it: {}", worker::Error::from(error));
+        self.depart(&WebSocket::from(socket));
     }
 }
 
@@ -144,7 +181,7 @@ impl ChatRoom {
         let pair = WebSocketPair::new().map_err(internal("creating a WebSocket pair"))?;
         let id = random_id();
         let mut room = self.room.borrow_mut();
-        let joined = room.join(id.clone(), pair.server.clone(), nick, now_ms(), random_u64);
+        let joined = room.join(id.clone(), (), nick, now_ms(), random_u64);
         self.state.accept_websocket_with_tags(&pair.server, &[&id]);
         attach(&pair.server, &joined.attachment);
         let welcome = ServerFrame::Welcome {
@@ -157,10 +194,8 @@ impl ChatRoom {
         if let Some(code) = joined.refused_nick {
             send_one(&pair.server, &ServerFrame::error(code));
         }
-        let announcement = JsString::from(joined.announcement.to_json());
-        for socket in room.sockets_except(&id) {
-            send_raw(socket, &announcement);
-        }
+        self.broadcast(&joined.announcement.to_json(), pair.server.as_ref());
+        self.members.set(pair.server.as_ref(), &JsValue::from_str(&id));
         Response::from_websocket(pair.client).map_err(internal("answering the upgrade"))
     }
 
@@ -202,26 +237,31 @@ impl ChatRoom {
                 worker::console_error!("edge-chat: trimming history failed: {error}");
             }
         }
-        self.broadcast(&ServerFrame::Message(message));
-    }
-
-    fn depart(&self, socket: &WebSocket) {
-        let Some(id) = self.socket_id(socket) else { return };
-        let left = self.room.borrow_mut().leave(&id, now_ms());
-        if let Some(left) = left {
-            self.broadcast(&left);
+        // Serialised on its own: `ServerFrame::Message` would write `type` twice, its own
+        // tag and the message's.
+        match serde_json::to_string(&message) {
+            Ok(json) => self.broadcast(&json, &JsValue::UNDEFINED),
+            Err(error) => worker::console_error!("edge-chat: encoding message {} failed: {error}", message.id),
         }
     }
 
-    /// Sends one frame to every member, serialised once.
-    fn broadcast(&self, frame: &ServerFrame) {
-        let json = JsString::from(frame.to_json());
-        self.room.borrow().sockets().for_each(|socket| send_raw(socket, &json));
+    fn depart(&self, socket: &WebSocket) {
+        let Some(id) = self.member_id(socket.as_ref()) else { return };
+        self.members.delete(socket.as_ref());
+        let left = self.room.borrow_mut().leave(&id, now_ms());
+        if let Some(left) = left {
+            self.broadcast(&left.to_json(), &JsValue::UNDEFINED);
+        }
     }
 
-    /// The id a socket was tagged with when it joined.
-    fn socket_id(&self, socket: &WebSocket) -> Option<String> {
-        self.state.get_tags(socket).into_iter().next()
+    /// Sends one frame to every member but `except`, crossing into JS once.
+    fn broadcast(&self, json: &str, except: &JsValue) {
+        broadcast(&self.members, &JsString::from(json), except);
+    }
+
+    /// The id of a member's socket; `None` for a socket that is not (or no longer) a member.
+    fn member_id(&self, socket: &JsValue) -> Option<String> {
+        self.members.get(socket).as_string()
     }
 }
 
@@ -241,8 +281,9 @@ fn attach(socket: &WebSocket, attachment: &Attachment) {
     }
 }
 
+/// `Date.now()`: `worker::Date::now` would build a JS `Date` object for every frame.
 fn now_ms() -> u64 {
-    Date::now().as_millis()
+    worker::js_sys::Date::now() as u64
 }
 
 fn random_u64() -> u64 {

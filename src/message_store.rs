@@ -6,13 +6,30 @@
 use crate::history::Window;
 use crate::protocol::ChatMessage;
 use serde::Deserialize;
+use wasm_bindgen::prelude::wasm_bindgen;
+use wasm_bindgen::{JsCast, JsValue};
+use worker::js_sys::JsString;
 use worker::{SqlStorage, SqlStorageValue};
+
+#[wasm_bindgen]
+extern "C" {
+    /// `ctx.storage.sql` seen only for an `exec` with the insert's four bindings as plain
+    /// arguments: `worker`'s general `exec` builds a JS array of them one call at a time.
+    type RawSql;
+
+    #[wasm_bindgen(method, catch, js_name = exec)]
+    fn exec_insert(this: &RawSql, query: &JsString, id: f64, nick: &str, text: &str, at: f64) -> Result<JsValue, JsValue>;
+}
+
+const INSERT: &str = "INSERT INTO messages (id, nick, text, at) VALUES (?, ?, ?, ?)";
 
 /// Ids above this cannot cross into JavaScript exactly; `since` is clamped to it.
 const MAX_SAFE_INTEGER: u64 = (1 << 53) - 1;
 
 pub struct MessageStore {
     sql: SqlStorage,
+    /// `INSERT` as a JS string, made once rather than per message.
+    insert: JsString,
 }
 
 #[derive(Deserialize)]
@@ -31,7 +48,7 @@ struct Last {
 
 impl MessageStore {
     pub fn new(sql: SqlStorage) -> MessageStore {
-        MessageStore { sql }
+        MessageStore { sql, insert: JsString::from(INSERT) }
     }
 
     pub fn create_schema(&self) -> worker::Result<()> {
@@ -55,13 +72,12 @@ impl MessageStore {
     }
 
     pub fn insert(&self, message: &ChatMessage) -> worker::Result<()> {
-        let bindings = vec![
-            SqlStorageValue::try_from_i64(message.id as i64)?,
-            message.nick.as_str().into(),
-            message.text.as_str().into(),
-            SqlStorageValue::try_from_i64(message.at as i64)?,
-        ];
-        self.sql.exec("INSERT INTO messages (id, nick, text, at) VALUES (?, ?, ?, ?)", bindings)?;
+        // They cross as JS numbers, exact only up to 2^53 - 1.
+        if message.id > MAX_SAFE_INTEGER || message.at > MAX_SAFE_INTEGER {
+            return Err(worker::Error::RustError(format!("message {} is beyond JS's exact integers", message.id)));
+        }
+        let raw: &RawSql = self.sql.as_ref().unchecked_ref();
+        raw.exec_insert(&self.insert, message.id as f64, &message.nick, &message.text, message.at as f64)?;
         Ok(())
     }
 
