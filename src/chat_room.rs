@@ -60,8 +60,7 @@ extern "C" {
 pub struct ChatRoom {
     state: State,
     store: MessageStore,
-    /// The room holds no sockets (`()`): `members` does.
-    room: RefCell<Room<()>>,
+    room: RefCell<Room>,
     /// Every member's socket, to the id it was tagged with when it joined: exactly the
     /// room's members, kept in step with `room`.
     members: Map,
@@ -91,7 +90,7 @@ impl DurableObject for ChatRoom {
         for socket in state.get_websockets() {
             if let Ok(Some(attachment)) = socket.deserialize_attachment::<Attachment>() {
                 let id = JsValue::from_str(&attachment.id);
-                if room.restore((), attachment, now) {
+                if room.restore(attachment, now) {
                     members.set(socket.as_ref(), &id);
                 }
             }
@@ -181,7 +180,7 @@ impl ChatRoom {
         let pair = WebSocketPair::new().map_err(internal("creating a WebSocket pair"))?;
         let id = random_id();
         let mut room = self.room.borrow_mut();
-        let joined = room.join(id.clone(), (), nick, now_ms(), random_u64);
+        let joined = room.join(id.clone(), nick, now_ms(), random_u64);
         self.state.accept_websocket_with_tags(&pair.server, &[&id]);
         attach(&pair.server, &joined.attachment);
         let welcome = ServerFrame::Welcome {

@@ -57,10 +57,10 @@ proptest! {
     #[test]
     fn a_room_survives_any_sequence_of_frames(frames in prop::collection::vec((0usize..3, client_frame()), 1..60)) {
         let limits = RoomLimits { rate: RateLimit { burst: 5, per_second: 1 }, max_sockets: 10 };
-        let mut room: Room<usize> = Room::new(limits, 0, 0);
+        let mut room = Room::new(limits, 0, 0);
         let mut seed = 0u64;
         for socket in 0..3 {
-            room.join(socket.to_string(), socket, Some("Same"), 0, || { seed += 1; seed });
+            room.join(socket.to_string(), Some("Same"), 0, || { seed += 1; seed });
         }
         let mut last_id = 0;
         for (now, (socket, frame)) in frames.iter().enumerate() {

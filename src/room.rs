@@ -28,15 +28,14 @@ pub struct Attachment {
     pub gone: bool,
 }
 
-struct Member<S> {
-    socket: S,
+struct Member {
     nick: String,
     joined: u64,
     bucket: TokenBucket,
     strikes: u32,
 }
 
-impl<S> Member<S> {
+impl Member {
     fn attachment(&self, id: &str) -> Attachment {
         Attachment { id: id.to_owned(), nick: self.nick.clone(), joined: self.joined, gone: false }
     }
@@ -68,8 +67,8 @@ pub struct Joined {
     pub announcement: ServerFrame,
 }
 
-pub struct Room<S> {
-    members: HashMap<SocketId, Member<S>>,
+pub struct Room {
+    members: HashMap<SocketId, Member>,
     /// Nick key (see `nicknames::key`) to the socket that holds it.
     owners: HashMap<String, SocketId>,
     limits: RoomLimits,
@@ -77,18 +76,10 @@ pub struct Room<S> {
     last_at: u64,
 }
 
-impl<S> Room<S> {
+impl Room {
     /// A room whose stored history ends with message `last_id`, stamped `last_at`.
     pub fn new(limits: RoomLimits, last_id: u64, last_at: u64) -> Self {
         Room { members: HashMap::new(), owners: HashMap::new(), limits, last_id, last_at }
-    }
-
-    pub fn len(&self) -> usize {
-        self.members.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.members.is_empty()
     }
 
     pub fn is_full(&self) -> bool {
@@ -102,21 +93,13 @@ impl<S> Room<S> {
         nicks
     }
 
-    pub fn sockets(&self) -> impl Iterator<Item = &S> {
-        self.members.values().map(|m| &m.socket)
-    }
-
-    pub fn sockets_except<'a>(&'a self, id: &'a str) -> impl Iterator<Item = &'a S> {
-        self.members.iter().filter(move |(other, _)| other.as_str() != id).map(|(_, m)| &m.socket)
-    }
-
     /// Takes back a socket that was a member before the object hibernated. Returns false for
     /// one the server had already closed.
-    pub fn restore(&mut self, socket: S, attachment: Attachment, now: u64) -> bool {
+    pub fn restore(&mut self, attachment: Attachment, now: u64) -> bool {
         if attachment.gone {
             return false;
         }
-        self.insert(attachment.id, socket, attachment.nick, attachment.joined, now);
+        self.insert(attachment.id, attachment.nick, attachment.joined, now);
         true
     }
 
@@ -125,7 +108,6 @@ impl<S> Room<S> {
     pub fn join(
         &mut self,
         id: SocketId,
-        socket: S,
         requested: Option<&str>,
         now: u64,
         entropy: impl FnMut() -> u64,
@@ -136,7 +118,7 @@ impl<S> Room<S> {
             Some(Err(code)) => (self.random_nick(entropy), Some(code)),
             None => (self.random_nick(entropy), None),
         };
-        let member = self.insert(id.clone(), socket, nick.clone(), now, now);
+        let member = self.insert(id.clone(), nick.clone(), now, now);
         let attachment = member.attachment(&id);
         Joined { attachment, refused_nick, announcement: ServerFrame::Joined { nick, at: now } }
     }
@@ -222,9 +204,9 @@ impl<S> Room<S> {
         nicknames::unused_random_nick(entropy, |nick| self.owners.contains_key(&nicknames::key(nick)))
     }
 
-    fn insert(&mut self, id: SocketId, socket: S, nick: String, joined: u64, now: u64) -> &Member<S> {
+    fn insert(&mut self, id: SocketId, nick: String, joined: u64, now: u64) -> &Member {
         self.owners.insert(nicknames::key(&nick), id.clone());
-        let member = Member { socket, nick, joined, bucket: TokenBucket::full(self.limits.rate, now), strikes: 0 };
+        let member = Member { nick, joined, bucket: TokenBucket::full(self.limits.rate, now), strikes: 0 };
         self.members.entry(id).insert_entry(member).into_mut()
     }
 }
@@ -234,9 +216,7 @@ mod tests {
     use super::*;
     use crate::rate_limit::RateLimit;
 
-    type TestRoom = Room<u32>;
-
-    fn room() -> TestRoom {
+    fn room() -> Room {
         Room::new(RoomLimits::default(), 0, 0)
     }
 
@@ -248,11 +228,11 @@ mod tests {
         }
     }
 
-    fn join(room: &mut TestRoom, id: &str, nick: Option<&str>) -> Joined {
-        room.join(id.into(), 0, nick, 1_000, counter())
+    fn join(room: &mut Room, id: &str, nick: Option<&str>) -> Joined {
+        room.join(id.into(), nick, 1_000, counter())
     }
 
-    fn say(room: &mut TestRoom, id: &str, text: &str, now: u64) -> Reaction {
+    fn say(room: &mut Room, id: &str, text: &str, now: u64) -> Reaction {
         room.receive(id, Incoming::Text(text), now)
     }
 
@@ -281,7 +261,7 @@ mod tests {
 
         let none = join(&mut room, "s4", None);
         assert_eq!(none.refused_nick, None);
-        assert_eq!(room.len(), 4);
+        assert_eq!(room.nicks().len(), 4);
     }
 
     #[test]
@@ -307,7 +287,7 @@ mod tests {
 
     #[test]
     fn messages_get_growing_ids_monotonic_times_and_the_sender_nick() {
-        let mut room: TestRoom = Room::new(RoomLimits::default(), 41, 5_000);
+        let mut room: Room = Room::new(RoomLimits::default(), 41, 5_000);
         join(&mut room, "s1", Some("Ann"));
         let first = say(&mut room, "s1", r#"{"type":"message","text":"  hi  ","nick":"Mallory"}"#, 4_000);
         assert_eq!(first, Reaction::Post(ChatMessage { id: 42, nick: "Ann".into(), text: "hi".into(), at: 5_000 }));
@@ -359,7 +339,7 @@ mod tests {
         join(&mut room, "s2", Some("Bob"));
         assert_eq!(room.leave("s1", 9), Some(ServerFrame::Left { nick: "Ann".into(), at: 9 }));
         assert_eq!(room.leave("s1", 10), None);
-        assert_eq!(room.sockets_except("s2").count(), 0);
+        assert_eq!(room.nicks(), ["Bob"]);
         assert_eq!(join(&mut room, "s3", Some("ann")).refused_nick, None);
         assert_eq!(say(&mut room, "s1", "ghost", 11), Reaction::Nothing);
     }
@@ -397,7 +377,7 @@ mod tests {
     #[test]
     fn rate_limit_counts_every_frame_and_is_configurable() {
         let limits = RoomLimits { rate: RateLimit { burst: 2, per_second: 1 }, ..RoomLimits::default() };
-        let mut room: TestRoom = Room::new(limits, 0, 0);
+        let mut room: Room = Room::new(limits, 0, 0);
         join(&mut room, "s1", None);
         assert_eq!(error_code(&say(&mut room, "s1", "", 0)), Some(ErrorCode::Empty));
         assert!(matches!(say(&mut room, "s1", "one", 0), Reaction::Post(_)));
@@ -409,9 +389,9 @@ mod tests {
         let mut before = room();
         let ann = join(&mut before, "s1", Some("Ann")).attachment;
         let bob = join(&mut before, "s2", Some("Bob")).attachment;
-        let mut after: TestRoom = Room::new(RoomLimits::default(), 5, 0);
-        assert!(after.restore(1, ann, 50_000));
-        assert!(!after.restore(2, Attachment { gone: true, ..bob }, 50_000));
+        let mut after: Room = Room::new(RoomLimits::default(), 5, 0);
+        assert!(after.restore(ann, 50_000));
+        assert!(!after.restore(Attachment { gone: true, ..bob }, 50_000));
         assert_eq!(after.nicks(), ["Ann"]);
         assert_eq!(join(&mut after, "s3", Some("ann")).refused_nick, Some(ErrorCode::NickTaken));
         assert!(matches!(say(&mut after, "s1", "back", 50_001), Reaction::Post(ChatMessage { id: 6, .. })));
