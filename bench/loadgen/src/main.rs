@@ -93,32 +93,31 @@ struct Job {
 }
 
 enum Shape {
-    Alternate { rooms: usize, size: usize, load: Load },
+    Alternate { rooms: usize, size: usize, load: Load, slices: usize },
     Alone { rounds: usize },
 }
 
 fn jobs(args: &Args, plan: &Plan) -> Vec<Job> {
     let secs = |d: std::time::Duration| format!("{:.2} s", d.as_secs_f64()).replace(".00 s", " s");
-    let slices = format!(
-        "{} slices of {} per target, taking turns, after {} warm-up",
-        plan.slices,
-        secs(plan.slice),
-        secs(plan.warmup)
-    );
+    let slicing = |count: usize| {
+        format!("{count} slices of {} per target, taking turns, after {} warm-up", secs(plan.slice), secs(plan.warmup))
+    };
     let mut jobs = Vec::new();
     for scenario in &args.scenarios {
         match scenario.as_str() {
             "fanout" => {
                 for size in FANOUT_SIZES {
                     let senders = plan.fanout_senders.min(size);
+                    let slices = if size == 100 { plan.key_slices } else { plan.slices };
                     jobs.push(Job {
                         id: format!("fanout-{size}"),
                         title: format!("1 fan-out throughput, {size} clients in one room"),
-                        params: format!("{senders} senders, {} msgs in flight; {slices}", plan.fanout_window),
+                        params: format!("{senders} senders, {} msgs in flight; {}", plan.fanout_window, slicing(slices)),
                         shape: Shape::Alternate {
                             rooms: 1,
                             size,
                             load: Load::Window { senders, window: plan.fanout_window },
+                            slices,
                         },
                     });
                 }
@@ -127,23 +126,31 @@ fn jobs(args: &Args, plan: &Plan) -> Vec<Job> {
                 id: "latency".into(),
                 title: format!("2 latency under load, {} clients in one room", plan.latency_clients),
                 params: format!(
-                    "{} msgs/s from {} senders, every delivery timed; {slices}",
-                    plan.latency_rate, plan.latency_senders
+                    "{} msgs/s from {} senders, every delivery timed; {}",
+                    plan.latency_rate,
+                    plan.latency_senders,
+                    slicing(plan.key_slices)
                 ),
                 shape: Shape::Alternate {
                     rooms: 1,
                     size: plan.latency_clients,
                     load: Load::Rate { senders: plan.latency_senders, rate: plan.latency_rate },
+                    slices: plan.key_slices,
                 },
             }),
             "rooms" => jobs.push(Job {
                 id: "rooms".into(),
                 title: format!("3 many rooms, {} rooms of {}", plan.rooms, plan.room_size),
-                params: format!("1 sender per room, {} msgs in flight per room; {slices}", plan.room_window),
+                params: format!(
+                    "1 sender per room, {} msgs in flight per room; {}",
+                    plan.room_window,
+                    slicing(plan.slices)
+                ),
                 shape: Shape::Alternate {
                     rooms: plan.rooms,
                     size: plan.room_size,
                     load: Load::Window { senders: 1, window: plan.room_window },
+                    slices: plan.slices,
                 },
             }),
             "storm" => jobs.push(Job {
@@ -167,8 +174,8 @@ fn jobs(args: &Args, plan: &Plan) -> Vec<Job> {
             "start" => jobs.push(Job {
                 id: "start".into(),
                 title: "6 bundle and start".into(),
-                params: format!("{} cold starts of workerd per target", plan.starts),
-                shape: Shape::Alone { rounds: 1 },
+                params: format!("median of {} cold starts of workerd per target, taking turns", plan.starts),
+                shape: Shape::Alone { rounds: plan.starts },
             }),
             "soak" => jobs.push(Job {
                 id: "soak".into(),
@@ -233,6 +240,12 @@ fn main() {
 
 async fn run(args: Args) -> i32 {
     let root = std::fs::canonicalize(&args.root).unwrap_or(args.root.clone());
+    // Each runtime starts in its own state directory, so a relative path would not resolve.
+    let workerd = if args.workerd.components().count() > 1 {
+        std::fs::canonicalize(&args.workerd).unwrap_or(args.workerd.clone())
+    } else {
+        args.workerd.clone()
+    };
     let mut targets = Vec::new();
     for name in &args.targets {
         match load_target(&root, name) {
@@ -244,14 +257,14 @@ async fn run(args: Args) -> i32 {
         }
     }
     let plan = Plan::new(args.quick);
-    let bench = Bench { workerd: &args.workerd, plan: &plan };
+    let bench = Bench { workerd: &workerd, plan: &plan };
     let started = Instant::now();
     let mut sections = Vec::new();
     for job in jobs(&args, &plan) {
         eprintln!("[{:>4.0} s] {}", started.elapsed().as_secs_f64(), job.title);
         let results = match job.shape {
-            Shape::Alternate { rooms, size, load } => {
-                scenarios::alternate(&bench, &targets, &job.id, rooms, size, load).await
+            Shape::Alternate { rooms, size, load, slices } => {
+                scenarios::alternate(&bench, &targets, &job.id, rooms, size, load, slices).await
             }
             Shape::Alone { rounds } => {
                 let mut results = Vec::new();
@@ -293,11 +306,12 @@ async fn run(args: Args) -> i32 {
     meta.insert("commit".into(), json!(git(&root, &["rev-parse", "--short", "HEAD"])));
     meta.insert("rust_sources_changed".into(), json!(!git(&root, &["status", "--porcelain", "src", "Cargo.toml"]).is_empty()));
     meta.insert("cpus".into(), json!(std::thread::available_parallelism().map_or(0, |n| n.get())));
-    meta.insert("workerd".into(), json!(args.workerd.display().to_string()));
+    meta.insert("workerd".into(), json!(workerd.display().to_string()));
     meta.insert("duration_s".into(), json!(started.elapsed().as_secs()));
     let names = targets.iter().map(|t| t.name.to_owned()).collect();
     let report = Report { targets: names, sections, meta };
     println!("{}", report.table());
+    println!("{}", report.goals_table());
     let dir = root.join("bench/results");
     let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let body = serde_json::to_string_pretty(&report.json()).expect("JSON");

@@ -157,6 +157,52 @@ impl Report {
         out
     }
 
+    /// The issue's targets, each with the Rust figure (or Rust/JS ratio) and whether it is met.
+    fn goals(&self) -> Vec<Goal> {
+        let section = |id: &str| self.sections.iter().find(|s| s.id == id);
+        let value = |id: &str, target: &str, key: &str| section(id).map_or(f64::NAN, |s| s.value(target, key));
+        let ratio = |id: &str, key: &str| ratio(value(id, "rust", key), value(id, "reference", key));
+        let mut goals = vec![
+            Goal::new("fan-out throughput at 100 clients, Rust/JS", ratio("fanout-100", "deliveries_per_s"), "x", 0.9, true),
+            Goal::new("CPU per delivery at 100 clients, Rust/JS", ratio("fanout-100", "cpu_per_10k"), "x", 1.1, false),
+            Goal::new("latency p99 under load, Rust/JS", ratio("latency", "p99_ms"), "x", 1.2, false),
+            Goal::new("WASM gzipped", value("start", "rust", "wasm_gz_kb"), "KB", 250.0, false),
+            Goal::new("runtime start to first welcome", value("start", "rust", "start_to_welcome_ms"), "ms", 100.0, false),
+        ];
+        // Memory is "flat" when a thousand sockets that came and went leave less behind than a
+        // tenth of what a thousand live sockets hold, and when the second half of the messages
+        // adds less than a twentieth to what the first half left (a leak would add as much).
+        let memory = |key: &str| value("memory", "rust", key);
+        let near = 0.1 * memory("rss_per_1000_idle_mb");
+        goals.push(Goal::new("idle sockets: resident above base once closed", memory("rss_after_close_1_mb"), "MB", near, false));
+        let cycles = memory("rss_after_close_3_mb") - memory("rss_after_close_1_mb");
+        goals.push(Goal::new("... growth over two more cycles of 1,000", cycles, "MB", near, false));
+        let half = memory("rss_messages_half_mb");
+        goals.push(Goal::new("messages: growth over the second half", memory("rss_messages_growth_mb"), "MB", 0.05 * half, false));
+        goals.retain(|g| g.value.is_finite());
+        goals
+    }
+
+    pub fn goals_table(&self) -> String {
+        let goals = self.goals();
+        if goals.is_empty() {
+            return String::new();
+        }
+        let mut out = String::from("targets (issue 4)\n");
+        for goal in goals {
+            let verdict = if goal.met() { "met" } else { "MISSED" };
+            let sign = if goal.at_least { ">=" } else { "<=" };
+            out += &format!(
+                "  {:<50} {:>9} {:<3} goal {sign} {:<8} {verdict}\n",
+                goal.label,
+                number(goal.value),
+                goal.unit,
+                number(goal.goal)
+            );
+        }
+        out
+    }
+
     pub fn json(&self) -> Value {
         let sections: Vec<Value> = self
             .sections
@@ -211,7 +257,35 @@ impl Report {
                 })
             })
             .collect();
-        json!({ "meta": self.meta, "targets": self.targets, "sections": sections })
+        let goals: Vec<Value> = self
+            .goals()
+            .iter()
+            .map(|g| json!({ "target": g.label, "value": g.value, "unit": g.unit, "goal": g.goal, "at_least": g.at_least, "met": g.met() }))
+            .collect();
+        json!({ "meta": self.meta, "targets": self.targets, "goals": goals, "sections": sections })
+    }
+}
+
+struct Goal {
+    label: &'static str,
+    value: f64,
+    unit: &'static str,
+    goal: f64,
+    /// The value must be at least the goal (else at most).
+    at_least: bool,
+}
+
+impl Goal {
+    fn new(label: &'static str, value: f64, unit: &'static str, goal: f64, at_least: bool) -> Goal {
+        Goal { label, value, unit, goal, at_least }
+    }
+
+    fn met(&self) -> bool {
+        if self.at_least {
+            self.value >= self.goal
+        } else {
+            self.value <= self.goal
+        }
     }
 }
 

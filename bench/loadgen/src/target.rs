@@ -159,12 +159,11 @@ impl Server {
         let log = fs::File::create(state.join("workerd.log")).map_err(|e| e.to_string())?;
         let log2 = log.try_clone().map_err(|e| e.to_string())?;
         let spawned = Instant::now();
-        let mut command = Command::new(workerd);
-        command.arg("serve").arg(&config);
-        if let Ok(port) = std::env::var("BENCH_INSPECTOR_PORT") {
-            command.arg(format!("--inspector-addr=127.0.0.1:{port}"));
-        }
-        let child = command
+        let child = Command::new(workerd)
+            .arg("serve")
+            .arg(&config)
+            // V8's perf map and logs land in the working directory.
+            .current_dir(&state)
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log2)
