@@ -1,6 +1,7 @@
-//! The scenarios of issue 4 (and the soak of issue 5). Each runs against one target on a
-//! fresh runtime with fresh storage, and returns its figures; `main` runs every target in
-//! turn so that each ratio compares neighbouring measurements of one run.
+//! The scenarios of issue 4 (and the soak of issue 5), each on fresh runtimes with fresh
+//! storage. The load scenarios (1 to 3) run every target at once and load them in turns
+//! (`alternate`); the others run one target at a time, the targets taking turns when a
+//! scenario is repeated. Either way a ratio compares measurements taken moments apart.
 
 use crate::client::{self, now_us, Client, Command, Room};
 use crate::report::{Better::*, Outcome};
@@ -68,7 +69,7 @@ impl Plan {
         Plan {
             warmup: secs(1.0, 0.5),
             slices: env_count("BENCH_SLICES", if quick { 3 } else { 8 }),
-            key_slices: env_count("BENCH_SLICES", if quick { 4 } else { 20 }),
+            key_slices: env_count("BENCH_SLICES", if quick { 4 } else { 24 }),
             slice_warmup: Duration::from_millis(250),
             slice: env_secs("BENCH_SLICE_S", Duration::from_secs(1)),
             fanout_senders: 4,
@@ -369,11 +370,11 @@ pub async fn alternate(
                 room.recording.store(false, Relaxed);
                 slice_latencies.append(&mut room.latencies_us.lock().expect("latency lock"));
             }
-            if !slice_latencies.is_empty() {
-                slice_latencies.sort_unstable();
-                s.slice_p99_ms.push(f64::from(slice_latencies[slice_latencies.len() * 99 / 100]) / 1000.0);
-                s.latencies_us.append(&mut slice_latencies);
+            slice_latencies.sort_unstable();
+            if let Some(us) = quantile(&slice_latencies, 0.99) {
+                s.slice_p99_ms.push(f64::from(us) / 1000.0);
             }
+            s.latencies_us.append(&mut slice_latencies);
         }
     }
     drop(perfs);
@@ -393,18 +394,14 @@ pub async fn alternate(
                 out.add_rounds("cpu_per_10k", "server CPU per 10k deliveries", "ms", Lower, &mut s.cpu_per_10k);
             }
             Load::Rate { .. } => {
-                let latencies = &mut s.latencies_us;
-                latencies.sort_unstable();
-                let pick = |q: f64| {
-                    let i = ((latencies.len() as f64 * q).ceil() as usize).clamp(1, latencies.len().max(1)) - 1;
-                    latencies.get(i).map_or(f64::NAN, |&us| f64::from(us) / 1000.0)
-                };
+                s.latencies_us.sort_unstable();
+                let pick = |q: f64| quantile(&s.latencies_us, q).map_or(f64::NAN, |us| f64::from(us) / 1000.0);
                 out.add("p50_ms", "latency p50", "ms", Lower, pick(0.50));
                 out.add("p95_ms", "latency p95", "ms", Lower, pick(0.95));
                 out.add("p99_ms", "latency p99", "ms", Lower, pick(0.99));
                 out.add("max_ms", "latency max", "ms", Lower, pick(1.0));
                 out.add_rounds("slice_p99_ms", "latency p99 of a slice, median", "ms", Lower, &mut s.slice_p99_ms);
-                out.add("samples", "deliveries timed", "", Neither, latencies.len() as f64);
+                out.add("samples", "deliveries timed", "", Neither, s.latencies_us.len() as f64);
                 out.add_rounds("cpu_per_10k", "server CPU per 10k deliveries", "ms", Lower, &mut s.cpu_per_10k);
             }
         }
@@ -442,10 +439,7 @@ pub async fn storm(bench: &Bench<'_>, target: &Target) -> Result<Outcome, String
     let elapsed = started.elapsed().as_secs_f64();
     let b = Snap::take(&server, &[]);
     waits.sort_unstable();
-    let pick = |q: f64| {
-        let i = ((waits.len() as f64 * q).ceil() as usize).clamp(1, waits.len().max(1)) - 1;
-        waits.get(i).map_or(f64::NAN, |w| w.as_secs_f64() * 1000.0)
-    };
+    let pick = |q: f64| quantile(&waits, q).map_or(f64::NAN, |w| w.as_secs_f64() * 1000.0);
     let mut out = Outcome::default();
     out.add("joins_per_s", "joins per second", "/s", Higher, waits.len() as f64 / elapsed);
     out.add("welcome_p50_ms", "time to welcome p50", "ms", Lower, pick(0.5));
@@ -612,6 +606,12 @@ fn gzip(bytes: &[u8]) -> usize {
     let mut encoder = GzEncoder::new(Vec::new(), Compression::best());
     encoder.write_all(bytes).expect("writing to memory");
     encoder.finish().expect("writing to memory").len()
+}
+
+/// The `q` quantile of sorted values (nearest rank), `None` when there are none.
+fn quantile<T: Copy>(sorted: &[T], q: f64) -> Option<T> {
+    let rank = (sorted.len() as f64 * q).ceil() as usize;
+    sorted.get(rank.clamp(1, sorted.len().max(1)) - 1).copied()
 }
 
 pub fn median(values: &mut [f64]) -> f64 {

@@ -32,6 +32,9 @@ struct RoomLog {
     acked: Mutex<HashSet<u64>>,
 }
 
+/// A member's state, and the channel that tells its task what to do.
+type Handle = (Arc<Mutex<Member>>, mpsc::UnboundedSender<Command>);
+
 enum Command {
     Say,
     /// Drop the connection without a close frame, wait, and come back.
@@ -47,7 +50,7 @@ pub async fn soak(bench: &Bench<'_>, target: &Target) -> Result<Outcome, String>
     let plan = &bench.plan.soak;
     let server = bench.start(target).await?;
     let started = Instant::now();
-    let mut members = Vec::new();
+    let mut members: Vec<Vec<Handle>> = Vec::new();
     let mut logs = Vec::new();
     let mut tasks = Vec::new();
     for r in 0..plan.rooms {
@@ -64,9 +67,8 @@ pub async fn soak(bench: &Bench<'_>, target: &Target) -> Result<Outcome, String>
         logs.push(log);
     }
     let everyone = || members.iter().flatten();
-    let all_connected = |members: &Vec<Vec<(Arc<Mutex<Member>>, mpsc::UnboundedSender<Command>)>>| {
-        members.iter().flatten().all(|(m, _)| m.lock().expect("member").connected)
-    };
+    let all_connected =
+        |members: &[Vec<Handle>]| members.iter().flatten().all(|(m, _)| m.lock().expect("member").connected);
     if !wait(Duration::from_secs(120), || all_connected(&members)).await {
         return Err("not every soak client could join".into());
     }
