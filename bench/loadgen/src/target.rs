@@ -152,10 +152,20 @@ impl Server {
     /// Spawns workerd and returns at once: use `wait_ready`, or connect in a loop to time a cold start.
     pub fn spawn(workerd: &Path, target: &Target, overrides: &[(&str, String)]) -> Result<Server, String> {
         let state = temp_dir(target.name)?;
+        let started = Server::start_in(&state, workerd, target, overrides);
+        if started.is_err() {
+            let _ = fs::remove_dir_all(&state);
+        }
+        let (child, port, spawned) = started?;
+        let pid = child.id();
+        Ok(Server { child, port, pid, state, spawned })
+    }
+
+    fn start_in(state: &Path, workerd: &Path, target: &Target, overrides: &[(&str, String)]) -> Result<(Child, u16, Instant), String> {
         fs::create_dir_all(state.join("do")).map_err(|e| e.to_string())?;
         let port = free_port()?;
         let config = state.join("config.capnp");
-        fs::write(&config, target.workerd_config(port, &state, overrides)).map_err(|e| e.to_string())?;
+        fs::write(&config, target.workerd_config(port, state, overrides)).map_err(|e| e.to_string())?;
         let log = fs::File::create(state.join("workerd.log")).map_err(|e| e.to_string())?;
         let log2 = log.try_clone().map_err(|e| e.to_string())?;
         let spawned = Instant::now();
@@ -163,15 +173,14 @@ impl Server {
             .arg("serve")
             .arg(&config)
             // V8's perf map and logs land in the working directory.
-            .current_dir(&state)
+            .current_dir(state)
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log2)
             .process_group(0)
             .spawn()
             .map_err(|e| format!("starting {}: {e}", workerd.display()))?;
-        let pid = child.id();
-        Ok(Server { child, port, pid, state, spawned })
+        Ok((child, port, spawned))
     }
 
     /// Waits until `/health` answers 200.
