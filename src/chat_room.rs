@@ -236,8 +236,6 @@ impl ChatRoom {
                 worker::console_error!("edge-chat: trimming history failed: {error}");
             }
         }
-        // Serialised on its own: `ServerFrame::Message` would write `type` twice, its own
-        // tag and the message's.
         match serde_json::to_string(&message) {
             Ok(json) => self.broadcast(&json, &JsValue::UNDEFINED),
             Err(error) => worker::console_error!("edge-chat: encoding message {} failed: {error}", message.id),

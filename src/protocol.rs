@@ -64,7 +64,8 @@ pub fn clean_text(text: &str) -> Result<&str, ErrorCode> {
     Ok(trimmed)
 }
 
-/// A stored chat message, exactly as it is broadcast and as history returns it.
+/// A stored chat message, exactly as it is broadcast and as history returns it. It carries
+/// its own `"type":"message"`, so it is serialised on its own rather than as a `ServerFrame`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename = "message")]
 pub struct ChatMessage {
@@ -92,7 +93,6 @@ pub enum ServerFrame {
         nick: String,
         at: u64,
     },
-    Message(ChatMessage),
     Renamed {
         from: String,
         to: String,
@@ -224,13 +224,9 @@ mod tests {
 
     #[test]
     fn html_is_data_not_escaped() {
-        let frame = ServerFrame::Message(ChatMessage {
-            id: 1,
-            nick: "a".into(),
-            text: "<img src=x onerror=alert(1)>".into(),
-            at: 2,
-        });
-        let value: Value = serde_json::from_str(&frame.to_json()).unwrap();
+        let message =
+            ChatMessage { id: 1, nick: "a".into(), text: "<img src=x onerror=alert(1)>".into(), at: 2 };
+        let value: Value = serde_json::from_str(&serde_json::to_string(&message).unwrap()).unwrap();
         assert_eq!(value["text"], "<img src=x onerror=alert(1)>");
     }
 
@@ -239,8 +235,9 @@ mod tests {
         let message = ChatMessage { id: 3, nick: "Ann".into(), text: "hi".into(), at: 9 };
         let as_json = |f: ServerFrame| serde_json::from_str::<Value>(&f.to_json()).unwrap();
         assert_eq!(
-            as_json(ServerFrame::Message(message.clone())),
-            json!({"type": "message", "id": 3, "nick": "Ann", "text": "hi", "at": 9})
+            serde_json::to_string(&message).unwrap(),
+            r#"{"type":"message","id":3,"nick":"Ann","text":"hi","at":9}"#,
+            "exactly these fields, type once"
         );
         assert_eq!(
             as_json(ServerFrame::Welcome {

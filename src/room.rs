@@ -89,7 +89,7 @@ impl Room {
     /// Every nick in the room, sorted without regard to case.
     pub fn nicks(&self) -> Vec<String> {
         let mut nicks: Vec<String> = self.members.values().map(|m| m.nick.clone()).collect();
-        nicks.sort_by_key(|n| nicknames::key(n));
+        nicks.sort_by_cached_key(|n| nicknames::key(n));
         nicks
     }
 
