@@ -7,10 +7,10 @@
 //! limit is not: an object only hibernates after seconds without any frame, long enough for
 //! every bucket to refill, so a fresh full bucket on wake is exactly what it would hold.
 
-use crate::config::{RoomLimits, FLOOD_STRIKES};
-use crate::nicknames::{self, validate_nick};
-use crate::protocol::{clean_text, parse_client_frame, ChatMessage, ClientFrame, ErrorCode, Incoming, ServerFrame};
-use crate::rate_limit::TokenBucket;
+use crate::edge::config::{RoomLimits, FLOOD_STRIKES};
+use crate::chat::nicknames::{self, validate_nick};
+use crate::chat::protocol::{clean_text, parse_client_frame, ChatMessage, ClientFrame, ErrorCode, Incoming, ServerFrame};
+use crate::chat::rate_limit::TokenBucket;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 
@@ -186,7 +186,7 @@ impl Room {
         Reaction::Kick {
             error: ServerFrame::error(ErrorCode::RateLimited),
             attachment,
-            code: crate::close::POLICY_VIOLATION,
+            code: crate::chat::close::POLICY_VIOLATION,
             reason: "Closed for flooding: too many messages after repeated rate_limited errors.",
             left,
         }
@@ -214,7 +214,7 @@ impl Room {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rate_limit::RateLimit;
+    use crate::chat::rate_limit::RateLimit;
 
     fn room() -> Room {
         Room::new(RoomLimits::default(), 0, 0)
@@ -365,7 +365,7 @@ mod tests {
                 assert_eq!(error, ServerFrame::error(ErrorCode::RateLimited));
                 assert!(attachment.gone);
                 assert_eq!(code, 1008);
-                assert!(reason.len() <= crate::close::MAX_REASON_BYTES);
+                assert!(reason.len() <= crate::chat::close::MAX_REASON_BYTES);
                 assert_eq!(left, ServerFrame::Left { nick: "Ann".into(), at: 1_200 });
             }
             other => panic!("{other:?}"),

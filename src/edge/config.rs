@@ -2,7 +2,7 @@
 //! operator's mistake: it is reported and the default is used, so a typo cannot take the
 //! chat down.
 
-use crate::rate_limit::RateLimit;
+use crate::chat::rate_limit::RateLimit;
 
 pub const DEFAULT_MAX_ROOM_SOCKETS: usize = 1_000;
 

@@ -2,7 +2,7 @@
 //! room hands out when a user asks for none or for one that is taken. Uniqueness within a
 //! room is the room's job; here a nick's `key` says which nicks count as the same.
 
-use crate::protocol::ErrorCode;
+use crate::chat::protocol::ErrorCode;
 
 pub const MAX_NICK_CHARS: usize = 32;
 

@@ -12,14 +12,14 @@
 //! so finding a frame's sender and sending to every member are one call into JS each,
 //! instead of a `getTags` array per frame and a WASM-to-JS crossing per socket.
 
-use crate::close;
-use crate::config::RoomLimits;
-use crate::history::{trim_cutoff, Window};
-use crate::message_store::MessageStore;
-use crate::protocol::{ChatMessage, ErrorCode, Incoming, ServerFrame};
-use crate::room::{Attachment, Reaction, Room};
-use crate::routes::{RequestError, Route};
-use crate::worker::{error_response, internal, json_response, ROUTE_HEADER};
+use crate::chat::close;
+use crate::edge::config::RoomLimits;
+use crate::chat::history::{trim_cutoff, Window};
+use crate::runtime::message_store::MessageStore;
+use crate::chat::protocol::{ChatMessage, ErrorCode, Incoming, ServerFrame};
+use crate::chat::room::{Attachment, Reaction, Room};
+use crate::edge::routes::{RequestError, Route};
+use crate::runtime::worker::{error_response, internal, json_response, ROUTE_HEADER};
 use serde::Serialize;
 use std::cell::RefCell;
 use wasm_bindgen::prelude::wasm_bindgen;

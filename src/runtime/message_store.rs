@@ -3,8 +3,8 @@
 //! holds back every frame sent after a write until that write is durable, so a message that
 //! was broadcast (or echoed to its sender) is on disk.
 
-use crate::history::Window;
-use crate::protocol::ChatMessage;
+use crate::chat::history::Window;
+use crate::chat::protocol::ChatMessage;
 use serde::Deserialize;
 use wasm_bindgen::prelude::wasm_bindgen;
 use wasm_bindgen::{JsCast, JsValue};

@@ -2,13 +2,13 @@
 //! panics and every refusal is one of the documented codes. A panic in the Worker would kill
 //! the WASM instance for every room in the isolate, so these run on every `cargo test`.
 
-use crate::config::RoomLimits;
-use crate::nicknames::validate_nick;
-use crate::origin::AllowedOrigins;
-use crate::protocol::{parse_client_frame, ClientFrame, ErrorCode, Incoming, ServerFrame};
-use crate::rate_limit::RateLimit;
-use crate::room::{Reaction, Room};
-use crate::routes::{route, RequestError, RequestParts, Route};
+use crate::edge::config::RoomLimits;
+use crate::chat::nicknames::validate_nick;
+use crate::edge::origin::AllowedOrigins;
+use crate::chat::protocol::{parse_client_frame, ClientFrame, ErrorCode, Incoming, ServerFrame};
+use crate::chat::rate_limit::RateLimit;
+use crate::chat::room::{Reaction, Room};
+use crate::edge::routes::{route, RequestError, RequestParts, Route};
 use proptest::prelude::*;
 use serde_json::Value;
 

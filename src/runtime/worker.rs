@@ -3,8 +3,8 @@
 //! the right status, so a bad request never wakes a room. Static pages are served by the
 //! assets binding before this code runs.
 
-use crate::origin::AllowedOrigins;
-use crate::routes::{self, RequestError, RequestParts, Route};
+use crate::edge::origin::AllowedOrigins;
+use crate::edge::routes::{self, RequestError, RequestParts, Route};
 use worker::{event, Context, Env, Headers, Method, Request, RequestInit, Response};
 
 /// The header that carries the validated route from the Worker to the room's object.

@@ -2,8 +2,8 @@
 //! hands in the parts of a request and gets back either a route or a `RequestError`, which
 //! it turns into a response in one place. A request refused here never reaches a room.
 
-use crate::history;
-use crate::origin::AllowedOrigins;
+use crate::chat::history;
+use crate::edge::origin::AllowedOrigins;
 use serde::{Deserialize, Serialize};
 
 pub const DEFAULT_ROOM: &str = "lobby";
@@ -197,7 +197,7 @@ pub fn percent_decode(input: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::history::Window;
+    use crate::chat::history::Window;
 
     const OWN: &str = "http://localhost:8787";
 

@@ -1,0 +1,11 @@
+//! The pure core: what a room is and decides, with no `worker` types and no I/O.
+
+pub mod close;
+pub mod history;
+pub mod nicknames;
+pub mod protocol;
+pub mod rate_limit;
+pub mod room;
+
+#[cfg(test)]
+mod properties;

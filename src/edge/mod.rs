@@ -1,0 +1,5 @@
+//! The HTTP edge: everything the Worker decides about a request before a room is touched.
+
+pub mod config;
+pub mod origin;
+pub mod routes;
