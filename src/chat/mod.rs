@@ -2,6 +2,7 @@
 
 pub mod close;
 pub mod history;
+pub mod identity;
 pub mod nicknames;
 pub mod protocol;
 pub mod rate_limit;

@@ -2,7 +2,9 @@
 //! panics and every refusal is one of the documented codes. A panic in the Worker would kill
 //! the WASM instance for every room in the isolate, so these run on every `cargo test`.
 
+use crate::chat::identity::{Identity, Role};
 use crate::edge::config::RoomLimits;
+use crate::edge::ticket;
 use crate::chat::nicknames::validate_nick;
 use crate::edge::origin::AllowedOrigins;
 use crate::chat::protocol::{parse_client_frame, ClientFrame, ErrorCode, Incoming, ServerFrame};
@@ -59,8 +61,11 @@ proptest! {
         let limits = RoomLimits { rate: RateLimit { burst: 5, per_second: 1 }, max_sockets: 10 };
         let mut room = Room::new(limits, 0, 0);
         let mut seed = 0u64;
+        // Socket 0 is anonymous; 1 and 2 are two tabs of one ticket identity called "Same" too.
+        let same = Identity { id: "u1".into(), name: "Same".into(), role: Role::Member, expires_at: 3_000 };
         for socket in 0..3 {
-            room.join(socket.to_string(), Some("Same"), 0, || { seed += 1; seed });
+            let identity = (socket > 0).then(|| same.clone());
+            room.join(socket.to_string(), Some("Same"), identity, 0, || { seed += 1; seed });
         }
         let mut last_id = 0;
         for (now, (socket, frame)) in frames.iter().enumerate() {
@@ -112,6 +117,18 @@ proptest! {
                 prop_assert!(error != RequestError::Internal, "routing never fails internally");
             }
         }
+    }
+
+    #[test]
+    fn any_token_is_verified_or_refused_without_panicking(
+        token in prop_oneof![
+            "[ -~]{0,200}",
+            "[A-Za-z0-9_-]{0,60}\\.[A-Za-z0-9_-]{0,200}\\.[A-Za-z0-9_-]{0,60}",
+            any::<Vec<u8>>().prop_map(|b| String::from_utf8_lossy(&b).into_owned()),
+        ],
+        now in any::<u64>(),
+    ) {
+        let _ = ticket::verify(&token, b"0123456789abcdef0123456789abcdef", now);
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! error codes. Every frame is a JSON text frame with a `"type"`; the names and fields here
 //! are a contract that other clients are written against, so they change only on purpose.
 
+use crate::chat::identity::Role;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -73,6 +74,17 @@ pub struct ChatMessage {
     pub nick: String,
     pub text: String,
     pub at: u64,
+    /// The sender's ticket identity (`sub`); absent for anonymous senders.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<String>,
+}
+
+/// Who a socket is, as its welcome tells it: `id` is the ticket's `sub`, null when anonymous.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct You {
+    pub nick: String,
+    pub id: Option<String>,
+    pub role: Role,
 }
 
 /// Every frame the server sends.
@@ -84,6 +96,7 @@ pub enum ServerFrame {
         nick: String,
         users: Vec<String>,
         history: Vec<ChatMessage>,
+        you: You,
     },
     Joined {
         nick: String,
@@ -129,10 +142,15 @@ pub enum ErrorCode {
     RateLimited,
     /// The room could not store the message; nothing was broadcast.
     Unavailable,
+    /// The sender's role does not allow this (readonly users post nothing; a ticketed nick
+    /// comes from the ticket).
+    Forbidden,
+    /// The socket's ticket expired: it is closed with 4401 after this frame.
+    TicketExpired,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 9] = [
+    pub const ALL: [ErrorCode; 11] = [
         ErrorCode::TooLong,
         ErrorCode::Empty,
         ErrorCode::BadJson,
@@ -142,6 +160,8 @@ impl ErrorCode {
         ErrorCode::NickTaken,
         ErrorCode::RateLimited,
         ErrorCode::Unavailable,
+        ErrorCode::Forbidden,
+        ErrorCode::TicketExpired,
     ];
 
     pub fn message(self) -> &'static str {
@@ -157,6 +177,8 @@ impl ErrorCode {
             ErrorCode::NickTaken => "That nickname is already taken in this room.",
             ErrorCode::RateLimited => "You are sending too fast: that message was dropped.",
             ErrorCode::Unavailable => "The room could not store that message: please send it again.",
+            ErrorCode::Forbidden => "Your role in this room does not allow that.",
+            ErrorCode::TicketExpired => "Your ticket has expired: reconnect with a fresh one.",
         }
     }
 }
@@ -225,19 +247,24 @@ mod tests {
     #[test]
     fn html_is_data_not_escaped() {
         let message =
-            ChatMessage { id: 1, nick: "a".into(), text: "<img src=x onerror=alert(1)>".into(), at: 2 };
+            ChatMessage { id: 1, nick: "a".into(), text: "<img src=x onerror=alert(1)>".into(), at: 2, uid: None };
         let value: Value = serde_json::from_str(&serde_json::to_string(&message).unwrap()).unwrap();
         assert_eq!(value["text"], "<img src=x onerror=alert(1)>");
     }
 
     #[test]
     fn frames_have_the_documented_shape() {
-        let message = ChatMessage { id: 3, nick: "Ann".into(), text: "hi".into(), at: 9 };
+        let message = ChatMessage { id: 3, nick: "Ann".into(), text: "hi".into(), at: 9, uid: None };
         let as_json = |f: ServerFrame| serde_json::from_str::<Value>(&f.to_json()).unwrap();
         assert_eq!(
             serde_json::to_string(&message).unwrap(),
             r#"{"type":"message","id":3,"nick":"Ann","text":"hi","at":9}"#,
             "exactly these fields, type once"
+        );
+        let ticketed = ChatMessage { uid: Some("u1".into()), ..message.clone() };
+        assert_eq!(
+            serde_json::to_string(&ticketed).unwrap(),
+            r#"{"type":"message","id":3,"nick":"Ann","text":"hi","at":9,"uid":"u1"}"#
         );
         assert_eq!(
             as_json(ServerFrame::Welcome {
@@ -245,9 +272,11 @@ mod tests {
                 nick: "Ann".into(),
                 users: vec!["Ann".into()],
                 history: vec![message],
+                you: You { nick: "Ann".into(), id: None, role: Role::Member },
             }),
             json!({"type": "welcome", "room": "lobby", "nick": "Ann", "users": ["Ann"],
-                   "history": [{"type": "message", "id": 3, "nick": "Ann", "text": "hi", "at": 9}]})
+                   "history": [{"type": "message", "id": 3, "nick": "Ann", "text": "hi", "at": 9}],
+                   "you": {"nick": "Ann", "id": null, "role": "member"}})
         );
         assert_eq!(as_json(ServerFrame::Joined { nick: "B".into(), at: 1 }), json!({"type": "joined", "nick": "B", "at": 1}));
         assert_eq!(as_json(ServerFrame::Left { nick: "B".into(), at: 1 }), json!({"type": "left", "nick": "B", "at": 1}));
@@ -267,7 +296,10 @@ mod tests {
             .iter()
             .map(|c| serde_json::to_value(c).unwrap().as_str().unwrap().to_owned())
             .collect();
-        for expected in ["too_long", "empty", "bad_json", "bad_type", "unsupported", "bad_nick", "nick_taken", "rate_limited"] {
+        for expected in [
+            "too_long", "empty", "bad_json", "bad_type", "unsupported", "bad_nick", "nick_taken", "rate_limited",
+            "unavailable", "forbidden", "ticket_expired",
+        ] {
             assert!(names.iter().any(|n| n == expected), "{expected} missing");
         }
         for code in ErrorCode::ALL {

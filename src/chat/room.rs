@@ -2,14 +2,23 @@
 //! the next message id. The room decides; the Durable Object carries out what it decides
 //! (store, send, close) and owns nothing but the runtime handles.
 //!
+//! Presence is per person: an anonymous socket is one person, while every socket of one
+//! ticket identity (several tabs) shares one nick, one entry in the users list, one `joined`
+//! on its first socket and one `left` on its last. A ticket's nick is reserved for its
+//! identity in the room (the object stores reservations), so nobody else can take it.
+//!
 //! The room is rebuilt whenever the object wakes from hibernation, from each socket's
 //! `Attachment`, so everything a socket needs to survive hibernation is in there. The rate
 //! limit is not: an object only hibernates after seconds without any frame, long enough for
 //! every bucket to refill, so a fresh full bucket on wake is exactly what it would hold.
 
+use crate::chat::close;
+use crate::chat::identity::{Identity, Role};
 use crate::edge::config::{RoomLimits, FLOOD_STRIKES};
-use crate::chat::nicknames::{self, validate_nick};
-use crate::chat::protocol::{clean_text, parse_client_frame, ChatMessage, ClientFrame, ErrorCode, Incoming, ServerFrame};
+use crate::chat::nicknames::{self, validate_nick, MAX_NICK_CHARS};
+use crate::chat::protocol::{
+    clean_text, parse_client_frame, ChatMessage, ClientFrame, ErrorCode, Incoming, ServerFrame, You,
+};
 use crate::chat::rate_limit::TokenBucket;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -22,6 +31,8 @@ pub struct Attachment {
     pub id: SocketId,
     pub nick: String,
     pub joined: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<Identity>,
     /// Set once the server has closed the socket and announced its leave, so that a socket
     /// still finishing its close handshake is not restored as a member.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -33,12 +44,54 @@ struct Member {
     joined: u64,
     bucket: TokenBucket,
     strikes: u32,
+    identity: Option<Identity>,
 }
 
 impl Member {
     fn attachment(&self, id: &str) -> Attachment {
-        Attachment { id: id.to_owned(), nick: self.nick.clone(), joined: self.joined, gone: false }
+        Attachment {
+            id: id.to_owned(),
+            nick: self.nick.clone(),
+            joined: self.joined,
+            identity: self.identity.clone(),
+            gone: false,
+        }
     }
+
+    fn role(&self) -> Role {
+        self.identity.as_ref().map_or(Role::Member, |user| user.role)
+    }
+}
+
+/// Who holds a nick: one anonymous socket, or a ticket identity with all its sockets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Holder {
+    Socket(SocketId),
+    User(String),
+}
+
+impl Holder {
+    fn of(id: &str, identity: Option<&Identity>) -> Holder {
+        identity.map_or_else(|| Holder::Socket(id.to_owned()), |user| Holder::User(user.id.clone()))
+    }
+}
+
+struct Owner {
+    nick: String,
+    holder: Holder,
+}
+
+/// A ticket identity present in the room.
+struct Presence {
+    nick: String,
+    sockets: u32,
+}
+
+/// A nick newly reserved for a ticket identity, for the object to store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reservation {
+    pub nick_key: String,
+    pub user: String,
 }
 
 /// What the room decided about a frame, for the Durable Object to carry out.
@@ -53,8 +106,9 @@ pub enum Reaction {
     /// Save the attachment on the sender, then broadcast the frame to every socket.
     Renamed { frame: ServerFrame, attachment: Attachment },
     /// Send `error` to the sender, save the attachment, close it with `code` and `reason`,
-    /// and broadcast `left` to everyone else: the sender is no longer a member.
-    Kick { error: ServerFrame, attachment: Attachment, code: u16, reason: &'static str, left: ServerFrame },
+    /// and broadcast `left` (if any: the person may have other sockets) to everyone else:
+    /// the sender is no longer a member.
+    Kick { error: ServerFrame, attachment: Attachment, code: u16, reason: &'static str, left: Option<ServerFrame> },
 }
 
 /// What joining produced.
@@ -63,14 +117,24 @@ pub struct Joined {
     pub attachment: Attachment,
     /// Why the requested nick was not given, if one was asked for and refused.
     pub refused_nick: Option<ErrorCode>,
-    /// The `joined` frame for every other socket.
-    pub announcement: ServerFrame,
+    /// The `joined` frame for every other socket; `None` when the person was already here
+    /// through another socket.
+    pub announcement: Option<ServerFrame>,
+    pub you: You,
+    pub reservation: Option<Reservation>,
 }
+
+const TICKET_EXPIRED_REASON: &str = "Your ticket expired: reconnect with a fresh one.";
+const FLOODING_REASON: &str = "Closed for flooding: too many messages after repeated rate_limited errors.";
 
 pub struct Room {
     members: HashMap<SocketId, Member>,
-    /// Nick key (see `nicknames::key`) to the socket that holds it.
-    owners: HashMap<String, SocketId>,
+    /// Nick key (see `nicknames::key`) to whoever holds it now: one entry per person present.
+    owners: HashMap<String, Owner>,
+    /// Ticket identities present, by `sub`.
+    users: HashMap<String, Presence>,
+    /// Nick keys reserved for ticket identities (`sub`), also while they are away.
+    reserved: HashMap<String, String>,
     limits: RoomLimits,
     last_id: u64,
     last_at: u64,
@@ -79,16 +143,29 @@ pub struct Room {
 impl Room {
     /// A room whose stored history ends with message `last_id`, stamped `last_at`.
     pub fn new(limits: RoomLimits, last_id: u64, last_at: u64) -> Self {
-        Room { members: HashMap::new(), owners: HashMap::new(), limits, last_id, last_at }
+        Room {
+            members: HashMap::new(),
+            owners: HashMap::new(),
+            users: HashMap::new(),
+            reserved: HashMap::new(),
+            limits,
+            last_id,
+            last_at,
+        }
+    }
+
+    /// Takes back a stored reservation of a nick for a ticket identity.
+    pub fn restore_reservation(&mut self, reservation: Reservation) {
+        self.reserved.insert(reservation.nick_key, reservation.user);
     }
 
     pub fn is_full(&self) -> bool {
         self.members.len() >= self.limits.max_sockets
     }
 
-    /// Every nick in the room, sorted without regard to case.
+    /// Every person's nick in the room, sorted without regard to case.
     pub fn nicks(&self) -> Vec<String> {
-        let mut nicks: Vec<String> = self.members.values().map(|m| m.nick.clone()).collect();
+        let mut nicks: Vec<String> = self.owners.values().map(|owner| owner.nick.clone()).collect();
         nicks.sort_by_cached_key(|n| nicknames::key(n));
         nicks
     }
@@ -99,44 +176,79 @@ impl Room {
         if attachment.gone {
             return false;
         }
-        self.insert(attachment.id, attachment.nick, attachment.joined, now);
+        self.insert(attachment.id, attachment.nick, attachment.joined, now, attachment.identity);
         true
     }
 
-    /// Adds a new socket under the nick it asked for, or a random one when it asked for none
-    /// or for one that is invalid or taken. `entropy` feeds the random nicks.
+    /// Adds a new socket. A ticket identity gets its ticket's name (or, when another person
+    /// holds or reserved it, the first free `name-2`, `name-3`...), or the nick it already has
+    /// here through another socket. An anonymous socket gets the nick it asked for, or a
+    /// random one when it asked for none or for one that is invalid or taken. `entropy`
+    /// feeds the random nicks.
     pub fn join(
         &mut self,
         id: SocketId,
         requested: Option<&str>,
+        identity: Option<Identity>,
         now: u64,
         entropy: impl FnMut() -> u64,
     ) -> Joined {
-        let wanted = requested.map(|nick| validate_nick(nick).and_then(|nick| self.available(nick, None)));
-        let (nick, refused_nick) = match wanted {
-            Some(Ok(nick)) => (nick.to_owned(), None),
-            Some(Err(code)) => (self.random_nick(entropy), Some(code)),
-            None => (self.random_nick(entropy), None),
+        let holder = Holder::of(&id, identity.as_ref());
+        let (mut refused_nick, mut reservation, mut first) = (None, None, true);
+        let nick = match &identity {
+            Some(user) => match self.users.get(&user.id) {
+                Some(presence) => {
+                    first = false;
+                    presence.nick.clone()
+                }
+                None => {
+                    let nick = self.free_variant(&user.name, &holder);
+                    let nick_key = nicknames::key(&nick);
+                    if self.reserved.get(&nick_key) != Some(&user.id) {
+                        self.reserved.insert(nick_key.clone(), user.id.clone());
+                        reservation = Some(Reservation { nick_key, user: user.id.clone() });
+                    }
+                    nick
+                }
+            },
+            None => match requested.map(|nick| validate_nick(nick).and_then(|nick| self.available(nick, &holder))) {
+                Some(Ok(nick)) => nick.to_owned(),
+                Some(Err(code)) => {
+                    refused_nick = Some(code);
+                    self.random_nick(entropy)
+                }
+                None => self.random_nick(entropy),
+            },
         };
-        let member = self.insert(id.clone(), nick.clone(), now, now);
+        let member = self.insert(id.clone(), nick.clone(), now, now, identity);
         let attachment = member.attachment(&id);
-        Joined { attachment, refused_nick, announcement: ServerFrame::Joined { nick, at: now } }
+        let you = You { nick: nick.clone(), id: member.identity.as_ref().map(|u| u.id.clone()), role: member.role() };
+        let announcement = first.then_some(ServerFrame::Joined { nick, at: now });
+        Joined { attachment, refused_nick, announcement, you, reservation }
     }
 
     /// Handles one frame from socket `id`.
     pub fn receive(&mut self, id: &str, frame: Incoming<'_>, now: u64) -> Reaction {
         let rate = self.limits.rate;
         let Some(member) = self.members.get_mut(id) else { return Reaction::Nothing };
+        // Checked first, so that nothing sent after expiry is stored.
+        if member.identity.as_ref().is_some_and(|user| now >= user.expires_at) {
+            return self.kick(id, now, ErrorCode::TicketExpired, close::UNAUTHORIZED, TICKET_EXPIRED_REASON);
+        }
         if !member.bucket.try_take(rate, now) {
             member.strikes += 1;
             if member.strikes >= FLOOD_STRIKES {
-                return self.kick_flooder(id, now);
+                return self.kick(id, now, ErrorCode::RateLimited, close::POLICY_VIOLATION, FLOODING_REASON);
             }
             return Reaction::Reply(ServerFrame::error(ErrorCode::RateLimited));
         }
         member.strikes = 0;
+        let (role, ticketed) = (member.role(), member.identity.is_some());
         let outcome = match parse_client_frame(frame) {
+            Ok(ClientFrame::Message { .. }) if !role.may_speak() => Err(ErrorCode::Forbidden),
             Ok(ClientFrame::Message { text }) => self.post(id, &text, now),
+            // A ticketed nick is the application's to choose.
+            Ok(ClientFrame::Nick { .. }) if ticketed || !role.may_speak() => Err(ErrorCode::Forbidden),
             Ok(ClientFrame::Nick { nick }) => self.rename(id, &nick, now),
             Err(code) => Err(code),
         };
@@ -144,9 +256,17 @@ impl Room {
     }
 
     /// Removes socket `id`, returning the `left` frame for the others, or `None` when it was
-    /// not a member (already left, or kicked).
+    /// not a member (already left, or kicked) or its person is still here on another socket.
     pub fn leave(&mut self, id: &str, now: u64) -> Option<ServerFrame> {
         let member = self.members.remove(id)?;
+        if let Some(user) = &member.identity {
+            let presence = self.users.get_mut(&user.id)?;
+            presence.sockets -= 1;
+            if presence.sockets > 0 {
+                return None;
+            }
+            self.users.remove(&user.id);
+        }
         self.owners.remove(&nicknames::key(&member.nick));
         Some(ServerFrame::Left { nick: member.nick, at: now })
     }
@@ -155,11 +275,13 @@ impl Room {
         let text = clean_text(text)?;
         self.last_id += 1;
         self.last_at = self.last_at.max(now);
+        let member = &self.members[id];
         Ok(Reaction::Post(ChatMessage {
             id: self.last_id,
-            nick: self.members[id].nick.clone(),
+            nick: member.nick.clone(),
             text: text.to_owned(),
             at: self.last_at,
+            uid: member.identity.as_ref().map(|user| user.id.clone()),
         }))
     }
 
@@ -169,44 +291,72 @@ impl Room {
         if wanted == current {
             return Ok(Reaction::Nothing);
         }
-        let wanted = self.available(wanted, Some(id))?.to_owned();
+        let holder = Holder::Socket(id.to_owned());
+        let wanted = self.available(wanted, &holder)?.to_owned();
         self.owners.remove(&nicknames::key(&current));
-        self.owners.insert(nicknames::key(&wanted), id.to_owned());
+        self.owners.insert(nicknames::key(&wanted), Owner { nick: wanted.clone(), holder });
         let member = self.members.get_mut(id).expect("renaming a member");
         member.nick = wanted.clone();
         let attachment = member.attachment(id);
         Ok(Reaction::Renamed { frame: ServerFrame::Renamed { from: current, to: wanted, at: now }, attachment })
     }
 
-    fn kick_flooder(&mut self, id: &str, now: u64) -> Reaction {
-        let joined = self.members[id].joined;
-        let left = self.leave(id, now).expect("kicking a member");
-        let ServerFrame::Left { nick, .. } = &left else { unreachable!("leave returns a left frame") };
-        let attachment = Attachment { id: id.to_owned(), nick: nick.clone(), joined, gone: true };
-        Reaction::Kick {
-            error: ServerFrame::error(ErrorCode::RateLimited),
-            attachment,
-            code: crate::chat::close::POLICY_VIOLATION,
-            reason: "Closed for flooding: too many messages after repeated rate_limited errors.",
-            left,
+    /// Closes socket `id` for `reason`, telling it `error` first.
+    fn kick(&mut self, id: &str, now: u64, error: ErrorCode, code: u16, reason: &'static str) -> Reaction {
+        let attachment = Attachment { gone: true, ..self.members[id].attachment(id) };
+        let left = self.leave(id, now);
+        Reaction::Kick { error: ServerFrame::error(error), attachment, code, reason, left }
+    }
+
+    /// `nick` if nobody but `holder` holds or reserved it.
+    fn available<'n>(&self, nick: &'n str, holder: &Holder) -> Result<&'n str, ErrorCode> {
+        if self.free_for(nick, holder) {
+            Ok(nick)
+        } else {
+            Err(ErrorCode::NickTaken)
         }
     }
 
-    /// `nick` if nobody but `holder` has it.
-    fn available<'n>(&self, nick: &'n str, holder: Option<&str>) -> Result<&'n str, ErrorCode> {
-        match self.owners.get(&nicknames::key(nick)) {
-            Some(owner) if Some(owner.as_str()) != holder => Err(ErrorCode::NickTaken),
-            _ => Ok(nick),
+    fn free_for(&self, nick: &str, holder: &Holder) -> bool {
+        let key = nicknames::key(nick);
+        let held_by_another = self.owners.get(&key).is_some_and(|owner| &owner.holder != holder);
+        let reserved_for_another = self
+            .reserved
+            .get(&key)
+            .is_some_and(|user| !matches!(holder, Holder::User(me) if me == user));
+        !held_by_another && !reserved_for_another
+    }
+
+    /// `name`, or the first of `name-2`, `name-3`... that `holder` may take, cut to fit a nick.
+    fn free_variant(&self, name: &str, holder: &Holder) -> String {
+        if self.free_for(name, holder) {
+            return name.to_owned();
         }
+        (2u32..)
+            .map(|n| {
+                let suffix = format!("-{n}");
+                // Ticket names are valid nicks, so ASCII: cutting at a byte is cutting at a character.
+                format!("{}{suffix}", &name[..name.len().min(MAX_NICK_CHARS - suffix.len())])
+            })
+            .find(|nick| self.free_for(nick, holder))
+            .expect("some number is free")
     }
 
     fn random_nick(&self, entropy: impl FnMut() -> u64) -> String {
-        nicknames::unused_random_nick(entropy, |nick| self.owners.contains_key(&nicknames::key(nick)))
+        nicknames::unused_random_nick(entropy, |nick| {
+            let key = nicknames::key(nick);
+            self.owners.contains_key(&key) || self.reserved.contains_key(&key)
+        })
     }
 
-    fn insert(&mut self, id: SocketId, nick: String, joined: u64, now: u64) -> &Member {
-        self.owners.insert(nicknames::key(&nick), id.clone());
-        let member = Member { nick, joined, bucket: TokenBucket::full(self.limits.rate, now), strikes: 0 };
+    fn insert(&mut self, id: SocketId, nick: String, joined: u64, now: u64, identity: Option<Identity>) -> &Member {
+        let holder = Holder::of(&id, identity.as_ref());
+        if let Some(user) = &identity {
+            self.users.entry(user.id.clone()).or_insert(Presence { nick: nick.clone(), sockets: 0 }).sockets += 1;
+        }
+        self.owners.insert(nicknames::key(&nick), Owner { nick: nick.clone(), holder });
+        let bucket = TokenBucket::full(self.limits.rate, now);
+        let member = Member { nick, joined, bucket, strikes: 0, identity };
         self.members.entry(id).insert_entry(member).into_mut()
     }
 }
@@ -229,7 +379,7 @@ mod tests {
     }
 
     fn join(room: &mut Room, id: &str, nick: Option<&str>) -> Joined {
-        room.join(id.into(), nick, 1_000, counter())
+        room.join(id.into(), nick, None, 1_000, counter())
     }
 
     fn say(room: &mut Room, id: &str, text: &str, now: u64) -> Reaction {
@@ -249,7 +399,8 @@ mod tests {
         let ann = join(&mut room, "s1", Some("Ann"));
         assert_eq!(ann.attachment.nick, "Ann");
         assert_eq!(ann.refused_nick, None);
-        assert_eq!(ann.announcement, ServerFrame::Joined { nick: "Ann".into(), at: 1_000 });
+        assert_eq!(ann.announcement, Some(ServerFrame::Joined { nick: "Ann".into(), at: 1_000 }));
+        assert_eq!(ann.you, You { nick: "Ann".into(), id: None, role: Role::Member });
 
         let taken = join(&mut room, "s2", Some("aNN"));
         assert_eq!(taken.refused_nick, Some(ErrorCode::NickTaken));
@@ -290,9 +441,9 @@ mod tests {
         let mut room: Room = Room::new(RoomLimits::default(), 41, 5_000);
         join(&mut room, "s1", Some("Ann"));
         let first = say(&mut room, "s1", r#"{"type":"message","text":"  hi  ","nick":"Mallory"}"#, 4_000);
-        assert_eq!(first, Reaction::Post(ChatMessage { id: 42, nick: "Ann".into(), text: "hi".into(), at: 5_000 }));
+        assert_eq!(first, Reaction::Post(ChatMessage { id: 42, nick: "Ann".into(), text: "hi".into(), at: 5_000, uid: None }));
         let second = say(&mut room, "s1", "plain text", 6_000);
-        assert_eq!(second, Reaction::Post(ChatMessage { id: 43, nick: "Ann".into(), text: "plain text".into(), at: 6_000 }));
+        assert_eq!(second, Reaction::Post(ChatMessage { id: 43, nick: "Ann".into(), text: "plain text".into(), at: 6_000, uid: None }));
     }
 
     #[test]
@@ -366,7 +517,7 @@ mod tests {
                 assert!(attachment.gone);
                 assert_eq!(code, 1008);
                 assert!(reason.len() <= crate::chat::close::MAX_REASON_BYTES);
-                assert_eq!(left, ServerFrame::Left { nick: "Ann".into(), at: 1_200 });
+                assert_eq!(left, Some(ServerFrame::Left { nick: "Ann".into(), at: 1_200 }));
             }
             other => panic!("{other:?}"),
         }
@@ -397,9 +548,127 @@ mod tests {
         assert!(matches!(say(&mut after, "s1", "back", 50_001), Reaction::Post(ChatMessage { id: 6, .. })));
     }
 
+    fn user(id: &str, name: &str, role: Role) -> Identity {
+        Identity { id: id.into(), name: name.into(), role, expires_at: 1_000_000 }
+    }
+
+    fn join_as(room: &mut Room, id: &str, user: &Identity) -> Joined {
+        room.join(id.into(), Some("Ignored"), Some(user.clone()), 1_000, counter())
+    }
+
+    #[test]
+    fn a_ticketed_nick_is_reserved_for_its_identity() {
+        let mut room = room();
+        let ann = user("u1", "Ann", Role::Member);
+        let joined = join_as(&mut room, "s1", &ann);
+        assert_eq!(joined.attachment.nick, "Ann", "the ticket's name, not the query's");
+        assert_eq!(joined.you, You { nick: "Ann".into(), id: Some("u1".into()), role: Role::Member });
+        assert_eq!(joined.reservation, Some(Reservation { nick_key: "ann".into(), user: "u1".into() }));
+        assert_eq!(join(&mut room, "s2", Some("ANN")).refused_nick, Some(ErrorCode::NickTaken));
+        let nick = |n: &str| format!(r#"{{"type":"nick","nick":"{n}"}}"#);
+        assert_eq!(error_code(&say(&mut room, "s2", &nick("ann"), 2_000)), Some(ErrorCode::NickTaken));
+        // Another identity with the same name gets a variant, and the welcome says which.
+        let other = join_as(&mut room, "s3", &user("u2", "Ann", Role::Member));
+        assert_eq!(other.you.nick, "Ann-2");
+        // Reserved while away too: the reservation outlives the socket.
+        room.leave("s1", 3_000);
+        assert_eq!(join(&mut room, "s4", Some("Ann")).refused_nick, Some(ErrorCode::NickTaken));
+        assert_eq!(join_as(&mut room, "s5", &ann).reservation, None, "already reserved for u1");
+        assert_eq!(room.nicks().iter().filter(|n| n.starts_with("Ann")).count(), 2);
+    }
+
+    #[test]
+    fn stored_reservations_hold_after_a_restart() {
+        let mut room = room();
+        room.restore_reservation(Reservation { nick_key: "ann".into(), user: "u1".into() });
+        assert_eq!(join(&mut room, "s1", Some("Ann")).refused_nick, Some(ErrorCode::NickTaken));
+        assert_eq!(join_as(&mut room, "s2", &user("u2", "Ann", Role::Member)).you.nick, "Ann-2");
+        assert_eq!(join_as(&mut room, "s3", &user("u1", "Ann", Role::Member)).you.nick, "Ann");
+    }
+
+    #[test]
+    fn variants_fit_a_nick() {
+        let mut room = room();
+        let long = "a".repeat(MAX_NICK_CHARS);
+        join_as(&mut room, "s1", &user("u1", &long, Role::Member));
+        let variant = join_as(&mut room, "s2", &user("u2", &long, Role::Member)).you.nick;
+        assert_eq!(variant, format!("{}-2", "a".repeat(MAX_NICK_CHARS - 2)));
+        assert!(validate_nick(&variant).is_ok());
+    }
+
+    #[test]
+    fn presence_is_per_identity_across_sockets() {
+        let mut room = room();
+        let ann = user("u1", "Ann", Role::Member);
+        assert!(join_as(&mut room, "tab1", &ann).announcement.is_some());
+        let second = join_as(&mut room, "tab2", &ann);
+        assert_eq!(second.announcement, None, "one joined per person");
+        assert_eq!(second.attachment.nick, "Ann");
+        assert_eq!(room.nicks(), ["Ann"]);
+        match say(&mut room, "tab2", "from tab 2", 2_000) {
+            Reaction::Post(message) => assert_eq!((message.nick.as_str(), message.uid.as_deref()), ("Ann", Some("u1"))),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(room.leave("tab1", 3_000), None, "still here in tab 2");
+        assert_eq!(room.nicks(), ["Ann"]);
+        assert_eq!(room.leave("tab2", 3_000), Some(ServerFrame::Left { nick: "Ann".into(), at: 3_000 }));
+        assert!(room.nicks().is_empty());
+    }
+
+    #[test]
+    fn restored_sockets_of_one_identity_are_one_person() {
+        let mut before = room();
+        let ann = user("u1", "Ann", Role::Member);
+        let tab1 = join_as(&mut before, "tab1", &ann).attachment;
+        let tab2 = join_as(&mut before, "tab2", &ann).attachment;
+        let mut after = room();
+        assert!(after.restore(tab1, 5_000) && after.restore(tab2, 5_000));
+        assert_eq!(after.nicks(), ["Ann"]);
+        assert_eq!(after.leave("tab1", 6_000), None);
+        assert!(after.leave("tab2", 6_000).is_some());
+    }
+
+    #[test]
+    fn readonly_users_read_but_neither_post_nor_rename() {
+        let mut room = room();
+        join_as(&mut room, "s1", &user("u1", "Reader", Role::Readonly));
+        assert_eq!(room.nicks(), ["Reader"]);
+        assert_eq!(error_code(&say(&mut room, "s1", "hello", 2_000)), Some(ErrorCode::Forbidden));
+        assert_eq!(error_code(&say(&mut room, "s1", r#"{"type":"nick","nick":"Other"}"#, 2_000)), Some(ErrorCode::Forbidden));
+        join_as(&mut room, "s2", &user("u2", "Writer", Role::Member));
+        assert_eq!(
+            error_code(&say(&mut room, "s2", r#"{"type":"nick","nick":"Other"}"#, 2_000)),
+            Some(ErrorCode::Forbidden),
+            "a ticketed nick comes from the ticket"
+        );
+    }
+
+    #[test]
+    fn an_expired_ticket_is_closed_on_its_next_frame_and_nothing_is_stored() {
+        let mut room = room();
+        let ann = user("u1", "Ann", Role::Member);
+        join_as(&mut room, "s1", &ann);
+        join_as(&mut room, "s2", &ann);
+        assert!(matches!(say(&mut room, "s1", "in time", ann.expires_at - 1), Reaction::Post(_)));
+        match say(&mut room, "s1", "too late", ann.expires_at) {
+            Reaction::Kick { error, attachment, code, left, .. } => {
+                assert_eq!(error, ServerFrame::error(ErrorCode::TicketExpired));
+                assert_eq!(code, close::UNAUTHORIZED);
+                assert!(attachment.gone);
+                assert_eq!(left, None, "Ann is still here on her other socket");
+            }
+            other => panic!("{other:?}"),
+        }
+        match say(&mut room, "s2", "too late", ann.expires_at) {
+            Reaction::Kick { left, .. } => assert!(left.is_some(), "her last socket leaves"),
+            other => panic!("{other:?}"),
+        }
+        assert!(room.nicks().is_empty());
+    }
+
     #[test]
     fn attachments_round_trip_and_stay_small() {
-        let attachment = Attachment { id: "abc".into(), nick: "Ann".into(), joined: 5, gone: false };
+        let attachment = Attachment { id: "abc".into(), nick: "Ann".into(), joined: 5, identity: None, gone: false };
         let json = serde_json::to_string(&attachment).unwrap();
         assert_eq!(json, r#"{"id":"abc","nick":"Ann","joined":5}"#);
         assert_eq!(serde_json::from_str::<Attachment>(&json).unwrap(), attachment);

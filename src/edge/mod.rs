@@ -1,5 +1,7 @@
 //! The HTTP edge: everything the Worker decides about a request before a room is touched.
 
+pub mod access;
 pub mod config;
 pub mod origin;
 pub mod routes;
+pub mod ticket;

@@ -2,7 +2,9 @@
 //! hands in the parts of a request and gets back either a route or a `RequestError`, which
 //! it turns into a response in one place. A request refused here never reaches a room.
 
+use crate::chat::close;
 use crate::chat::history;
+use crate::chat::identity::Identity;
 use crate::edge::origin::AllowedOrigins;
 use serde::{Deserialize, Serialize};
 
@@ -27,7 +29,14 @@ pub struct RequestParts<'a> {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Route {
     Health,
-    Join { room: String, nick: Option<String>, since: Option<u64> },
+    Join {
+        room: String,
+        nick: Option<String>,
+        since: Option<u64>,
+        /// Set by the Worker once a ticket checked out; never parsed from the request itself.
+        #[serde(default)]
+        identity: Option<Identity>,
+    },
     Users { room: String },
     History { room: String, window: history::Window },
 }
@@ -54,6 +63,11 @@ pub enum RequestError {
     UpgradeRequired,
     ForbiddenOrigin,
     RoomFull,
+    TicketRequired,
+    BadTicket,
+    TicketExpired,
+    WrongRoom,
+    Misconfigured,
     Internal,
 }
 
@@ -61,12 +75,13 @@ impl RequestError {
     pub fn status(self) -> u16 {
         match self {
             RequestError::BadRoom | RequestError::BadQuery | RequestError::BadLimit | RequestError::BadSince => 400,
-            RequestError::ForbiddenOrigin => 403,
+            RequestError::TicketRequired | RequestError::BadTicket | RequestError::TicketExpired => 401,
+            RequestError::ForbiddenOrigin | RequestError::WrongRoom => 403,
             RequestError::NotFound => 404,
             RequestError::MethodNotAllowed => 405,
             RequestError::UpgradeRequired => 426,
             RequestError::Internal => 500,
-            RequestError::RoomFull => 503,
+            RequestError::RoomFull | RequestError::Misconfigured => 503,
         }
     }
 
@@ -83,8 +98,36 @@ impl RequestError {
             RequestError::UpgradeRequired => "This is a WebSocket endpoint: connect with Upgrade: websocket.",
             RequestError::ForbiddenOrigin => "Pages from this origin may not open chat sockets (see ALLOWED_ORIGINS).",
             RequestError::RoomFull => "This room is full: try again later or pick another room.",
+            RequestError::TicketRequired => "This room is private: connect with a ticket from the application.",
+            RequestError::BadTicket => "That ticket is not valid: ask the application for a new one.",
+            RequestError::TicketExpired => "That ticket has expired: ask the application for a new one.",
+            RequestError::WrongRoom => "That ticket does not open this room.",
+            RequestError::Misconfigured => "This room cannot check tickets right now: the operator has been told.",
             RequestError::Internal => "Something went wrong on our side. Please try again.",
         }
+    }
+
+    /// The close code that refuses a WebSocket upgrade for this reason, where a browser could
+    /// not read the HTTP status: the Worker accepts the socket, sends `to_error_frame` and
+    /// closes it with this code. 4401 and 4403 mean "do not reconnect with the same ticket".
+    pub fn close_code(self) -> Option<u16> {
+        match self {
+            RequestError::TicketRequired | RequestError::BadTicket | RequestError::TicketExpired => Some(close::UNAUTHORIZED),
+            RequestError::WrongRoom => Some(close::FORBIDDEN),
+            _ => None,
+        }
+    }
+
+    /// The `error` frame a refused socket receives before its close.
+    pub fn to_error_frame(self) -> String {
+        #[derive(Serialize)]
+        struct Frame {
+            r#type: &'static str,
+            code: RequestError,
+            message: &'static str,
+        }
+        serde_json::to_string(&Frame { r#type: "error", code: self, message: self.message() })
+            .expect("error frames always serialise")
     }
 
     /// The JSON body sent with the status: `{"error":{"code":..,"message":..}}`.
@@ -138,7 +181,20 @@ pub fn route(request: &RequestParts<'_>, allowed: &AllowedOrigins) -> Result<Rou
 
 fn join(room: String, query: Option<&str>) -> Result<Route, RequestError> {
     let query = Query::parse(query)?;
-    Ok(Route::Join { room, since: since(&query)?, nick: query.get("nick").map(str::to_owned) })
+    Ok(Route::Join { room, since: since(&query)?, nick: query.get("nick").map(str::to_owned), identity: None })
+}
+
+/// The ticket a request presents: `?ticket=` (the only way a browser's WebSocket can send
+/// one), else an `Authorization: Bearer` header.
+pub fn presented_ticket(query: Option<&str>, authorization: Option<&str>) -> Result<Option<String>, RequestError> {
+    if let Some(ticket) = Query::parse(query)?.get("ticket") {
+        return Ok(Some(ticket.to_owned()));
+    }
+    let bearer = authorization.and_then(|value| {
+        let (scheme, token) = value.trim().split_once(' ')?;
+        scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_owned())
+    });
+    Ok(bearer)
 }
 
 fn since(query: &Query) -> Result<Option<u64>, RequestError> {
@@ -216,11 +272,11 @@ mod tests {
     fn chat_routes() {
         assert_eq!(
             upgrade("/chat", None, None),
-            Ok(Route::Join { room: "lobby".into(), nick: None, since: None })
+            Ok(Route::Join { room: "lobby".into(), nick: None, since: None, identity: None })
         );
         assert_eq!(
             upgrade("/chat/dev-team.2", Some("nick=Ann&since=42&other=x"), None),
-            Ok(Route::Join { room: "dev-team.2".into(), nick: Some("Ann".into()), since: Some(42) })
+            Ok(Route::Join { room: "dev-team.2".into(), nick: Some("Ann".into()), since: Some(42), identity: None })
         );
         assert_eq!(get("/chat/a/users", None), Ok(Route::Users { room: "a".into() }));
         let history = |window| Ok(Route::History { room: "a".into(), window });
@@ -270,7 +326,7 @@ mod tests {
     #[test]
     fn nick_in_the_query_is_decoded_and_left_for_the_room_to_judge() {
         let route = upgrade("/chat/a", Some("nick=%3Cb%3E+x"), None).unwrap();
-        assert_eq!(route, Route::Join { room: "a".into(), nick: Some("<b> x".into()), since: None });
+        assert_eq!(route, Route::Join { room: "a".into(), nick: Some("<b> x".into()), since: None, identity: None });
     }
 
     #[test]
@@ -297,6 +353,29 @@ mod tests {
         let body: serde_json::Value = serde_json::from_str(&RequestError::BadRoom.to_json()).unwrap();
         assert_eq!(body["error"]["code"], "bad_room");
         assert_eq!(body["error"]["message"], RequestError::BadRoom.message());
+    }
+
+    #[test]
+    fn tickets_come_from_the_query_or_a_bearer_header() {
+        assert_eq!(presented_ticket(Some("nick=a&ticket=x.y.z"), Some("Bearer other")), Ok(Some("x.y.z".into())));
+        assert_eq!(presented_ticket(None, Some("Bearer  a.b.c ")), Ok(Some("a.b.c".into())));
+        assert_eq!(presented_ticket(None, Some("bearer a.b.c")), Ok(Some("a.b.c".into())));
+        assert_eq!(presented_ticket(None, Some("Basic dXNlcg==")), Ok(None));
+        assert_eq!(presented_ticket(Some("nick=a"), None), Ok(None));
+        assert_eq!(presented_ticket(Some("ticket=%FF"), None), Err(RequestError::BadQuery));
+    }
+
+    #[test]
+    fn refused_upgrades_close_with_codes_a_browser_can_read() {
+        for code in [RequestError::TicketRequired, RequestError::BadTicket, RequestError::TicketExpired] {
+            assert_eq!((code.status(), code.close_code()), (401, Some(4401)));
+        }
+        assert_eq!((RequestError::WrongRoom.status(), RequestError::WrongRoom.close_code()), (403, Some(4403)));
+        assert_eq!(RequestError::Misconfigured.status(), 503);
+        let frame: serde_json::Value = serde_json::from_str(&RequestError::WrongRoom.to_error_frame()).unwrap();
+        assert_eq!(frame["type"], "error");
+        assert_eq!(frame["code"], "wrong_room");
+        assert_eq!(frame["message"], RequestError::WrongRoom.message());
     }
 
     #[test]
