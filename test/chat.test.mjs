@@ -41,7 +41,9 @@ describe('joining and leaving', () => {
     const room = freshRoom('basics');
     const ann = await join(room, '?nick=Ann');
     const annWelcome = await ann.welcome();
-    assert.deepEqual(annWelcome, { type: 'welcome', room, nick: 'Ann', users: ['Ann'], history: [] });
+    assert.deepEqual(annWelcome, {
+      type: 'welcome', room, nick: 'Ann', users: ['Ann'], history: [], you: { nick: 'Ann', id: null, role: 'member' },
+    });
 
     const bob = await join(room, '?nick=Bob');
     assert.deepEqual((await bob.welcome()).users, ['Ann', 'Bob']);

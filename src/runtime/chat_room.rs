@@ -13,6 +13,7 @@
 //! instead of a `getTags` array per frame and a WASM-to-JS crossing per socket.
 
 use crate::chat::close;
+use crate::chat::identity::Identity;
 use crate::edge::config::RoomLimits;
 use crate::chat::history::{trim_cutoff, Window};
 use crate::runtime::message_store::MessageStore;
@@ -85,6 +86,10 @@ impl DurableObject for ChatRoom {
             (0, 0)
         });
         let mut room = Room::new(limits, last_id, last_at);
+        match store.reservations() {
+            Ok(reservations) => reservations.into_iter().for_each(|r| room.restore_reservation(r)),
+            Err(error) => worker::console_error!("edge-chat: reading nick reservations failed: {error}"),
+        }
         let members = Map::new();
         let now = now_ms();
         for socket in state.get_websockets() {
@@ -108,7 +113,7 @@ impl DurableObject for ChatRoom {
             .get(ROUTE_HEADER)?
             .and_then(|json| serde_json::from_str::<Route>(&json).ok());
         let response = match route {
-            Some(Route::Join { room, nick, since }) => self.join(&room, nick.as_deref(), since),
+            Some(Route::Join { room, nick, since, identity }) => self.join(&room, nick.as_deref(), since, identity),
             Some(Route::Users { room }) => self.users(&room),
             Some(Route::History { room, window }) => self.history(&room, window),
             Some(Route::Health) | None => Err(RequestError::NotFound),
@@ -148,9 +153,11 @@ impl ChatRoom {
                 attach(&socket, &attachment);
                 self.members.delete(socket.as_ref());
                 if let Err(error) = socket.close(Some(code), Some(reason)) {
-                    worker::console_error!("edge-chat: closing a flooding socket failed: {error}");
+                    worker::console_error!("edge-chat: closing a socket ({code}) failed: {error}");
                 }
-                self.broadcast(&left.to_json(), &JsValue::UNDEFINED);
+                if let Some(left) = left {
+                    self.broadcast(&left.to_json(), &JsValue::UNDEFINED);
+                }
             }
         }
     }
@@ -172,7 +179,13 @@ impl ChatRoom {
 }
 
 impl ChatRoom {
-    fn join(&self, room_name: &str, nick: Option<&str>, since: Option<u64>) -> Result<Response, RequestError> {
+    fn join(
+        &self,
+        room_name: &str,
+        nick: Option<&str>,
+        since: Option<u64>,
+        identity: Option<Identity>,
+    ) -> Result<Response, RequestError> {
         if self.room.borrow().is_full() {
             return Err(RequestError::RoomFull);
         }
@@ -180,7 +193,14 @@ impl ChatRoom {
         let pair = WebSocketPair::new().map_err(internal("creating a WebSocket pair"))?;
         let id = random_id();
         let mut room = self.room.borrow_mut();
-        let joined = room.join(id.clone(), nick, now_ms(), random_u64);
+        let joined = room.join(id.clone(), nick, identity, now_ms(), random_u64);
+        if let Some(reservation) = &joined.reservation {
+            // The nick still belongs to its identity while the room is awake; only a later
+            // wake would forget the reservation.
+            if let Err(error) = self.store.reserve(reservation) {
+                worker::console_error!("edge-chat: storing a nick reservation failed: {error}");
+            }
+        }
         self.state.accept_websocket_with_tags(&pair.server, &[&id]);
         attach(&pair.server, &joined.attachment);
         let welcome = ServerFrame::Welcome {
@@ -188,12 +208,15 @@ impl ChatRoom {
             nick: joined.attachment.nick.clone(),
             users: room.nicks(),
             history,
+            you: joined.you,
         };
         send_one(&pair.server, &welcome);
         if let Some(code) = joined.refused_nick {
             send_one(&pair.server, &ServerFrame::error(code));
         }
-        self.broadcast(&joined.announcement.to_json(), pair.server.as_ref());
+        if let Some(announcement) = &joined.announcement {
+            self.broadcast(&announcement.to_json(), pair.server.as_ref());
+        }
         self.members.set(pair.server.as_ref(), &JsValue::from_str(&id));
         Response::from_websocket(pair.client).map_err(internal("answering the upgrade"))
     }

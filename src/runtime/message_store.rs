@@ -5,6 +5,7 @@
 
 use crate::chat::history::Window;
 use crate::chat::protocol::ChatMessage;
+use crate::chat::room::Reservation;
 use serde::Deserialize;
 use wasm_bindgen::prelude::wasm_bindgen;
 use wasm_bindgen::{JsCast, JsValue};
@@ -13,15 +14,23 @@ use worker::{SqlStorage, SqlStorageValue};
 
 #[wasm_bindgen]
 extern "C" {
-    /// `ctx.storage.sql` seen only for an `exec` with the insert's four bindings as plain
+    /// `ctx.storage.sql` seen only for an `exec` with the insert's bindings as plain
     /// arguments: `worker`'s general `exec` builds a JS array of them one call at a time.
     type RawSql;
 
     #[wasm_bindgen(method, catch, js_name = exec)]
-    fn exec_insert(this: &RawSql, query: &JsString, id: f64, nick: &str, text: &str, at: f64) -> Result<JsValue, JsValue>;
+    fn exec_insert(
+        this: &RawSql,
+        query: &JsString,
+        id: f64,
+        nick: &str,
+        text: &str,
+        at: f64,
+        uid: &JsValue,
+    ) -> Result<JsValue, JsValue>;
 }
 
-const INSERT: &str = "INSERT INTO messages (id, nick, text, at) VALUES (?, ?, ?, ?)";
+const INSERT: &str = "INSERT INTO messages (id, nick, text, at, uid) VALUES (?, ?, ?, ?, ?)";
 
 /// Ids above this cannot cross into JavaScript exactly; `since` is clamped to it.
 const MAX_SAFE_INTEGER: u64 = (1 << 53) - 1;
@@ -38,6 +47,14 @@ struct Row {
     nick: String,
     text: String,
     at: u64,
+    #[serde(default)]
+    uid: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ReservationRow {
+    nick_key: String,
+    user: String,
 }
 
 #[derive(Deserialize)]
@@ -57,9 +74,32 @@ impl MessageStore {
                 id INTEGER PRIMARY KEY,
                 nick TEXT NOT NULL,
                 text TEXT NOT NULL,
-                at INTEGER NOT NULL
+                at INTEGER NOT NULL,
+                uid TEXT
             )",
             None,
+        )?;
+        // Rooms created before tickets existed lack the sender's identity column.
+        if self.sql.exec("SELECT uid FROM messages LIMIT 0", None).is_err() {
+            self.sql.exec("ALTER TABLE messages ADD COLUMN uid TEXT", None)?;
+        }
+        self.sql.exec(
+            "CREATE TABLE IF NOT EXISTS reservations (nick_key TEXT PRIMARY KEY, user TEXT NOT NULL)",
+            None,
+        )?;
+        Ok(())
+    }
+
+    /// Every nick reserved for a ticket identity in this room.
+    pub fn reservations(&self) -> worker::Result<Vec<Reservation>> {
+        let rows: Vec<ReservationRow> = self.sql.exec("SELECT nick_key, user FROM reservations", None)?.to_array()?;
+        Ok(rows.into_iter().map(|r| Reservation { nick_key: r.nick_key, user: r.user }).collect())
+    }
+
+    pub fn reserve(&self, reservation: &Reservation) -> worker::Result<()> {
+        self.sql.exec(
+            "INSERT OR REPLACE INTO reservations (nick_key, user) VALUES (?, ?)",
+            vec![reservation.nick_key.as_str().into(), reservation.user.as_str().into()],
         )?;
         Ok(())
     }
@@ -77,7 +117,8 @@ impl MessageStore {
             return Err(worker::Error::RustError(format!("message {} is beyond JS's exact integers", message.id)));
         }
         let raw: &RawSql = self.sql.as_ref().unchecked_ref();
-        raw.exec_insert(&self.insert, message.id as f64, &message.nick, &message.text, message.at as f64)?;
+        let uid = message.uid.as_deref().map_or(JsValue::NULL, JsValue::from_str);
+        raw.exec_insert(&self.insert, message.id as f64, &message.nick, &message.text, message.at as f64, &uid)?;
         Ok(())
     }
 
@@ -91,15 +132,15 @@ impl MessageStore {
     pub fn read(&self, window: Window) -> worker::Result<Vec<ChatMessage>> {
         let cursor = match window {
             Window::Latest { limit } => self.sql.exec(
-                "SELECT * FROM (SELECT id, nick, text, at FROM messages ORDER BY id DESC LIMIT ?) ORDER BY id",
+                "SELECT * FROM (SELECT id, nick, text, at, uid FROM messages ORDER BY id DESC LIMIT ?) ORDER BY id",
                 vec![SqlStorageValue::from(limit as i64)],
             )?,
             Window::After { since, limit } => self.sql.exec(
-                "SELECT id, nick, text, at FROM messages WHERE id > ? ORDER BY id LIMIT ?",
+                "SELECT id, nick, text, at, uid FROM messages WHERE id > ? ORDER BY id LIMIT ?",
                 vec![SqlStorageValue::from(since.min(MAX_SAFE_INTEGER) as i64), SqlStorageValue::from(limit as i64)],
             )?,
         };
         let rows: Vec<Row> = cursor.to_array()?;
-        Ok(rows.into_iter().map(|r| ChatMessage { id: r.id, nick: r.nick, text: r.text, at: r.at }).collect())
+        Ok(rows.into_iter().map(|r| ChatMessage { id: r.id, nick: r.nick, text: r.text, at: r.at, uid: r.uid }).collect())
     }
 }

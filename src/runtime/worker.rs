@@ -3,9 +3,12 @@
 //! the right status, so a bad request never wakes a room. Static pages are served by the
 //! assets binding before this code runs.
 
+use crate::edge::access::AccessPolicy;
 use crate::edge::origin::AllowedOrigins;
 use crate::edge::routes::{self, RequestError, RequestParts, Route};
-use worker::{event, Context, Env, Headers, Method, Request, RequestInit, Response};
+use crate::chat::close;
+use std::sync::atomic::{AtomicBool, Ordering};
+use worker::{event, Context, Env, Headers, Method, Request, RequestInit, Response, WebSocketPair};
 
 /// The header that carries the validated route from the Worker to the room's object.
 pub const ROUTE_HEADER: &str = "x-edge-chat-route";
@@ -39,13 +42,22 @@ async fn handle(request: Request, env: &Env) -> Result<Response, RequestError> {
         own_origin: &own_origin,
     };
     let allowed = AllowedOrigins::parse(&env.var("ALLOWED_ORIGINS").map(|v| v.to_string()).unwrap_or_default());
-    let route = routes::route(&parts, &allowed)?;
-    let Some(room) = route.room() else {
+    let mut route = routes::route(&parts, &allowed)?;
+    let Some(room) = route.room().map(str::to_owned) else {
         return json_response(200, r#"{"ok":true}"#.to_owned()).map_err(internal("answering health"));
     };
+    let ticket = routes::presented_ticket(url.query(), header("authorization").as_deref())?;
+    let identity = match access_policy(env).admit(&room, ticket.as_deref(), now_s()) {
+        Ok(identity) => identity,
+        Err(refusal) if matches!(route, Route::Join { .. }) => return refuse_socket(refusal),
+        Err(refusal) => return Err(refusal),
+    };
+    if let Route::Join { identity: slot, .. } = &mut route {
+        *slot = identity;
+    }
     let stub = env
         .durable_object("ROOMS")
-        .and_then(|rooms| rooms.get_by_name(room))
+        .and_then(|rooms| rooms.get_by_name(&room))
         .map_err(internal("finding the room's object"))?;
     let response =
         stub.fetch_with_request(to_room(&route, upgrade.is_some())?).await.map_err(internal("calling the room"))?;
@@ -53,6 +65,40 @@ async fn handle(request: Request, env: &Env) -> Result<Response, RequestError> {
         Some(cors) if !matches!(route, Route::Join { .. }) => allow_origin(response, cors),
         _ => Ok(response),
     }
+}
+
+/// `PRIVATE_ROOMS` and `TICKET_SECRET`. A secret that cannot be trusted is logged once per
+/// isolate, the first time a request needs it; such requests fail closed.
+fn access_policy(env: &Env) -> AccessPolicy {
+    static LOGGED: AtomicBool = AtomicBool::new(false);
+    let private_rooms = env.var("PRIVATE_ROOMS").map(|v| v.to_string()).unwrap_or_default();
+    let secret = env.secret("TICKET_SECRET").map(|v| v.to_string()).ok();
+    let (policy, problem) = AccessPolicy::new(&private_rooms, secret.as_deref());
+    if let Some(problem) = problem.filter(|_| !private_rooms.trim().is_empty()) {
+        if !LOGGED.swap(true, Ordering::Relaxed) {
+            worker::console_error!("edge-chat: private rooms fail closed: {}", problem.reason());
+        }
+    }
+    policy
+}
+
+/// Refuses an upgrade the way a browser can see: it cannot read the status of a refused
+/// handshake, so the Worker accepts the socket itself (no room is touched), sends one
+/// `error` frame and closes with the refusal's close code. Refusals without one (the
+/// operator's misconfiguration) stay plain HTTP errors, which clients retry.
+fn refuse_socket(refusal: RequestError) -> Result<Response, RequestError> {
+    let Some(code) = refusal.close_code() else { return Err(refusal) };
+    let pair = WebSocketPair::new().map_err(internal("creating a WebSocket pair"))?;
+    pair.server.accept().map_err(internal("accepting a refused socket"))?;
+    pair.server.send_with_str(refusal.to_error_frame()).map_err(internal("sending a refusal"))?;
+    pair.server
+        .close(Some(code), Some(close::reply_reason(refusal.message())))
+        .map_err(internal("closing a refused socket"))?;
+    Response::from_websocket(pair.client).map_err(internal("answering a refused upgrade"))
+}
+
+fn now_s() -> u64 {
+    (worker::js_sys::Date::now() / 1000.0) as u64
 }
 
 /// Lets a page from an allowed origin (an embedded widget) read a room's users and history.
