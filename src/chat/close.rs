@@ -5,9 +5,11 @@
 pub const NORMAL: u16 = 1000;
 /// Policy violation: used when a client keeps flooding after being told to slow down.
 pub const POLICY_VIOLATION: u16 = 1008;
+/// Removed by a moderator.
+pub const KICKED: u16 = 4000;
 /// The socket's ticket is missing, bad or expired: reconnect only with a fresh one.
 pub const UNAUTHORIZED: u16 = 4401;
-/// This ticket may not use this room: do not reconnect with it.
+/// This ticket may not use this room, or its holder is banned: do not reconnect with it.
 pub const FORBIDDEN: u16 = 4403;
 
 pub const MAX_REASON_BYTES: usize = 123;

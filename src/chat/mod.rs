@@ -3,6 +3,7 @@
 pub mod close;
 pub mod history;
 pub mod identity;
+pub mod moderation;
 pub mod nicknames;
 pub mod protocol;
 pub mod rate_limit;

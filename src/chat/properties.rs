@@ -21,7 +21,7 @@ fn arbitrary_json() -> impl Strategy<Value = Value> {
         any::<f64>().prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
         any::<i64>().prop_map(|i| Value::Number(i.into())),
         ".{0,40}".prop_map(Value::String),
-        prop_oneof![Just("message"), Just("nick"), Just("type"), Just("text")].prop_map(|s| Value::String(s.into())),
+        prop_oneof![Just("message"), Just("nick"), Just("type"), Just("text"), Just("kick"), Just("ban"), Just("Same")].prop_map(|s| Value::String(s.into())),
     ];
     leaf.prop_recursive(3, 24, 6, |inner| {
         prop_oneof![
@@ -51,7 +51,7 @@ proptest! {
     #[test]
     fn any_frame_parses_or_maps_to_a_documented_code(frame in client_frame()) {
         match parse_client_frame(Incoming::Text(&frame)) {
-            Ok(ClientFrame::Message { .. } | ClientFrame::Nick { .. }) => {}
+            Ok(ClientFrame::Message { .. } | ClientFrame::Nick { .. } | ClientFrame::Moderate(_)) => {}
             Err(code) => prop_assert!(ErrorCode::ALL.contains(&code)),
         }
     }
@@ -65,7 +65,9 @@ proptest! {
         let same = Identity { id: "u1".into(), name: "Same".into(), role: Role::Member, expires_at: 3_000 };
         for socket in 0..3 {
             let identity = (socket > 0).then(|| same.clone());
-            room.join(socket.to_string(), Some("Same"), identity, 0, || { seed += 1; seed });
+            let role = if socket == 2 { Role::Moderator } else { Role::Member };
+            let identity = identity.map(|user| Identity { role, ..user });
+            room.join(socket.to_string(), Some("Same"), identity, None, 0, || { seed += 1; seed });
         }
         let mut last_id = 0;
         for (now, (socket, frame)) in frames.iter().enumerate() {
@@ -77,7 +79,7 @@ proptest! {
                 }
                 Reaction::Reply(ServerFrame::Error { code, .. }) => prop_assert!(ErrorCode::ALL.contains(&code)),
                 Reaction::Renamed { attachment, .. } => prop_assert!(validate_nick(&attachment.nick).is_ok()),
-                Reaction::Nothing | Reaction::Kick { .. } => {}
+                Reaction::Nothing | Reaction::Kick { .. } | Reaction::Moderate(_) => {}
                 Reaction::Reply(other) => prop_assert!(false, "unexpected reply {other:?}"),
             }
         }

@@ -3,6 +3,7 @@
 //! are a contract that other clients are written against, so they change only on purpose.
 
 use crate::chat::identity::Role;
+use crate::chat::moderation::Action;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -18,6 +19,8 @@ pub const MAX_FRAME_BYTES: usize = 16 * 1024;
 pub enum ClientFrame {
     Message { text: String },
     Nick { nick: String },
+    /// A moderator's action; the room checks the sender's role.
+    Moderate(Action),
 }
 
 /// The raw frame as the runtime delivered it.
@@ -46,6 +49,9 @@ pub fn parse_client_frame(frame: Incoming<'_>) -> Result<ClientFrame, ErrorCode>
         Some(Value::String(s)) => Ok(s.clone()),
         _ => Err(ErrorCode::BadJson),
     };
+    if let Some(action) = Action::from_json(&value, "type") {
+        return action.map(ClientFrame::Moderate);
+    }
     match value.get("type").and_then(Value::as_str) {
         Some("message") => Ok(ClientFrame::Message { text: string_field("text")? }),
         Some("nick") => Ok(ClientFrame::Nick { nick: string_field("nick")? }),
@@ -72,8 +78,13 @@ pub fn clean_text(text: &str) -> Result<&str, ErrorCode> {
 pub struct ChatMessage {
     pub id: u64,
     pub nick: String,
+    /// Erased (and left out) once the message is deleted.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub text: String,
     pub at: u64,
+    /// A tombstone: the message was deleted, its id stays.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deleted: bool,
     /// The sender's ticket identity (`sub`); absent for anonymous senders.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uid: Option<String>,
@@ -109,6 +120,17 @@ pub enum ServerFrame {
     Renamed {
         from: String,
         to: String,
+        at: u64,
+    },
+    Deleted {
+        id: u64,
+        at: u64,
+    },
+    /// What a moderator (or the operator, `by: "admin"`) did, for the whole room to see.
+    Moderated {
+        action: &'static str,
+        target: Option<String>,
+        by: String,
         at: u64,
     },
     Error {
@@ -147,10 +169,16 @@ pub enum ErrorCode {
     Forbidden,
     /// The socket's ticket expired: it is closed with 4401 after this frame.
     TicketExpired,
+    /// No such message or person.
+    NotFound,
+    /// Slow mode: one message per person per interval.
+    SlowMode,
+    /// Banned from this room: the socket is closed with 4403 after this frame.
+    Banned,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 11] = [
+    pub const ALL: [ErrorCode; 14] = [
         ErrorCode::TooLong,
         ErrorCode::Empty,
         ErrorCode::BadJson,
@@ -162,6 +190,9 @@ impl ErrorCode {
         ErrorCode::Unavailable,
         ErrorCode::Forbidden,
         ErrorCode::TicketExpired,
+        ErrorCode::NotFound,
+        ErrorCode::SlowMode,
+        ErrorCode::Banned,
     ];
 
     pub fn message(self) -> &'static str {
@@ -179,6 +210,9 @@ impl ErrorCode {
             ErrorCode::Unavailable => "The room could not store that message: please send it again.",
             ErrorCode::Forbidden => "Your role in this room does not allow that.",
             ErrorCode::TicketExpired => "Your ticket has expired: reconnect with a fresh one.",
+            ErrorCode::NotFound => "There is no such message or person in this room.",
+            ErrorCode::SlowMode => "Slow mode is on: wait a little before your next message.",
+            ErrorCode::Banned => "You are banned from this room.",
         }
     }
 }
@@ -247,14 +281,21 @@ mod tests {
     #[test]
     fn html_is_data_not_escaped() {
         let message =
-            ChatMessage { id: 1, nick: "a".into(), text: "<img src=x onerror=alert(1)>".into(), at: 2, uid: None };
+            ChatMessage {
+            id: 1,
+            nick: "a".into(),
+            text: "<img src=x onerror=alert(1)>".into(),
+            at: 2,
+            deleted: false,
+            uid: None,
+        };
         let value: Value = serde_json::from_str(&serde_json::to_string(&message).unwrap()).unwrap();
         assert_eq!(value["text"], "<img src=x onerror=alert(1)>");
     }
 
     #[test]
     fn frames_have_the_documented_shape() {
-        let message = ChatMessage { id: 3, nick: "Ann".into(), text: "hi".into(), at: 9, uid: None };
+        let message = ChatMessage { id: 3, nick: "Ann".into(), text: "hi".into(), at: 9, deleted: false, uid: None };
         let as_json = |f: ServerFrame| serde_json::from_str::<Value>(&f.to_json()).unwrap();
         assert_eq!(
             serde_json::to_string(&message).unwrap(),
@@ -265,6 +306,17 @@ mod tests {
         assert_eq!(
             serde_json::to_string(&ticketed).unwrap(),
             r#"{"type":"message","id":3,"nick":"Ann","text":"hi","at":9,"uid":"u1"}"#
+        );
+        let tombstone = ChatMessage { text: String::new(), deleted: true, ..message.clone() };
+        assert_eq!(
+            serde_json::to_string(&tombstone).unwrap(),
+            r#"{"type":"message","id":3,"nick":"Ann","at":9,"deleted":true}"#,
+            "a tombstone never carries text"
+        );
+        assert_eq!(as_json(ServerFrame::Deleted { id: 3, at: 5 }), json!({"type": "deleted", "id": 3, "at": 5}));
+        assert_eq!(
+            as_json(ServerFrame::Moderated { action: "kick", target: Some("Bob".into()), by: "admin".into(), at: 5 }),
+            json!({"type": "moderated", "action": "kick", "target": "Bob", "by": "admin", "at": 5})
         );
         assert_eq!(
             as_json(ServerFrame::Welcome {
@@ -298,7 +350,7 @@ mod tests {
             .collect();
         for expected in [
             "too_long", "empty", "bad_json", "bad_type", "unsupported", "bad_nick", "nick_taken", "rate_limited",
-            "unavailable", "forbidden", "ticket_expired",
+            "unavailable", "forbidden", "ticket_expired", "not_found", "slow_mode", "banned",
         ] {
             assert!(names.iter().any(|n| n == expected), "{expected} missing");
         }

@@ -14,6 +14,7 @@
 
 use crate::chat::close;
 use crate::chat::identity::{Identity, Role};
+use crate::chat::moderation::{Action, Sanction, SanctionKind, Sanctions, Target};
 use crate::edge::config::{RoomLimits, FLOOD_STRIKES};
 use crate::chat::nicknames::{self, validate_nick, MAX_NICK_CHARS};
 use crate::chat::protocol::{
@@ -33,6 +34,9 @@ pub struct Attachment {
     pub joined: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub identity: Option<Identity>,
+    /// `moderation::address_key` of the client's IP, so that an anonymous client can be banned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
     /// Set once the server has closed the socket and announced its leave, so that a socket
     /// still finishing its close handshake is not restored as a member.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -45,6 +49,7 @@ struct Member {
     bucket: TokenBucket,
     strikes: u32,
     identity: Option<Identity>,
+    address: Option<String>,
 }
 
 impl Member {
@@ -54,12 +59,22 @@ impl Member {
             nick: self.nick.clone(),
             joined: self.joined,
             identity: self.identity.clone(),
+            address: self.address.clone(),
             gone: false,
         }
     }
 
     fn role(&self) -> Role {
         self.identity.as_ref().map_or(Role::Member, |user| user.role)
+    }
+
+    /// Whom a ban or mute of this member names: its identity, else its address.
+    fn target(&self) -> Option<Target> {
+        match (&self.identity, &self.address) {
+            (Some(user), _) => Some(Target::User(user.id.clone())),
+            (None, Some(address)) => Some(Target::Address(address.clone())),
+            (None, None) => None,
+        }
     }
 }
 
@@ -105,10 +120,30 @@ pub enum Reaction {
     Post(ChatMessage),
     /// Save the attachment on the sender, then broadcast the frame to every socket.
     Renamed { frame: ServerFrame, attachment: Attachment },
+    /// Carry out a moderator's action (see `Moderation`).
+    Moderate(Moderation),
     /// Send `error` to the sender, save the attachment, close it with `code` and `reason`,
     /// and broadcast `left` (if any: the person may have other sockets) to everyone else:
     /// the sender is no longer a member.
     Kick { error: ServerFrame, attachment: Attachment, code: u16, reason: &'static str, left: Option<ServerFrame> },
+}
+
+/// A moderation action the room has decided on, for the object to carry out: store what
+/// changed (`imposed`, `lifted`, a tombstone for `Delete`, the history for `Clear`, the
+/// interval for `Slow`), close the `ejected` sockets with `close`, broadcast `left` and a
+/// `moderated` notice, and append to the audit trail.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Moderation {
+    pub action: Action,
+    /// Who acted: a moderator's nick, or `admin`.
+    pub by: String,
+    /// The nick acted on, if the action names one.
+    pub target: Option<String>,
+    pub ejected: Vec<Attachment>,
+    pub close: (u16, &'static str),
+    pub left: Option<ServerFrame>,
+    pub imposed: Option<Sanction>,
+    pub lifted: Vec<Sanction>,
 }
 
 /// What joining produced.
@@ -125,6 +160,8 @@ pub struct Joined {
 }
 
 const TICKET_EXPIRED_REASON: &str = "Your ticket expired: reconnect with a fresh one.";
+const KICKED_REASON: &str = "You were removed from this room by a moderator.";
+const BANNED_REASON: &str = "You are banned from this room.";
 const FLOODING_REASON: &str = "Closed for flooding: too many messages after repeated rate_limited errors.";
 
 pub struct Room {
@@ -135,6 +172,10 @@ pub struct Room {
     users: HashMap<String, Presence>,
     /// Nick keys reserved for ticket identities (`sub`), also while they are away.
     reserved: HashMap<String, String>,
+    sanctions: Sanctions,
+    /// Slow mode's interval in ms (0: off), and when each person (see `person_key`) last posted.
+    slow_ms: u64,
+    last_posts: HashMap<String, u64>,
     limits: RoomLimits,
     last_id: u64,
     last_at: u64,
@@ -148,10 +189,38 @@ impl Room {
             owners: HashMap::new(),
             users: HashMap::new(),
             reserved: HashMap::new(),
+            sanctions: Sanctions::default(),
+            slow_ms: 0,
+            last_posts: HashMap::new(),
             limits,
             last_id,
             last_at,
         }
+    }
+
+    /// Takes back a stored ban or mute.
+    pub fn restore_sanction(&mut self, sanction: Sanction) {
+        self.sanctions.restore(sanction);
+    }
+
+    /// Takes back the stored slow-mode interval.
+    pub fn restore_slow_mode(&mut self, seconds: u64) {
+        self.slow_ms = seconds.saturating_mul(1000);
+    }
+
+    /// The bans in force, for the operator.
+    pub fn bans(&self, now: u64) -> Vec<Sanction> {
+        self.sanctions.bans(now)
+    }
+
+    /// Whether a newcomer with this identity (else this address) may join: not if banned.
+    pub fn admits(&self, identity: Option<&Identity>, address: Option<&str>, now: u64) -> bool {
+        let target = match (identity, address) {
+            (Some(user), _) => Target::User(user.id.clone()),
+            (None, Some(address)) => Target::Address(address.to_owned()),
+            (None, None) => return true,
+        };
+        !self.sanctions.applies(SanctionKind::Ban, &target, now)
     }
 
     /// Takes back a stored reservation of a nick for a ticket identity.
@@ -176,7 +245,7 @@ impl Room {
         if attachment.gone {
             return false;
         }
-        self.insert(attachment.id, attachment.nick, attachment.joined, now, attachment.identity);
+        self.insert(attachment.id, attachment.nick, attachment.joined, now, attachment.identity, attachment.address);
         true
     }
 
@@ -190,6 +259,7 @@ impl Room {
         id: SocketId,
         requested: Option<&str>,
         identity: Option<Identity>,
+        address: Option<String>,
         now: u64,
         entropy: impl FnMut() -> u64,
     ) -> Joined {
@@ -220,7 +290,7 @@ impl Room {
                 None => self.random_nick(entropy),
             },
         };
-        let member = self.insert(id.clone(), nick.clone(), now, now, identity);
+        let member = self.insert(id.clone(), nick.clone(), now, now, identity, address);
         let attachment = member.attachment(&id);
         let you = You { nick: nick.clone(), id: member.identity.as_ref().map(|u| u.id.clone()), role: member.role() };
         let announcement = first.then_some(ServerFrame::Joined { nick, at: now });
@@ -250,6 +320,11 @@ impl Room {
             // A ticketed nick is the application's to choose.
             Ok(ClientFrame::Nick { .. }) if ticketed || !role.may_speak() => Err(ErrorCode::Forbidden),
             Ok(ClientFrame::Nick { nick }) => self.rename(id, &nick, now),
+            Ok(ClientFrame::Moderate(_)) if role != Role::Moderator => Err(ErrorCode::Forbidden),
+            Ok(ClientFrame::Moderate(action)) => {
+                let by = self.members[id].nick.clone();
+                self.moderate(action, by, Some(id), now).map(Reaction::Moderate)
+            }
             Err(code) => Err(code),
         };
         outcome.unwrap_or_else(|code| Reaction::Reply(ServerFrame::error(code)))
@@ -271,8 +346,96 @@ impl Room {
         Some(ServerFrame::Left { nick: member.nick, at: now })
     }
 
+    /// Decides a moderation action by `by` (a moderator's nick, or `admin` for the operator);
+    /// `actor` is the moderator's socket, who may not act on themselves.
+    pub fn moderate(&mut self, action: Action, by: String, actor: Option<&str>, now: u64) -> Result<Moderation, ErrorCode> {
+        let mut moderation = Moderation {
+            action: action.clone(),
+            by,
+            target: None,
+            ejected: Vec::new(),
+            close: (close::KICKED, KICKED_REASON),
+            left: None,
+            imposed: None,
+            lifted: Vec::new(),
+        };
+        match action {
+            Action::Delete { .. } | Action::Clear => {}
+            Action::Slow { seconds } => self.slow_ms = seconds * 1000,
+            Action::Unban { nick } => {
+                moderation.lifted = self.sanctions.lift_bans(&nicknames::key(&nick), now);
+                if moderation.lifted.is_empty() {
+                    return Err(ErrorCode::NotFound);
+                }
+                moderation.target = Some(nick);
+            }
+            Action::Kick { ref nick } | Action::Ban { ref nick, .. } | Action::Mute { ref nick, .. } => {
+                let sockets = self.sockets_of(nick);
+                let Some(first) = sockets.first() else { return Err(ErrorCode::NotFound) };
+                if actor.is_some_and(|actor| sockets.iter().any(|id| id == actor)) {
+                    return Err(ErrorCode::Forbidden);
+                }
+                let member = &self.members[first];
+                let nick = member.nick.clone();
+                let sanction = |kind, duration_s: Option<u64>| {
+                    let target = member.target()?;
+                    let until = duration_s.map(|seconds| now.saturating_add(seconds.saturating_mul(1000)));
+                    Some(Sanction { kind, target, nick: nick.clone(), until })
+                };
+                moderation.imposed = match action {
+                    Action::Ban { duration_s, .. } => sanction(SanctionKind::Ban, duration_s),
+                    Action::Mute { duration_s, .. } => sanction(SanctionKind::Mute, Some(duration_s)),
+                    _ => None,
+                };
+                if let Some(imposed) = &moderation.imposed {
+                    self.sanctions.impose(imposed.clone());
+                }
+                if !matches!(action, Action::Mute { .. }) {
+                    if matches!(action, Action::Ban { .. }) {
+                        moderation.close = (close::FORBIDDEN, BANNED_REASON);
+                    }
+                    for id in sockets {
+                        moderation.ejected.push(Attachment { gone: true, ..self.members[&id].attachment(&id) });
+                        moderation.left = self.leave(&id, now).or(moderation.left);
+                    }
+                }
+                moderation.target = Some(nick);
+            }
+        }
+        Ok(moderation)
+    }
+
+    /// Every socket of the person holding `nick`.
+    fn sockets_of(&self, nick: &str) -> Vec<SocketId> {
+        match self.owners.get(&nicknames::key(nick)).map(|owner| &owner.holder) {
+            None => Vec::new(),
+            Some(Holder::Socket(id)) => vec![id.clone()],
+            Some(Holder::User(user)) => self
+                .members
+                .iter()
+                .filter(|(_, m)| m.identity.as_ref().is_some_and(|identity| &identity.id == user))
+                .map(|(id, _)| id.clone())
+                .collect(),
+        }
+    }
+
     fn post(&mut self, id: &str, text: &str, now: u64) -> Result<Reaction, ErrorCode> {
         let text = clean_text(text)?;
+        let member = &self.members[id];
+        if member.target().is_some_and(|target| self.sanctions.applies(SanctionKind::Mute, &target, now)) {
+            return Err(ErrorCode::Forbidden);
+        }
+        if self.slow_ms > 0 && member.role() != Role::Moderator {
+            let person = Holder::of(id, member.identity.as_ref());
+            let key = match person {
+                Holder::Socket(id) => id,
+                Holder::User(user) => user,
+            };
+            if self.last_posts.get(&key).is_some_and(|&last| now < last.saturating_add(self.slow_ms)) {
+                return Err(ErrorCode::SlowMode);
+            }
+            self.last_posts.insert(key, now);
+        }
         self.last_id += 1;
         self.last_at = self.last_at.max(now);
         let member = &self.members[id];
@@ -281,6 +444,7 @@ impl Room {
             nick: member.nick.clone(),
             text: text.to_owned(),
             at: self.last_at,
+            deleted: false,
             uid: member.identity.as_ref().map(|user| user.id.clone()),
         }))
     }
@@ -349,14 +513,22 @@ impl Room {
         })
     }
 
-    fn insert(&mut self, id: SocketId, nick: String, joined: u64, now: u64, identity: Option<Identity>) -> &Member {
+    fn insert(
+        &mut self,
+        id: SocketId,
+        nick: String,
+        joined: u64,
+        now: u64,
+        identity: Option<Identity>,
+        address: Option<String>,
+    ) -> &Member {
         let holder = Holder::of(&id, identity.as_ref());
         if let Some(user) = &identity {
             self.users.entry(user.id.clone()).or_insert(Presence { nick: nick.clone(), sockets: 0 }).sockets += 1;
         }
         self.owners.insert(nicknames::key(&nick), Owner { nick: nick.clone(), holder });
         let bucket = TokenBucket::full(self.limits.rate, now);
-        let member = Member { nick, joined, bucket, strikes: 0, identity };
+        let member = Member { nick, joined, bucket, strikes: 0, identity, address };
         self.members.entry(id).insert_entry(member).into_mut()
     }
 }
@@ -379,7 +551,7 @@ mod tests {
     }
 
     fn join(room: &mut Room, id: &str, nick: Option<&str>) -> Joined {
-        room.join(id.into(), nick, None, 1_000, counter())
+        room.join(id.into(), nick, None, Some(format!("addr-{id}")), 1_000, counter())
     }
 
     fn say(room: &mut Room, id: &str, text: &str, now: u64) -> Reaction {
@@ -441,9 +613,9 @@ mod tests {
         let mut room: Room = Room::new(RoomLimits::default(), 41, 5_000);
         join(&mut room, "s1", Some("Ann"));
         let first = say(&mut room, "s1", r#"{"type":"message","text":"  hi  ","nick":"Mallory"}"#, 4_000);
-        assert_eq!(first, Reaction::Post(ChatMessage { id: 42, nick: "Ann".into(), text: "hi".into(), at: 5_000, uid: None }));
+        assert_eq!(first, Reaction::Post(ChatMessage { id: 42, nick: "Ann".into(), text: "hi".into(), at: 5_000, deleted: false, uid: None }));
         let second = say(&mut room, "s1", "plain text", 6_000);
-        assert_eq!(second, Reaction::Post(ChatMessage { id: 43, nick: "Ann".into(), text: "plain text".into(), at: 6_000, uid: None }));
+        assert_eq!(second, Reaction::Post(ChatMessage { id: 43, nick: "Ann".into(), text: "plain text".into(), at: 6_000, deleted: false, uid: None }));
     }
 
     #[test]
@@ -553,7 +725,7 @@ mod tests {
     }
 
     fn join_as(room: &mut Room, id: &str, user: &Identity) -> Joined {
-        room.join(id.into(), Some("Ignored"), Some(user.clone()), 1_000, counter())
+        room.join(id.into(), Some("Ignored"), Some(user.clone()), None, 1_000, counter())
     }
 
     #[test]
@@ -666,9 +838,102 @@ mod tests {
         assert!(room.nicks().is_empty());
     }
 
+    fn moderate(room: &mut Room, action: Action) -> Result<Moderation, ErrorCode> {
+        room.moderate(action, "admin".into(), None, 5_000)
+    }
+
+    #[test]
+    fn only_moderators_moderate_and_not_themselves() {
+        let mut room = room();
+        join_as(&mut room, "mod", &user("m1", "Mod", Role::Moderator));
+        join_as(&mut room, "ann", &user("u1", "Ann", Role::Member));
+        let kick = |nick: &str| format!(r#"{{"type":"kick","nick":"{nick}"}}"#);
+        assert_eq!(error_code(&say(&mut room, "ann", &kick("Mod"), 2_000)), Some(ErrorCode::Forbidden));
+        assert_eq!(error_code(&say(&mut room, "mod", &kick("Mod"), 2_000)), Some(ErrorCode::Forbidden));
+        assert_eq!(error_code(&say(&mut room, "mod", &kick("Nobody"), 2_000)), Some(ErrorCode::NotFound));
+        match say(&mut room, "mod", &kick("ann"), 2_000) {
+            Reaction::Moderate(moderation) => {
+                assert_eq!((moderation.by.as_str(), moderation.target.as_deref()), ("Mod", Some("Ann")));
+                assert_eq!(moderation.close.0, close::KICKED);
+                assert_eq!(moderation.left, Some(ServerFrame::Left { nick: "Ann".into(), at: 2_000 }));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(room.nicks(), ["Mod"]);
+    }
+
+    #[test]
+    fn a_kick_closes_every_socket_of_the_person_with_one_left() {
+        let mut room = room();
+        let ann = user("u1", "Ann", Role::Member);
+        join_as(&mut room, "tab1", &ann);
+        join_as(&mut room, "tab2", &ann);
+        join(&mut room, "bob", Some("Bob"));
+        let kicked = moderate(&mut room, Action::Kick { nick: "Ann".into() }).unwrap();
+        let mut ids: Vec<&str> = kicked.ejected.iter().map(|a| a.id.as_str()).collect();
+        ids.sort();
+        assert_eq!(ids, ["tab1", "tab2"]);
+        assert!(kicked.ejected.iter().all(|a| a.gone));
+        assert_eq!(kicked.left, Some(ServerFrame::Left { nick: "Ann".into(), at: 5_000 }));
+        assert_eq!(kicked.imposed, None, "a kick is not a ban");
+        assert!(room.admits(Some(&ann), None, 5_000));
+        assert_eq!(room.nicks(), ["Bob"]);
+    }
+
+    #[test]
+    fn bans_name_an_identity_or_an_address_and_end_on_their_own() {
+        let mut room = room();
+        let ann = user("u1", "Ann", Role::Member);
+        join_as(&mut room, "s1", &ann);
+        join(&mut room, "s2", Some("Bob"));
+        let banned = moderate(&mut room, Action::Ban { nick: "Ann".into(), duration_s: Some(60) }).unwrap();
+        assert_eq!(banned.close.0, close::FORBIDDEN);
+        assert_eq!(banned.imposed.as_ref().unwrap().until, Some(65_000));
+        assert!(!room.admits(Some(&ann), Some("anywhere"), 64_999));
+        assert!(room.admits(Some(&ann), None, 65_000), "over after its duration");
+        assert!(room.admits(Some(&user("u2", "Ann", Role::Member)), None, 6_000));
+
+        let bob = moderate(&mut room, Action::Ban { nick: "Bob".into(), duration_s: None }).unwrap();
+        assert_eq!(bob.imposed.unwrap().target, Target::Address("addr-s2".into()));
+        assert!(!room.admits(None, Some("addr-s2"), u64::MAX), "for good");
+        assert!(room.admits(None, Some("addr-other"), 6_000));
+        assert_eq!(room.bans(6_000).len(), 2);
+
+        let lifted = moderate(&mut room, Action::Unban { nick: "bob".into() }).unwrap();
+        assert_eq!(lifted.lifted.len(), 1);
+        assert!(room.admits(None, Some("addr-s2"), 6_000));
+        assert_eq!(moderate(&mut room, Action::Unban { nick: "bob".into() }).unwrap_err(), ErrorCode::NotFound);
+    }
+
+    #[test]
+    fn a_muted_person_reads_but_cannot_post_until_the_mute_ends() {
+        let mut room = room();
+        join(&mut room, "s1", Some("Bob"));
+        let muted = moderate(&mut room, Action::Mute { nick: "Bob".into(), duration_s: 10 }).unwrap();
+        assert!(muted.ejected.is_empty(), "a mute keeps the socket");
+        assert_eq!(error_code(&say(&mut room, "s1", "let me speak", 14_999)), Some(ErrorCode::Forbidden));
+        assert!(matches!(say(&mut room, "s1", "thanks", 15_000), Reaction::Post(_)));
+    }
+
+    #[test]
+    fn slow_mode_allows_one_message_per_person_per_interval() {
+        let mut room = room();
+        join(&mut room, "s1", Some("Bob"));
+        join_as(&mut room, "mod", &user("m1", "Mod", Role::Moderator));
+        moderate(&mut room, Action::Slow { seconds: 10 }).unwrap();
+        assert!(matches!(say(&mut room, "s1", "one", 20_000), Reaction::Post(_)));
+        assert_eq!(error_code(&say(&mut room, "s1", "two", 29_999)), Some(ErrorCode::SlowMode));
+        assert!(matches!(say(&mut room, "s1", "two", 30_000), Reaction::Post(_)));
+        assert!(matches!(say(&mut room, "mod", "a", 30_000), Reaction::Post(_)));
+        assert!(matches!(say(&mut room, "mod", "b", 30_001), Reaction::Post(_)), "moderators are not slowed");
+        moderate(&mut room, Action::Slow { seconds: 0 }).unwrap();
+        assert!(matches!(say(&mut room, "s1", "three", 30_001), Reaction::Post(_)));
+    }
+
     #[test]
     fn attachments_round_trip_and_stay_small() {
-        let attachment = Attachment { id: "abc".into(), nick: "Ann".into(), joined: 5, identity: None, gone: false };
+        let attachment =
+            Attachment { id: "abc".into(), nick: "Ann".into(), joined: 5, identity: None, address: None, gone: false };
         let json = serde_json::to_string(&attachment).unwrap();
         assert_eq!(json, r#"{"id":"abc","nick":"Ann","joined":5}"#);
         assert_eq!(serde_json::from_str::<Attachment>(&json).unwrap(), attachment);
