@@ -17,7 +17,7 @@ pub const MAX_DURATION_S: u64 = 10 * 365 * 24 * 3600;
 /// Longest slow-mode interval.
 pub const MAX_SLOW_S: u64 = 3600;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Action {
     Delete { id: u64 },
     Kick { nick: String },
@@ -76,6 +76,18 @@ impl Action {
         })();
         Some(action)
     }
+}
+
+/// Longest body of an admin request.
+pub const MAX_ADMIN_BODY_BYTES: usize = 4 * 1024;
+
+/// Reads the body of `POST /chat/ROOM/admin`: `{"action":NAME, ...the frame's fields}`.
+pub fn admin_action(body: &str) -> Option<Action> {
+    if body.len() > MAX_ADMIN_BODY_BYTES {
+        return None;
+    }
+    let value: Value = serde_json::from_str(body).ok()?;
+    Action::from_json(&value, "action")?.ok()
 }
 
 /// Whom a sanction names.
@@ -199,6 +211,16 @@ mod tests {
         assert_eq!(parse(json!({"type": "message", "text": "x"})), None);
         assert_eq!(parse(json!({"type": 5})), None);
         assert_eq!(Action::from_json(&json!({"type": "clear"}), "action"), None);
+    }
+
+    #[test]
+    fn admin_bodies_name_an_action_or_are_refused() {
+        assert_eq!(admin_action(r#"{"action":"kick","nick":"Bob"}"#), Some(Action::Kick { nick: "Bob".into() }));
+        for bad in ["", "{", "[]", r#"{"type":"kick","nick":"Bob"}"#, r#"{"action":"kick"}"#, r#"{"action":"explode"}"#] {
+            assert_eq!(admin_action(bad), None, "{bad}");
+        }
+        let padded = format!(r#"{{"action":"clear","pad":"{}"}}"#, "x".repeat(MAX_ADMIN_BODY_BYTES));
+        assert_eq!(admin_action(&padded), None);
     }
 
     #[test]

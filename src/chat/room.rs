@@ -208,6 +208,11 @@ impl Room {
         self.slow_ms = seconds.saturating_mul(1000);
     }
 
+    /// The newest message's id and time.
+    pub fn last_message(&self) -> (u64, u64) {
+        (self.last_id, self.last_at)
+    }
+
     /// The bans in force, for the operator.
     pub fn bans(&self, now: u64) -> Vec<Sanction> {
         self.sanctions.bans(now)

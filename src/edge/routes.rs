@@ -5,6 +5,7 @@
 use crate::chat::close;
 use crate::chat::history;
 use crate::chat::identity::Identity;
+use crate::chat::moderation::Action;
 use crate::edge::origin::AllowedOrigins;
 use serde::{Deserialize, Serialize};
 
@@ -36,17 +37,38 @@ pub enum Route {
         /// Set by the Worker once a ticket checked out; never parsed from the request itself.
         #[serde(default)]
         identity: Option<Identity>,
+        /// The client's IP (`CF-Connecting-IP`), set by the Worker; the room keeps only a salted
+        /// hash of it, to ban anonymous clients.
+        #[serde(default)]
+        address: Option<String>,
     },
     Users { room: String },
     History { room: String, window: history::Window },
+    /// `POST /chat/ROOM/admin`, before the Worker has read its body into a `Moderate`.
+    AdminAction { room: String },
+    /// An operator's moderation action, read from an admin request's body.
+    Moderate { room: String, action: Action },
+    Bans { room: String },
+    Audit { room: String },
 }
 
 impl Route {
     pub fn room(&self) -> Option<&str> {
         match self {
             Route::Health => None,
-            Route::Join { room, .. } | Route::Users { room } | Route::History { room, .. } => Some(room),
+            Route::Join { room, .. }
+            | Route::Users { room }
+            | Route::History { room, .. }
+            | Route::AdminAction { room }
+            | Route::Moderate { room, .. }
+            | Route::Bans { room }
+            | Route::Audit { room } => Some(room),
         }
+    }
+
+    /// Whether this is the operator's admin API, guarded by `ADMIN_TOKEN` rather than tickets.
+    pub fn is_admin(&self) -> bool {
+        matches!(self, Route::AdminAction { .. } | Route::Moderate { .. } | Route::Bans { .. } | Route::Audit { .. })
     }
 }
 
@@ -68,16 +90,26 @@ pub enum RequestError {
     TicketExpired,
     WrongRoom,
     Misconfigured,
+    Unauthorized,
+    BadAction,
+    NoSuchTarget,
     Internal,
 }
 
 impl RequestError {
     pub fn status(self) -> u16 {
         match self {
-            RequestError::BadRoom | RequestError::BadQuery | RequestError::BadLimit | RequestError::BadSince => 400,
-            RequestError::TicketRequired | RequestError::BadTicket | RequestError::TicketExpired => 401,
+            RequestError::BadRoom
+            | RequestError::BadQuery
+            | RequestError::BadLimit
+            | RequestError::BadSince
+            | RequestError::BadAction => 400,
+            RequestError::TicketRequired
+            | RequestError::BadTicket
+            | RequestError::TicketExpired
+            | RequestError::Unauthorized => 401,
             RequestError::ForbiddenOrigin | RequestError::WrongRoom => 403,
-            RequestError::NotFound => 404,
+            RequestError::NotFound | RequestError::NoSuchTarget => 404,
             RequestError::MethodNotAllowed => 405,
             RequestError::UpgradeRequired => 426,
             RequestError::Internal => 500,
@@ -94,7 +126,7 @@ impl RequestError {
             RequestError::BadLimit => "limit must be a whole number from 1 to 100.",
             RequestError::BadSince => "since must be a message id: a whole number of zero or more.",
             RequestError::NotFound => "Nothing here. Chat lives at /chat/ROOM.",
-            RequestError::MethodNotAllowed => "Only GET is supported here.",
+            RequestError::MethodNotAllowed => "Only GET is supported here (POST for /chat/ROOM/admin).",
             RequestError::UpgradeRequired => "This is a WebSocket endpoint: connect with Upgrade: websocket.",
             RequestError::ForbiddenOrigin => "Pages from this origin may not open chat sockets (see ALLOWED_ORIGINS).",
             RequestError::RoomFull => "This room is full: try again later or pick another room.",
@@ -103,6 +135,11 @@ impl RequestError {
             RequestError::TicketExpired => "That ticket has expired: ask the application for a new one.",
             RequestError::WrongRoom => "That ticket does not open this room.",
             RequestError::Misconfigured => "This room cannot check tickets right now: the operator has been told.",
+            RequestError::Unauthorized => "The admin API needs Authorization: Bearer with the operator's ADMIN_TOKEN.",
+            RequestError::BadAction => {
+                "Send a JSON action: {\"action\":\"delete\",\"id\":I}, kick/ban/unban/mute with \"nick\" (and \"duration\" in seconds), {\"action\":\"slow\",\"seconds\":N} or {\"action\":\"clear\"}."
+            }
+            RequestError::NoSuchTarget => "There is no such message or person in this room.",
             RequestError::Internal => "Something went wrong on our side. Please try again.",
         }
     }
@@ -163,9 +200,13 @@ pub fn route(request: &RequestParts<'_>, allowed: &AllowedOrigins) -> Result<Rou
             };
             Route::History { room, window }
         }
+        ["chat", room, "admin"] => Route::AdminAction { room: room_name(room)? },
+        ["chat", room, "admin", "bans"] => Route::Bans { room: room_name(room)? },
+        ["chat", room, "admin", "audit"] => Route::Audit { room: room_name(room)? },
         _ => return Err(RequestError::NotFound),
     };
-    if request.method != "GET" {
+    let method = if matches!(route, Route::AdminAction { .. }) { "POST" } else { "GET" };
+    if request.method != method {
         return Err(RequestError::MethodNotAllowed);
     }
     if matches!(route, Route::Join { .. }) {
@@ -181,20 +222,22 @@ pub fn route(request: &RequestParts<'_>, allowed: &AllowedOrigins) -> Result<Rou
 
 fn join(room: String, query: Option<&str>) -> Result<Route, RequestError> {
     let query = Query::parse(query)?;
-    Ok(Route::Join { room, since: since(&query)?, nick: query.get("nick").map(str::to_owned), identity: None })
+    Ok(Route::Join { room, since: since(&query)?, nick: query.get("nick").map(str::to_owned), identity: None, address: None })
 }
 
 /// The ticket a request presents: `?ticket=` (the only way a browser's WebSocket can send
 /// one), else an `Authorization: Bearer` header.
 pub fn presented_ticket(query: Option<&str>, authorization: Option<&str>) -> Result<Option<String>, RequestError> {
-    if let Some(ticket) = Query::parse(query)?.get("ticket") {
-        return Ok(Some(ticket.to_owned()));
+    match Query::parse(query)?.get("ticket") {
+        Some(ticket) => Ok(Some(ticket.to_owned())),
+        None => Ok(bearer(authorization)),
     }
-    let bearer = authorization.and_then(|value| {
-        let (scheme, token) = value.trim().split_once(' ')?;
-        scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_owned())
-    });
-    Ok(bearer)
+}
+
+/// The token of an `Authorization: Bearer TOKEN` header.
+pub fn bearer(authorization: Option<&str>) -> Option<String> {
+    let (scheme, token) = authorization?.trim().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_owned())
 }
 
 fn since(query: &Query) -> Result<Option<u64>, RequestError> {
@@ -272,11 +315,11 @@ mod tests {
     fn chat_routes() {
         assert_eq!(
             upgrade("/chat", None, None),
-            Ok(Route::Join { room: "lobby".into(), nick: None, since: None, identity: None })
+            Ok(Route::Join { room: "lobby".into(), nick: None, since: None, identity: None, address: None })
         );
         assert_eq!(
             upgrade("/chat/dev-team.2", Some("nick=Ann&since=42&other=x"), None),
-            Ok(Route::Join { room: "dev-team.2".into(), nick: Some("Ann".into()), since: Some(42), identity: None })
+            Ok(Route::Join { room: "dev-team.2".into(), nick: Some("Ann".into()), since: Some(42), identity: None, address: None })
         );
         assert_eq!(get("/chat/a/users", None), Ok(Route::Users { room: "a".into() }));
         let history = |window| Ok(Route::History { room: "a".into(), window });
@@ -326,7 +369,7 @@ mod tests {
     #[test]
     fn nick_in_the_query_is_decoded_and_left_for_the_room_to_judge() {
         let route = upgrade("/chat/a", Some("nick=%3Cb%3E+x"), None).unwrap();
-        assert_eq!(route, Route::Join { room: "a".into(), nick: Some("<b> x".into()), since: None, identity: None });
+        assert_eq!(route, Route::Join { room: "a".into(), nick: Some("<b> x".into()), since: None, identity: None, address: None });
     }
 
     #[test]
@@ -376,6 +419,21 @@ mod tests {
         assert_eq!(frame["type"], "error");
         assert_eq!(frame["code"], "wrong_room");
         assert_eq!(frame["message"], RequestError::WrongRoom.message());
+    }
+
+    #[test]
+    fn admin_routes_take_their_own_methods() {
+        let post = |path| {
+            let parts = RequestParts { method: "POST", path, query: None, upgrade: None, origin: None, own_origin: OWN };
+            route(&parts, &AllowedOrigins::default())
+        };
+        assert_eq!(post("/chat/a/admin"), Ok(Route::AdminAction { room: "a".into() }));
+        assert_eq!(get("/chat/a/admin", None), Err(RequestError::MethodNotAllowed));
+        assert_eq!(get("/chat/a/admin/bans", None), Ok(Route::Bans { room: "a".into() }));
+        assert_eq!(get("/chat/a/admin/audit", None), Ok(Route::Audit { room: "a".into() }));
+        assert_eq!(post("/chat/a/admin/bans"), Err(RequestError::MethodNotAllowed));
+        assert_eq!(post("/chat/a%2F/admin"), Err(RequestError::BadRoom));
+        assert!(Route::Bans { room: "a".into() }.is_admin() && !Route::Users { room: "a".into() }.is_admin());
     }
 
     #[test]

@@ -17,10 +17,13 @@ use crate::chat::identity::Identity;
 use crate::edge::config::RoomLimits;
 use crate::chat::history::{trim_cutoff, Window};
 use crate::runtime::message_store::MessageStore;
+use crate::runtime::moderation_store::{AuditEntry, ModerationStore};
+use crate::chat::moderation::{address_key, Action};
+use crate::chat::room::Moderation;
 use crate::chat::protocol::{ChatMessage, ErrorCode, Incoming, ServerFrame};
 use crate::chat::room::{Attachment, Reaction, Room};
 use crate::edge::routes::{RequestError, Route};
-use crate::runtime::worker::{error_response, internal, json_response, ROUTE_HEADER};
+use crate::runtime::worker::{error_response, internal, json_response, refused_socket, ROUTE_HEADER};
 use serde::Serialize;
 use std::cell::RefCell;
 use wasm_bindgen::prelude::wasm_bindgen;
@@ -61,7 +64,10 @@ extern "C" {
 pub struct ChatRoom {
     state: State,
     store: MessageStore,
+    moderation: ModerationStore,
     room: RefCell<Room>,
+    /// The salt of this room's address keys, read or made on first use.
+    salt: RefCell<Option<String>>,
     /// Every member's socket, to the id it was tagged with when it joined: exactly the
     /// room's members, kept in step with `room`.
     members: Map,
@@ -90,8 +96,18 @@ impl DurableObject for ChatRoom {
             Ok(reservations) => reservations.into_iter().for_each(|r| room.restore_reservation(r)),
             Err(error) => worker::console_error!("edge-chat: reading nick reservations failed: {error}"),
         }
-        let members = Map::new();
         let now = now_ms();
+        let moderation = ModerationStore::new(state.storage().sql());
+        let sanctions = moderation.create_schema().and_then(|()| moderation.sanctions(now));
+        match sanctions {
+            Ok(sanctions) => sanctions.into_iter().for_each(|s| room.restore_sanction(s)),
+            Err(error) => worker::console_error!("edge-chat: reading bans and mutes failed: {error}"),
+        }
+        match store.setting(SLOW_MODE) {
+            Ok(seconds) => room.restore_slow_mode(seconds.and_then(|s| s.parse().ok()).unwrap_or(0)),
+            Err(error) => worker::console_error!("edge-chat: reading slow mode failed: {error}"),
+        }
+        let members = Map::new();
         for socket in state.get_websockets() {
             if let Ok(Some(attachment)) = socket.deserialize_attachment::<Attachment>() {
                 let id = JsValue::from_str(&attachment.id);
@@ -104,7 +120,15 @@ impl DurableObject for ChatRoom {
             Ok(pair) => state.set_websocket_auto_response(&pair),
             Err(error) => worker::console_error!("edge-chat: ping auto-response not set: {error:?}"),
         }
-        ChatRoom { state, store, room: RefCell::new(room), members, instance: random_id() }
+        ChatRoom {
+            state,
+            store,
+            moderation,
+            room: RefCell::new(room),
+            salt: RefCell::new(None),
+            members,
+            instance: random_id(),
+        }
     }
 
     async fn fetch(&self, request: Request) -> worker::Result<Response> {
@@ -113,10 +137,15 @@ impl DurableObject for ChatRoom {
             .get(ROUTE_HEADER)?
             .and_then(|json| serde_json::from_str::<Route>(&json).ok());
         let response = match route {
-            Some(Route::Join { room, nick, since, identity }) => self.join(&room, nick.as_deref(), since, identity),
+            Some(Route::Join { room, nick, since, identity, address }) => {
+                self.join(&room, nick.as_deref(), since, identity, address)
+            }
             Some(Route::Users { room }) => self.users(&room),
             Some(Route::History { room, window }) => self.history(&room, window),
-            Some(Route::Health) | None => Err(RequestError::NotFound),
+            Some(Route::Moderate { action, .. }) => self.moderate_as_admin(action),
+            Some(Route::Bans { room }) => self.bans(&room),
+            Some(Route::Audit { room }) => self.audit_trail(&room),
+            Some(Route::Health | Route::AdminAction { .. }) | None => Err(RequestError::NotFound),
         };
         let mut response = match response {
             Ok(response) => response,
@@ -144,6 +173,11 @@ impl ChatRoom {
             Reaction::Nothing => {}
             Reaction::Reply(frame) => send_one(&socket, &frame),
             Reaction::Post(message) => self.post(&socket, message),
+            Reaction::Moderate(moderation) => {
+                if let Err(code) = self.carry_out(moderation) {
+                    send_one(&socket, &ServerFrame::error(code));
+                }
+            }
             Reaction::Renamed { frame, attachment } => {
                 attach(&socket, &attachment);
                 self.broadcast(&frame.to_json(), &JsValue::UNDEFINED);
@@ -185,15 +219,24 @@ impl ChatRoom {
         nick: Option<&str>,
         since: Option<u64>,
         identity: Option<Identity>,
+        address: Option<String>,
     ) -> Result<Response, RequestError> {
         if self.room.borrow().is_full() {
             return Err(RequestError::RoomFull);
+        }
+        let address = match address {
+            Some(ip) => Some(address_key(self.salt()?.as_bytes(), &ip)),
+            None => None,
+        };
+        if !self.room.borrow().admits(identity.as_ref(), address.as_deref(), now_ms()) {
+            let banned = ServerFrame::error(ErrorCode::Banned);
+            return refused_socket(&banned.to_json(), close::FORBIDDEN, ErrorCode::Banned.message());
         }
         let history = self.store.read(Window::for_welcome(since)).map_err(internal("reading history"))?;
         let pair = WebSocketPair::new().map_err(internal("creating a WebSocket pair"))?;
         let id = random_id();
         let mut room = self.room.borrow_mut();
-        let joined = room.join(id.clone(), nick, identity, now_ms(), random_u64);
+        let joined = room.join(id.clone(), nick, identity, address, now_ms(), random_u64);
         if let Some(reservation) = &joined.reservation {
             // The nick still belongs to its identity while the room is awake; only a later
             // wake would forget the reservation.
@@ -246,6 +289,128 @@ impl ChatRoom {
             .map_err(internal("answering history"))
     }
 
+    /// The salt for address keys: stored with the room, made on the first join that needs it.
+    fn salt(&self) -> Result<String, RequestError> {
+        if let Some(salt) = self.salt.borrow().as_ref() {
+            return Ok(salt.clone());
+        }
+        let salt = match self.store.setting(ADDRESS_SALT).map_err(internal("reading the address salt"))? {
+            Some(salt) => salt,
+            None => {
+                let salt = format!("{}{}", random_id(), random_id());
+                self.store.set_setting(ADDRESS_SALT, &salt).map_err(internal("storing the address salt"))?;
+                salt
+            }
+        };
+        *self.salt.borrow_mut() = Some(salt.clone());
+        Ok(salt)
+    }
+
+    fn moderate_as_admin(&self, action: Action) -> Result<Response, RequestError> {
+        let not_found = |code| match code {
+            ErrorCode::NotFound => RequestError::NoSuchTarget,
+            _ => RequestError::Internal,
+        };
+        let moderation = self.room.borrow_mut().moderate(action, ADMIN.to_owned(), None, now_ms()).map_err(not_found)?;
+        let notice = self.carry_out(moderation).map_err(not_found)?;
+        json_response(200, format!(r#"{{"ok":true,"moderated":{}}}"#, notice.to_json()))
+            .map_err(internal("answering an admin action"))
+    }
+
+    /// Stores what a moderation action changed, closes the sockets it ejects and tells the
+    /// room, returning the `moderated` notice; `not_found` when it deletes no message.
+    fn carry_out(&self, moderation: Moderation) -> Result<ServerFrame, ErrorCode> {
+        let Moderation { action, by, mut target, ejected, close, left, imposed, lifted } = moderation;
+        let now = now_ms();
+        let stored = (|| -> worker::Result<Option<ServerFrame>> {
+            if let Some(sanction) = &imposed {
+                self.moderation.impose(sanction)?;
+            }
+            for sanction in &lifted {
+                self.moderation.lift(sanction)?;
+            }
+            Ok(match action {
+                Action::Delete { id } => match self.store.tombstone(id)? {
+                    Some(author) => {
+                        target = Some(author);
+                        Some(ServerFrame::Deleted { id, at: now })
+                    }
+                    None => None,
+                },
+                Action::Clear => {
+                    let (last_id, last_at) = self.room.borrow().last_message();
+                    self.store.clear(last_id, last_at)?;
+                    None
+                }
+                Action::Slow { seconds } => {
+                    self.store.set_setting(SLOW_MODE, &seconds.to_string())?;
+                    None
+                }
+                _ => None,
+            })
+        })();
+        let deleted = match stored {
+            Ok(deleted) => deleted,
+            Err(error) => {
+                worker::console_error!("edge-chat: storing a moderation action failed: {error}");
+                return Err(ErrorCode::Unavailable);
+            }
+        };
+        if matches!(action, Action::Delete { .. }) && deleted.is_none() {
+            return Err(ErrorCode::NotFound);
+        }
+        for attachment in &ejected {
+            let Some(socket) = self.socket_of(&attachment.id) else { continue };
+            attach(&socket, attachment);
+            self.members.delete(socket.as_ref());
+            if let Err(error) = socket.close(Some(close.0), Some(close.1)) {
+                worker::console_error!("edge-chat: closing an ejected socket failed: {error}");
+            }
+        }
+        let notice = ServerFrame::Moderated { action: action.name(), target: target.clone(), by: by.clone(), at: now };
+        for frame in deleted.iter().chain(left.iter()).chain([&notice]) {
+            self.broadcast(&frame.to_json(), &JsValue::UNDEFINED);
+        }
+        let entry = AuditEntry { at: now, action: action.name().to_owned(), target, by };
+        if let Err(error) = self.moderation.audit(&entry) {
+            worker::console_error!("edge-chat: writing the audit trail failed: {error}");
+        }
+        Ok(notice)
+    }
+
+    fn bans(&self, room_name: &str) -> Result<Response, RequestError> {
+        #[derive(Serialize)]
+        struct Bans<'a> {
+            room: &'a str,
+            bans: Vec<crate::chat::moderation::Sanction>,
+        }
+        let bans = self.room.borrow().bans(now_ms());
+        json_response(200, serde_json::to_string(&Bans { room: room_name, bans }).map_err(internal("encoding bans"))?)
+            .map_err(internal("answering bans"))
+    }
+
+    fn audit_trail(&self, room_name: &str) -> Result<Response, RequestError> {
+        #[derive(Serialize)]
+        struct Audit<'a> {
+            room: &'a str,
+            entries: Vec<AuditEntry>,
+        }
+        let entries = self.moderation.audit_trail().map_err(internal("reading the audit trail"))?;
+        json_response(200, serde_json::to_string(&Audit { room: room_name, entries }).map_err(internal("encoding audit"))?)
+            .map_err(internal("answering audit"))
+    }
+
+    /// A member's socket by its id: a moderator's action names few, so a scan is fine.
+    fn socket_of(&self, id: &str) -> Option<WebSocket> {
+        let mut found = None;
+        self.members.for_each(&mut |value, key| {
+            if found.is_none() && value.as_string().as_deref() == Some(id) {
+                found = Some(WebSocket::from(key.unchecked_into::<web_sys::WebSocket>()));
+            }
+        });
+        found
+    }
+
     /// Stores the message, then broadcasts it. A message that could not be stored is not
     /// broadcast: its sender is told to send it again.
     fn post(&self, sender: &WebSocket, message: ChatMessage) {
@@ -284,6 +449,13 @@ impl ChatRoom {
         self.members.get(socket).as_string()
     }
 }
+
+/// Settings this room keeps in storage.
+const SLOW_MODE: &str = "slow_mode";
+const ADDRESS_SALT: &str = "address_salt";
+
+/// `by` of the operator's actions.
+const ADMIN: &str = "admin";
 
 fn send_one(socket: &WebSocket, frame: &ServerFrame) {
     send_raw(socket, &JsString::from(frame.to_json()));

@@ -30,6 +30,9 @@ extern "C" {
     ) -> Result<JsValue, JsValue>;
 }
 
+/// The setting that keeps a cleared history's last id and time: `"ID AT"`.
+const CLEARED_AT: &str = "cleared_at";
+
 const INSERT: &str = "INSERT INTO messages (id, nick, text, at, uid) VALUES (?, ?, ?, ?, ?)";
 
 /// Ids above this cannot cross into JavaScript exactly; `since` is clamped to it.
@@ -49,6 +52,7 @@ struct Row {
     at: u64,
     #[serde(default)]
     uid: Option<String>,
+    deleted: u8,
 }
 
 #[derive(Deserialize)]
@@ -75,18 +79,62 @@ impl MessageStore {
                 nick TEXT NOT NULL,
                 text TEXT NOT NULL,
                 at INTEGER NOT NULL,
-                uid TEXT
+                uid TEXT,
+                deleted INTEGER NOT NULL DEFAULT 0
             )",
             None,
         )?;
-        // Rooms created before tickets existed lack the sender's identity column.
-        if self.sql.exec("SELECT uid FROM messages LIMIT 0", None).is_err() {
-            self.sql.exec("ALTER TABLE messages ADD COLUMN uid TEXT", None)?;
+        // Rooms created before tickets and moderation lack these columns.
+        for (column, declaration) in [("uid", "uid TEXT"), ("deleted", "deleted INTEGER NOT NULL DEFAULT 0")] {
+            if self.sql.exec(&format!("SELECT {column} FROM messages LIMIT 0"), None).is_err() {
+                self.sql.exec(&format!("ALTER TABLE messages ADD COLUMN {declaration}"), None)?;
+            }
         }
         self.sql.exec(
             "CREATE TABLE IF NOT EXISTS reservations (nick_key TEXT PRIMARY KEY, user TEXT NOT NULL)",
             None,
         )?;
+        self.sql.exec("CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL)", None)?;
+        Ok(())
+    }
+
+    /// A room setting (slow mode, the address salt, the id a cleared history ended at).
+    pub fn setting(&self, key: &str) -> worker::Result<Option<String>> {
+        #[derive(Deserialize)]
+        struct Setting {
+            value: String,
+        }
+        let rows: Vec<Setting> =
+            self.sql.exec("SELECT value FROM settings WHERE key = ?", vec![key.into()])?.to_array()?;
+        Ok(rows.into_iter().next().map(|row| row.value))
+    }
+
+    pub fn set_setting(&self, key: &str, value: &str) -> worker::Result<()> {
+        self.sql.exec("INSERT OR REPLACE INTO settings (key, value) VALUES (?, ?)", vec![key.into(), value.into()])?;
+        Ok(())
+    }
+
+    /// Erases message `id`'s text, keeping its id, nick and time as a tombstone. Returns its
+    /// author's nick, or `None` when there is no such message (or it is deleted already).
+    pub fn tombstone(&self, id: u64) -> worker::Result<Option<String>> {
+        #[derive(Deserialize)]
+        struct Author {
+            nick: String,
+        }
+        let rows: Vec<Author> = self
+            .sql
+            .exec(
+                "UPDATE messages SET text = '', deleted = 1 WHERE id = ? AND deleted = 0 RETURNING nick",
+                vec![SqlStorageValue::from(id.min(MAX_SAFE_INTEGER) as i64)],
+            )?
+            .to_array()?;
+        Ok(rows.into_iter().next().map(|row| row.nick))
+    }
+
+    /// Deletes every message, remembering the last id and time so that ids keep growing.
+    pub fn clear(&self, last_id: u64, last_at: u64) -> worker::Result<()> {
+        self.set_setting(CLEARED_AT, &format!("{last_id} {last_at}"))?;
+        self.sql.exec("DELETE FROM messages", None)?;
         Ok(())
     }
 
@@ -104,11 +152,17 @@ impl MessageStore {
         Ok(())
     }
 
-    /// The id and time of the newest message, or zeros for a new room.
+    /// The id and time of the newest message (or where a cleared history ended), or zeros
+    /// for a new room.
     pub fn last(&self) -> worker::Result<(u64, u64)> {
         let rows: Vec<Last> =
             self.sql.exec("SELECT id, at FROM messages ORDER BY id DESC LIMIT 1", None)?.to_array()?;
-        Ok(rows.first().map_or((0, 0), |last| (last.id, last.at)))
+        let stored = rows.first().map_or((0, 0), |last| (last.id, last.at));
+        let cleared = self.setting(CLEARED_AT)?.and_then(|value| {
+            let (id, at) = value.split_once(' ')?;
+            Some((id.parse().ok()?, at.parse().ok()?))
+        });
+        Ok(cleared.map_or(stored, |cleared: (u64, u64)| stored.max(cleared)))
     }
 
     pub fn insert(&self, message: &ChatMessage) -> worker::Result<()> {
@@ -132,15 +186,15 @@ impl MessageStore {
     pub fn read(&self, window: Window) -> worker::Result<Vec<ChatMessage>> {
         let cursor = match window {
             Window::Latest { limit } => self.sql.exec(
-                "SELECT * FROM (SELECT id, nick, text, at, uid FROM messages ORDER BY id DESC LIMIT ?) ORDER BY id",
+                "SELECT * FROM (SELECT id, nick, text, at, uid, deleted FROM messages ORDER BY id DESC LIMIT ?) ORDER BY id",
                 vec![SqlStorageValue::from(limit as i64)],
             )?,
             Window::After { since, limit } => self.sql.exec(
-                "SELECT id, nick, text, at, uid FROM messages WHERE id > ? ORDER BY id LIMIT ?",
+                "SELECT id, nick, text, at, uid, deleted FROM messages WHERE id > ? ORDER BY id LIMIT ?",
                 vec![SqlStorageValue::from(since.min(MAX_SAFE_INTEGER) as i64), SqlStorageValue::from(limit as i64)],
             )?,
         };
         let rows: Vec<Row> = cursor.to_array()?;
-        Ok(rows.into_iter().map(|r| ChatMessage { id: r.id, nick: r.nick, text: r.text, at: r.at, uid: r.uid }).collect())
+        Ok(rows.into_iter().map(|r| ChatMessage { id: r.id, nick: r.nick, text: r.text, at: r.at, deleted: r.deleted != 0, uid: r.uid }).collect())
     }
 }

@@ -2,4 +2,5 @@
 
 mod chat_room;
 mod message_store;
+mod moderation_store;
 mod worker;

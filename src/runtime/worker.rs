@@ -7,6 +7,8 @@ use crate::edge::access::AccessPolicy;
 use crate::edge::origin::AllowedOrigins;
 use crate::edge::routes::{self, RequestError, RequestParts, Route};
 use crate::chat::close;
+use crate::chat::moderation;
+use subtle::ConstantTimeEq;
 use std::sync::atomic::{AtomicBool, Ordering};
 use worker::{event, Context, Env, Headers, Method, Request, RequestInit, Response, WebSocketPair};
 
@@ -26,7 +28,7 @@ async fn fetch(request: Request, env: Env, _ctx: Context) -> worker::Result<Resp
     }
 }
 
-async fn handle(request: Request, env: &Env) -> Result<Response, RequestError> {
+async fn handle(mut request: Request, env: &Env) -> Result<Response, RequestError> {
     let url = request.url().map_err(internal("reading the request URL"))?;
     let headers = request.headers();
     let header = |name: &str| headers.get(name).ok().flatten();
@@ -46,14 +48,25 @@ async fn handle(request: Request, env: &Env) -> Result<Response, RequestError> {
     let Some(room) = route.room().map(str::to_owned) else {
         return json_response(200, r#"{"ok":true}"#.to_owned()).map_err(internal("answering health"));
     };
-    let ticket = routes::presented_ticket(url.query(), header("authorization").as_deref())?;
-    let identity = match access_policy(env).admit(&room, ticket.as_deref(), now_s()) {
-        Ok(identity) => identity,
-        Err(refusal) if matches!(route, Route::Join { .. }) => return refuse_socket(refusal),
-        Err(refusal) => return Err(refusal),
-    };
-    if let Route::Join { identity: slot, .. } = &mut route {
-        *slot = identity;
+    let authorization = header("authorization");
+    if route.is_admin() {
+        check_admin_token(env, authorization.as_deref())?;
+        if matches!(route, Route::AdminAction { .. }) {
+            let body = request.text().await.map_err(|_| RequestError::BadAction)?;
+            let action = moderation::admin_action(&body).ok_or(RequestError::BadAction)?;
+            route = Route::Moderate { room: room.clone(), action };
+        }
+    } else {
+        let ticket = routes::presented_ticket(url.query(), authorization.as_deref())?;
+        let identity = match access_policy(env).admit(&room, ticket.as_deref(), now_s()) {
+            Ok(identity) => identity,
+            Err(refusal) if matches!(route, Route::Join { .. }) => return refuse_socket(refusal),
+            Err(refusal) => return Err(refusal),
+        };
+        if let Route::Join { identity: identity_slot, address, .. } = &mut route {
+            *identity_slot = identity;
+            *address = header("cf-connecting-ip");
+        }
     }
     let stub = env
         .durable_object("ROOMS")
@@ -82,18 +95,36 @@ fn access_policy(env: &Env) -> AccessPolicy {
     policy
 }
 
+/// The admin API exists only where the operator set `ADMIN_TOKEN`; elsewhere it answers 404
+/// as if it did not exist. The bearer token is compared in constant time.
+fn check_admin_token(env: &Env, authorization: Option<&str>) -> Result<(), RequestError> {
+    let token = env.secret("ADMIN_TOKEN").map(|v| v.to_string()).unwrap_or_default();
+    if token.is_empty() {
+        return Err(RequestError::NotFound);
+    }
+    let presented = routes::bearer(authorization).unwrap_or_default();
+    if bool::from(presented.as_bytes().ct_eq(token.as_bytes())) {
+        Ok(())
+    } else {
+        Err(RequestError::Unauthorized)
+    }
+}
+
 /// Refuses an upgrade the way a browser can see: it cannot read the status of a refused
 /// handshake, so the Worker accepts the socket itself (no room is touched), sends one
 /// `error` frame and closes with the refusal's close code. Refusals without one (the
 /// operator's misconfiguration) stay plain HTTP errors, which clients retry.
 fn refuse_socket(refusal: RequestError) -> Result<Response, RequestError> {
     let Some(code) = refusal.close_code() else { return Err(refusal) };
+    refused_socket(&refusal.to_error_frame(), code, refusal.message())
+}
+
+/// A socket that gets `error_frame` and is closed with `code` at once, never joining a room.
+pub fn refused_socket(error_frame: &str, code: u16, reason: &str) -> Result<Response, RequestError> {
     let pair = WebSocketPair::new().map_err(internal("creating a WebSocket pair"))?;
     pair.server.accept().map_err(internal("accepting a refused socket"))?;
-    pair.server.send_with_str(refusal.to_error_frame()).map_err(internal("sending a refusal"))?;
-    pair.server
-        .close(Some(code), Some(close::reply_reason(refusal.message())))
-        .map_err(internal("closing a refused socket"))?;
+    pair.server.send_with_str(error_frame).map_err(internal("sending a refusal"))?;
+    pair.server.close(Some(code), Some(close::reply_reason(reason))).map_err(internal("closing a refused socket"))?;
     Response::from_websocket(pair.client).map_err(internal("answering a refused upgrade"))
 }
 

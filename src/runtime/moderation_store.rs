@@ -1,0 +1,144 @@
+//! A room's bans, mutes and audit trail in its SQLite storage. Sanctions that have ended are
+//! dropped when the room loads them, so nothing but a wake the room has anyway cleans up.
+
+use crate::chat::moderation::{Sanction, SanctionKind, Target};
+use serde::{Deserialize, Serialize};
+use worker::{SqlStorage, SqlStorageValue};
+
+/// How many audit entries `GET /chat/ROOM/admin/audit` returns, newest first.
+pub const AUDIT_PAGE: i64 = 100;
+
+pub struct ModerationStore {
+    sql: SqlStorage,
+}
+
+#[derive(Deserialize)]
+struct SanctionRow {
+    kind: String,
+    target_kind: String,
+    target: String,
+    nick: String,
+    until: Option<f64>,
+}
+
+/// One moderation action, as the audit trail keeps it.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct AuditEntry {
+    pub at: u64,
+    pub action: String,
+    pub target: Option<String>,
+    pub by: String,
+}
+
+fn kind_name(kind: SanctionKind) -> &'static str {
+    match kind {
+        SanctionKind::Ban => "ban",
+        SanctionKind::Mute => "mute",
+    }
+}
+
+fn target_parts(target: &Target) -> (&'static str, &str) {
+    match target {
+        Target::User(user) => ("user", user),
+        Target::Address(address) => ("address", address),
+    }
+}
+
+impl ModerationStore {
+    pub fn new(sql: SqlStorage) -> ModerationStore {
+        ModerationStore { sql }
+    }
+
+    pub fn create_schema(&self) -> worker::Result<()> {
+        self.sql.exec(
+            "CREATE TABLE IF NOT EXISTS sanctions (
+                kind TEXT NOT NULL,
+                target_kind TEXT NOT NULL,
+                target TEXT NOT NULL,
+                nick TEXT NOT NULL,
+                until INTEGER,
+                PRIMARY KEY (kind, target_kind, target)
+            )",
+            None,
+        )?;
+        self.sql.exec(
+            "CREATE TABLE IF NOT EXISTS audit (
+                seq INTEGER PRIMARY KEY AUTOINCREMENT,
+                at INTEGER NOT NULL,
+                action TEXT NOT NULL,
+                target TEXT,
+                by TEXT NOT NULL
+            )",
+            None,
+        )?;
+        Ok(())
+    }
+
+    /// The sanctions still in force at `now`, after deleting those that ended.
+    pub fn sanctions(&self, now: u64) -> worker::Result<Vec<Sanction>> {
+        let now = SqlStorageValue::from(now as i64);
+        self.sql.exec("DELETE FROM sanctions WHERE until IS NOT NULL AND until <= ?", vec![now])?;
+        let rows: Vec<SanctionRow> =
+            self.sql.exec("SELECT kind, target_kind, target, nick, until FROM sanctions", None)?.to_array()?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|row| {
+                let kind = match row.kind.as_str() {
+                    "ban" => SanctionKind::Ban,
+                    "mute" => SanctionKind::Mute,
+                    _ => return None,
+                };
+                let target = match row.target_kind.as_str() {
+                    "user" => Target::User(row.target),
+                    "address" => Target::Address(row.target),
+                    _ => return None,
+                };
+                Some(Sanction { kind, target, nick: row.nick, until: row.until.map(|until| until as u64) })
+            })
+            .collect())
+    }
+
+    pub fn impose(&self, sanction: &Sanction) -> worker::Result<()> {
+        let (target_kind, target) = target_parts(&sanction.target);
+        self.sql.exec(
+            "INSERT OR REPLACE INTO sanctions (kind, target_kind, target, nick, until) VALUES (?, ?, ?, ?, ?)",
+            vec![
+                kind_name(sanction.kind).into(),
+                target_kind.into(),
+                target.into(),
+                sanction.nick.as_str().into(),
+                sanction.until.map(|until| until as i64).into(),
+            ],
+        )?;
+        Ok(())
+    }
+
+    pub fn lift(&self, sanction: &Sanction) -> worker::Result<()> {
+        let (target_kind, target) = target_parts(&sanction.target);
+        self.sql.exec(
+            "DELETE FROM sanctions WHERE kind = ? AND target_kind = ? AND target = ?",
+            vec![kind_name(sanction.kind).into(), target_kind.into(), target.into()],
+        )?;
+        Ok(())
+    }
+
+    pub fn audit(&self, entry: &AuditEntry) -> worker::Result<()> {
+        self.sql.exec(
+            "INSERT INTO audit (at, action, target, by) VALUES (?, ?, ?, ?)",
+            vec![
+                (entry.at as i64).into(),
+                entry.action.as_str().into(),
+                entry.target.as_deref().into(),
+                entry.by.as_str().into(),
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// The newest audit entries, newest first.
+    pub fn audit_trail(&self) -> worker::Result<Vec<AuditEntry>> {
+        self.sql
+            .exec("SELECT at, action, target, by FROM audit ORDER BY seq DESC LIMIT ?", vec![AUDIT_PAGE.into()])?
+            .to_array()
+    }
+}
