@@ -92,6 +92,8 @@ pub enum RequestError {
     Misconfigured,
     Unauthorized,
     BadAction,
+    /// Over the per-address request budget of the platform's rate limiter.
+    RateLimited,
     NoSuchTarget,
     Internal,
 }
@@ -112,6 +114,7 @@ impl RequestError {
             RequestError::NotFound | RequestError::NoSuchTarget => 404,
             RequestError::MethodNotAllowed => 405,
             RequestError::UpgradeRequired => 426,
+            RequestError::RateLimited => 429,
             RequestError::Internal => 500,
             RequestError::RoomFull | RequestError::Misconfigured => 503,
         }
@@ -140,6 +143,7 @@ impl RequestError {
                 "Send a JSON action: {\"action\":\"delete\",\"id\":I}, kick/ban/unban/mute with \"nick\" (and \"duration\" in seconds), {\"action\":\"slow\",\"seconds\":N} or {\"action\":\"clear\"}."
             }
             RequestError::NoSuchTarget => "There is no such message or person in this room.",
+            RequestError::RateLimited => "Too many requests from your address: wait a minute and try again.",
             RequestError::Internal => "Something went wrong on our side. Please try again.",
         }
     }
@@ -151,6 +155,7 @@ impl RequestError {
         match self {
             RequestError::TicketRequired | RequestError::BadTicket | RequestError::TicketExpired => Some(close::UNAUTHORIZED),
             RequestError::WrongRoom => Some(close::FORBIDDEN),
+            RequestError::RateLimited => Some(close::TOO_MANY),
             _ => None,
         }
     }
@@ -415,6 +420,7 @@ mod tests {
         }
         assert_eq!((RequestError::WrongRoom.status(), RequestError::WrongRoom.close_code()), (403, Some(4403)));
         assert_eq!(RequestError::Misconfigured.status(), 503);
+        assert_eq!((RequestError::RateLimited.status(), RequestError::RateLimited.close_code()), (429, Some(4429)));
         let frame: serde_json::Value = serde_json::from_str(&RequestError::WrongRoom.to_error_frame()).unwrap();
         assert_eq!(frame["type"], "error");
         assert_eq!(frame["code"], "wrong_room");

@@ -48,6 +48,13 @@ async fn handle(mut request: Request, env: &Env) -> Result<Response, RequestErro
     let Some(room) = route.room().map(str::to_owned) else {
         return json_response(200, r#"{"ok":true}"#.to_owned()).map_err(internal("answering health"));
     };
+    let client_address = header("cf-connecting-ip");
+    if !within_request_budget(env, client_address.as_deref()).await {
+        return match route {
+            Route::Join { .. } => refuse_socket(RequestError::RateLimited),
+            _ => Err(RequestError::RateLimited),
+        };
+    }
     let authorization = header("authorization");
     if route.is_admin() {
         check_admin_token(env, authorization.as_deref())?;
@@ -65,7 +72,7 @@ async fn handle(mut request: Request, env: &Env) -> Result<Response, RequestErro
         };
         if let Route::Join { identity: identity_slot, address, .. } = &mut route {
             *identity_slot = identity;
-            *address = header("cf-connecting-ip");
+            *address = client_address;
         }
     }
     let stub = env
@@ -93,6 +100,21 @@ fn access_policy(env: &Env) -> AccessPolicy {
         }
     }
     policy
+}
+
+/// Upgrades and HTTP requests per client address across all rooms, counted by the platform's
+/// rate limiting binding (`CLIENT_REQUESTS` in wrangler.toml) before any room is touched. A
+/// request without an address, or a limiter that fails, is let through: the rooms' own
+/// limits still hold.
+async fn within_request_budget(env: &Env, address: Option<&str>) -> bool {
+    let (Some(address), Ok(limiter)) = (address, env.rate_limiter("CLIENT_REQUESTS")) else { return true };
+    match limiter.limit(address.to_owned()).await {
+        Ok(outcome) => outcome.success,
+        Err(error) => {
+            worker::console_error!("edge-chat: the request rate limiter failed: {error}");
+            true
+        }
+    }
 }
 
 /// The admin API exists only where the operator set `ADMIN_TOKEN`; elsewhere it answers 404
