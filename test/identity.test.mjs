@@ -183,3 +183,23 @@ describe('misconfiguration', () => {
     assert.equal(upgrade.body.error.code, 'misconfigured');
   });
 });
+
+describe('per-address request budget', () => {
+  const limited = new ChatServer({ requestsPerMinute: 5 });
+  before(() => limited.start());
+  after(() => limited.stop());
+
+  test('the platform rate limiter refuses a client over its requests per minute, before any room', async () => {
+    const statuses = [];
+    for (let i = 0; i < 5; i++) statuses.push((await fetch(`${limited.url}/chat/busy/users`)).status);
+    assert.deepEqual(statuses, [200, 200, 200, 200, 200]);
+    const refused = await fetch(`${limited.url}/chat/busy/users`);
+    assert.equal(refused.status, 429);
+    assert.equal(refused.headers.get('x-room-instance'), null, 'answered by the Worker');
+    assert.equal((await refused.json()).error.code, 'rate_limited');
+    const socket = await ChatClient.connect(`${limited.wsUrl}/chat/busy`);
+    assert.equal((await socket.next({ type: 'error' })).code, 'rate_limited');
+    assert.equal((await socket.closed).code, 4429);
+    assert.equal((await fetch(`${limited.url}/health`)).status, 200, 'health is not counted');
+  });
+});

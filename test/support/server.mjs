@@ -3,7 +3,7 @@
 // restart can come back to the same rooms.
 
 import { spawn } from 'node:child_process';
-import { mkdtempSync, openSync } from 'node:fs';
+import { mkdtempSync, openSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -49,10 +49,13 @@ export class ChatServer {
    * @param {object} options
    * @param {string} [options.persistDir] Durable Object state; a fresh temp dir by default.
    * @param {Record<string,string>} [options.vars] Worker vars to override.
+   * @param {number} [options.requestsPerMinute] the rate limiting binding's limit per client
+   *   address; tests run every client from one address, so it is high unless a test lowers it.
    */
-  constructor({ persistDir = tempDir('state'), vars = {} } = {}) {
+  constructor({ persistDir = tempDir('state'), vars = {}, requestsPerMinute = 100_000 } = {}) {
     this.persistDir = persistDir;
     this.vars = vars;
+    this.requestsPerMinute = requestsPerMinute;
     this.child = null;
   }
 
@@ -69,11 +72,12 @@ export class ChatServer {
     const inspectorPort = await freePort();
     const varArgs = Object.entries(this.vars).flatMap(([key, value]) => ['--var', `${key}:${value}`]);
     const log = openSync(join(this.persistDir, 'wrangler.log'), 'a');
+    const config = this.writeConfig();
     this.child = spawn(
       WRANGLER,
       [
         'dev', '--ip', '127.0.0.1', '--port', String(this.port), '--inspector-port', String(inspectorPort),
-        '--persist-to', this.persistDir, '--show-interactive-dev-session=false', ...varArgs,
+        '--persist-to', this.persistDir, '--config', config, '--show-interactive-dev-session=false', ...varArgs,
       ],
       {
         cwd: ROOT,
@@ -93,6 +97,25 @@ export class ChatServer {
       { timeoutMs: 60_000, what: `wrangler dev on port ${this.port}`, everyMs: 100 },
     );
     return this;
+  }
+
+  /**
+   * The project's wrangler.toml with the request limit this server was given, its paths made
+   * absolute and without the build step (the test command has built already).
+   */
+  writeConfig() {
+    const original = readFileSync(join(ROOT, 'wrangler.toml'), 'utf8');
+    const config = original
+      .replace(/^main = "(.*)"$/m, (_, path) => `main = ${JSON.stringify(join(ROOT, path))}`)
+      .replace(/^directory = "(.*)"$/m, (_, path) => `directory = ${JSON.stringify(join(ROOT, path))}`)
+      .replace(/^\[build\]\ncommand = .*$/m, '')
+      .replace(/simple = \{ limit = \d+, period = 60 \}/, `simple = { limit = ${this.requestsPerMinute}, period = 60 }`);
+    if (config.includes('[build]') || !config.includes(`limit = ${this.requestsPerMinute},`)) {
+      throw new Error('wrangler.toml changed shape: update ChatServer.writeConfig');
+    }
+    const path = join(this.persistDir, 'wrangler.toml');
+    writeFileSync(path, config);
+    return path;
   }
 
   /** Stops the runtime with `signal` (the whole process group) and waits until it is gone. */
