@@ -1,5 +1,7 @@
 // The machine-readable protocol: asyncapi.yaml and openapi.yaml are valid documents of their
-// specifications and agree with the Rust source on the error codes.
+// specifications, agree with the Rust source on the error codes, and the frame check that the
+// other test files run on every frame (test/support/protocol.mjs) rejects what it should, so
+// that it cannot pass vacuously.
 
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
@@ -8,7 +10,11 @@ import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import Ajv from 'ajv';
 import Ajv2020 from 'ajv/dist/2020.js';
-import { ajv, asyncapi, openapi, resolve } from './support/protocol.mjs';
+import { WebSocketServer } from 'ws';
+import { ChatClient } from './support/client.mjs';
+import {
+  ajv, assertProtocolKept, asyncapi, clientFrameProblem, httpProblem, openapi, resolve, serverFrameProblem,
+} from './support/protocol.mjs';
 import { ROOT } from './support/server.mjs';
 
 const require = createRequire(import.meta.url);
@@ -121,5 +127,59 @@ describe('the protocol documents', () => {
         assert.ok(rust.includes(code) || PENDING_CODES.has(code), `${code} is not in the Rust source`);
       }
     }
+  });
+});
+
+describe('the frame check', () => {
+  test('rejects what breaks the documents, so that it cannot pass vacuously', async () => {
+    const welcome = { type: 'welcome', room: 'lobby', nick: 'Ann', users: ['Ann'], history: [] };
+    const wrong = { type: 'message', id: '7', nick: 'Ann', text: 'hi', at: 1 };
+    // A stand-in server, since the real one never sends a wrong frame: it welcomes, and answers
+    // the client's first frame with a message whose id is a string.
+    const stub = new WebSocketServer({ host: '127.0.0.1', port: 0 });
+    await new Promise((done) => stub.once('listening', done));
+    stub.on('connection', (socket) => {
+      socket.send(JSON.stringify(welcome));
+      socket.once('message', () => socket.send(JSON.stringify(wrong)));
+    });
+    try {
+      const client = await ChatClient.connect(`ws://127.0.0.1:${stub.address().port}/chat/lobby`);
+      await client.welcome();
+      assert.doesNotThrow(assertProtocolKept, 'a valid welcome passes');
+      client.send('ping');
+      await assert.rejects(client.next({ type: 'joined' }), /\/id must be integer/);
+      assert.throws(assertProtocolKept, /1 frame\(s\) broke asyncapi.yaml/);
+      assert.doesNotThrow(assertProtocolKept, 'each violation is reported once');
+
+      assert.throws(() => client.send({ type: 'message', text: 42 }), /text must be string/);
+      assert.throws(() => client.send({ type: 'shout', text: 'x' }), /undocumented type "shout"/);
+      assert.throws(() => client.send({ type: 'nick', nick: 'no spaces' }), /must match pattern/);
+      await client.close();
+    } finally {
+      stub.close();
+    }
+
+    const server = (frame) => serverFrameProblem(typeof frame === 'string' ? frame : JSON.stringify(frame));
+    assert.equal(server(welcome), null);
+    assert.match(server({ ...welcome, extra: 1 }), /must NOT have additional properties/);
+    assert.match(server({ type: 'error', code: 'oops', message: 'x' }), /must be equal to one of the allowed values/);
+    assert.match(server({ type: 'left', nick: 'Ann' }), /must have required property 'at'/);
+    assert.match(server({ nick: 'Ann' }), /undocumented type/);
+    assert.match(server('pang'), /plain text frame/);
+    assert.match(serverFrameProblem('x', true), /binary/);
+    assert.equal(server([{ type: 'joined', nick: 'B', at: 1 }]), null, 'a batch of valid frames');
+    assert.match(server([{ type: 'joined', nick: 'B' }]), /batch|required property/);
+    assert.equal(clientFrameProblem({ type: 'message', text: 'hi', nick: 'Ann', id: 1 }), null, 'extra fields pass');
+    assert.equal(clientFrameProblem('a plain line'), null);
+
+    const http = (path, status, body, contentType = 'application/json; charset=utf-8') =>
+      httpProblem({ path, status, contentType, body });
+    assert.equal(http('/chat/a/users', 200, { room: 'a', users: [], count: 0 }), null);
+    assert.match(http('/chat/a/users', 200, { room: 'a', users: [] }), /count/);
+    assert.match(http('/chat/a/users', 418, {}), /not documented/);
+    assert.match(http('/chat/a/users', 200, {}, 'text/html'), /content-type/);
+    assert.match(http('/chat/a/history', 400, { error: { code: 'room_full', message: 'x' } }), /allowed values/);
+    assert.equal(http('/x/y', 404, { error: { code: 'not_found', message: 'x' } }), null);
+    assert.equal(http('/chat/%2E%2E/users', 404, { error: { code: 'not_found', message: 'x' } }), null, 'dot segments');
   });
 });
