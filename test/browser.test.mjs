@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { chromium } from 'playwright-core';
 import { ChatClient } from './support/client.mjs';
-import { ChatServer, freePort, ROOT } from './support/server.mjs';
+import { ChatServer, freePort, ROOT, waitFor } from './support/server.mjs';
 
 const RESULTS = join(ROOT, 'test-results');
 const WAIT_MS = 15_000;
@@ -152,7 +152,22 @@ function exactly(text) {
   return new RegExp(`^${text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}$`);
 }
 
-/** A second local origin whose page embeds the widget, with hostile styles of its own. */
+/**
+ * A user's comment as a sanitiser would let it through (data-* attributes kept): hidden elements
+ * that ask for a chat in the host's room and in rooms of the attacker's, under the nick Admin.
+ */
+function hostileComment(room, label, count) {
+  const divs = Array.from({ length: count }, (_, i) => {
+    const target = i % 2 ? room : `${room}-${label}-${i}`;
+    return `<div hidden data-edge-chat-room="${target}" data-edge-chat-nick="Admin"></div>`;
+  });
+  return `<article class="comment"><p>Great post!</p>${divs.join('')}</article>`;
+}
+
+/**
+ * A second local origin whose page embeds the widget, with hostile styles of its own; with
+ * `hostile`, its comments hold hostileComment()s, 20 in the page and 20 more added after load.
+ */
 function startHostSite(port) {
   const server = createServer((request, response) => {
     const url = new URL(request.url, `http://127.0.0.1:${port}`);
@@ -162,6 +177,13 @@ function startHostSite(port) {
       response.writeHead(404).end();
       return;
     }
+    const hostile = url.searchParams.has('hostile');
+    // The snippet documented before mounting became explicit: no data-mount, a nick on the element.
+    const legacy = url.searchParams.has('legacy');
+    const loader = legacy
+      ? `<script src="${chatOrigin}/embed.js" async></script>`
+      : `<script src="${chatOrigin}/embed.js" data-mount="#widget" data-nick="Widgeteer" async></script>`;
+    const later = JSON.stringify(hostileComment(room, 'later', 20));
     response.writeHead(200, { 'content-type': 'text/html; charset=utf-8' });
     response.end(`<!doctype html>
 <html lang="en">
@@ -180,8 +202,18 @@ function startHostSite(port) {
   <h1>Partner site</h1>
   <p id="host-text">The partner's own content, with the chat embedded below.</p>
   <span class="ec-bubble" id="decoy">not a chat bubble</span>
-  <div id="widget" data-edge-chat-room="${room}" data-edge-chat-nick="Widgeteer" style="width: 420px; height: 480px">Loading chat…</div>
-  <script src="${chatOrigin}/embed.js" async></script>
+  ${hostile ? hostileComment(room, 'before', 10) : ''}
+  <div id="widget" data-edge-chat-room="${room}" ${legacy ? 'data-edge-chat-nick="Widgeteer"' : ''}
+    style="width: 420px; height: 480px">Loading chat…</div>
+  ${hostile ? hostileComment(room, 'after', 10) : ''}
+  <section id="comments"></section>
+  ${loader}
+  ${hostile ? `<script>
+    addEventListener('load', () => {
+      document.getElementById('comments').insertAdjacentHTML('beforeend', ${later.replaceAll('<', '\\u003c')});
+      document.body.dataset.commentsLoaded = 'yes';
+    });
+  </script>` : ''}
 </body>
 </html>`);
   });
@@ -444,5 +476,71 @@ describe('the widget', () => {
     assertCalm(full);
     await context.close();
     await full.context().close();
+  });
+
+  test('hostile markup mounts nothing: only what the host names, at most 4', { timeout: 60_000 }, async () => {
+    const room = freshRoom('hostile');
+    const context = await browser.newContext();
+    // Sockets are counted in the page, at the moment one is made.
+    await context.addInitScript(() => {
+      const Native = window.WebSocket;
+      window.openedSockets = [];
+      window.WebSocket = class extends Native {
+        constructor(...args) {
+          super(...args);
+          window.openedSockets.push(String(args[0]));
+        }
+      };
+    });
+    const page = await context.newPage();
+    watch(page);
+    const sockets = [];
+    page.on('websocket', (socket) => sockets.push(new URL(socket.url())));
+    const users = async (name) => (await (await fetch(`${server.url}/chat/${name}/users`)).json()).users;
+
+    await page.goto(`${hostOrigin}/?${new URLSearchParams({ chat: server.url, room, hostile: '' })}`);
+    await page.locator('#widget .ec[data-status="online"]').waitFor({ timeout: WAIT_MS });
+    await page.locator('body[data-comments-loaded="yes"]').waitFor({ state: 'attached', timeout: WAIT_MS });
+    // A mount caused by the late comment would start within the task that inserted it (mutation
+    // observers and an already loaded module run as microtasks): one more task lets it show.
+    await page.evaluate(() => new Promise((done) => setTimeout(done, 0)));
+    assert.equal(await page.locator('[data-edge-chat-nick="Admin"]').count(), 40, 'the attack is on the page');
+    const hostileMounted = page.locator('[data-edge-chat-nick]').evaluateAll((all) => all.filter((e) => e.shadowRoot));
+    assert.equal((await hostileMounted).length, 0);
+    const opened = await page.evaluate(() => window.openedSockets.map((url) => url.slice(url.indexOf('/chat/'))));
+    assert.deepEqual(opened, [`/chat/${room}?nick=Widgeteer`], 'one socket, the host\'s');
+    assert.deepEqual(await users(room), ['Widgeteer']);
+    for (const label of ['before-0', 'after-0', 'later-0']) assert.deepEqual(await users(`${room}-${label}`), []);
+
+    // The host's own code may mount more, up to four chats on the page in all.
+    const outcomes = await page.evaluate(async (name) => {
+      const hosts = ['One', 'Two', 'Three', 'Four'].map((nick) => {
+        const element = document.createElement('div');
+        element.id = `host-${nick}`;
+        document.body.append(element);
+        return EdgeChat.mount(element, { room: name, nick: `Host${nick}` });
+      });
+      return (await Promise.allSettled(hosts)).map((outcome) => outcome.reason?.message ?? outcome.status);
+    }, room);
+    assert.deepEqual(outcomes.slice(0, 3), ['fulfilled', 'fulfilled', 'fulfilled']);
+    assert.match(outcomes[3], /at most 4 chats/);
+    await waitFor(async () => (await users(room)).length === 4, { what: 'the three chats the host mounted' });
+    assert.deepEqual(await users(room), ['HostOne', 'HostThree', 'HostTwo', 'Widgeteer']);
+    // A chat whose element leaves the page disconnects.
+    await page.evaluate(() => document.getElementById('host-Two').remove());
+    await waitFor(async () => !(await users(room)).includes('HostTwo'), { what: 'HostTwo to leave' });
+    assert.ok(sockets.every((url) => url.searchParams.get('nick') !== 'Admin'), 'no socket under the attacker\'s nick');
+    assert.equal(sockets.length, 4);
+    assertCalm(page);
+
+    // The old snippet, without data-mount, mounts nothing and says what to do instead.
+    const legacy = await context.newPage();
+    const warned = legacy.waitForEvent('console', { predicate: (message) => /data-mount/.test(message.text()) });
+    const legacyQuery = new URLSearchParams({ chat: server.url, room: `${room}-legacy`, legacy: '' });
+    await legacy.goto(`${hostOrigin}/?${legacyQuery}`);
+    assert.equal((await warned).type(), 'warning');
+    assert.deepEqual(await legacy.evaluate(() => window.openedSockets), []);
+    assert.equal(await legacy.locator('#widget').evaluate((element) => element.shadowRoot), null);
+    await context.close();
   });
 });

@@ -3,8 +3,9 @@
 
 import assert from 'node:assert/strict';
 import { request } from 'node:http';
-import { after, before, describe, test } from 'node:test';
+import { after, afterEach, before, describe, test } from 'node:test';
 import { ChatClient } from './support/client.mjs';
+import { assertProtocolKept, getJson as getCheckedJson, httpProblem } from './support/protocol.mjs';
 import { ChatServer } from './support/server.mjs';
 
 const server = new ChatServer({ vars: { ALLOWED_ORIGINS: 'http://friend.example' } });
@@ -13,23 +14,31 @@ const freshRoom = (label) => `${label}-${process.pid}-${++roomCounter}`;
 
 before(() => server.start());
 after(() => server.stop());
+afterEach(assertProtocolKept);
 
 function join(room, query = '', options = {}) {
   return ChatClient.connect(`${server.wsUrl}/chat/${room}${query}`, options);
 }
 
-async function getJson(path) {
-  const response = await fetch(`${server.url}${path}`);
-  return { status: response.status, type: response.headers.get('content-type'), body: await response.json() };
+/** GETs a route; its JSON answer is checked against openapi.yaml. */
+function getJson(path) {
+  return getCheckedJson(server.url, path);
 }
 
-/** A GET with the path sent exactly as written, bypassing URL normalisation. */
+/** A GET with the path sent exactly as written, bypassing URL normalisation; a JSON answer is checked. */
 function rawGet(path, headers = {}) {
   return new Promise((done, fail) => {
     const req = request({ host: '127.0.0.1', port: server.port, path, headers }, (response) => {
       let body = '';
       response.on('data', (chunk) => (body += chunk));
-      response.on('end', () => done({ status: response.statusCode, body }));
+      response.on('end', () => {
+        const contentType = response.headers['content-type'];
+        const problem = contentType?.startsWith('application/json')
+          ? httpProblem({ path, status: response.statusCode, contentType, body: JSON.parse(body) })
+          : null;
+        if (problem) fail(new Error(problem));
+        else done({ status: response.statusCode, body });
+      });
     });
     req.on('error', fail);
     req.end();
@@ -162,7 +171,7 @@ describe('nicknames', () => {
 
     bob.send({ type: 'nick', nick: 'ANN' });
     assert.equal((await bob.next({ type: 'error' })).code, 'nick_taken');
-    bob.send({ type: 'nick', nick: 'no spaces please' });
+    bob.socket.send(JSON.stringify({ type: 'nick', nick: 'no spaces please' }));
     assert.equal((await bob.next({ type: 'error', code: 'bad_nick' })).type, 'error');
 
     bob.send({ type: 'nick', nick: 'Robert' });

@@ -4,12 +4,14 @@
 
 import assert from 'node:assert/strict';
 import { setTimeout as delay } from 'node:timers/promises';
-import { after, describe, test } from 'node:test';
+import { after, afterEach, describe, test } from 'node:test';
 import { ChatClient } from './support/client.mjs';
+import { assertProtocolKept, getJson } from './support/protocol.mjs';
 import { ChatServer } from './support/server.mjs';
 
 const servers = [];
 after(() => Promise.all(servers.map((s) => s.stop('SIGKILL'))));
+afterEach(assertProtocolKept);
 
 async function startServer() {
   const server = new ChatServer();
@@ -18,8 +20,8 @@ async function startServer() {
 }
 
 async function instanceOf(server, room) {
-  const response = await fetch(`${server.url}/chat/${room}/users`);
-  return { instance: response.headers.get('x-room-instance'), body: await response.json() };
+  const { headers, body } = await getJson(server.url, `/chat/${room}/users`);
+  return { instance: headers.get('x-room-instance'), body };
 }
 
 /**

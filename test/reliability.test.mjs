@@ -5,13 +5,15 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
-import { after, describe, test } from 'node:test';
+import { after, afterEach, describe, test } from 'node:test';
 import { ChatClient } from './support/client.mjs';
+import { assertProtocolKept, getJson } from './support/protocol.mjs';
 import { ChatServer, ROOT, waitFor } from './support/server.mjs';
 
 const LIFTED_RATE = { RATE_BURST: '100000', RATE_PER_SECOND: '100000' };
 const servers = [];
 after(() => Promise.all(servers.map((s) => s.stop('SIGKILL'))));
+afterEach(assertProtocolKept);
 
 async function startServer(vars = {}) {
   const server = new ChatServer({ vars });
@@ -53,7 +55,7 @@ async function storedMessages(server, room) {
   const all = [];
   for (;;) {
     const since = all.at(-1)?.id ?? 0;
-    const page = await (await fetch(`${server.url}/chat/${room}/history?since=${since}&limit=100`)).json();
+    const { body: page } = await getJson(server.url, `/chat/${room}/history?since=${since}&limit=100`);
     if (page.messages.length === 0) return all;
     all.push(...page.messages);
   }
@@ -128,7 +130,7 @@ describe('dead clients', () => {
     await watcher.next({ type: 'joined', nick: 'Doomed' });
     child.kill('SIGKILL');
     await watcher.next({ type: 'left', nick: 'Doomed' });
-    assert.deepEqual((await (await fetch(`${server.url}/chat/${room}/users`)).json()).users, ['Watcher']);
+    assert.deepEqual((await getJson(server.url, `/chat/${room}/users`)).body.users, ['Watcher']);
     await watcher.close();
     await server.stop();
   });
@@ -146,16 +148,16 @@ describe('abuse', () => {
     abuser.socket.send(Buffer.alloc(64 * 1024, 7));
     assert.equal((await abuser.next({ type: 'error' })).code, 'unsupported');
     const from = abuser.frames.length;
-    abuser.send('z'.repeat(1024 * 1024));
+    abuser.socket.send('z'.repeat(1024 * 1024));
     assert.equal((await abuser.next({ type: 'error' }, { from })).code, 'too_long');
 
     // Past the runtime's own message limit (32 MiB in local workerd, 1 MiB at the edge) the
     // runtime closes the socket with 1009, and only that socket.
-    abuser.send('y'.repeat(33 * 1024 * 1024));
+    abuser.socket.send('y'.repeat(33 * 1024 * 1024));
     assert.equal((await abuser.closed).code, 1009);
     await bystander.next({ type: 'left', nick: 'Abuser' });
     await bystander.sayAndWait('still fine');
-    const history = await (await fetch(`${server.url}/chat/${room}/history`)).json();
+    const { body: history } = await getJson(server.url, `/chat/${room}/history`);
     assert.deepEqual(history.messages.map((m) => m.text), ['still fine']);
     await bystander.close();
     await server.stop();
@@ -168,7 +170,7 @@ describe('abuse', () => {
       assert.equal(refused.status, 400, query);
       assert.deepEqual(Object.keys(refused.body.error).sort(), ['code', 'message']);
     }
-    const users = await (await fetch(`${server.url}/chat/utf8/users`)).json();
+    const { body: users } = await getJson(server.url, '/chat/utf8/users');
     assert.equal(users.count, 0);
     await server.stop();
   });

@@ -1,7 +1,10 @@
 // A chat client over a real WebSocket that records every frame it receives, so a test can
-// wait for the frame it expects (with a timeout) instead of sleeping.
+// wait for the frame it expects (with a timeout) instead of sleeping. Every frame received and
+// sent through `send` is checked against asyncapi.yaml (test/support/protocol.mjs); a test sends
+// deliberately bad input with `client.socket.send`.
 
 import WebSocket from 'ws';
+import { clientFrameProblem, httpProblem, recordViolation, serverFrameProblem } from './protocol.mjs';
 
 export class ChatClient {
   /** Connects to `url` and resolves once the socket is open. */
@@ -18,7 +21,15 @@ export class ChatClient {
       socket.on('unexpected-response', (_request, response) => {
         let body = '';
         response.on('data', (chunk) => (body += chunk));
-        response.on('end', () => done({ status: response.statusCode, body: body ? JSON.parse(body) : null }));
+        response.on('end', () => {
+          const refusal = { status: response.statusCode, body: body ? JSON.parse(body) : null };
+          const { pathname, search } = new URL(url);
+          const contentType = response.headers['content-type'];
+          const { status, body: json } = refusal;
+          const problem = httpProblem({ path: pathname + search, status, contentType, body: json });
+          if (problem) fail(new Error(problem));
+          else done(refusal);
+        });
       });
       socket.on('open', () => {
         socket.close();
@@ -31,6 +42,7 @@ export class ChatClient {
   constructor(url, options) {
     this.frames = [];
     this.raw = [];
+    this.violations = [];
     this.waiters = new Set();
     this.closeInfo = null;
     this.socket = new WebSocket(url, options);
@@ -51,6 +63,11 @@ export class ChatClient {
     this.socket.on('error', () => {});
     this.socket.on('message', (data, isBinary) => {
       const text = data.toString();
+      const problem = serverFrameProblem(text, isBinary);
+      if (problem) {
+        this.violations.push(problem);
+        recordViolation(problem);
+      }
       this.raw.push(text);
       if (!isBinary && text.startsWith('{')) this.frames.push(JSON.parse(text));
       this.notify();
@@ -84,6 +101,11 @@ export class ChatClient {
   waitUntil(find, what, timeoutMs) {
     return new Promise((done, fail) => {
       const check = () => {
+        if (this.violations.length) {
+          finish();
+          fail(new Error(this.violations[0]));
+          return;
+        }
         const found = find();
         if (found) {
           finish();
@@ -115,6 +137,8 @@ export class ChatClient {
   }
 
   send(frame) {
+    const problem = clientFrameProblem(frame);
+    if (problem) throw new Error(`${problem} (send deliberate bad input with client.socket.send)`);
     this.socket.send(typeof frame === 'string' ? frame : JSON.stringify(frame));
   }
 
