@@ -243,6 +243,9 @@ export class ChatRoom extends EventTarget {
     });
     ws.addEventListener('message', (event) => this.#ws === ws && this.#onData(ws, event.data));
     ws.addEventListener('close', (event) => this.#ws === ws && this.#onClose(event.code, event.reason));
+    // A failed connection is handled by its `close`; the listener keeps EventEmitter-based sockets
+    // (the `ws` package) from throwing an unhandled `error`.
+    ws.addEventListener('error', () => {});
   }
 
   #onClose(code, reason) {
@@ -432,9 +435,9 @@ export class ChatRoom extends EventTarget {
   async #catchUp(ws) {
     this.#catchingUp = true;
     this.#setStatus(this.#status);
+    let complete = false;
     try {
-      for (let pages = 0; ; pages++) {
-        if (pages === this.#options.catchUpPages) throw new Error('more pages than a catch-up reads');
+      for (let pages = 0; pages < this.#options.catchUpPages && !complete; pages++) {
         const since = this.#lastId;
         const url = new URL(`chat/${encodeURIComponent(this.room)}/history`, withSlash(this.#options.base));
         url.searchParams.set('since', String(since));
@@ -445,12 +448,18 @@ export class ChatRoom extends EventTarget {
         const { messages } = await response.json();
         if (this.#ws !== ws) return;
         if (!Array.isArray(messages)) throw new Error('history without messages');
-        if (messages.length === 0) break;
+        complete = messages.length === 0;
         this.#take(messages, 'history');
-        if (this.#lastId === since) throw new Error('a history page that does not advance');
+        if (!complete && this.#lastId === since) throw new Error('a history page that does not advance');
       }
     } catch {
       if (this.#ws === ws) this.#drop();
+      return;
+    }
+    if (!complete) {
+      // Still behind after the bound, but every page was new: resume from the later `since` at once.
+      this.#attempt = 0;
+      this.#drop();
       return;
     }
     const held = this.#held;
