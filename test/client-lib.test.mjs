@@ -123,9 +123,11 @@ describe('edge-chat-client against the Worker', () => {
     chat.close();
   });
 
-  test('a catch-up reads a bounded number of pages, then resumes on a new socket', async () => {
+  test('a catch-up reads a bounded number of pages, then resumes on a new socket; a fresh ticket for each', async () => {
     const room = 'bounded';
-    const chat = open(lifted, room, { nick: 'Pager', catchUpPages: 1 });
+    let tickets = 0;
+    const getTicket = async () => `ticket-${++tickets}`;
+    const chat = open(lifted, room, { nick: 'Pager', catchUpPages: 1, getTicket });
     await opened(chat);
     const [first] = await post(lifted, room, 'Before', 1);
     await waitFor(() => chat.lastId === first.id, WAIT);
@@ -139,6 +141,10 @@ describe('edge-chat-client against the Worker', () => {
     // 250 missed: a welcome of 100 and one page of 100, then a new socket from the 200th on.
     const resumes = chat.net.sinces().filter((since) => since !== null && since !== String(first.id));
     assert.deepEqual(resumes.slice(-1), [String(missed[199].id)], `resumed after one page: ${chat.net.sinces()}`);
+    // getTicket ran before every attempt, and its ticket went out as ?ticket= (ignored by a server without tickets).
+    const sent = chat.net.urls.map((url) => url.searchParams.get('ticket'));
+    assert.deepEqual(sent, sent.map((_, i) => `ticket-${i + 1}`));
+    assert.ok(sent.length >= 3);
     chat.close();
   });
 

@@ -193,6 +193,8 @@ export class ChatRoom extends EventTarget {
   close() {
     if (this.#closedByApp) return;
     this.#closedByApp = true;
+    // Closed for good by the server already: keep its reason.
+    if (this.#status === 'closed') return;
     const ws = this.#ws;
     this.#forgetSocket();
     ws?.close(1000, 'leaving');
