@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Every test: the room core natively with cargo, then the built Worker in workerd over real
-# WebSockets (node's test runner), then the browser client in headless Chromium.
+# Every test: the room core natively with cargo, the client library's type declarations with tsc,
+# then the built Worker in workerd over real WebSockets (node's test runner), and the browser client
+# in headless Chromium.
 source "$(dirname "${BASH_SOURCE[0]}")/toolchain.sh"
 cd "$ROOT"
 
@@ -9,6 +10,10 @@ cargo test --quiet
 
 bash scripts/build.sh
 ensure_chromium
+
+say "client library types: tsc"
+ensure_node_modules
+node_modules/.bin/tsc -p test/types
 
 say "Worker in workerd: node --test"
 export WRANGLER_SEND_METRICS=false

@@ -14,6 +14,14 @@ import { ChatServer, freePort, ROOT, waitFor } from './support/server.mjs';
 const RESULTS = join(ROOT, 'test-results');
 const WAIT_MS = 15_000;
 const XSS = '<img src=x onerror=alert(1)>';
+// Lifts every per-socket, per-client and per-room limit (names a server does not know are ignored),
+// so that one test client can flood a room past the page's log cap.
+const LIFTED = Object.fromEntries(
+  ['RATE_BURST', 'RATE_PER_SECOND', 'CLIENT_BURST', 'CLIENT_PER_SECOND', 'ROOM_MESSAGES_PER_SECOND'].map((name) => [
+    name,
+    '100000',
+  ]),
+);
 
 let server;
 let browser;
@@ -27,7 +35,7 @@ before(async () => {
   const hostPort = await freePort();
   hostOrigin = `http://127.0.0.1:${hostPort}`;
   host = await startHostSite(hostPort);
-  server = new ChatServer({ vars: { ALLOWED_ORIGINS: hostOrigin } });
+  server = new ChatServer({ vars: { ALLOWED_ORIGINS: hostOrigin, ...LIFTED } });
   [browser] = await Promise.all([
     chromium.launch({
       executablePath: '/usr/bin/chromium',
@@ -407,6 +415,75 @@ describe('the chat page', () => {
     await see(messageText(page, 'in the first room'));
     await online(page);
     assertCalm(page);
+    await page.context().close();
+  });
+});
+
+describe('what one user can do to another\'s page', () => {
+  test('a nick "You" and a text with RLO render isolated, and own messages are marked by what no nick can spell', { timeout: 60_000 }, async () => {
+    const room = freshRoom('spoof');
+    const reader = await openPage(room, { nick: 'Reader' });
+    const you = await ChatClient.connect(`${server.wsUrl}/chat/${room}?nick=You`);
+    await you.welcome();
+    // Shown without isolation this reads "invoice_exe.png" and reorders what follows it.
+    const tricky = 'invoice_\u202Egnp.exe';
+    await you.sayAndWait(tricky);
+    await say(reader, 'my own words');
+    const theirs = messageItem(reader, tricky);
+    const mine = messageItem(reader, 'my own words');
+    await see(theirs);
+    await see(mine);
+
+    const isolated = [
+      theirs.locator('.ec-author'), theirs.locator('.ec-text'), mine.locator('.ec-author'), mine.locator('.ec-text'),
+      user(reader, 'You'), reader.locator('.ec-my-nick'), systemLine(reader, 'You joined').locator('b'),
+    ];
+    for (const element of isolated) {
+      const { dir, bidi, text } = await element.evaluate((e) => ({
+        dir: e.getAttribute('dir'), bidi: getComputedStyle(e).unicodeBidi, text: e.textContent,
+      }));
+      assert.equal(dir, 'auto', `dir of ${text}`);
+      assert.equal(bidi, 'isolate', `unicode-bidi of ${text}`);
+    }
+
+    // The other user's message carries their nick and nothing that marks a message as one's own...
+    assert.equal(await theirs.locator('.ec-author').textContent(), 'You');
+    assert.equal((await theirs.getAttribute('class')).includes('ec-own'), false);
+    assert.equal(await theirs.locator('.ec-own-label').count(), 0);
+    // ...while one's own carries one's real nick, and is marked outside the nick by a class and a label
+    // with spaces, which no nick can contain.
+    assert.equal(await mine.locator('.ec-author').textContent(), 'Reader');
+    assert.ok((await mine.getAttribute('class')).includes('ec-own'));
+    assert.equal(await mine.locator('.ec-own-label').textContent(), 'sent by you');
+    assert.equal(await mine.locator('.ec-author .ec-own-label').count(), 0);
+    assert.equal(await reader.locator('.ec-user-me .ec-user-name').textContent(), 'Reader');
+    assert.equal(await reader.locator('.ec-user-me').count(), 1);
+    await screenshot(reader, 'spoof');
+    assertCalm(reader);
+    await you.close();
+    await reader.context().close();
+  });
+
+  test('a flood keeps the log at 1,000 entries also while the reader is scrolled up', { timeout: 90_000 }, async () => {
+    const room = freshRoom('bounded');
+    const page = await openPage(room, { nick: 'Scroller' });
+    const flooder = await ChatClient.connect(`${server.wsUrl}/chat/${room}?nick=Flood`);
+    await flooder.welcome();
+    for (let i = 0; i < 40; i++) flooder.say(`before ${i}`);
+    await see(messageText(page, 'before 39'));
+    const log = page.locator('.ec-log');
+    await log.evaluate((element) => (element.scrollTop = 0));
+
+    const total = 1_100;
+    for (let i = 0; i < total; i++) flooder.say(`flood ${i}`);
+    await flooder.next({ type: 'message', text: `flood ${total - 1}` }, { timeoutMs: 30_000 });
+    await see(messageText(page, `flood ${total - 1}`), 60_000);
+    assert.ok((await page.locator('.ec-list > li').count()) <= 1_000, 'at most 1,000 entries');
+    assert.equal(await messageText(page, 'before 0').count(), 0, 'the oldest went first');
+    assert.ok(await log.evaluate((e) => e.scrollHeight - e.scrollTop - e.clientHeight > 48), 'still scrolled up');
+    await see(page.locator('.ec-jump', { hasText: 'new messages' }));
+    assertCalm(page);
+    await flooder.close();
     await page.context().close();
   });
 });

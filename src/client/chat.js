@@ -1,41 +1,35 @@
 // The chat UI, written once and used twice: the full page (index.html via page.js) and the
 // embeddable widget (embed.js). `mountChat(element, options)` renders one room into a shadow
-// root on `element`, so that page styles and chat styles stay apart, and keeps it connected.
+// root on `element`, so that page styles and chat styles stay apart. The protocol (connecting,
+// reconnecting, catching up, deduplicating, matching answers to sends) is the client library in
+// ./lib/; this file only renders and takes input.
 //
 // Every string that comes from a user (nicks, message text, room names) reaches the DOM as a
-// text node or a plain attribute value, never as markup: nothing here uses innerHTML.
+// text node or a plain attribute value, never as markup: nothing here uses innerHTML. Nicks and
+// texts are bidi-isolated (dir="auto", unicode-bidi: isolate), and own messages are told apart
+// by a class and a label no nick can spell, never by a nick-like word.
 
-const MIN_BACKOFF_MS = 500;
-const MAX_BACKOFF_MS = 10_000;
-// The runtime answers `ping` with `pong` without waking the room, so a heartbeat is cheap; it
-// catches connections that died without a close frame (sleeping laptops, dropped Wi-Fi).
-const HEARTBEAT_MS = 25_000;
-const HEARTBEAT_TIMEOUT_MS = 10_000;
-// The server sends at most this many messages in a welcome; a full page after `since` may
-// have more behind it.
-const WELCOME_MAX = 100;
+import { connect as connectRoom, isValidNick, isValidRoom } from './lib/index.js';
+
+export { isValidNick, isValidRoom };
+
 const MAX_TEXT_CHARS = 2_000;
 const COUNTER_FROM_CHARS = 1_800;
 const GROUP_WINDOW_MS = 5 * 60_000;
+// Entries in the log (messages, system lines, day separators), also while the reader is scrolled up.
 const MAX_LOG_ENTRIES = 1_000;
 const NEAR_BOTTOM_PX = 48;
 const NICK_STORAGE_KEY = 'edge-chat:nick';
+// Nicks are letters, digits, '_', '-' and '.': no nick can spell this label (nor the users list's "(you)").
+const OWN_LABEL = 'sent by you';
 
 export const DEFAULT_ROOM = 'lobby';
 
 const ROOM_RULE = "Room names are 1 to 64 letters, digits, '_', '.' or '-'.";
 const NICK_RULE = "Nicknames are 1 to 32 letters, digits, '_', '-' or '.'.";
 const NICK_CODES = new Set(['nick_taken', 'bad_nick']);
-// Error codes after which the server dropped the message it was answering.
-const DROPPED_CODES = new Set(['too_long', 'empty', 'rate_limited', 'unavailable']);
-
-export function isValidRoom(name) {
-  return typeof name === 'string' && /^[A-Za-z0-9_.-]{1,64}$/.test(name) && !/^\.+$/.test(name);
-}
-
-export function isValidNick(nick) {
-  return typeof nick === 'string' && /^[A-Za-z0-9_.-]{1,32}$/.test(nick);
-}
+// Refusals that say nothing about the message itself: the status line tells about the connection.
+const CONNECTION_CODES = new Set(['connection_lost', 'closed', 'not_connected']);
 
 /**
  * Renders the chat of `room` into `element` and connects it.
@@ -69,37 +63,29 @@ class Chat {
   constructor(host, { room, origin, nick, switchRooms = false, onRoomChange }) {
     this.origin = new URL(origin ?? import.meta.url).origin;
     this.room = room;
-    this.nick = null;
     this.wantedNick = isValidNick(nick) ? nick : storedNick();
     this.onRoomChange = onRoomChange;
-    this.ws = null;
-    this.attempt = 0;
-    this.retryTimer = null;
+    this.conn = null;
     this.countdown = null;
-    this.heartbeat = null;
-    this.lastHeardAt = 0;
+    this.batch = null;
+    this.batchTimer = null;
     this.status = 'connecting';
     this.resetRoomState();
     this.build(host, switchRooms);
     this.renderRoom();
-    addEventListener('online', this.wake);
-    addEventListener('offline', this.goneOffline);
-    document.addEventListener('visibilitychange', this.wake);
+  }
+
+  /** The nick the server gave us in this room. */
+  get nick() {
+    return this.conn?.nick ?? null;
   }
 
   /** Everything that belongs to one visit of one room. */
   resetRoomState() {
-    this.lastId = null;
-    this.seen = new Set();
     this.users = [];
     this.welcomed = false;
-    this.paging = false;
-    this.held = [];
+    this.resumed = false;
     this.outage = false;
-    this.pending = [];
-    this.nickRequest = null;
-    this.reclaimNick = null;
-    this.requested = null;
     this.lastEntry = null;
     this.unseen = 0;
   }
@@ -107,109 +93,42 @@ class Chat {
   // ---- connection ---------------------------------------------------------------------
 
   connect() {
-    this.clearRetry();
-    const url = new URL(`/chat/${encodeURIComponent(this.room)}`, this.origin);
-    url.protocol = url.protocol === 'https:' ? 'wss:' : 'ws:';
-    const nick = this.nick ?? this.wantedNick;
-    if (nick) url.searchParams.set('nick', nick);
-    // Once in the room, ask for what came after the last message seen; 0 when there was none.
-    const since = this.lastId ?? (this.welcomed ? 0 : null);
-    if (since !== null) url.searchParams.set('since', String(since));
-    this.requested = { nick, since, reconnect: this.welcomed };
-    this.nickRequest = nick ? { nick, source: this.welcomed ? 'reconnect' : 'connect' } : null;
-    this.setNickBusy(false);
-    this.setStatus(this.welcomed ? 'reconnecting' : 'connecting');
-
-    let ws;
-    try {
-      ws = new WebSocket(url);
-    } catch {
-      this.onDisconnect();
-      return;
-    }
-    this.ws = ws;
-    ws.addEventListener('open', () => this.ws === ws && this.startHeartbeat());
-    ws.addEventListener('message', (event) => this.ws === ws && this.onFrame(event.data));
-    ws.addEventListener('close', () => this.ws === ws && this.onDisconnect());
+    const conn = connectRoom({ url: this.origin, room: this.room, nick: this.wantedNick ?? undefined });
+    this.conn = conn;
+    // A room left behind (switched away from, destroyed) no longer reaches the screen.
+    const on = (type, handler) => conn.addEventListener(type, (event) => this.conn === conn && handler(event));
+    on('status', () => this.onStatus());
+    on('welcome', (event) => this.onWelcome(event));
+    on('users', ({ detail }) => {
+      this.users = [...detail];
+      this.renderUsers();
+    });
+    on('messages', ({ detail }) => this.addMessages(detail.added, detail.source === 'live'));
+    on('joined', ({ detail }) => this.onJoined(detail));
+    on('left', ({ detail }) => this.onLeft(detail));
+    on('renamed', (event) => this.onRenamed(event));
+    on('error', (event) => this.onServerError(event));
+    this.onStatus();
   }
 
-  onDisconnect() {
-    this.ws = null;
-    this.pending = [];
-    this.stopHeartbeat();
-    if (this.paging) {
-      // Catching up by socket: messages held back will come again after the later `since`.
-      this.paging = false;
-      this.held = [];
-      this.connect();
-      return;
-    }
-    if (this.welcomed && !this.outage) {
+  /** Leaves the room without reconnecting. */
+  disconnect() {
+    const conn = this.conn;
+    this.conn = null;
+    conn?.close();
+  }
+
+  onStatus() {
+    const conn = this.conn;
+    if (conn.status === 'reconnecting' && this.welcomed && !this.outage) {
       this.outage = true;
       this.system(['Connection lost. Reconnecting…'], Date.now(), 'ec-conn');
     }
-    const delay = backoffDelay(this.attempt++);
-    this.retryAt = Date.now() + delay;
-    this.retryTimer = setTimeout(() => this.connect(), delay);
-    this.setStatus('waiting');
-  }
-
-  /**
-   * When the browser comes back (network up, tab shown, laptop awake): reconnects at once if
-   * a retry is pending, or checks that the open socket still answers.
-   */
-  wake = () => {
-    if (navigator.onLine === false || document.visibilityState === 'hidden') return;
-    if (this.retryTimer !== null) this.connect();
-    else this.probe();
-  };
-
-  /** Without a network the socket is dead even if it has not noticed yet. */
-  goneOffline = () => {
-    if (this.ws) this.drop();
-  };
-
-  clearRetry() {
-    clearTimeout(this.retryTimer);
-    this.retryTimer = null;
-  }
-
-  /** Closes the socket without reconnecting. */
-  disconnect() {
-    this.clearRetry();
-    this.stopHeartbeat();
-    const ws = this.ws;
-    this.ws = null;
-    ws?.close(1000, 'leaving');
-  }
-
-  startHeartbeat() {
-    this.stopHeartbeat();
-    this.heartbeat = setInterval(() => this.probe(), HEARTBEAT_MS);
-  }
-
-  /** Sends `ping`; if nothing at all comes back in time, the connection is dead. */
-  probe() {
-    const ws = this.ws;
-    if (ws?.readyState !== WebSocket.OPEN) return;
-    const sentAt = Date.now();
-    ws.send('ping');
-    setTimeout(() => {
-      if (this.ws === ws && this.lastHeardAt < sentAt) this.drop();
-    }, HEARTBEAT_TIMEOUT_MS);
-  }
-
-  /** Gives up on the current socket without waiting for its close handshake, and reconnects. */
-  drop() {
-    const ws = this.ws;
-    this.ws = null;
-    ws?.close();
-    this.onDisconnect();
-  }
-
-  stopHeartbeat() {
-    clearInterval(this.heartbeat);
-    this.heartbeat = null;
+    if (conn.status === 'closed' && this.status !== 'closed') {
+      const { code, reason } = conn.closeReason;
+      this.system([`Disconnected by the server (${code})${reason ? `: ${reason}` : '.'}`], Date.now(), 'ec-conn');
+    }
+    this.setStatus(viewState(conn, this.welcomed));
   }
 
   send() {
@@ -228,17 +147,28 @@ class Chat {
       this.showSendError('Not connected right now: your message stays here until the chat is back.', 'offline');
       return;
     }
-    this.ws.send(JSON.stringify({ type: 'message', text }));
-    this.pending.push(text);
+    const conn = this.conn;
+    conn.send(text).catch((error) => this.conn === conn && this.onSendRefused(text, error));
     this.input.value = '';
     this.autosize();
     this.showSendError('');
+  }
+
+  /** The server did not store the message: give it back to the writer, with the reason. */
+  onSendRefused(text, error) {
+    if (CONNECTION_CODES.has(error.code)) return;
+    if (!this.input.value.trim()) {
+      this.input.value = text;
+      this.autosize();
+    }
+    this.showSendError(error.message);
   }
 
   switchRoom(room) {
     if (!isValidRoom(room)) throw new TypeError(`edge chat: ${JSON.stringify(room)} is not a room name. ${ROOM_RULE}`);
     if (room === this.room) return;
     this.disconnect();
+    this.dropBatch();
     this.room = room;
     this.resetRoomState();
     this.list.replaceChildren();
@@ -252,133 +182,35 @@ class Chat {
 
   destroy() {
     this.disconnect();
+    this.dropBatch();
     clearInterval(this.countdown);
-    removeEventListener('online', this.wake);
-    removeEventListener('offline', this.goneOffline);
-    document.removeEventListener('visibilitychange', this.wake);
     this.shadow.replaceChildren();
   }
 
-  // ---- frames from the server ---------------------------------------------------------
+  // ---- what the room tells ------------------------------------------------------------
 
-  onFrame(data) {
-    this.lastHeardAt = Date.now();
-    // `pong` answers our heartbeat; every real frame is a JSON object.
-    if (typeof data !== 'string' || !data.startsWith('{')) return;
-    let frame;
-    try {
-      frame = JSON.parse(data);
-    } catch {
-      return;
-    }
-    switch (frame.type) {
-      case 'welcome':
-        return this.onWelcome(frame);
-      case 'message':
-        // While catching up, live messages wait so that everything is shown in id order.
-        if (this.paging) this.held.push(frame);
-        else this.addMessages([frame], true);
-        return;
-      case 'joined':
-        return this.onJoined(frame);
-      case 'left':
-        return this.onLeft(frame);
-      case 'renamed':
-        return this.onRenamed(frame);
-      case 'error':
-        return this.onServerError(frame);
-    }
-  }
-
-  onWelcome({ nick, users, history }) {
-    const { since, nick: asked } = this.requested;
+  onWelcome({ resumed }) {
     this.welcomed = true;
-    this.attempt = 0;
-    this.nick = String(nick);
-    this.users = Array.isArray(users) ? users.map(String) : [this.nick];
-    if (asked === this.nick) this.nickRequest = null;
+    this.resumed = resumed;
     this.renderNick();
-    this.renderUsers();
     if (this.outage) {
       this.outage = false;
       this.system(['Reconnected.'], Date.now(), 'ec-conn');
     }
-    const messages = Array.isArray(history) ? history : [];
-    this.addMessages(messages, false);
-    if (since !== null && messages.length >= WELCOME_MAX) {
-      this.catchUp();
-      return;
-    }
-    this.setStatus('online');
-  }
-
-  /**
-   * A full welcome after `since` may have more missed messages behind it: fetch them from the
-   * history route (the Worker allows this across origins for the widget's allowed hosts),
-   * holding live messages back until they are in. If that fails, reconnect with a later `since`.
-   */
-  async catchUp() {
-    const ws = this.ws;
-    this.paging = true;
-    this.held = [];
-    this.setStatus('catching-up');
-    try {
-      for (;;) {
-        const url = new URL(`/chat/${encodeURIComponent(this.room)}/history`, this.origin);
-        url.searchParams.set('since', String(this.lastId));
-        url.searchParams.set('limit', String(WELCOME_MAX));
-        const response = await fetch(url);
-        if (!response.ok) throw new Error(`history answered ${response.status}`);
-        const { messages } = await response.json();
-        if (this.ws !== ws) return;
-        this.addMessages(messages, false);
-        if (messages.length < WELCOME_MAX) break;
-      }
-    } catch {
-      if (this.ws === ws) ws.close(1000, 'catching up');
-      return;
-    }
-    this.paging = false;
-    this.addMessages(this.held, true);
-    this.held = [];
-    this.setStatus('online');
   }
 
   onJoined({ nick, at }) {
-    nick = String(nick);
-    if (!this.users.includes(nick)) this.users.push(nick);
-    this.renderUsers();
     this.system([bold(nick), ' joined'], at);
     this.announce(`${nick} joined`);
   }
 
   onLeft({ nick, at }) {
-    nick = String(nick);
-    this.users = this.users.filter((user) => user !== nick);
-    this.renderUsers();
     this.system([bold(nick), ' left'], at);
     this.announce(`${nick} left`);
-    // After a reconnect our old socket may have held our nick a little longer: take it back.
-    if (this.reclaimNick && sameNick(nick, this.reclaimNick) && this.status === 'online') {
-      this.nickRequest = { nick: this.reclaimNick, source: 'reclaim' };
-      this.ws.send(JSON.stringify({ type: 'nick', nick: this.reclaimNick }));
-      this.reclaimNick = null;
-    }
   }
 
-  onRenamed({ from, to, at }) {
-    from = String(from);
-    to = String(to);
-    this.users = this.users.map((user) => (user === from ? to : user));
-    if (!this.users.includes(to)) this.users.push(to);
-    if (from === this.nick) {
-      this.nick = to;
-      if (this.nickRequest?.source === 'form') {
-        storeNick(to);
-        this.wantedNick = to;
-        this.closeNickForm();
-      }
-      this.nickRequest = null;
+  onRenamed({ detail: { from, to, at }, mine }) {
+    if (mine) {
       this.showNickNote('');
       this.renderNick();
       this.system(['You are now ', bold(to)], at);
@@ -386,63 +218,32 @@ class Chat {
       this.system([bold(from), ' is now ', bold(to)], at);
       this.announce(`${from} is now ${to}`);
     }
-    this.renderUsers();
   }
 
-  onServerError({ code, message }) {
+  /** Errors that answer a send or a rename reach their promise; the rest are shown here. */
+  onServerError({ detail: { code, message }, request }) {
     const text = typeof message === 'string' && message ? message : `The server refused that (${code}).`;
-    if (NICK_CODES.has(code)) {
-      const request = this.nickRequest;
-      this.nickRequest = null;
-      switch (request?.source) {
-        case 'form':
-          this.setNickBusy(false);
-          this.showNickError(text);
-          return;
-        case 'reconnect':
-          this.reclaimNick = request.nick;
-          return;
-        case 'reclaim':
-          return;
-        case 'connect':
-          this.showNickNote(`Could not use “${request.nick}”: ${text} You are ${this.nick} for now.`);
-          return;
-        default:
-          this.showNickNote(text);
-          return;
-      }
+    if (request?.kind === 'join') {
+      // On a reconnect the library takes the nick back once the old socket has left.
+      if (!request.reconnect) this.showNickNote(`Could not use “${request.nick}”: ${text} You are ${this.nick} for now.`);
+      return;
     }
-    if (DROPPED_CODES.has(code)) {
-      // The server answers frames in order, so the refused message is the oldest unanswered one.
-      const dropped = this.pending.shift();
-      if (dropped && !this.input.value.trim()) {
-        this.input.value = dropped;
-        this.autosize();
-      }
-    }
-    this.showSendError(text);
+    if (request) return;
+    if (NICK_CODES.has(code)) this.showNickNote(text);
+    else this.showSendError(text);
   }
 
   // ---- rendering ----------------------------------------------------------------------
 
-  /** Shows each message once, whatever mix of history and live frames brings it. */
+  /** Shows new messages (the library hands each one over once, in id order). */
   addMessages(messages, live) {
-    const fresh = messages.filter((m) => Number.isSafeInteger(m?.id) && !this.seen.has(m.id));
-    if (!fresh.length) return;
-    const ownLive = live && fresh.some((m) => m.nick === this.nick);
+    const ownLive = live && messages.some((m) => m.nick === this.nick);
     // Messages caught up on after a reconnect are as new to the reader as live ones.
-    const unseen = live || this.requested?.reconnect ? fresh.length : 0;
-    this.appendAround(() => {
-      for (const m of fresh) {
-        if (this.seen.has(m.id)) continue;
-        this.seen.add(m.id);
-        this.lastId = Math.max(this.lastId ?? 0, m.id);
-        const own = String(m.nick) === this.nick;
-        if (own && live) this.pending.shift();
-        this.appendMessage(m, own, live);
-        if (live && !own) this.announce(`${m.nick}: ${m.text}`);
-      }
-    }, { force: ownLive, count: unseen });
+    const unseen = live || this.resumed ? messages.length : 0;
+    // Whose a message is, is decided now: a rename may come before the batch is rendered.
+    const own = messages.map((m) => m.nick === this.nick);
+    messages.forEach((m, i) => live && !own[i] && this.announce(`${m.nick}: ${m.text}`));
+    this.appendAround(() => messages.forEach((m, i) => this.appendMessage(m, own[i], live)), { force: ownLive, count: unseen });
   }
 
   appendMessage({ id, nick, text, at }, own, live) {
@@ -454,8 +255,11 @@ class Chat {
     const entry = h('li', { class: classes, 'data-id': String(id) },
       avatar(nick),
       h('div', { class: 'ec-bubble' },
-        h('p', { class: 'ec-meta' }, h('span', { class: 'ec-author' }, own ? 'You' : nick), ' ', timeElement(at)),
-        h('p', { class: 'ec-text' }, String(text))));
+        h('p', { class: 'ec-meta' },
+          h('span', { class: 'ec-author', dir: 'auto' }, nick),
+          own ? h('span', { class: 'ec-own-label ec-sr' }, OWN_LABEL) : '',
+          ' ', timeElement(at)),
+        h('p', { class: 'ec-text', dir: 'auto' }, String(text))));
     entry.style.setProperty('--ec-hue', String(hue(nick)));
     this.appendEntry(entry, at, { kind: 'message', nick });
   }
@@ -473,18 +277,48 @@ class Chat {
     this.lastEntry = { kind, nick, at, day };
   }
 
-  /** Runs `append`, then stays at the newest entry unless the user had scrolled up. */
+  /**
+   * Queues `append`; the queue is rendered after the frames already waiting, so that a burst of
+   * messages costs one layout rather than one per message. After it, the log stays at the newest
+   * entry unless the reader had scrolled up (`force`: even then); `count` new messages are
+   * announced by the jump button.
+   */
   appendAround(append, { force = false, count = 0 }) {
+    const batch = (this.batch ??= { appends: [], force: false, count: 0 });
+    batch.appends.push(append);
+    batch.force ||= force;
+    batch.count += count;
+    this.batchTimer ??= setTimeout(() => this.renderBatch(), 0);
+  }
+
+  renderBatch() {
+    const { appends, force, count } = this.batch;
+    this.dropBatch();
     const stick = force || this.nearBottom();
-    append();
+    for (const append of appends) append();
+    this.trim(!stick);
     if (stick) {
-      while (this.list.childElementCount > MAX_LOG_ENTRIES) this.list.firstElementChild.remove();
       this.scrollToBottom();
     } else if (count) {
       this.unseen += count;
       this.jump.textContent = `${this.unseen} new message${this.unseen === 1 ? '' : 's'} ↓`;
       this.jump.hidden = false;
     }
+  }
+
+  dropBatch() {
+    clearTimeout(this.batchTimer);
+    this.batch = this.batchTimer = null;
+  }
+
+  /** Keeps the log at MAX_LOG_ENTRIES, oldest first out; a reader scrolled up keeps their place. */
+  trim(keepPlace) {
+    const excess = this.list.childElementCount - MAX_LOG_ENTRIES;
+    if (excess <= 0) return;
+    const anchor = keepPlace ? this.list.children[excess] : null;
+    const top = anchor?.getBoundingClientRect().top;
+    for (let i = 0; i < excess; i++) this.list.firstElementChild.remove();
+    if (anchor) this.log.scrollTop += anchor.getBoundingClientRect().top - top;
   }
 
   nearBottom() {
@@ -523,8 +357,8 @@ class Chat {
       ...everyone.map((user) => {
         const item = h('li', { class: user === this.nick ? 'ec-user ec-user-me' : 'ec-user' },
           avatar(user),
-          h('span', { class: 'ec-user-name' }, user),
-          user === this.nick ? h('span', { class: 'ec-you' }, 'you') : '');
+          h('span', { class: 'ec-user-name', dir: 'auto' }, user),
+          user === this.nick ? h('span', { class: 'ec-you' }, '(you)') : '');
         item.style.setProperty('--ec-hue', String(hue(user)));
         return item;
       }),
@@ -544,12 +378,13 @@ class Chat {
       reconnecting: 'Reconnecting…',
       'catching-up': 'Catching up…',
       waiting: offline ? 'Offline' : 'Disconnected',
+      closed: 'Disconnected',
     }[state];
-    this.retryButton.hidden = state !== 'waiting';
+    this.retryButton.hidden = state !== 'waiting' && state !== 'closed';
     if (state === 'online' && this.sendError.dataset.kind === 'offline') this.showSendError('');
     if (state === 'waiting') {
       const tick = () => {
-        const seconds = Math.max(1, Math.ceil((this.retryAt - Date.now()) / 1000));
+        const seconds = Math.max(1, Math.ceil((this.conn.retryAt - Date.now()) / 1000));
         this.statusDetail.textContent = ` · retrying in ${seconds} s`;
       };
       tick();
@@ -610,9 +445,21 @@ class Chat {
     if (nick === this.nick) return this.closeNickForm();
     if (this.status !== 'online') return this.showNickError('Not connected right now: try again in a moment.');
     this.showNickError('');
-    this.nickRequest = { nick, source: 'form' };
     this.setNickBusy(true);
-    this.ws.send(JSON.stringify({ type: 'nick', nick }));
+    const conn = this.conn;
+    conn.rename(nick).then(
+      (renamed) => {
+        if (this.conn !== conn) return;
+        storeNick(renamed);
+        this.wantedNick = renamed;
+        this.closeNickForm();
+      },
+      (error) => {
+        if (this.conn !== conn) return;
+        this.setNickBusy(false);
+        this.showNickError(CONNECTION_CODES.has(error.code) ? 'Not connected right now: try again in a moment.' : error.message);
+      },
+    );
   }
 
   openRoomForm() {
@@ -705,7 +552,7 @@ class Chat {
     }
     this.statusText = h('span', { class: 'ec-status-text' });
     this.statusDetail = h('span', { class: 'ec-status-detail', 'aria-hidden': 'true' });
-    this.retryButton = h('button', { type: 'button', class: 'ec-link', hidden: true, onclick: () => this.connect() }, 'Retry now');
+    this.retryButton = h('button', { type: 'button', class: 'ec-link', hidden: true, onclick: () => this.conn?.reconnect() }, 'Retry now');
     const toggleCount = h('span', { class: 'ec-count' });
     this.peopleToggle = h('button', {
       type: 'button', class: 'ec-chip ec-people-toggle', 'aria-expanded': 'false', 'aria-controls': 'ec-people',
@@ -743,7 +590,7 @@ class Chat {
 
     // Footer: who you are, and the message box.
     this.myAvatar = h('span', { class: 'ec-avatar', 'aria-hidden': 'true' });
-    this.myNick = h('strong', { class: 'ec-my-nick' });
+    this.myNick = h('strong', { class: 'ec-my-nick', dir: 'auto' });
     this.nickButton = h('button', {
       type: 'button', class: 'ec-link', 'aria-label': 'Change nickname', 'aria-expanded': 'false',
       'aria-controls': 'ec-nick-form', onclick: () => (this.nickForm.hidden ? this.openNickForm() : this.closeNickForm()),
@@ -805,10 +652,13 @@ class Chat {
 
 // ---- helpers ------------------------------------------------------------------------------
 
-/** Jittered exponential backoff: about 0.5 s at first, doubling up to 10 s. */
-function backoffDelay(attempt) {
-  const ceiling = Math.min(MAX_BACKOFF_MS, MIN_BACKOFF_MS * 2 ** attempt);
-  return ceiling / 2 + (Math.random() * ceiling) / 2;
+/** The status the header shows, from the library's state. */
+function viewState(conn, welcomed) {
+  if (conn.status === 'open') return 'online';
+  if (conn.status === 'closed') return 'closed';
+  if (conn.catchingUp) return 'catching-up';
+  if (conn.retryAt !== null) return 'waiting';
+  return welcomed ? 'reconnecting' : 'connecting';
 }
 
 /**
@@ -826,8 +676,9 @@ function h(tag, props = {}, ...children) {
   return element;
 }
 
+/** A nick in a system line, bidi-isolated like every nick. */
 function bold(text) {
-  return h('b', {}, text);
+  return h('b', { dir: 'auto' }, text);
 }
 
 function avatar(nick) {
@@ -846,10 +697,6 @@ function hue(nick) {
   for (const char of nick.toLowerCase()) hash = Math.imul(hash ^ char.codePointAt(0), 0x01000193);
   hash = Math.imul(hash ^ (hash >>> 15), 0x2c1b3c6d);
   return ((hash ^ (hash >>> 13)) >>> 0) % 360;
-}
-
-function sameNick(a, b) {
-  return a.toLowerCase() === b.toLowerCase();
 }
 
 function sendIcon() {

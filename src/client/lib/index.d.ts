@@ -1,0 +1,254 @@
+// Types of edge-chat-client and of every frame of the edge chat protocol (README.md of the
+// repository is the contract; these follow it field for field).
+
+// ---- frames from the server ---------------------------------------------------------------
+
+/** A stored message: in a `message` frame, a welcome's history and the history route. */
+export interface ChatMessage {
+  type: 'message';
+  /** Grows strictly within a room, across restarts. */
+  id: number;
+  nick: string;
+  text: string;
+  /** Unix time in milliseconds; never goes backwards within a room. */
+  at: number;
+}
+
+export interface WelcomeFrame {
+  type: 'welcome';
+  room: string;
+  /** The nick this socket got: the one asked for, or a random one (an `error` frame then follows). */
+  nick: string;
+  /** Everyone in the room, this socket included. */
+  users: string[];
+  /** Up to 100 messages, oldest first: the newest, or with `since` the first ones after it. */
+  history: ChatMessage[];
+}
+
+export interface JoinedFrame {
+  type: 'joined';
+  nick: string;
+  at: number;
+}
+
+export interface LeftFrame {
+  type: 'left';
+  nick: string;
+  at: number;
+}
+
+export interface RenamedFrame {
+  type: 'renamed';
+  from: string;
+  to: string;
+  at: number;
+}
+
+/** The server's error codes; other strings may come from newer servers. */
+export type ErrorCode =
+  | 'too_long'
+  | 'empty'
+  | 'bad_json'
+  | 'bad_type'
+  | 'unsupported'
+  | 'bad_nick'
+  | 'nick_taken'
+  | 'rate_limited'
+  | 'unavailable'
+  | (string & {});
+
+export interface ErrorFrame {
+  type: 'error';
+  code: ErrorCode;
+  /** A sentence for humans. */
+  message: string;
+}
+
+export type ServerFrame = WelcomeFrame | JoinedFrame | LeftFrame | ChatMessage | RenamedFrame | ErrorFrame;
+
+/** One text frame from the server: a frame, or with the `edge-chat.batch` subprotocol an array of them, in order. */
+export type ServerData = ServerFrame | ServerFrame[];
+
+// ---- frames from the client ---------------------------------------------------------------
+
+export interface ClientMessageFrame {
+  type: 'message';
+  text: string;
+  /** The id of the message this one answers (ignored by servers before replies landed). */
+  reply_to?: number;
+}
+
+export interface ClientNickFrame {
+  type: 'nick';
+  nick: string;
+}
+
+/** The text frame `ping` is answered `pong` by the runtime without waking the room. */
+export type ClientFrame = ClientMessageFrame | ClientNickFrame | 'ping';
+
+// ---- HTTP answers -------------------------------------------------------------------------
+
+/** `GET /chat/ROOM/history?since=ID&limit=N` and `?limit=N`. */
+export interface HistoryResponse {
+  room: string;
+  messages: ChatMessage[];
+}
+
+/** `GET /chat/ROOM/users`. */
+export interface UsersResponse {
+  room: string;
+  users: string[];
+  count: number;
+}
+
+/** Every refused request: `{"error":{"code":…,"message":…}}`. */
+export interface HttpErrorResponse {
+  error: { code: string; message: string };
+}
+
+// ---- the library --------------------------------------------------------------------------
+
+export type Status = 'connecting' | 'open' | 'reconnecting' | 'closed';
+
+/** Why a room closed for good. `error` is the last error code the socket got before, if any. */
+export interface CloseReason {
+  code: number;
+  reason: string;
+  error: string | null;
+}
+
+/** What a WebSocket must offer; the browser's, Node 22's global one and the `ws` package's all do. */
+export interface WebSocketLike {
+  readonly readyState: number;
+  send(data: string): void;
+  close(code?: number, reason?: string): void;
+  addEventListener(type: 'open' | 'message' | 'close' | 'error', listener: (event: any) => void): void;
+}
+
+export type WebSocketConstructor = new (url: string, protocols?: string | string[]) => WebSocketLike;
+
+export interface ConnectOptions {
+  /** Where the chat Worker runs, e.g. `https://chat.example.com` (`ws:`/`wss:` work too). */
+  url: string | URL;
+  /** 1 to 64 of `A-Z a-z 0-9 _ . -`, not only dots. */
+  room: string;
+  /** The nick to ask for; without one the server picks a random nick. */
+  nick?: string;
+  /** A ticket sent as `?ticket=` on every connect and history request. */
+  ticket?: string;
+  /** Called before every (re)connect for a fresh ticket; wins over `ticket`. */
+  getTicket?: () => string | null | undefined | Promise<string | null | undefined>;
+  /** The WebSocket class to use where there is no global one (Node 20: `import WebSocket from 'ws'`). */
+  WebSocket?: WebSocketConstructor;
+  /** Offer the `edge-chat.batch` subprotocol (frames may then arrive as arrays). Default false. */
+  batch?: boolean;
+  /** How many messages `messages` keeps, the newest. Default 1,000. */
+  maxMessages?: number;
+  /** History pages one catch-up reads at most before resuming on a new socket. Default 10. */
+  catchUpPages?: number;
+}
+
+/** Client-side refusal codes, next to the server's own. */
+export type ClientErrorCode = 'not_connected' | 'connection_lost' | 'closed';
+
+export declare class ChatError extends Error {
+  constructor(code: ErrorCode | ClientErrorCode, message?: string);
+  readonly name: 'ChatError';
+  readonly code: ErrorCode | ClientErrorCode;
+}
+
+export declare class ChatEvent<T = unknown> extends Event {
+  constructor(type: string, detail: T, extra?: object);
+  readonly detail: T;
+}
+
+export interface StatusDetail {
+  status: Status;
+  previous: Status;
+  /** While waiting to reconnect: when the next attempt starts (ms since the epoch). */
+  retryAt: number | null;
+  catchingUp: boolean;
+  closeReason: CloseReason | null;
+}
+
+/** How a message reached the client: a live frame, a welcome's history, or a history page. */
+export type MessageSource = 'live' | 'welcome' | 'history';
+
+export interface MessagesDetail {
+  /** The messages just taken, in id order, none seen before. */
+  added: readonly ChatMessage[];
+  source: MessageSource;
+}
+
+/** What a refused request was, for `error` events. */
+export type RequestInfo =
+  | { kind: 'message'; text: string }
+  | { kind: 'nick'; nick: string; reclaim?: boolean }
+  | { kind: 'join'; nick: string; reconnect: boolean };
+
+export interface ChatRoomEventMap {
+  welcome: ChatEvent<WelcomeFrame> & { readonly resumed: boolean };
+  joined: ChatEvent<JoinedFrame>;
+  left: ChatEvent<LeftFrame>;
+  /** Once per message, the first time it is seen, in id order. */
+  message: ChatEvent<ChatMessage> & { readonly source: MessageSource };
+  /** `mine` when this client was renamed. */
+  renamed: ChatEvent<RenamedFrame> & { readonly mine: boolean };
+  /** `request` is what the error answers, or null when it answers nothing this client asked. */
+  error: ChatEvent<ErrorFrame> & { readonly request: RequestInfo | null };
+  /** Every frame as received, also types this version does not know. */
+  frame: ChatEvent<ServerFrame | { type: string; [field: string]: unknown }>;
+  status: ChatEvent<StatusDetail>;
+  users: ChatEvent<readonly string[]>;
+  /** Once per batch of new messages (a frame, a welcome, a history page). */
+  messages: ChatEvent<MessagesDetail>;
+}
+
+export declare class ChatRoom extends EventTarget {
+  constructor(options: ConnectOptions);
+  readonly room: string;
+  readonly status: Status;
+  readonly closeReason: CloseReason | null;
+  readonly retryAt: number | null;
+  readonly catchingUp: boolean;
+  readonly nick: string | null;
+  readonly users: readonly string[];
+  readonly messages: readonly ChatMessage[];
+  readonly lastId: number | null;
+
+  /** Resolves with the stored message; rejects with a `ChatError`. Waits while not connected. */
+  send(text: string, options?: { replyTo?: number }): Promise<ChatMessage>;
+  /** Resolves with the new nick once the room announced it; rejects with a `ChatError`. */
+  rename(nick: string): Promise<string>;
+  /** Connects now: while waiting to retry, or after the server closed the room for good. */
+  reconnect(): void;
+  /** Leaves the room for good. */
+  close(): void;
+
+  addEventListener<K extends keyof ChatRoomEventMap>(
+    type: K,
+    listener: (this: ChatRoom, event: ChatRoomEventMap[K]) => void,
+    options?: boolean | AddEventListenerOptions,
+  ): void;
+  addEventListener(
+    type: string,
+    listener: EventListenerOrEventListenerObject | null,
+    options?: boolean | AddEventListenerOptions,
+  ): void;
+  removeEventListener<K extends keyof ChatRoomEventMap>(
+    type: K,
+    listener: (this: ChatRoom, event: ChatRoomEventMap[K]) => void,
+    options?: boolean | EventListenerOptions,
+  ): void;
+  removeEventListener(
+    type: string,
+    listener: EventListenerOrEventListenerObject | null,
+    options?: boolean | EventListenerOptions,
+  ): void;
+}
+
+export declare function connect(options: ConnectOptions): ChatRoom;
+export declare function isValidRoom(name: unknown): name is string;
+export declare function isValidNick(nick: unknown): nick is string;
+export declare const BATCH_PROTOCOL: 'edge-chat.batch';
+export declare const TERMINAL_CLOSE_CODES: readonly [1008, 4401, 4403, 4429];

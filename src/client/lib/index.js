@@ -1,0 +1,603 @@
+// edge-chat-client: the protocol of an edge chat room without any UI. One `ChatRoom` keeps one
+// room connected: it reconnects with jittered backoff, resumes with `since`, pages the HTTP
+// history when a welcome cannot hold everything that was missed, takes each message once in id
+// order, keeps the users list current and answers `send()` with the stored message.
+// No dependencies: it runs in browsers and in Node 20+ (pass `WebSocket` where there is no global one).
+
+export const BATCH_PROTOCOL = 'edge-chat.batch';
+
+// The server puts at most this many messages in a welcome and in a history page.
+const WELCOME_MAX = 100;
+const PAGE_SIZE = 100;
+// A catch-up reads at most this many pages (as many messages as a room keeps) before it resumes
+// with a later `since` on a new socket instead, so that no server answer can keep it looping.
+const DEFAULT_CATCH_UP_PAGES = 10;
+const DEFAULT_MAX_MESSAGES = 1_000;
+// Messages waiting for a connection; past this `send()` refuses rather than hoard memory.
+const MAX_QUEUED = 100;
+const MIN_BACKOFF_MS = 500;
+const MAX_BACKOFF_MS = 10_000;
+// The runtime answers `ping` with `pong` without waking the room, so a heartbeat is cheap; it
+// catches connections that died without a close frame (sleeping laptops, dropped Wi-Fi).
+const PING_EVERY_MS = 25_000;
+const PING_TIMEOUT_MS = 10_000;
+const OPEN = 1;
+// Close codes after which reconnecting with the same credentials cannot help: 1008 (closed for
+// flooding), 4401 (ticket problem), 4403 (forbidden: wrong room, banned), 4429 (too many connections).
+export const TERMINAL_CLOSE_CODES = Object.freeze([1008, 4401, 4403, 4429]);
+const TERMINAL = new Set(TERMINAL_CLOSE_CODES);
+
+/** A refusal: `code` is the server's error code, or `not_connected` / `connection_lost` / `closed`. */
+export class ChatError extends Error {
+  constructor(code, message = code) {
+    super(message);
+    this.name = 'ChatError';
+    this.code = code;
+  }
+}
+
+/** An event of a `ChatRoom`: `detail` is the frame or the state it announces. */
+export class ChatEvent extends Event {
+  constructor(type, detail, extra) {
+    super(type);
+    this.detail = detail;
+    Object.assign(this, extra);
+  }
+}
+
+export function isValidRoom(name) {
+  return typeof name === 'string' && /^[A-Za-z0-9_.-]{1,64}$/.test(name) && !/^\.+$/.test(name);
+}
+
+export function isValidNick(nick) {
+  return typeof nick === 'string' && /^[A-Za-z0-9_.-]{1,32}$/.test(nick);
+}
+
+/** Opens a room and keeps it connected until `close()`. */
+export function connect(options) {
+  return new ChatRoom(options);
+}
+
+export class ChatRoom extends EventTarget {
+  #options;
+  #WebSocket;
+  #wantedNick;
+  #ws = null;
+  #attempt = 0;
+  #retryTimer = null;
+  #pingTimer = null;
+  #pongTimer = null;
+  #lastHeardAt = 0;
+  #generation = 0;
+  #closedByApp = false;
+  #welcomed = false;
+  // What the current socket asked for, and what it has still to answer.
+  #request = null;
+  #expectJoinError = false;
+  #reclaimNick = null;
+  #inFlight = [];
+  #queue = [];
+  #held = null;
+  #lastError = null;
+  #probes = null;
+
+  #status = 'connecting';
+  #closeReason = null;
+  #retryAt = null;
+  #catchingUp = false;
+  #nick = null;
+  #users = Object.freeze([]);
+  #messages = Object.freeze([]);
+  #lastId = null;
+
+  constructor({ url, room, nick, ticket, getTicket, WebSocket, batch = false, maxMessages, catchUpPages } = {}) {
+    super();
+    if (!isValidRoom(room)) throw new TypeError(`edge-chat-client: ${JSON.stringify(room)} is not a room name`);
+    const base = new URL(String(url));
+    base.protocol = { 'ws:': 'http:', 'wss:': 'https:' }[base.protocol] ?? base.protocol;
+    this.#WebSocket = WebSocket ?? globalThis.WebSocket;
+    if (typeof this.#WebSocket !== 'function') {
+      throw new TypeError('edge-chat-client: no global WebSocket here; pass one as the `WebSocket` option');
+    }
+    if (getTicket !== undefined && typeof getTicket !== 'function') throw new TypeError('getTicket must be a function');
+    this.#options = {
+      base,
+      room,
+      ticket,
+      getTicket,
+      batch: Boolean(batch),
+      maxMessages: positive(maxMessages, DEFAULT_MAX_MESSAGES),
+      catchUpPages: positive(catchUpPages, DEFAULT_CATCH_UP_PAGES),
+    };
+    this.#wantedNick = nick ?? null;
+    this.#watchBrowser();
+    this.#open();
+  }
+
+  get room() {
+    return this.#options.room;
+  }
+
+  /** `connecting` (the first attempt), `open`, `reconnecting`, or `closed` (for good). */
+  get status() {
+    return this.#status;
+  }
+
+  /** Why the room closed for good: `{ code, reason, error }`, else null. */
+  get closeReason() {
+    return this.#closeReason;
+  }
+
+  /** When the next attempt starts (ms since the epoch) while waiting to reconnect, else null. */
+  get retryAt() {
+    return this.#retryAt;
+  }
+
+  /** True while a reconnected socket reads what it missed from the history route. */
+  get catchingUp() {
+    return this.#catchingUp;
+  }
+
+  /** The nick the server gave this client, once welcomed. */
+  get nick() {
+    return this.#nick;
+  }
+
+  /** Everyone in the room, this client included; a new frozen array after each change. */
+  get users() {
+    return this.#users;
+  }
+
+  /** The newest messages (up to `maxMessages`) in id order; a new frozen array after each change. */
+  get messages() {
+    return this.#messages;
+  }
+
+  /** The id of the newest message taken, the `since` of the next reconnect. */
+  get lastId() {
+    return this.#lastId;
+  }
+
+  /**
+   * Posts `text`. Resolves with the stored message (its id and time) once the server echoes it;
+   * rejects with a `ChatError` carrying the server's error code. While not connected the message
+   * waits and goes out once the room is open again.
+   */
+  send(text, { replyTo } = {}) {
+    const frame = { type: 'message', text: String(text) };
+    if (replyTo !== undefined && replyTo !== null) frame.reply_to = replyTo;
+    return this.#submit('message', frame, { kind: 'message', text: frame.text });
+  }
+
+  /** Asks for another nick; resolves with it once the room announces the rename. */
+  rename(nick) {
+    if (this.#status === 'open' && nick === this.#nick) return Promise.resolve(nick);
+    return this.#submit('nick', { type: 'nick', nick: String(nick) }, { kind: 'nick', nick: String(nick) }).then(
+      (renamed) => {
+        this.#wantedNick = renamed;
+        return renamed;
+      },
+    );
+  }
+
+  /** Connects at once: while waiting to retry, or after a close for good by the server. */
+  reconnect() {
+    if (this.#closedByApp || this.#ws) return;
+    if (this.#status === 'closed') this.#watchBrowser();
+    this.#closeReason = null;
+    this.#attempt = 0;
+    this.#open();
+  }
+
+  /** Leaves the room for good. */
+  close() {
+    if (this.#closedByApp) return;
+    this.#closedByApp = true;
+    // Closed for good by the server already: keep its reason.
+    if (this.#status === 'closed') return;
+    const ws = this.#ws;
+    this.#forgetSocket();
+    ws?.close(1000, 'leaving');
+    this.#finish({ code: 1000, reason: 'closed by the client', error: null });
+  }
+
+  // ---- the connection -----------------------------------------------------------------
+
+  async #open() {
+    this.#clearRetry();
+    const generation = ++this.#generation;
+    this.#setStatus(this.#welcomed || this.#attempt > 0 ? 'reconnecting' : 'connecting');
+    let ticket = this.#options.ticket;
+    if (this.#options.getTicket) {
+      try {
+        ticket = await this.#options.getTicket();
+      } catch {
+        if (generation === this.#generation && !this.#closedByApp) this.#retryLater();
+        return;
+      }
+      if (generation !== this.#generation || this.#closedByApp) return;
+    }
+
+    const url = new URL(`chat/${encodeURIComponent(this.room)}`, withSlash(this.#options.base));
+    url.protocol = url.protocol === 'https:' ? 'wss:' : 'ws:';
+    const nick = this.#nick ?? this.#wantedNick;
+    if (nick) url.searchParams.set('nick', nick);
+    // Once in the room, ask for what came after the last message seen; 0 when there was none.
+    const since = this.#lastId ?? (this.#welcomed ? 0 : null);
+    if (since !== null) url.searchParams.set('since', String(since));
+    // Tickets travel in the query: browsers cannot set headers on a WebSocket.
+    if (ticket) url.searchParams.set('ticket', String(ticket));
+    this.#request = { nick, since, ticket, reconnect: this.#welcomed };
+    this.#lastError = null;
+
+    let ws;
+    try {
+      ws = this.#options.batch ? new this.#WebSocket(url.href, [BATCH_PROTOCOL]) : new this.#WebSocket(url.href);
+    } catch {
+      this.#retryLater();
+      return;
+    }
+    this.#ws = ws;
+    ws.addEventListener('open', () => {
+      if (this.#ws !== ws) return;
+      this.#lastHeardAt = Date.now();
+      this.#pingTimer = setInterval(() => this.#probe(), PING_EVERY_MS);
+    });
+    ws.addEventListener('message', (event) => this.#ws === ws && this.#onData(ws, event.data));
+    ws.addEventListener('close', (event) => this.#ws === ws && this.#onClose(event.code, event.reason));
+    // A failed connection is handled by its `close`; the listener keeps EventEmitter-based sockets
+    // (the `ws` package) from throwing an unhandled `error`.
+    ws.addEventListener('error', () => {});
+  }
+
+  #onClose(code, reason) {
+    this.#forgetSocket();
+    if (this.#closedByApp) return;
+    if (TERMINAL.has(code)) {
+      this.#finish({ code, reason: String(reason ?? ''), error: this.#lastError });
+      return;
+    }
+    this.#retryLater();
+  }
+
+  /** Lets go of the current socket: what it had in flight may or may not have been stored. */
+  #forgetSocket() {
+    this.#ws = null;
+    this.#generation++;
+    clearInterval(this.#pingTimer);
+    clearTimeout(this.#pongTimer);
+    this.#pingTimer = this.#pongTimer = null;
+    this.#held = null;
+    this.#catchingUp = false;
+    this.#expectJoinError = false;
+    for (const pending of this.#inFlight.splice(0)) {
+      pending.reject(new ChatError('connection_lost', 'The connection dropped before the server answered.'));
+    }
+  }
+
+  #retryLater() {
+    const delay = backoffDelay(this.#attempt++);
+    this.#retryAt = Date.now() + delay;
+    this.#retryTimer = setTimeout(() => this.#open(), delay);
+    this.#setStatus('reconnecting');
+  }
+
+  #clearRetry() {
+    clearTimeout(this.#retryTimer);
+    this.#retryTimer = null;
+    this.#retryAt = null;
+  }
+
+  #finish(closeReason) {
+    this.#clearRetry();
+    this.#unwatchBrowser();
+    for (const pending of [...this.#inFlight.splice(0), ...this.#queue.splice(0)]) {
+      pending.reject(new ChatError('closed', 'The room is closed.'));
+    }
+    this.#closeReason = closeReason;
+    this.#setStatus('closed');
+  }
+
+  /** Gives up on the current socket without waiting for its close handshake, and reconnects. */
+  #drop() {
+    const ws = this.#ws;
+    if (!ws) return;
+    this.#forgetSocket();
+    ws.close();
+    this.#retryLater();
+  }
+
+  /** Sends `ping`; if nothing at all comes back in time, the connection is dead. */
+  #probe() {
+    const ws = this.#ws;
+    if (ws?.readyState !== OPEN || this.#pongTimer) return;
+    const sentAt = Date.now();
+    ws.send('ping');
+    this.#pongTimer = setTimeout(() => {
+      this.#pongTimer = null;
+      if (this.#ws === ws && this.#lastHeardAt < sentAt) this.#drop();
+    }, PING_TIMEOUT_MS);
+  }
+
+  /** In a browser: reconnect when the network or the tab comes back, drop when the network goes. */
+  #watchBrowser() {
+    const win = globalThis.window;
+    const doc = globalThis.document;
+    if (typeof win?.addEventListener !== 'function' || typeof doc?.addEventListener !== 'function') return;
+    const wake = () => {
+      if (globalThis.navigator?.onLine === false || doc.visibilityState === 'hidden') return;
+      if (this.#retryTimer !== null) this.#open();
+      else this.#probe();
+    };
+    const offline = () => this.#drop();
+    win.addEventListener('online', wake);
+    win.addEventListener('offline', offline);
+    doc.addEventListener('visibilitychange', wake);
+    this.#probes = () => {
+      win.removeEventListener('online', wake);
+      win.removeEventListener('offline', offline);
+      doc.removeEventListener('visibilitychange', wake);
+    };
+  }
+
+  #unwatchBrowser() {
+    this.#probes?.();
+    this.#probes = null;
+  }
+
+  // ---- requests -----------------------------------------------------------------------
+
+  #submit(kind, frame, request) {
+    if (this.#status === 'closed') return Promise.reject(new ChatError('closed', 'The room is closed.'));
+    if (this.#status !== 'open' && this.#queue.length >= MAX_QUEUED) {
+      return Promise.reject(new ChatError('not_connected', 'Not connected, and too many messages are waiting.'));
+    }
+    return new Promise((resolve, reject) => {
+      const pending = { kind, frame, request, resolve, reject };
+      if (this.#status === 'open') this.#transmit(pending);
+      else this.#queue.push(pending);
+    });
+  }
+
+  // The room handles one socket's frames in order and answers each in order: a stored message
+  // is echoed to its sender, a rename is broadcast, a refusal is an `error` frame to the sender.
+  // So the oldest request in flight is the one the next answer is about.
+  #transmit(pending) {
+    this.#inFlight.push(pending);
+    this.#ws.send(JSON.stringify(pending.frame));
+  }
+
+  #answer(kind, value) {
+    if (this.#inFlight[0]?.kind !== kind) return;
+    this.#inFlight.shift().resolve(value);
+  }
+
+  // ---- frames from the server -----------------------------------------------------------
+
+  #onData(ws, data) {
+    this.#lastHeardAt = Date.now();
+    // `pong` answers the heartbeat; every real frame is a JSON object, or with the batch
+    // subprotocol an array of them.
+    if (typeof data !== 'string' || !(data.startsWith('{') || data.startsWith('['))) return;
+    let parsed;
+    try {
+      parsed = JSON.parse(data);
+    } catch {
+      return;
+    }
+    for (const frame of Array.isArray(parsed) ? parsed : [parsed]) {
+      if (this.#ws !== ws) return;
+      if (frame && typeof frame === 'object' && typeof frame.type === 'string') this.#onFrame(frame);
+    }
+  }
+
+  #onFrame(frame) {
+    this.#emit('frame', frame);
+    switch (frame.type) {
+      case 'welcome':
+        return this.#onWelcome(frame);
+      case 'message':
+        return this.#onMessage(frame);
+      case 'joined':
+        return this.#onJoined(frame);
+      case 'left':
+        return this.#onLeft(frame);
+      case 'renamed':
+        return this.#onRenamed(frame);
+      case 'error':
+        return this.#onError(frame);
+    }
+  }
+
+  #onWelcome(frame) {
+    const { nick: asked, since, reconnect } = this.#request;
+    this.#welcomed = true;
+    this.#nick = String(frame.nick);
+    // A nick asked for but not given is explained by the `error` frame that follows the welcome.
+    this.#expectJoinError = asked != null && asked !== this.#nick;
+    this.#emit('welcome', frame, { resumed: reconnect });
+    this.#setUsers(Array.isArray(frame.users) ? frame.users.map(String) : [this.#nick]);
+    const history = Array.isArray(frame.history) ? frame.history : [];
+    if (since !== null && history.length >= WELCOME_MAX) {
+      this.#held = [];
+      this.#take(history, 'welcome');
+      this.#catchUp(this.#ws);
+      return;
+    }
+    this.#take(history, 'welcome');
+    this.#becomeOpen();
+  }
+
+  /**
+   * A full welcome after `since` may have more missed messages behind it: read them from the
+   * history route, holding live messages back so that everything is taken in id order. At most
+   * `catchUpPages` pages; past that, or if a page fails or does not advance, resume on a new
+   * socket with the later `since`, backing off as after any failed attempt.
+   */
+  async #catchUp(ws) {
+    this.#catchingUp = true;
+    this.#setStatus(this.#status);
+    let complete = false;
+    try {
+      for (let pages = 0; pages < this.#options.catchUpPages && !complete; pages++) {
+        const since = this.#lastId;
+        const url = new URL(`chat/${encodeURIComponent(this.room)}/history`, withSlash(this.#options.base));
+        url.searchParams.set('since', String(since));
+        url.searchParams.set('limit', String(PAGE_SIZE));
+        if (this.#request.ticket) url.searchParams.set('ticket', String(this.#request.ticket));
+        const response = await fetch(url);
+        if (!response.ok) throw new Error(`history answered ${response.status}`);
+        const { messages } = await response.json();
+        if (this.#ws !== ws) return;
+        if (!Array.isArray(messages)) throw new Error('history without messages');
+        complete = messages.length === 0;
+        this.#take(messages, 'history');
+        if (!complete && this.#lastId === since) throw new Error('a history page that does not advance');
+      }
+    } catch {
+      if (this.#ws === ws) this.#drop();
+      return;
+    }
+    if (!complete) {
+      // Still behind after the bound, but every page was new: resume from the later `since` at once.
+      this.#attempt = 0;
+      this.#drop();
+      return;
+    }
+    const held = this.#held;
+    this.#held = null;
+    this.#take(held, 'live');
+    this.#becomeOpen();
+  }
+
+  #becomeOpen() {
+    this.#attempt = 0;
+    this.#catchingUp = false;
+    this.#clearRetry();
+    // What waited goes out before anything a listener of the `open` status sends.
+    const previous = this.#status;
+    this.#status = 'open';
+    for (const pending of this.#queue.splice(0)) this.#transmit(pending);
+    this.#emitStatus(previous);
+  }
+
+  #onMessage(frame) {
+    if (frame.nick === this.#nick) this.#answer('message', frame);
+    if (this.#held) this.#held.push(frame);
+    else this.#take([frame], 'live');
+  }
+
+  #onJoined(frame) {
+    const nick = String(frame.nick);
+    this.#emit('joined', frame);
+    if (!this.#users.includes(nick)) this.#setUsers([...this.#users, nick]);
+  }
+
+  #onLeft(frame) {
+    const nick = String(frame.nick);
+    this.#emit('left', frame);
+    this.#setUsers(this.#users.filter((user) => user !== nick));
+    // After a reconnect the old socket may have held our nick a little longer: take it back.
+    if (this.#reclaimNick && sameNick(nick, this.#reclaimNick) && this.#status === 'open') {
+      const wanted = this.#reclaimNick;
+      this.#reclaimNick = null;
+      this.#submit('nick', { type: 'nick', nick: wanted }, { kind: 'nick', nick: wanted, reclaim: true }).catch(() => {});
+    }
+  }
+
+  #onRenamed(frame) {
+    const from = String(frame.from);
+    const to = String(frame.to);
+    const mine = from === this.#nick;
+    if (mine) this.#nick = to;
+    const users = this.#users.map((user) => (user === from ? to : user));
+    this.#emit('renamed', frame, { mine });
+    this.#setUsers(users.includes(to) ? users : [...users, to]);
+    if (mine) this.#answer('nick', to);
+  }
+
+  #onError(frame) {
+    const code = String(frame.code);
+    const message = typeof frame.message === 'string' && frame.message ? frame.message : code;
+    this.#lastError = code;
+    let request = null;
+    if (this.#expectJoinError) {
+      this.#expectJoinError = false;
+      request = { kind: 'join', nick: this.#request.nick, reconnect: this.#request.reconnect };
+      if (code === 'nick_taken' && request.reconnect) this.#reclaimNick = request.nick;
+    } else if (this.#inFlight.length) {
+      const pending = this.#inFlight.shift();
+      request = pending.request;
+      pending.reject(new ChatError(code, message));
+    }
+    this.#emit('error', frame, { request });
+  }
+
+  // ---- state ----------------------------------------------------------------------------
+
+  /** Takes each message once, in id order: only ids above the last one taken count. */
+  #take(list, source) {
+    const added = [];
+    for (const message of list) {
+      if (!isMessage(message) || (this.#lastId !== null && message.id <= this.#lastId)) continue;
+      this.#lastId = message.id;
+      added.push(message);
+    }
+    if (!added.length) return;
+    this.#messages = Object.freeze(this.#messages.concat(added).slice(-this.#options.maxMessages));
+    for (const message of added) this.#emit('message', message, { source });
+    this.#emit('messages', { added, source });
+  }
+
+  #setUsers(users) {
+    this.#users = Object.freeze(users);
+    this.#emit('users', this.#users);
+  }
+
+  #setStatus(status) {
+    const previous = this.#status;
+    this.#status = status;
+    this.#emitStatus(previous);
+  }
+
+  #emitStatus(previous) {
+    this.#emit('status', {
+      status: this.#status,
+      previous,
+      retryAt: this.#retryAt,
+      catchingUp: this.#catchingUp,
+      closeReason: this.#closeReason,
+    });
+  }
+
+  #emit(type, detail, extra) {
+    this.dispatchEvent(new ChatEvent(type, detail, extra));
+  }
+}
+
+/** Jittered exponential backoff: up to 0.5 s at first, doubling up to 10 s; at least half of each. */
+function backoffDelay(attempt) {
+  const ceiling = Math.min(MAX_BACKOFF_MS, MIN_BACKOFF_MS * 2 ** attempt);
+  return ceiling / 2 + (Math.random() * ceiling) / 2;
+}
+
+function isMessage(value) {
+  return Number.isSafeInteger(value?.id) && typeof value.nick === 'string' && typeof value.text === 'string';
+}
+
+function sameNick(a, b) {
+  return a.toLowerCase() === b.toLowerCase();
+}
+
+function positive(value, fallback) {
+  return Number.isSafeInteger(value) && value > 0 ? value : fallback;
+}
+
+/** So that a base URL with a path (`https://host/chat-app`) keeps it when routes are resolved against it. */
+function withSlash(base) {
+  const url = new URL(base);
+  if (!url.pathname.endsWith('/')) url.pathname += '/';
+  url.search = '';
+  url.hash = '';
+  return url;
+}

@@ -1,0 +1,238 @@
+// The client library (src/client/lib, published as edge-chat-client) against the built Worker in
+// workerd: resuming after a restart, paging what a welcome cannot hold, send() answered by the
+// stored message or the server's error code, terminal close codes, and the README's example.
+
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { mkdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { setTimeout as delay } from 'node:timers/promises';
+import { after, before, describe, test } from 'node:test';
+import WebSocket from 'ws';
+import { ChatError, connect } from '../src/client/lib/index.js';
+import { ChatClient } from './support/client.mjs';
+import { ChatServer, freePort, ROOT, tempDir, waitFor } from './support/server.mjs';
+
+// Every limit a room has, lifted, so that one test client can post hundreds of messages; names
+// not known to this server version are ignored by it.
+const LIFTED = Object.fromEntries(
+  ['RATE_BURST', 'RATE_PER_SECOND', 'CLIENT_BURST', 'CLIENT_PER_SECOND', 'ROOM_MESSAGES_PER_SECOND',
+    'CLIENT_JOINS_PER_10S', 'MAX_SOCKETS_PER_IP'].map((name) => [name, '100000']),
+);
+const WAIT = { timeoutMs: 30_000 };
+
+let lifted;
+let strict;
+let deadPort;
+before(async () => {
+  lifted = new ChatServer({ vars: LIFTED });
+  strict = new ChatServer({ vars: { RATE_BURST: '3', RATE_PER_SECOND: '1' } });
+  [deadPort] = await Promise.all([freePort(), lifted.start(), strict.start()]);
+});
+after(() => Promise.all([lifted?.stop(), strict?.stop()]));
+
+/**
+ * A WebSocket class for the library whose network a test can cut: while `down`, every attempt goes
+ * to a port nobody listens on and fails as an unreachable server does. Records every URL asked for.
+ */
+function network() {
+  const net = { down: false, urls: [], sockets: [] };
+  net.WebSocket = class extends WebSocket {
+    constructor(url, protocols) {
+      super(net.down ? `ws://127.0.0.1:${deadPort}/` : url, protocols);
+      net.urls.push(new URL(url));
+      net.sockets.push(this);
+    }
+  };
+  /** Cuts the network: open sockets die without a close frame, new ones fail. */
+  net.cut = () => {
+    net.down = true;
+    for (const socket of net.sockets) socket.terminate();
+  };
+  net.sinces = () => net.urls.map((url) => url.searchParams.get('since'));
+  return net;
+}
+
+function open(server, room, { nick, net = network(), ...options } = {}) {
+  const chat = connect({ url: server.url, room, nick, WebSocket: net.WebSocket, ...options });
+  chat.seen = [];
+  chat.sources = [];
+  chat.addEventListener('message', (event) => {
+    chat.seen.push(event.detail);
+    chat.sources.push(event.source);
+  });
+  return Object.assign(chat, { net });
+}
+
+const opened = (chat) => waitFor(() => chat.status === 'open', { what: `${chat.room} open`, ...WAIT });
+
+/** Every stored message of a room, oldest first, paging forward with `since`. */
+async function stored(server, room) {
+  const all = [];
+  for (;;) {
+    const since = all.at(-1)?.id ?? 0;
+    const page = await (await fetch(`${server.url}/chat/${room}/history?since=${since}&limit=100`)).json();
+    if (page.messages.length === 0) return all;
+    all.push(...page.messages);
+  }
+}
+
+/** Posts `count` messages from one raw client and resolves with their echoes, in id order. */
+async function post(server, room, label, count) {
+  const writer = await ChatClient.connect(`${server.wsUrl}/chat/${room}?nick=${label}`);
+  await writer.welcome();
+  for (let i = 1; i <= count; i++) writer.say(`${label} ${i}`);
+  await writer.until((frames) => frames.filter((f) => f.type === 'message' && f.nick === label).length === count, {
+    what: `${count} echoes`,
+    timeoutMs: 30_000,
+  });
+  await writer.close();
+  return writer.frames.filter((f) => f.type === 'message' && f.nick === label);
+}
+
+/** The library took every stored message exactly once, in id order, and holds them. */
+function assertExactlyStored(chat, all) {
+  const ids = chat.seen.map((m) => m.id);
+  assert.deepEqual(ids, all.map((m) => m.id), 'every stored message once, in order, none missing');
+  assert.deepEqual(chat.messages.map((m) => m.id), ids.slice(-1000));
+}
+
+describe('edge-chat-client against the Worker', () => {
+  test('after a runtime restart it resumes with since and pages the history: no gap, no duplicate', async () => {
+    const room = 'restart';
+    const chat = open(lifted, room, { nick: 'Lib' });
+    await opened(chat);
+    const [first] = await post(lifted, room, 'Early', 1);
+    await waitFor(() => chat.lastId === first.id, WAIT);
+
+    // Keep the library away until it has missed more than a welcome holds.
+    chat.net.down = true;
+    await lifted.restart();
+    assert.equal(chat.status, 'reconnecting');
+    const missed = await post(lifted, room, 'Missed', 150);
+    chat.net.down = false;
+    await waitFor(() => chat.status === 'open' && chat.lastId === missed.at(-1).id, WAIT);
+    const [late] = await post(lifted, room, 'Late', 1);
+    await waitFor(() => chat.lastId === late.id, WAIT);
+
+    assertExactlyStored(chat, await stored(lifted, room));
+    assert.ok(chat.net.sinces().includes(String(first.id)), `resumed with since=${first.id}: ${chat.net.sinces()}`);
+    assert.ok(chat.sources.includes('history'), 'what the welcome could not hold came from the history route');
+    assert.equal(chat.nick, 'Lib', 'the nick survives the restart');
+    assert.deepEqual([...chat.users], ['Lib']);
+    chat.close();
+  });
+
+  test('a catch-up reads a bounded number of pages, then resumes on a new socket; a fresh ticket for each', async () => {
+    const room = 'bounded';
+    let tickets = 0;
+    const getTicket = async () => `ticket-${++tickets}`;
+    const chat = open(lifted, room, { nick: 'Pager', catchUpPages: 1, getTicket });
+    await opened(chat);
+    const [first] = await post(lifted, room, 'Before', 1);
+    await waitFor(() => chat.lastId === first.id, WAIT);
+    chat.net.cut();
+    await waitFor(() => chat.status === 'reconnecting', WAIT);
+    const missed = await post(lifted, room, 'Away', 250);
+    chat.net.down = false;
+    await waitFor(() => chat.status === 'open' && chat.lastId === missed.at(-1).id, WAIT);
+
+    assertExactlyStored(chat, await stored(lifted, room));
+    // 250 missed: a welcome of 100 and one page of 100, then a new socket from the 200th on.
+    const resumes = chat.net.sinces().filter((since) => since !== null && since !== String(first.id));
+    assert.deepEqual(resumes.slice(-1), [String(missed[199].id)], `resumed after one page: ${chat.net.sinces()}`);
+    // getTicket ran before every attempt, and its ticket went out as ?ticket= (ignored by a server without tickets).
+    const sent = chat.net.urls.map((url) => url.searchParams.get('ticket'));
+    assert.deepEqual(sent, sent.map((_, i) => `ticket-${i + 1}`));
+    assert.ok(sent.length >= 3);
+    chat.close();
+  });
+
+  test('send() resolves with the stored message, in order, and rename() with the new nick', async () => {
+    const room = 'send';
+    const observer = await ChatClient.connect(`${lifted.wsUrl}/chat/${room}?nick=Observer`);
+    await observer.welcome();
+    const chat = open(lifted, room, { nick: 'Sender' });
+    // Sent before the room is open: they wait and go out once it is.
+    const sends = ['one', 'two', 'three'].map((text) => chat.send(text));
+    const results = await Promise.all(sends);
+    assert.deepEqual(results.map((m) => m.text), ['one', 'two', 'three']);
+    assert.deepEqual(results.map((m) => m.nick), ['Sender', 'Sender', 'Sender']);
+    assert.ok(results[0].id < results[1].id && results[1].id < results[2].id);
+    const seen = await observer.next({ type: 'message', text: 'three' });
+    assert.equal(seen.id, results[2].id, 'the id others see');
+    assert.deepEqual(await stored(lifted, room), results);
+
+    assert.equal(await chat.rename('Renamed'), 'Renamed');
+    assert.equal(chat.nick, 'Renamed');
+    await assert.rejects(chat.rename('Observer'), (error) => error instanceof ChatError && error.code === 'nick_taken');
+    const after = await chat.send('after the rename');
+    assert.equal(after.nick, 'Renamed');
+    await waitFor(() => chat.users.includes('Renamed') && !chat.users.includes('Sender'), WAIT);
+    chat.close();
+    await observer.close();
+  });
+
+  test('send() rejects with rate_limited when over the limit, and the others still resolve', async () => {
+    const chat = open(strict, 'limited', { nick: 'Eager' });
+    await opened(chat);
+    // RATE_BURST is 3: of five at once, three are stored and two refused, in order.
+    const results = await Promise.allSettled(['a', 'b', 'c', 'd', 'e'].map((text) => chat.send(text)));
+    assert.deepEqual(results.map((r) => r.status), ['fulfilled', 'fulfilled', 'fulfilled', 'rejected', 'rejected']);
+    for (const { reason } of results.slice(3)) {
+      assert.ok(reason instanceof ChatError);
+      assert.equal(reason.code, 'rate_limited');
+    }
+    assert.deepEqual((await stored(strict, 'limited')).map((m) => m.text), ['a', 'b', 'c']);
+    assert.equal(chat.status, 'open');
+    chat.close();
+  });
+
+  test('a terminal close code (1008 for flooding) stops the retries', async () => {
+    const chat = open(strict, 'flood', { nick: 'Flooder' });
+    await opened(chat);
+    const refusals = [];
+    const sends = Array.from({ length: 20 }, (_, i) => chat.send(`spam ${i}`).catch((error) => refusals.push(error.code)));
+    await waitFor(() => chat.status === 'closed', WAIT);
+    await Promise.all(sends);
+    assert.equal(chat.closeReason.code, 1008);
+    assert.equal(chat.closeReason.error, 'rate_limited');
+    assert.match(chat.closeReason.reason, /flood/i);
+    assert.equal(refusals.filter((code) => code === 'rate_limited').length, 10);
+    assert.equal(chat.retryAt, null);
+    // A retry would start within the first backoff (at most 0.5 s): watch for four times that.
+    await delay(2_000);
+    assert.equal(chat.net.urls.length, 1, 'no connection attempt after the terminal close');
+    assert.equal(chat.status, 'closed');
+    await assert.rejects(chat.send('too late'), (error) => error.code === 'closed');
+  });
+
+  test('the README example works as written', async () => {
+    const readme = readFileSync(join(ROOT, 'README.md'), 'utf8');
+    const section = readme.slice(readme.indexOf('## Use it from your app'));
+    const code = section.match(/```js\n([\s\S]*?)```/)[1];
+    assert.ok(code.trim().split('\n').length <= 12, 'twelve lines at most');
+    assert.ok(code.includes("'http://localhost:8787'"));
+    // An app with the package installed: node_modules/edge-chat-client is the library's folder.
+    const app = tempDir('app');
+    mkdirSync(join(app, 'node_modules'));
+    symlinkSync(join(ROOT, 'src/client/lib'), join(app, 'node_modules/edge-chat-client'), 'dir');
+    writeFileSync(join(app, 'example.mjs'), code.replace("'http://localhost:8787'", `'${lifted.url}'`));
+    // Node 20 has its WebSocket behind a flag; 22 and later have it on.
+    const flags = typeof globalThis.WebSocket === 'function' ? [] : ['--experimental-websocket'];
+    const child = spawn(process.execPath, [...flags, 'example.mjs'], { cwd: app, stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (chunk) => (out += chunk));
+    child.stderr.on('data', (chunk) => (err += chunk));
+    const exitCode = await new Promise((done) => child.on('exit', done));
+    assert.equal(exitCode, 0, `the example exits cleanly; stderr: ${err}`);
+    const id = Number(out.match(/stored as #(\d+)/)?.[1]);
+    assert.ok(Number.isSafeInteger(id), out);
+    assert.match(out, /status: open/);
+    assert.match(out, /online: Ann/);
+    assert.ok(out.includes(`#${id} Ann: Hello from my app`), out);
+    const history = await (await fetch(`${lifted.url}/chat/lobby/history?since=${id - 1}&limit=1`)).json();
+    assert.deepEqual(history.messages.map((m) => [m.id, m.nick, m.text]), [[id, 'Ann', 'Hello from my app']]);
+  });
+});

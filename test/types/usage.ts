@@ -1,0 +1,98 @@
+// A typed app using edge-chat-client, checked by `tsc -p test/types` in npm test (never run):
+// if the declarations drift from what an app writes, or stop catching mistakes, this fails.
+import {
+  ChatError,
+  connect,
+  isValidRoom,
+  TERMINAL_CLOSE_CODES,
+  type ChatMessage,
+  type ClientFrame,
+  type HistoryResponse,
+  type ServerData,
+  type ServerFrame,
+  type Status,
+} from 'edge-chat-client';
+
+const room = connect({
+  url: 'https://chat.example.com',
+  room: 'lobby',
+  nick: 'Ann',
+  getTicket: async () => 'a-ticket',
+  WebSocket, // the DOM's WebSocket fits the option
+  batch: false,
+});
+
+room.addEventListener('message', (event) => {
+  const message: ChatMessage = event.detail;
+  const source: 'live' | 'welcome' | 'history' = event.source;
+  console.log(message.id.toFixed(0), message.nick.toUpperCase(), message.text, message.at, source);
+});
+room.addEventListener('messages', ({ detail }) => detail.added.forEach((m) => m.id));
+room.addEventListener('users', ({ detail }) => detail.join(', '));
+room.addEventListener('welcome', ({ detail, resumed }) => detail.history.length + (resumed ? 1 : 0));
+room.addEventListener('joined', ({ detail }) => detail.nick);
+room.addEventListener('left', ({ detail }) => detail.at);
+room.addEventListener('renamed', ({ detail, mine }) => (mine ? detail.to : detail.from));
+room.addEventListener('error', ({ detail, request }) => {
+  if (detail.code === 'rate_limited' && request?.kind === 'message') console.log(request.text);
+});
+room.addEventListener('status', ({ detail }) => {
+  const status: Status = detail.status;
+  if (status === 'closed' && detail.closeReason) console.log(detail.closeReason.code, detail.closeReason.error);
+  if (detail.retryAt !== null) console.log(new Date(detail.retryAt));
+});
+room.addEventListener('frame', ({ detail }) => detail.type);
+
+async function post(): Promise<number> {
+  try {
+    const stored = await room.send('hello', { replyTo: 41 });
+    return stored.id;
+  } catch (error) {
+    if (error instanceof ChatError && error.code === 'rate_limited') return -1;
+    throw error;
+  }
+}
+
+const newNick: Promise<string> = room.rename('Bob');
+const window: readonly ChatMessage[] = room.messages;
+const terminal: readonly number[] = TERMINAL_CLOSE_CODES;
+if (isValidRoom('x')) room.reconnect();
+
+// Every frame of the protocol narrows by its type.
+function describe(data: ServerData): string {
+  const frames: ServerFrame[] = Array.isArray(data) ? data : [data];
+  return frames
+    .map((frame) => {
+      switch (frame.type) {
+        case 'welcome':
+          return `${frame.nick} in ${frame.room} with ${frame.users.length}`;
+        case 'message':
+          return `${frame.id}`;
+        case 'joined':
+        case 'left':
+          return frame.nick;
+        case 'renamed':
+          return `${frame.from}→${frame.to}`;
+        case 'error':
+          return frame.code;
+      }
+    })
+    .join();
+}
+const outgoing: ClientFrame[] = [{ type: 'message', text: 'hi', reply_to: 1 }, { type: 'nick', nick: 'Cy' }, 'ping'];
+const page: HistoryResponse = { room: 'lobby', messages: [] };
+
+// Mistakes the declarations must catch.
+// @ts-expect-error: room is required
+connect({ url: 'https://chat.example.com' });
+// @ts-expect-error: not a status
+const wrong: Status = 'online';
+// @ts-expect-error: a message event's detail has no `from`
+room.addEventListener('message', (event) => event.detail.from);
+// @ts-expect-error: send takes text
+room.send(42);
+// @ts-expect-error: users cannot be changed by the app
+room.users.push('Mallory');
+
+room.close();
+export { post, newNick, window, terminal, describe, outgoing, page, wrong };
