@@ -3,6 +3,7 @@
 pub mod close;
 pub mod history;
 pub mod nicknames;
+pub mod outbox;
 pub mod protocol;
 pub mod rate_limit;
 pub mod room;

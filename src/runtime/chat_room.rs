@@ -4,7 +4,9 @@
 //! rebuilds the room from the sockets' attachments and the last stored message.
 //!
 //! Every event does the same three things: ask the room what to do, store what must be
-//! stored, then send. Nothing here awaits, so events never interleave.
+//! stored, then send. Nothing here awaits, so events never interleave. Broadcasts go through
+//! the room's `Outbox`, which sends at once when the room is quiet and batches frames when it
+//! falls behind; this object only runs the zero-delay timer it asks for (see `outbox`).
 //!
 //! The WebSocket handlers are bound by hand, as plain synchronous methods: the `worker`
 //! macro would wrap every frame in a Rust future and a JS promise, which cost more CPU than
@@ -15,16 +17,19 @@
 use crate::chat::close;
 use crate::edge::config::RoomLimits;
 use crate::chat::history::{trim_cutoff, Window};
+use crate::chat::outbox::{offers_batch, Batch, Outbox, SocketAttachment, Step, BATCH_PROTOCOL};
 use crate::runtime::message_store::MessageStore;
 use crate::chat::protocol::{ChatMessage, ErrorCode, Incoming, ServerFrame};
 use crate::chat::room::{Attachment, Reaction, Room};
 use crate::edge::routes::{RequestError, Route};
-use crate::runtime::worker::{error_response, internal, json_response, ROUTE_HEADER};
+use crate::runtime::worker::{error_response, internal, json_response, PROTOCOL_HEADER, ROUTE_HEADER};
 use serde::Serialize;
 use std::cell::RefCell;
+use std::rc::Rc;
+use wasm_bindgen::closure::Closure;
 use wasm_bindgen::prelude::wasm_bindgen;
 use wasm_bindgen::{JsCast, JsValue};
-use worker::js_sys::{JsString, Map};
+use worker::js_sys::{Array, JsString, Map, Set};
 use worker::worker_sys::web_sys;
 use worker::worker_sys::WebSocketRequestResponsePair;
 use worker::{durable_object, DurableObject, Env, Request, Response, State, WebSocket, WebSocketPair};
@@ -41,10 +46,35 @@ export function broadcast(members, frame, except) {
     }
   }
 }
+
+export function deliver(members, batched, frames, array) {
+  for (const socket of members.keys()) {
+    try {
+      if (batched.has(socket)) {
+        socket.send(array);
+      } else {
+        for (const frame of frames) socket.send(frame);
+      }
+    } catch {
+      // closing: its close event removes it from the room
+    }
+  }
+}
+
+export function schedule(tick) {
+  setTimeout(function run() {
+    if (tick()) setTimeout(run, 0);
+  }, 0);
+}
 ")]
 extern "C" {
     /// Sends `frame` to every socket of `members` but `except` (undefined: to all).
     fn broadcast(members: &Map, frame: &JsString, except: &JsValue);
+    /// Sends `array` to every member in `batched`, and each of `frames` to every other member.
+    fn deliver(members: &Map, batched: &Set, frames: &Array, array: &JsString);
+    /// Runs `tick` after the events already queued (a zero-delay timer), and again for as long
+    /// as it returns true.
+    fn schedule(tick: &Closure<dyn FnMut() -> bool>);
 }
 
 #[wasm_bindgen]
@@ -64,6 +94,11 @@ pub struct ChatRoom {
     /// Every member's socket, to the id it was tagged with when it joined: exactly the
     /// room's members, kept in step with `room`.
     members: Map,
+    /// The members that opted in to batched delivery.
+    batched: Set,
+    outbox: Rc<RefCell<Outbox>>,
+    /// Sends what piled up in the outbox; run by the timer `schedule` sets.
+    tick: Closure<dyn FnMut() -> bool>,
     /// Random per construction: shows in `x-room-instance` when the object was rebuilt.
     instance: String,
 }
@@ -85,21 +120,36 @@ impl DurableObject for ChatRoom {
             (0, 0)
         });
         let mut room = Room::new(limits, last_id, last_at);
-        let members = Map::new();
+        let (members, batched) = (Map::new(), Set::new(&JsValue::UNDEFINED));
         let now = now_ms();
         for socket in state.get_websockets() {
-            if let Ok(Some(attachment)) = socket.deserialize_attachment::<Attachment>() {
-                let id = JsValue::from_str(&attachment.id);
-                if room.restore(attachment, now) {
+            if let Ok(Some(SocketAttachment { member, batch })) = socket.deserialize_attachment() {
+                let id = JsValue::from_str(&member.id);
+                if room.restore(member, now) {
                     members.set(socket.as_ref(), &id);
+                    if batch {
+                        batched.add(socket.as_ref());
+                    }
                 }
             }
         }
+        let outbox = Rc::new(RefCell::new(Outbox::default()));
+        let tick = {
+            let (outbox, members, batched) = (outbox.clone(), members.clone(), batched.clone());
+            Closure::new(move || {
+                let step = outbox.borrow_mut().tick();
+                let again = matches!(step, Step::SendAndTick(_));
+                if let Step::Send(batch) | Step::SendAndTick(batch) = step {
+                    deliver_batch(&members, &batched, batch);
+                }
+                again
+            })
+        };
         match WebSocketRequestResponsePair::new("ping", "pong") {
             Ok(pair) => state.set_websocket_auto_response(&pair),
             Err(error) => worker::console_error!("edge-chat: ping auto-response not set: {error:?}"),
         }
-        ChatRoom { state, store, room: RefCell::new(room), members, instance: random_id() }
+        ChatRoom { state, store, room: RefCell::new(room), members, batched, outbox, tick, instance: random_id() }
     }
 
     async fn fetch(&self, request: Request) -> worker::Result<Response> {
@@ -107,8 +157,9 @@ impl DurableObject for ChatRoom {
             .headers()
             .get(ROUTE_HEADER)?
             .and_then(|json| serde_json::from_str::<Route>(&json).ok());
+        let batch = offers_batch(request.headers().get(PROTOCOL_HEADER)?.as_deref());
         let response = match route {
-            Some(Route::Join { room, nick, since }) => self.join(&room, nick.as_deref(), since),
+            Some(Route::Join { room, nick, since }) => self.join(&room, nick.as_deref(), since, batch),
             Some(Route::Users { room }) => self.users(&room),
             Some(Route::History { room, window }) => self.history(&room, window),
             Some(Route::Health) | None => Err(RequestError::NotFound),
@@ -137,20 +188,21 @@ impl ChatRoom {
         let socket = WebSocket::from(socket);
         match reaction {
             Reaction::Nothing => {}
-            Reaction::Reply(frame) => send_one(&socket, &frame),
+            Reaction::Reply(frame) => self.reply(&socket, &frame),
             Reaction::Post(message) => self.post(&socket, message),
             Reaction::Renamed { frame, attachment } => {
-                attach(&socket, &attachment);
-                self.broadcast(&frame.to_json(), &JsValue::UNDEFINED);
+                self.attach(&socket, attachment);
+                self.broadcast(frame.to_json());
             }
             Reaction::Kick { error, attachment, code, reason, left } => {
-                send_one(&socket, &error);
-                attach(&socket, &attachment);
+                self.reply(&socket, &error);
+                self.attach(&socket, attachment);
                 self.members.delete(socket.as_ref());
+                self.batched.delete(socket.as_ref());
                 if let Err(error) = socket.close(Some(code), Some(reason)) {
                     worker::console_error!("edge-chat: closing a flooding socket failed: {error}");
                 }
-                self.broadcast(&left.to_json(), &JsValue::UNDEFINED);
+                self.broadcast(left.to_json());
             }
         }
     }
@@ -172,7 +224,13 @@ impl ChatRoom {
 }
 
 impl ChatRoom {
-    fn join(&self, room_name: &str, nick: Option<&str>, since: Option<u64>) -> Result<Response, RequestError> {
+    fn join(
+        &self,
+        room_name: &str,
+        nick: Option<&str>,
+        since: Option<u64>,
+        batch: bool,
+    ) -> Result<Response, RequestError> {
         if self.room.borrow().is_full() {
             return Err(RequestError::RoomFull);
         }
@@ -182,7 +240,9 @@ impl ChatRoom {
         let mut room = self.room.borrow_mut();
         let joined = room.join(id.clone(), nick, now_ms(), random_u64);
         self.state.accept_websocket_with_tags(&pair.server, &[&id]);
-        attach(&pair.server, &joined.attachment);
+        attach(&pair.server, &SocketAttachment { member: joined.attachment.clone(), batch });
+        // What piled up goes to the members it was meant for; the history below already holds it.
+        self.flush();
         let welcome = ServerFrame::Welcome {
             room: room_name.to_owned(),
             nick: joined.attachment.nick.clone(),
@@ -193,9 +253,17 @@ impl ChatRoom {
         if let Some(code) = joined.refused_nick {
             send_one(&pair.server, &ServerFrame::error(code));
         }
-        self.broadcast(&joined.announcement.to_json(), pair.server.as_ref());
+        // At once rather than through the outbox, which would also deliver it to the new socket.
+        broadcast(&self.members, &JsString::from(joined.announcement.to_json()), pair.server.as_ref());
         self.members.set(pair.server.as_ref(), &JsValue::from_str(&id));
-        Response::from_websocket(pair.client).map_err(internal("answering the upgrade"))
+        if batch {
+            self.batched.add(pair.server.as_ref());
+        }
+        let mut response = Response::from_websocket(pair.client).map_err(internal("answering the upgrade"))?;
+        if batch {
+            response.headers_mut().set(PROTOCOL_HEADER, BATCH_PROTOCOL).map_err(internal("answering the subprotocol"))?;
+        }
+        Ok(response)
     }
 
     fn users(&self, room_name: &str) -> Result<Response, RequestError> {
@@ -228,7 +296,7 @@ impl ChatRoom {
     fn post(&self, sender: &WebSocket, message: ChatMessage) {
         if let Err(error) = self.store.insert(&message) {
             worker::console_error!("edge-chat: storing message {} failed: {error}", message.id);
-            send_one(sender, &ServerFrame::error(ErrorCode::Unavailable));
+            self.reply(sender, &ServerFrame::error(ErrorCode::Unavailable));
             return;
         }
         if let Some(cutoff) = trim_cutoff(message.id) {
@@ -237,7 +305,7 @@ impl ChatRoom {
             }
         }
         match serde_json::to_string(&message) {
-            Ok(json) => self.broadcast(&json, &JsValue::UNDEFINED),
+            Ok(json) => self.broadcast(json),
             Err(error) => worker::console_error!("edge-chat: encoding message {} failed: {error}", message.id),
         }
     }
@@ -245,20 +313,62 @@ impl ChatRoom {
     fn depart(&self, socket: &WebSocket) {
         let Some(id) = self.member_id(socket.as_ref()) else { return };
         self.members.delete(socket.as_ref());
+        self.batched.delete(socket.as_ref());
         let left = self.room.borrow_mut().leave(&id, now_ms());
         if let Some(left) = left {
-            self.broadcast(&left.to_json(), &JsValue::UNDEFINED);
+            self.broadcast(left.to_json());
         }
     }
 
-    /// Sends one frame to every member but `except`, crossing into JS once.
-    fn broadcast(&self, json: &str, except: &JsValue) {
-        broadcast(&self.members, &JsString::from(json), except);
+    /// Sends one frame to every member, now or batched with others (see `outbox`).
+    fn broadcast(&self, json: String) {
+        let step = self.outbox.borrow_mut().push(json);
+        match step {
+            Step::Wait => {}
+            Step::Send(batch) => deliver_batch(&self.members, &self.batched, batch),
+            Step::SendAndTick(batch) => {
+                deliver_batch(&self.members, &self.batched, batch);
+                schedule(&self.tick);
+            }
+        }
+    }
+
+    /// Sends what the outbox holds now, so that a frame sent to one socket does not overtake it.
+    fn flush(&self) {
+        let batch = self.outbox.borrow_mut().flush();
+        if let Some(batch) = batch {
+            deliver_batch(&self.members, &self.batched, batch);
+        }
+    }
+
+    fn reply(&self, socket: &WebSocket, frame: &ServerFrame) {
+        self.flush();
+        send_one(socket, frame);
+    }
+
+    fn attach(&self, socket: &WebSocket, member: Attachment) {
+        attach(socket, &SocketAttachment { member, batch: self.batched.has(socket.as_ref()) });
     }
 
     /// The id of a member's socket; `None` for a socket that is not (or no longer) a member.
     fn member_id(&self, socket: &JsValue) -> Option<String> {
         self.members.get(socket).as_string()
+    }
+}
+
+/// A batch crosses into JS once: each frame as one JS string, the array as another.
+fn deliver_batch(members: &Map, batched: &Set, batch: Batch) {
+    let Batch { frames, array } = batch;
+    match array {
+        None => {
+            for frame in &frames {
+                broadcast(members, &JsString::from(frame.as_str()), &JsValue::UNDEFINED);
+            }
+        }
+        Some(array) => {
+            let frames: Array = frames.iter().map(|frame| JsValue::from(JsString::from(frame.as_str()))).collect();
+            deliver(members, batched, &frames, &JsString::from(array));
+        }
     }
 }
 
@@ -272,7 +382,7 @@ fn send_raw(socket: &WebSocket, data: &JsString) {
     let _ = raw.send(data);
 }
 
-fn attach(socket: &WebSocket, attachment: &Attachment) {
+fn attach(socket: &WebSocket, attachment: &SocketAttachment) {
     if let Err(error) = socket.serialize_attachment(attachment) {
         worker::console_error!("edge-chat: saving a socket attachment failed: {error}");
     }

@@ -9,6 +9,8 @@ use worker::{event, Context, Env, Headers, Method, Request, RequestInit, Respons
 
 /// The header that carries the validated route from the Worker to the room's object.
 pub const ROUTE_HEADER: &str = "x-edge-chat-route";
+/// The WebSocket subprotocols a client offers, and the one the room answers with.
+pub const PROTOCOL_HEADER: &str = "sec-websocket-protocol";
 
 #[event(start)]
 fn start() {
@@ -27,7 +29,7 @@ async fn handle(request: Request, env: &Env) -> Result<Response, RequestError> {
     let url = request.url().map_err(internal("reading the request URL"))?;
     let headers = request.headers();
     let header = |name: &str| headers.get(name).ok().flatten();
-    let (upgrade, origin) = (header("upgrade"), header("origin"));
+    let (upgrade, origin, protocols) = (header("upgrade"), header("origin"), header("sec-websocket-protocol"));
     let own_origin = url.origin().ascii_serialization();
     let method = request.method();
     let parts = RequestParts {
@@ -47,8 +49,8 @@ async fn handle(request: Request, env: &Env) -> Result<Response, RequestError> {
         .durable_object("ROOMS")
         .and_then(|rooms| rooms.get_by_name(room))
         .map_err(internal("finding the room's object"))?;
-    let response =
-        stub.fetch_with_request(to_room(&route, upgrade.is_some())?).await.map_err(internal("calling the room"))?;
+    let request = to_room(&route, upgrade.is_some(), protocols.as_deref())?;
+    let response = stub.fetch_with_request(request).await.map_err(internal("calling the room"))?;
     match allowed.cors_origin(origin.as_deref(), &own_origin) {
         Some(cors) if !matches!(route, Route::Join { .. }) => allow_origin(response, cors),
         _ => Ok(response),
@@ -65,13 +67,16 @@ fn allow_origin(response: Response, origin: &str) -> Result<Response, RequestErr
 }
 
 /// The request the room's object receives: the route as JSON, and the upgrade header that
-/// lets the object answer with a WebSocket.
-fn to_room(route: &Route, upgrade: bool) -> Result<Request, RequestError> {
+/// lets the object answer with a WebSocket, with the subprotocols the client offered.
+fn to_room(route: &Route, upgrade: bool, protocols: Option<&str>) -> Result<Request, RequestError> {
     let headers = Headers::new();
     let route_json = serde_json::to_string(route).map_err(internal("encoding the route"))?;
     headers.set(ROUTE_HEADER, &route_json).map_err(internal("setting the route header"))?;
     if upgrade {
         headers.set("upgrade", "websocket").map_err(internal("setting the upgrade header"))?;
+        if let Some(protocols) = protocols {
+            headers.set(PROTOCOL_HEADER, protocols).map_err(internal("setting the subprotocol header"))?;
+        }
     }
     let mut init = RequestInit::new();
     init.with_method(Method::Get).with_headers(headers);

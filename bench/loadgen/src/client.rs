@@ -30,6 +30,10 @@ const PAD: &str = "the quick brown fox jumps over the lazy dog 0123456789";
 pub struct Room {
     /// Members; a message is delivered once it reached all of them.
     pub size: u64,
+    /// Its clients offer the `edge-chat.batch` subprotocol, so frames may come as JSON arrays.
+    pub batch: bool,
+    /// WebSocket frames that carried at least one message: deliveries over this is the mean batch.
+    pub message_frames: AtomicU64,
     pub sent: AtomicU64,
     pub delivered: AtomicU64,
     pub welcomed: AtomicU64,
@@ -49,8 +53,8 @@ pub struct Room {
 }
 
 impl Room {
-    pub fn new(size: usize) -> Arc<Room> {
-        Arc::new(Room { size: size as u64, ..Room::default() })
+    pub fn new(size: usize, batch: bool) -> Arc<Room> {
+        Arc::new(Room { size: size as u64, batch, ..Room::default() })
     }
 
     /// Deliveries still owed for the messages sent so far.
@@ -74,7 +78,29 @@ impl Room {
         }
     }
 
-    fn on_text(&self, text: &str) {
+    /// One WebSocket text frame: a frame, or (batched) a JSON array of frames.
+    fn on_ws_text(&self, text: &str) {
+        if !text.starts_with('[') {
+            if self.on_text(text) {
+                self.message_frames.fetch_add(1, Relaxed);
+            }
+            return;
+        }
+        let Ok(frames) = serde_json::from_str::<Vec<&serde_json::value::RawValue>>(text) else {
+            self.errors.fetch_add(1, Relaxed);
+            return;
+        };
+        let mut messages = false;
+        for frame in frames {
+            messages |= self.on_text(frame.get());
+        }
+        if messages {
+            self.message_frames.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Counts one frame; true for a message.
+    fn on_text(&self, text: &str) -> bool {
         if text.starts_with("{\"type\":\"message\"") {
             self.delivered.fetch_add(1, Relaxed);
             if self.outstanding() < self.wake_below.load(Relaxed) {
@@ -88,14 +114,17 @@ impl Room {
                     }
                 }
             }
+            self.changed.notify_one();
+            return true;
         } else if text.starts_with("{\"type\":\"error\"") {
             self.errors.fetch_add(1, Relaxed);
         } else if text == "pong" {
             self.pongs.fetch_add(1, Relaxed);
         } else {
-            return;
+            return false;
         }
         self.changed.notify_one();
+        false
     }
 }
 
@@ -144,7 +173,7 @@ async fn run(
     welcomed: oneshot::Sender<Welcomed>,
 ) {
     let started = Instant::now();
-    let socket = match tokio::time::timeout(Duration::from_secs(60), connect(&url)).await {
+    let socket = match tokio::time::timeout(Duration::from_secs(60), connect(&url, room.batch)).await {
         Ok(Ok(socket)) => socket,
         Ok(Err(error)) => return drop(welcomed.send(Err(error))),
         Err(_) => return drop(welcomed.send(Err("connect timed out".into()))),
@@ -163,7 +192,7 @@ async fn run(
     loop {
         tokio::select! {
             frame = stream.next() => match frame {
-                Some(Ok(Message::Text(text))) => room.on_text(text.as_str()),
+                Some(Ok(Message::Text(text))) => room.on_ws_text(text.as_str()),
                 Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,
                 Some(Ok(_)) => {}
             },
@@ -193,12 +222,29 @@ async fn run(
 
 type Socket = tokio_tungstenite::WebSocketStream<TcpStream>;
 
-pub async fn connect(url: &str) -> Result<Socket, String> {
+/// The subprotocol a client offers to receive several frames in one (README, "Batched delivery").
+pub const BATCH_PROTOCOL: &str = "edge-chat.batch";
+
+/// Connects to `url`; with `batch`, offers `edge-chat.batch` and checks that the server took it.
+pub async fn connect(url: &str, batch: bool) -> Result<Socket, String> {
     let address = url.trim_start_matches("ws://").split('/').next().unwrap_or_default();
     let tcp = TcpStream::connect(address).await.map_err(|e| format!("connect: {e}"))?;
     tcp.set_nodelay(true).map_err(|e| e.to_string())?;
-    let (socket, _) =
-        tokio_tungstenite::client_async_with_config(url, tcp, Some(config())).await.map_err(|e| format!("upgrade: {e}"))?;
+    upgrade(url, tcp, batch).await
+}
+
+pub async fn upgrade(url: &str, tcp: TcpStream, batch: bool) -> Result<Socket, String> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = url.into_client_request().map_err(|e| format!("request: {e}"))?;
+    if batch {
+        request.headers_mut().insert("sec-websocket-protocol", BATCH_PROTOCOL.parse().expect("a header value"));
+    }
+    let (socket, response) =
+        tokio_tungstenite::client_async_with_config(request, tcp, Some(config())).await.map_err(|e| format!("upgrade: {e}"))?;
+    let answered = response.headers().get("sec-websocket-protocol").and_then(|v| v.to_str().ok());
+    if batch && answered != Some(BATCH_PROTOCOL) {
+        return Err(format!("offered {BATCH_PROTOCOL}, the server answered {answered:?}"));
+    }
     Ok(socket)
 }
 

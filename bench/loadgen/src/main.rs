@@ -39,7 +39,7 @@ fn parse_args() -> Result<Args, String> {
         root: PathBuf::from("."),
         workerd: PathBuf::from("workerd"),
         quick: false,
-        targets: vec!["rust".into(), "reference".into(), "floor".into()],
+        targets: vec!["rust".into(), "batched".into(), "reference".into(), "floor".into()],
         scenarios: Vec::new(),
         rounds: 0,
     };
@@ -70,13 +70,15 @@ fn parse_args() -> Result<Args, String> {
     Ok(args)
 }
 
-/// `rust`, `reference`, `floor`, or `NAME=PATH/wrangler.toml` for a variant under study.
+/// `rust`, `batched` (the same Worker, clients opting in to batched delivery), `reference`, `floor`,
+/// or `NAME=PATH/wrangler.toml` for a variant under study (batched when NAME ends in "batched").
 fn load_target(root: &std::path::Path, name: &str) -> Result<Target, String> {
     if let Some((label, config)) = name.split_once('=') {
         return Target::load(Box::leak(label.to_owned().into_boxed_str()), &root.join(config));
     }
     match name {
         "rust" => Target::load("rust", &root.join("wrangler.toml")),
+        "batched" => Target::load("batched", &root.join("wrangler.toml")),
         "reference" => Target::load("reference", &root.join("bench/fixtures/reference/wrangler.toml")),
         "floor" => Target::load("floor", &root.join("bench/fixtures/floor/wrangler.toml")),
         other => Err(format!("unknown target {other}")),
@@ -269,7 +271,12 @@ async fn run(args: Args) -> i32 {
             Shape::Alone { rounds } => {
                 let mut results = Vec::new();
                 // The soak checks the Rust room's guarantees; the fixtures make none.
-                let runs = if job.id == "soak" { &targets[..1] } else { &targets[..] };
+                // Memory and start run the same Worker whether clients batch or not.
+                let runs: Vec<&Target> = match job.id.as_str() {
+                    "soak" => targets.iter().take(1).collect(),
+                    "memory" | "start" => targets.iter().filter(|t| !t.batch).collect(),
+                    _ => targets.iter().collect(),
+                };
                 let mut outcomes: Vec<Vec<Outcome>> = runs.iter().map(|_| Vec::new()).collect();
                 let mut failures: Vec<Option<String>> = runs.iter().map(|_| None).collect();
                 for _ in 0..rounds {

@@ -198,6 +198,7 @@ struct Snap {
     client: Usage,
     machine_s: f64,
     delivered: u64,
+    message_frames: u64,
 }
 
 impl Snap {
@@ -207,6 +208,7 @@ impl Snap {
             client: Usage::own(),
             machine_s: machine_busy_s(),
             delivered: rooms.iter().map(|r| r.delivered.load(Relaxed)).sum(),
+            message_frames: rooms.iter().map(|r| r.message_frames.load(Relaxed)).sum(),
         }
     }
 }
@@ -256,7 +258,7 @@ async fn rig(bench: &Bench<'_>, target: &Target, rooms: usize, size: usize) -> R
     let server = bench.start(target).await?;
     let mut rig = Rig { server, rooms: Vec::new(), clients: Vec::new() };
     for r in 0..rooms {
-        let room = Room::new(size);
+        let room = Room::new(size, target.batch);
         let members = join(&rig.server, &format!("load{r}"), size, 0, &room, 100).await?;
         rig.rooms.push(room);
         rig.clients.push(members);
@@ -303,6 +305,7 @@ struct Slices {
     other: Vec<f64>,
     latencies_us: Vec<u32>,
     slice_p99_ms: Vec<f64>,
+    batch: Vec<f64>,
 }
 
 /// Scenarios 1 to 3. Every target runs at once, each with its rooms joined, and the load
@@ -361,6 +364,7 @@ pub async fn alternate(
             let (client_cpu, _) = b.client.since(&a.client);
             let delivered = (b.delivered - a.delivered) as f64;
             s.rates.push(delivered / wall);
+            s.batch.push(delivered / (b.message_frames - a.message_frames).max(1) as f64);
             s.cpu_per_10k.push(1000.0 * server_cpu / delivered * 10_000.0);
             s.server.push(server_cpu / wall);
             s.client.push(client_cpu / wall);
@@ -405,6 +409,7 @@ pub async fn alternate(
                 out.add_rounds("cpu_per_10k", "server CPU per 10k deliveries", "ms", Lower, &mut s.cpu_per_10k);
             }
         }
+        out.add_rounds("batch", "messages per WebSocket frame, mean", "", Neither, &mut s.batch);
         out.add_rounds("server_cores", "server CPU busy", "cores", Neither, &mut s.server);
         out.add_rounds("client_cores", "load generator CPU busy", "cores", Neither, &mut s.client);
         out.add_rounds("other_cores", "other processes' CPU (noise)", "cores", Neither, &mut s.other);
@@ -421,7 +426,7 @@ pub async fn alternate(
 pub async fn storm(bench: &Bench<'_>, target: &Target) -> Result<Outcome, String> {
     let count = bench.plan.storm;
     let server = bench.start(target).await?;
-    let room = Room::new(count);
+    let room = Room::new(count, target.batch);
     let url = server.ws_url("/chat/storm");
     let a = Snap::take(&server, &[]);
     let started = Instant::now();
@@ -468,7 +473,7 @@ pub async fn memory(bench: &Bench<'_>, target: &Target) -> Result<Outcome, Strin
     let mut base = Vec::new();
     let mut rooms = Vec::new();
     for r in 0..plan.idle_rooms {
-        let room = Room::new(plan.base_per_room);
+        let room = Room::new(plan.base_per_room, target.batch);
         base.push(join(&server, &format!("idle{r}"), plan.base_per_room, 0, &room, 50).await?);
         rooms.push(room);
     }
@@ -509,7 +514,7 @@ pub async fn memory(bench: &Bench<'_>, target: &Target) -> Result<Outcome, Strin
     finish(server, base.into_iter().flatten().collect());
 
     let server = bench.start(target).await?;
-    let room = Room::new(2);
+    let room = Room::new(2, target.batch);
     let clients = join(&server, "messages", 2, 0, &room, 2).await?;
     let before = server.usage();
     let driver = drive_window(room.clone(), senders(&clients, 2), plan.fanout_window, plan.messages);
@@ -582,21 +587,19 @@ pub async fn start(bench: &Bench<'_>, target: &Target) -> Result<Outcome, String
         }
     };
     let connected = Instant::now();
-    welcome_on(tcp, &server.ws_url("/chat/cold")).await?;
+    welcome_on(tcp, &server.ws_url("/chat/cold"), target.batch).await?;
     out.add("start_to_welcome_ms", "runtime start to first welcome", "ms", Lower, server.spawned.elapsed().as_secs_f64() * 1000.0);
     out.add("first_join_ms", "first join on a cold runtime", "ms", Lower, connected.elapsed().as_secs_f64() * 1000.0);
     let tcp = TcpStream::connect(&address).await.map_err(|e| e.to_string())?;
     let again = Instant::now();
-    welcome_on(tcp, &server.ws_url("/chat/cold")).await?;
+    welcome_on(tcp, &server.ws_url("/chat/cold"), target.batch).await?;
     out.add("warm_join_ms", "second join, same room", "ms", Lower, again.elapsed().as_secs_f64() * 1000.0);
     Ok(out)
 }
 
-async fn welcome_on(tcp: TcpStream, url: &str) -> Result<(), String> {
+async fn welcome_on(tcp: TcpStream, url: &str, batch: bool) -> Result<(), String> {
     tcp.set_nodelay(true).map_err(|e| e.to_string())?;
-    let (mut socket, _) = tokio_tungstenite::client_async_with_config(url, tcp, Some(client::config()))
-        .await
-        .map_err(|e| format!("upgrade: {e}"))?;
+    let mut socket = client::upgrade(url, tcp, batch).await?;
     match tokio::time::timeout(Duration::from_secs(30), socket.next()).await {
         Ok(Some(Ok(Message::Text(text)))) if text.starts_with("{\"type\":\"welcome\"") => Ok(()),
         other => Err(format!("expected a welcome, got {other:?}")),
