@@ -26,12 +26,37 @@ pub fn offers_batch(header: Option<&str>) -> bool {
 }
 
 /// What a socket carries through hibernation: the room's attachment, and whether it batches.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Serialised as the attachment's fields plus `batch` (written out rather than with
+/// `#[serde(flatten)]`, whose buffering costs the WASM module more than this).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SocketAttachment {
-    #[serde(flatten)]
     pub member: Attachment,
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub batch: bool,
+}
+
+#[derive(Serialize, Deserialize)]
+struct SocketAttachmentFields {
+    id: String,
+    nick: String,
+    joined: u64,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    gone: bool,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    batch: bool,
+}
+
+impl Serialize for SocketAttachment {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let Attachment { id, nick, joined, gone } = self.member.clone();
+        SocketAttachmentFields { id, nick, joined, gone, batch: self.batch }.serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for SocketAttachment {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let SocketAttachmentFields { id, nick, joined, gone, batch } = Deserialize::deserialize(deserializer)?;
+        Ok(SocketAttachment { member: Attachment { id, nick, joined, gone }, batch })
+    }
 }
 
 /// Frames to send together, in order, each serialised once.

@@ -2,4 +2,5 @@
 
 pub mod config;
 pub mod origin;
+pub mod request_url;
 pub mod routes;

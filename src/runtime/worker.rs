@@ -4,6 +4,7 @@
 //! assets binding before this code runs.
 
 use crate::edge::origin::AllowedOrigins;
+use crate::edge::request_url::RequestUrl;
 use crate::edge::routes::{self, RequestError, RequestParts, Route};
 use worker::{event, Context, Env, Headers, Method, Request, RequestInit, Response};
 
@@ -26,19 +27,20 @@ async fn fetch(request: Request, env: Env, _ctx: Context) -> worker::Result<Resp
 }
 
 async fn handle(request: Request, env: &Env) -> Result<Response, RequestError> {
-    let url = request.url().map_err(internal("reading the request URL"))?;
+    // The raw string, not `request.url()`, which would bring in the `url` crate (see `request_url`).
+    let raw_url = request.inner().url();
+    let url = RequestUrl::parse(&raw_url).ok_or("no scheme").map_err(internal("reading the request URL"))?;
     let headers = request.headers();
     let header = |name: &str| headers.get(name).ok().flatten();
     let (upgrade, origin, protocols) = (header("upgrade"), header("origin"), header("sec-websocket-protocol"));
-    let own_origin = url.origin().ascii_serialization();
     let method = request.method();
     let parts = RequestParts {
         method: method.as_ref(),
-        path: url.path(),
-        query: url.query(),
+        path: &url.path,
+        query: url.query.as_deref(),
         upgrade: upgrade.as_deref(),
         origin: origin.as_deref(),
-        own_origin: &own_origin,
+        own_origin: &url.origin,
     };
     let allowed = AllowedOrigins::parse(&env.var("ALLOWED_ORIGINS").map(|v| v.to_string()).unwrap_or_default());
     let route = routes::route(&parts, &allowed)?;
@@ -51,7 +53,7 @@ async fn handle(request: Request, env: &Env) -> Result<Response, RequestError> {
         .map_err(internal("finding the room's object"))?;
     let request = to_room(&route, upgrade.is_some(), protocols.as_deref())?;
     let response = stub.fetch_with_request(request).await.map_err(internal("calling the room"))?;
-    match allowed.cors_origin(origin.as_deref(), &own_origin) {
+    match allowed.cors_origin(origin.as_deref(), &url.origin) {
         Some(cors) if !matches!(route, Route::Join { .. }) => allow_origin(response, cors),
         _ => Ok(response),
     }
