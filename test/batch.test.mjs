@@ -111,6 +111,40 @@ describe('batched delivery', () => {
     await Promise.all([batched.close(), sender.close()]);
   });
 
+  test('after a storm of 50 concurrent joins, every socket\'s users view equals GET /users', async () => {
+    const room = freshRoom('storm');
+    const url = (n) => `${server.wsUrl}/chat/${room}?nick=s${n}`;
+    // Half opt in, half do not: both must end with the same, right view.
+    const clients = await Promise.all(
+      Array.from({ length: 50 }, (_, n) => ChatClient.connect(url(n), { protocols: n % 2 ? [BATCH] : undefined })),
+    );
+    const view = (client) => {
+      const frames = client.frames;
+      const start = frames.findIndex((frame) => frame.type === 'welcome');
+      if (start < 0) return null;
+      const users = new Set(frames[start].users);
+      for (const frame of frames.slice(start + 1)) {
+        if (frame.type === 'joined') users.add(frame.nick);
+        if (frame.type === 'left') users.delete(frame.nick);
+        if (frame.type === 'renamed') users.delete(frame.from), users.add(frame.to);
+      }
+      return [...users].sort();
+    };
+    const response = await fetch(`${server.url}/chat/${room}/users`);
+    const { users } = await response.json();
+    assert.equal(users.length, 50);
+    const expected = [...users].sort();
+    await Promise.all(
+      clients.map((client) =>
+        client.until(() => JSON.stringify(view(client)) === JSON.stringify(expected), { what: 'the users of /users' }),
+      ),
+    );
+    for (const client of clients) {
+      assert.equal(client.count({ type: 'joined', nick: client.frames[0].nick }), 0, 'no socket is told of its own join');
+    }
+    await Promise.all(clients.map((client) => client.close()));
+  });
+
   test('a socket joining while frames pile up gets each message once: in its welcome or after it', async () => {
     const room = freshRoom('join-busy');
     const sender = await join(room, 'Ann', [BATCH]);

@@ -9,6 +9,10 @@
 //! and a tick that finds nothing waiting ends the busy spell. A batch is also sent as soon as
 //! it reaches `MAX_BATCH_FRAMES` frames or `MAX_BATCH_BYTES` bytes, so a backlog never grows
 //! without bound. Rules only: the object carries out what `Outbox` returns.
+//!
+//! Joins go through the outbox too, so that a join storm sends its `joined` frames in batches.
+//! A socket that joins while frames are held is a newcomer until the next delivery: its welcome
+//! already reflects those frames, so it gets only the frames produced after its join.
 
 use crate::chat::room::Attachment;
 use serde::{Deserialize, Serialize};
@@ -87,15 +91,23 @@ impl Batch {
     }
 }
 
+/// Frames for every member, and for each newcomer (in the order they joined) the frames
+/// produced after its join, or `None` for none. After a delivery nobody is a newcomer any more.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Delivery {
+    pub batch: Batch,
+    pub newcomers: Vec<Option<Batch>>,
+}
+
 /// What the object does next.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Step {
     /// Nothing to send now.
     Wait,
-    /// Send this batch to every member now.
-    Send(Batch),
-    /// Send this batch to every member now, then ask for a tick after the queued events.
-    SendAndTick(Batch),
+    /// Deliver now.
+    Send(Delivery),
+    /// Deliver now, then ask for a tick after the queued events.
+    SendAndTick(Delivery),
 }
 
 /// One room's frames on their way to its members.
@@ -105,6 +117,8 @@ pub struct Outbox {
     queued_bytes: usize,
     /// A tick has been asked for and not yet run.
     busy: bool,
+    /// For each socket that joined since the last delivery, how many queued frames predate it.
+    newcomers: Vec<usize>,
 }
 
 impl Outbox {
@@ -112,7 +126,8 @@ impl Outbox {
     pub fn push(&mut self, frame: String) -> Step {
         if !self.busy {
             self.busy = true;
-            return Step::SendAndTick(Batch::of(vec![frame]));
+            // Not busy means the last tick delivered, so there are no newcomers.
+            return Step::SendAndTick(Delivery { batch: Batch::of(vec![frame]), newcomers: Vec::new() });
         }
         self.queued_bytes += frame.len();
         self.queue.push(frame);
@@ -122,11 +137,23 @@ impl Outbox {
         Step::Wait
     }
 
+    /// A socket joins: `announcement` (its `joined` frame) goes to every member but the new
+    /// socket, which the object adds as the last newcomer.
+    pub fn join(&mut self, announcement: String) -> Step {
+        let mut step = self.push(announcement);
+        // Whether the frame went out or waits, the newcomer gets nothing up to and including it.
+        match step {
+            Step::Wait => self.newcomers.push(self.queue.len()),
+            Step::Send(ref mut delivery) | Step::SendAndTick(ref mut delivery) => delivery.newcomers.push(None),
+        }
+        step
+    }
+
     /// The tick asked for by `SendAndTick`: sends what piled up meanwhile and stays busy, or
     /// finds nothing and lets the next frame go out at once.
     pub fn tick(&mut self) -> Step {
         match self.flush() {
-            Some(batch) => Step::SendAndTick(batch),
+            Some(delivery) => Step::SendAndTick(delivery),
             None => {
                 self.busy = false;
                 Step::Wait
@@ -134,15 +161,21 @@ impl Outbox {
         }
     }
 
-    /// Everything queued, now: before a socket is welcomed or sent a reply of its own, so that
-    /// every socket still sees frames in the order the room produced them, and a new member
-    /// never gets frames from before its welcome. The tick still comes.
-    pub fn flush(&mut self) -> Option<Batch> {
+    /// Everything queued, now: before a socket is sent a reply of its own, so that it still
+    /// sees frames in the order the room produced them. The tick still comes. `None` when
+    /// nothing is queued; newcomers are then plain members (the object forgets them too).
+    pub fn flush(&mut self) -> Option<Delivery> {
+        let offsets = std::mem::take(&mut self.newcomers);
         if self.queue.is_empty() {
             return None;
         }
         self.queued_bytes = 0;
-        Some(Batch::of(std::mem::take(&mut self.queue)))
+        let frames = std::mem::take(&mut self.queue);
+        let newcomers = offsets
+            .into_iter()
+            .map(|from| (from < frames.len()).then(|| Batch::of(frames[from..].to_vec())))
+            .collect();
+        Some(Delivery { batch: Batch::of(frames), newcomers })
     }
 }
 
@@ -155,10 +188,18 @@ mod tests {
     }
 
     fn batch(step: Step) -> Batch {
+        delivery(step).batch
+    }
+
+    fn delivery(step: Step) -> Delivery {
         match step {
-            Step::Send(batch) | Step::SendAndTick(batch) => batch,
-            Step::Wait => panic!("expected a batch"),
+            Step::Send(delivery) | Step::SendAndTick(delivery) => delivery,
+            Step::Wait => panic!("expected a delivery"),
         }
+    }
+
+    fn single(frame: String) -> Batch {
+        Batch { frames: vec![frame], array: None }
     }
 
     #[test]
@@ -175,7 +216,8 @@ mod tests {
     fn a_quiet_room_sends_each_frame_at_once_alone() {
         let mut outbox = Outbox::default();
         for n in 0..3 {
-            assert_eq!(outbox.push(frame(n)), Step::SendAndTick(Batch { frames: vec![frame(n)], array: None }));
+            let alone = Delivery { batch: single(frame(n)), newcomers: vec![] };
+            assert_eq!(outbox.push(frame(n)), Step::SendAndTick(alone));
             assert_eq!(outbox.tick(), Step::Wait, "nothing piled up: the spell ends");
         }
     }
@@ -193,7 +235,7 @@ mod tests {
         assert_eq!(array.iter().map(|v| v["id"].as_u64().unwrap()).collect::<Vec<_>>(), [1, 2, 3]);
         // Still busy after a batch: the next frame waits for the next tick.
         assert_eq!(outbox.push(frame(4)), Step::Wait);
-        assert_eq!(outbox.tick(), Step::SendAndTick(Batch { frames: vec![frame(4)], array: None }));
+        assert_eq!(outbox.tick(), Step::SendAndTick(Delivery { batch: single(frame(4)), newcomers: vec![] }));
         assert_eq!(outbox.tick(), Step::Wait);
         assert!(matches!(outbox.push(frame(5)), Step::SendAndTick(_)));
     }
@@ -206,12 +248,12 @@ mod tests {
             assert_eq!(outbox.push(frame(n)), Step::Wait);
         }
         match outbox.push(frame(MAX_BATCH_FRAMES)) {
-            Step::Send(batch) => assert_eq!(batch.frames.len(), MAX_BATCH_FRAMES),
+            Step::Send(delivery) => assert_eq!(delivery.batch.frames.len(), MAX_BATCH_FRAMES),
             other => panic!("{other:?}"),
         }
         let big = "x".repeat(MAX_BATCH_BYTES / 2);
         assert_eq!(outbox.push(big.clone()), Step::Wait);
-        assert!(matches!(outbox.push(big), Step::Send(Batch { frames, .. }) if frames.len() == 2));
+        assert!(matches!(outbox.push(big), Step::Send(d) if d.batch.frames.len() == 2));
         assert_eq!(outbox.tick(), Step::Wait);
     }
 
@@ -222,9 +264,51 @@ mod tests {
         outbox.push(frame(0));
         outbox.push(frame(1));
         outbox.push(frame(2));
-        assert_eq!(outbox.flush().unwrap().frames, [frame(1), frame(2)]);
+        assert_eq!(outbox.flush().unwrap().batch.frames, [frame(1), frame(2)]);
         assert_eq!(outbox.push(frame(3)), Step::Wait, "still busy until the tick");
         assert_eq!(batch(outbox.tick()).frames, [frame(3)]);
+    }
+
+    #[test]
+    fn joins_in_a_storm_are_batched_and_newcomers_get_only_later_frames() {
+        let mut outbox = Outbox::default();
+        // A quiet room: the first join is announced at once, and its socket gets nothing of it.
+        let announced = Delivery { batch: single(frame(0)), newcomers: vec![None] };
+        assert_eq!(outbox.join(frame(0)), Step::SendAndTick(announced));
+        // Three more join before the tick, then a message is posted.
+        for n in 1..4 {
+            assert_eq!(outbox.join(frame(n)), Step::Wait);
+        }
+        assert_eq!(outbox.push(frame(4)), Step::Wait);
+        let tick = delivery(outbox.tick());
+        assert_eq!(tick.batch.frames, [frame(1), frame(2), frame(3), frame(4)]);
+        let got: Vec<Vec<String>> = tick.newcomers.into_iter().map(|b| b.map_or(vec![], |b| b.frames)).collect();
+        assert_eq!(got, [vec![frame(2), frame(3), frame(4)], vec![frame(3), frame(4)], vec![frame(4)]]);
+        // Delivered: nobody is a newcomer any more.
+        assert_eq!(outbox.push(frame(5)), Step::Wait);
+        assert_eq!(delivery(outbox.tick()).newcomers, vec![]);
+    }
+
+    #[test]
+    fn a_newcomer_after_the_last_queued_frame_gets_nothing_and_then_everything() {
+        let mut outbox = Outbox::default();
+        outbox.push(frame(0));
+        outbox.push(frame(1));
+        assert_eq!(outbox.join(frame(2)), Step::Wait);
+        // A bound reached by the join itself: the newcomer is in the delivery, with nothing.
+        let mut outbox_full = Outbox::default();
+        outbox_full.push(frame(0));
+        for n in 1..MAX_BATCH_FRAMES {
+            outbox_full.push(frame(n));
+        }
+        assert_eq!(delivery(outbox_full.join(frame(99))).newcomers, vec![None]);
+        // A flush with nothing queued forgets newcomers: later frames go to everyone.
+        let mut quiet = Outbox::default();
+        quiet.push(frame(0));
+        assert_eq!(quiet.join(frame(1)), Step::Wait);
+        assert_eq!(delivery(quiet.tick()).newcomers, vec![None]);
+        assert_eq!(quiet.tick(), Step::Wait);
+        assert_eq!(delivery(quiet.push(frame(2))).newcomers, vec![]);
     }
 
     #[test]

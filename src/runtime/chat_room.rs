@@ -17,7 +17,7 @@
 use crate::chat::close;
 use crate::edge::config::RoomLimits;
 use crate::chat::history::{trim_cutoff, Window};
-use crate::chat::outbox::{offers_batch, Batch, Outbox, SocketAttachment, Step, BATCH_PROTOCOL};
+use crate::chat::outbox::{offers_batch, Batch, Delivery, Outbox, SocketAttachment, Step, BATCH_PROTOCOL};
 use crate::runtime::message_store::MessageStore;
 use crate::chat::protocol::{ChatMessage, ErrorCode, Incoming, ServerFrame};
 use crate::chat::room::{Attachment, Reaction, Room};
@@ -47,10 +47,11 @@ export function broadcast(members, frame, except) {
   }
 }
 
-export function deliver(members, batched, frames, array) {
+export function deliver(members, batched, skip, frames, array) {
   for (const socket of members.keys()) {
+    if (skip.has(socket)) continue;
     try {
-      if (batched.has(socket)) {
+      if (array !== undefined && batched.has(socket)) {
         socket.send(array);
       } else {
         for (const frame of frames) socket.send(frame);
@@ -70,8 +71,9 @@ export function schedule(tick) {
 extern "C" {
     /// Sends `frame` to every socket of `members` but `except` (undefined: to all).
     fn broadcast(members: &Map, frame: &JsString, except: &JsValue);
-    /// Sends `array` to every member in `batched`, and each of `frames` to every other member.
-    fn deliver(members: &Map, batched: &Set, frames: &Array, array: &JsString);
+    /// Sends `array` (if not undefined) to every member in `batched`, and each of `frames` to
+    /// every other member, skipping the members in `skip`.
+    fn deliver(members: &Map, batched: &Set, skip: &Set, frames: &Array, array: &JsValue);
     /// Runs `tick` after the events already queued (a zero-delay timer), and again for as long
     /// as it returns true.
     fn schedule(tick: &Closure<dyn FnMut() -> bool>);
@@ -97,6 +99,7 @@ pub struct ChatRoom {
     /// The members that opted in to batched delivery.
     batched: Set,
     outbox: Rc<RefCell<Outbox>>,
+    newcomers: Rc<Newcomers>,
     /// Sends what piled up in the outbox; run by the timer `schedule` sets.
     tick: Closure<dyn FnMut() -> bool>,
     /// Random per construction: shows in `x-room-instance` when the object was rebuilt.
@@ -134,22 +137,43 @@ impl DurableObject for ChatRoom {
             }
         }
         let outbox = Rc::new(RefCell::new(Outbox::default()));
+        let newcomers = Rc::new(Newcomers::default());
         let tick = {
-            let (outbox, members, batched) = (outbox.clone(), members.clone(), batched.clone());
+            let (outbox, newcomers) = (outbox.clone(), newcomers.clone());
+            let (members, batched) = (members.clone(), batched.clone());
             Closure::new(move || {
                 let step = outbox.borrow_mut().tick();
-                let again = matches!(step, Step::SendAndTick(_));
-                if let Step::Send(batch) | Step::SendAndTick(batch) = step {
-                    deliver_batch(&members, &batched, batch);
+                match step {
+                    Step::SendAndTick(delivery) => {
+                        carry_out(&members, &batched, &newcomers, delivery);
+                        true
+                    }
+                    Step::Send(delivery) => {
+                        carry_out(&members, &batched, &newcomers, delivery);
+                        false
+                    }
+                    Step::Wait => {
+                        newcomers.clear();
+                        false
+                    }
                 }
-                again
             })
         };
         match WebSocketRequestResponsePair::new("ping", "pong") {
             Ok(pair) => state.set_websocket_auto_response(&pair),
             Err(error) => worker::console_error!("edge-chat: ping auto-response not set: {error:?}"),
         }
-        ChatRoom { state, store, room: RefCell::new(room), members, batched, outbox, tick, instance: random_id() }
+        ChatRoom {
+            state,
+            store,
+            room: RefCell::new(room),
+            members,
+            batched,
+            outbox,
+            newcomers,
+            tick,
+            instance: random_id(),
+        }
     }
 
     async fn fetch(&self, request: Request) -> worker::Result<Response> {
@@ -241,8 +265,6 @@ impl ChatRoom {
         let joined = room.join(id.clone(), nick, now_ms(), random_u64);
         self.state.accept_websocket_with_tags(&pair.server, &[&id]);
         attach(&pair.server, &SocketAttachment { member: joined.attachment.clone(), batch });
-        // What piled up goes to the members it was meant for; the history below already holds it.
-        self.flush();
         let welcome = ServerFrame::Welcome {
             room: room_name.to_owned(),
             nick: joined.attachment.nick.clone(),
@@ -253,12 +275,14 @@ impl ChatRoom {
         if let Some(code) = joined.refused_nick {
             send_one(&pair.server, &ServerFrame::error(code));
         }
-        // At once rather than through the outbox, which would also deliver it to the new socket.
-        broadcast(&self.members, &JsString::from(joined.announcement.to_json()), pair.server.as_ref());
         self.members.set(pair.server.as_ref(), &JsValue::from_str(&id));
         if batch {
             self.batched.add(pair.server.as_ref());
         }
+        // A newcomer until the next delivery: the frames held now are older than its welcome.
+        self.newcomers.add(pair.server.as_ref());
+        let step = self.outbox.borrow_mut().join(joined.announcement.to_json());
+        self.carry_out(step);
         let mut response = Response::from_websocket(pair.client).map_err(internal("answering the upgrade"))?;
         if batch {
             response.headers_mut().set(PROTOCOL_HEADER, BATCH_PROTOCOL).map_err(internal("answering the subprotocol"))?;
@@ -323,11 +347,15 @@ impl ChatRoom {
     /// Sends one frame to every member, now or batched with others (see `outbox`).
     fn broadcast(&self, json: String) {
         let step = self.outbox.borrow_mut().push(json);
+        self.carry_out(step);
+    }
+
+    fn carry_out(&self, step: Step) {
         match step {
             Step::Wait => {}
-            Step::Send(batch) => deliver_batch(&self.members, &self.batched, batch),
-            Step::SendAndTick(batch) => {
-                deliver_batch(&self.members, &self.batched, batch);
+            Step::Send(delivery) => carry_out(&self.members, &self.batched, &self.newcomers, delivery),
+            Step::SendAndTick(delivery) => {
+                carry_out(&self.members, &self.batched, &self.newcomers, delivery);
                 schedule(&self.tick);
             }
         }
@@ -335,9 +363,10 @@ impl ChatRoom {
 
     /// Sends what the outbox holds now, so that a frame sent to one socket does not overtake it.
     fn flush(&self) {
-        let batch = self.outbox.borrow_mut().flush();
-        if let Some(batch) = batch {
-            deliver_batch(&self.members, &self.batched, batch);
+        let delivery = self.outbox.borrow_mut().flush();
+        match delivery {
+            Some(delivery) => carry_out(&self.members, &self.batched, &self.newcomers, delivery),
+            None => self.newcomers.clear(),
         }
     }
 
@@ -356,20 +385,49 @@ impl ChatRoom {
     }
 }
 
-/// A batch crosses into JS once: each frame as one JS string, the array as another.
-fn deliver_batch(members: &Map, batched: &Set, batch: Batch) {
-    let Batch { frames, array } = batch;
-    match array {
-        None => {
-            for frame in &frames {
-                broadcast(members, &JsString::from(frame.as_str()), &JsValue::UNDEFINED);
-            }
-        }
-        Some(array) => {
-            let frames: Array = frames.iter().map(|frame| JsValue::from(JsString::from(frame.as_str()))).collect();
-            deliver(members, batched, &frames, &JsString::from(array));
+/// The sockets that joined while the outbox held frames, in the order they joined, which is
+/// the order of `Delivery::newcomers`. Kept in step with the outbox: both forget them at every
+/// delivery.
+#[derive(Default)]
+struct Newcomers {
+    set: Set,
+    order: RefCell<Vec<JsValue>>,
+}
+
+impl Newcomers {
+    fn add(&self, socket: &JsValue) {
+        self.set.add(socket);
+        self.order.borrow_mut().push(socket.clone());
+    }
+
+    fn clear(&self) {
+        if !self.order.borrow().is_empty() {
+            self.set.clear();
+            self.order.borrow_mut().clear();
         }
     }
+}
+
+/// A batch crosses into JS once: each frame as one JS string, the array as another. Newcomers
+/// get their own, shorter batches.
+fn carry_out(members: &Map, batched: &Set, newcomers: &Newcomers, delivery: Delivery) {
+    let Delivery { batch: Batch { frames, array }, newcomers: later } = delivery;
+    if let (None, [frame], true) = (&array, frames.as_slice(), later.is_empty()) {
+        broadcast(members, &JsString::from(frame.as_str()), &JsValue::UNDEFINED);
+    } else {
+        let frames: Array = frames.iter().map(|frame| JsValue::from(JsString::from(frame.as_str()))).collect();
+        let array = array.map_or(JsValue::UNDEFINED, |array| JsString::from(array).into());
+        deliver(members, batched, &newcomers.set, &frames, &array);
+    }
+    for (socket, batch) in newcomers.order.borrow().iter().zip(later) {
+        let Some(Batch { frames, array }) = batch else { continue };
+        let socket: &RawSocket = socket.unchecked_ref();
+        match array {
+            Some(array) if batched.has(socket) => drop(socket.send(&JsString::from(array))),
+            _ => frames.iter().for_each(|frame| drop(socket.send(&JsString::from(frame.as_str())))),
+        }
+    }
+    newcomers.clear();
 }
 
 fn send_one(socket: &WebSocket, frame: &ServerFrame) {
