@@ -34,6 +34,9 @@ pub struct Room {
     pub batch: bool,
     /// WebSocket frames that carried at least one message: deliveries over this is the mean batch.
     pub message_frames: AtomicU64,
+    /// Every frame after the welcome, and the WebSocket frames they came in (arrays count once).
+    pub frames: AtomicU64,
+    pub ws_frames: AtomicU64,
     pub sent: AtomicU64,
     pub delivered: AtomicU64,
     pub welcomed: AtomicU64,
@@ -80,7 +83,9 @@ impl Room {
 
     /// One WebSocket text frame: a frame, or (batched) a JSON array of frames.
     fn on_ws_text(&self, text: &str) {
+        self.ws_frames.fetch_add(1, Relaxed);
         if !text.starts_with('[') {
+            self.frames.fetch_add(1, Relaxed);
             if self.on_text(text) {
                 self.message_frames.fetch_add(1, Relaxed);
             }
@@ -90,6 +95,7 @@ impl Room {
             self.errors.fetch_add(1, Relaxed);
             return;
         };
+        self.frames.fetch_add(frames.len() as u64, Relaxed);
         let mut messages = false;
         for frame in frames {
             messages |= self.on_text(frame.get());

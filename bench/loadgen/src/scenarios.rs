@@ -451,6 +451,9 @@ pub async fn storm(bench: &Bench<'_>, target: &Target) -> Result<Outcome, String
     out.add("welcome_p99_ms", "time to welcome p99", "ms", Lower, pick(0.99));
     let (server_cpu, _) = b.server.since(&a.server);
     out.add("cpu_per_join_ms", "server CPU per join", "ms", Lower, 1000.0 * server_cpu / waits.len().max(1) as f64);
+    // Frames after the welcomes (`joined`) per WebSocket frame, until the last welcome.
+    let batch = room.frames.load(Relaxed) as f64 / room.ws_frames.load(Relaxed).max(1) as f64;
+    out.add("batch", "frames per WebSocket frame after the welcome, mean", "", Neither, batch);
     usage_shares(&mut out, &a, &b);
     if !failures.is_empty() {
         out.note(format!("{} joins failed, first: {}", failures.len(), failures[0]));
