@@ -47,6 +47,8 @@ pub struct Room {
     pub recording: AtomicBool,
     pub record_from_us: AtomicU64,
     pub latencies_us: Mutex<Vec<u32>>,
+    /// While recording: a sender's own messages that took over a second to come back to it.
+    pub slow_echoes: AtomicU64,
     /// Signalled when a delivery leaves fewer than this many outstanding: the load driver
     /// waits on it, and waking it for every frame would cost the harness more than the room.
     pub wake_below: AtomicU64,
@@ -81,12 +83,12 @@ impl Room {
         }
     }
 
-    /// One WebSocket text frame: a frame, or (batched) a JSON array of frames.
-    fn on_ws_text(&self, text: &str) {
+    /// One WebSocket text frame: a frame, or (batched) a JSON array of frames, at client `me`.
+    fn on_ws_text(&self, text: &str, me: usize) {
         self.ws_frames.fetch_add(1, Relaxed);
         if !text.starts_with('[') {
             self.frames.fetch_add(1, Relaxed);
-            if self.on_text(text) {
+            if self.on_text(text, me) {
                 self.message_frames.fetch_add(1, Relaxed);
             }
             return;
@@ -98,7 +100,7 @@ impl Room {
         self.frames.fetch_add(frames.len() as u64, Relaxed);
         let mut messages = false;
         for frame in frames {
-            messages |= self.on_text(frame.get());
+            messages |= self.on_text(frame.get(), me);
         }
         if messages {
             self.message_frames.fetch_add(1, Relaxed);
@@ -106,17 +108,20 @@ impl Room {
     }
 
     /// Counts one frame; true for a message.
-    fn on_text(&self, text: &str) -> bool {
+    fn on_text(&self, text: &str, me: usize) -> bool {
         if text.starts_with("{\"type\":\"message\"") {
             self.delivered.fetch_add(1, Relaxed);
             if self.outstanding() < self.wake_below.load(Relaxed) {
                 self.progress.notify_one();
             }
             if self.recording.load(Relaxed) {
-                if let Some(sent_us) = sent_time(text) {
+                if let Some((sender, sent_us)) = stamp(text) {
                     if sent_us >= self.record_from_us.load(Relaxed) {
                         let latency = now_us().saturating_sub(sent_us).min(u64::from(u32::MAX)) as u32;
                         self.latencies_us.lock().expect("latency lock").push(latency);
+                        if sender == me && latency > 1_000_000 {
+                            self.slow_echoes.fetch_add(1, Relaxed);
+                        }
                     }
                 }
             }
@@ -134,10 +139,12 @@ impl Room {
     }
 }
 
-/// The send time stamped into a message's text: `"text":"SENDER SEQ MICROS ..."`.
-fn sent_time(frame: &str) -> Option<u64> {
+/// The sender and send time stamped into a message's text: `"text":"SENDER SEQ MICROS ..."`.
+fn stamp(frame: &str) -> Option<(usize, u64)> {
     let start = frame.find("\"text\":\"")? + 8;
-    frame[start..].split(' ').nth(2)?.parse().ok()
+    let mut words = frame[start..].split(' ');
+    let sender = words.next()?.parse().ok()?;
+    Some((sender, words.nth(1)?.parse().ok()?))
 }
 
 pub enum Command {
@@ -198,7 +205,7 @@ async fn run(
     loop {
         tokio::select! {
             frame = stream.next() => match frame {
-                Some(Ok(Message::Text(text))) => room.on_ws_text(text.as_str()),
+                Some(Ok(Message::Text(text))) => room.on_ws_text(text.as_str(), number),
                 Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,
                 Some(Ok(_)) => {}
             },

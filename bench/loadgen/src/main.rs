@@ -4,7 +4,7 @@
 //!
 //!   loadgen --root DIR --workerd PATH [--quick] [--targets rust,reference,floor] [SCENARIO...]
 //!
-//! Scenarios: fanout latency rooms storm memory start (the default set), and soak (only when
+//! Scenarios: fanout latency rooms stall storm memory start (the default set), and soak (only when
 //! named). The client is one single-threaded process: on a 2-core machine the runtime's
 //! isolate gets the other core, and each scenario reports both processes' CPU use, which
 //! shows which side was the bottleneck.
@@ -22,7 +22,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 use target::Target;
 
-const DEFAULT_SCENARIOS: [&str; 6] = ["fanout", "latency", "rooms", "storm", "memory", "start"];
+const DEFAULT_SCENARIOS: [&str; 7] = ["fanout", "latency", "rooms", "stall", "storm", "memory", "start"];
 const FANOUT_SIZES: [usize; 3] = [10, 100, 1000];
 
 struct Args {
@@ -155,6 +155,22 @@ fn jobs(args: &Args, plan: &Plan) -> Vec<Job> {
                     slices: plan.slices,
                 },
             }),
+            "stall" => {
+                // Issue 13: closed-loop senders saturating the room; 4 keeping 8 each in flight in a room
+                // of 100, and 20 rooms of 10 with one such sender each.
+                for (rooms, size, senders) in [(1, 100, 4), (20, 10, 1)] {
+                    let window = 8 * senders as u64;
+                    jobs.push(Job {
+                        id: format!("stall-{rooms}x{size}"),
+                        title: format!("3b stalls, {rooms} room(s) of {size}"),
+                        params: format!(
+                            "{senders} sender(s) per room, {window} msgs in flight per room, every delivery timed; {}",
+                            slicing(plan.slices)
+                        ),
+                        shape: Shape::Alternate { rooms, size, load: Load::Stall { senders, window }, slices: plan.slices },
+                    });
+                }
+            }
             "storm" => jobs.push(Job {
                 id: "storm".into(),
                 title: format!("4 join storm, {} clients into one room at once", plan.storm),

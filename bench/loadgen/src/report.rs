@@ -208,6 +208,8 @@ impl Report {
             Goal::new("start to first welcome, Rust/JS", ratio("start", "start_to_welcome_ms"), "x", 1.2, false),
             Goal::new("join storm, batched: joins per second", value("storm", "batched", "joins_per_s"), "/s", 420.0, true),
             Goal::new("join storm, batched: time to welcome p99", value("storm", "batched", "welcome_p99_ms"), "ms", 2000.0, false),
+            Goal::new("stalls, 1 room of 100, batched: slowest delivery", value("stall-1x100", "batched", "max_ms"), "ms", 1000.0, false),
+            Goal::new("stalls, 20 rooms of 10, batched: slowest delivery", value("stall-20x10", "batched", "max_ms"), "ms", 1000.0, false),
         ]);
         goals.retain(|g| g.value.is_finite());
         goals

@@ -276,6 +276,9 @@ pub enum Load {
     Window { senders: usize, window: u64 },
     /// `senders` per room send `rate` messages per second in all, on a fixed schedule.
     Rate { senders: usize, rate: f64 },
+    /// Like `Window`, with every delivery timed: how long the slowest took, and how often a
+    /// sender waited over a second for its own message.
+    Stall { senders: usize, window: u64 },
 }
 
 impl Rig {
@@ -284,7 +287,9 @@ impl Rig {
             .iter()
             .zip(&self.clients)
             .map(|(room, members)| match load {
-                Load::Window { senders: n, window } => drive_window(room.clone(), senders(members, n), window, u64::MAX),
+                Load::Window { senders: n, window } | Load::Stall { senders: n, window } => {
+                    drive_window(room.clone(), senders(members, n), window, u64::MAX)
+                }
                 Load::Rate { senders: n, rate } => drive_rate(room.clone(), senders(members, n), rate),
             })
             .collect()
@@ -306,6 +311,7 @@ struct Slices {
     latencies_us: Vec<u32>,
     slice_p99_ms: Vec<f64>,
     batch: Vec<f64>,
+    slow_echoes: u64,
 }
 
 /// Scenarios 1 to 3. Every target runs at once, each with its rooms joined, and the load
@@ -350,7 +356,7 @@ pub async fn alternate(
             let from = now_us();
             for room in &rig.rooms {
                 room.record_from_us.store(from, Relaxed);
-                room.recording.store(matches!(load, Load::Rate { .. }), Relaxed);
+                room.recording.store(!matches!(load, Load::Window { .. }), Relaxed);
             }
             let a = Snap::take(&rig.server, &rig.rooms);
             tokio::time::sleep(plan.slice).await;
@@ -372,6 +378,7 @@ pub async fn alternate(
             let mut slice_latencies = Vec::new();
             for room in &rig.rooms {
                 room.recording.store(false, Relaxed);
+                s.slow_echoes += room.slow_echoes.swap(0, Relaxed);
                 slice_latencies.append(&mut room.latencies_us.lock().expect("latency lock"));
             }
             slice_latencies.sort_unstable();
@@ -407,6 +414,14 @@ pub async fn alternate(
                 out.add_rounds("slice_p99_ms", "latency p99 of a slice, median", "ms", Lower, &mut s.slice_p99_ms);
                 out.add("samples", "deliveries timed", "", Neither, s.latencies_us.len() as f64);
                 out.add_rounds("cpu_per_10k", "server CPU per 10k deliveries", "ms", Lower, &mut s.cpu_per_10k);
+            }
+            Load::Stall { .. } => {
+                s.latencies_us.sort_unstable();
+                let pick = |q: f64| quantile(&s.latencies_us, q).map_or(f64::NAN, |us| f64::from(us) / 1000.0);
+                out.add_rounds("deliveries_per_s", "deliveries per second", "/s", Higher, &mut s.rates);
+                out.add("p99_ms", "latency p99", "ms", Lower, pick(0.99));
+                out.add("max_ms", "slowest delivery", "ms", Lower, pick(1.0));
+                out.add("slow_echoes", "own messages back after > 1 s", "", Lower, s.slow_echoes as f64);
             }
         }
         out.add_rounds("batch", "messages per WebSocket frame, mean", "", Neither, &mut s.batch);
