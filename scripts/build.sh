@@ -22,4 +22,10 @@ env "${WASM_ENV[@]}" \
   WASM_OPT_BIN="$ROOT/node_modules/.bin/wasm-opt" \
   ESBUILD_BIN="$ROOT/node_modules/.bin/esbuild" \
   worker-build --release >&2
+# worker-build keeps the name section (function names, ~80 KB) for readable stack traces; the
+# Worker logs none, and every cold start would validate them. Same features as worker-build's own pass.
+say "stripping names from the WASM"
+features=(mutable-globals sign-ext nontrapping-float-to-int bulk-memory multivalue reference-types exception-handling)
+"$ROOT/node_modules/.bin/wasm-opt" build/index_bg.wasm "${features[@]/#/--enable-}" --strip-debug --strip-producers \
+  -o build/index_bg.wasm
 touch build/index.js

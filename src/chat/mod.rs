@@ -5,6 +5,7 @@ pub mod history;
 pub mod identity;
 pub mod moderation;
 pub mod nicknames;
+pub mod outbox;
 pub mod protocol;
 pub mod rate_limit;
 pub mod room;

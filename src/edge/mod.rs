@@ -3,5 +3,6 @@
 pub mod access;
 pub mod config;
 pub mod origin;
+pub mod request_url;
 pub mod routes;
 pub mod ticket;

@@ -4,7 +4,9 @@
 //! rebuilds the room from the sockets' attachments and the last stored message.
 //!
 //! Every event does the same three things: ask the room what to do, store what must be
-//! stored, then send. Nothing here awaits, so events never interleave.
+//! stored, then send. Nothing here awaits, so events never interleave. Broadcasts go through
+//! the room's `Outbox`, which sends at once when the room is quiet and batches frames when it
+//! falls behind; this object only runs the zero-delay timer it asks for (see `outbox`).
 //!
 //! The WebSocket handlers are bound by hand, as plain synchronous methods: the `worker`
 //! macro would wrap every frame in a Rust future and a JS promise, which cost more CPU than
@@ -14,21 +16,23 @@
 
 use crate::chat::close;
 use crate::chat::identity::Identity;
+use crate::chat::moderation::{address_key, Action, Sanction};
 use crate::edge::config::RoomLimits;
 use crate::chat::history::{trim_cutoff, Window};
+use crate::chat::outbox::{offers_batch, Batch, Delivery, Outbox, SocketAttachment, Step, BATCH_PROTOCOL};
 use crate::runtime::message_store::MessageStore;
 use crate::runtime::moderation_store::{AuditEntry, ModerationStore};
-use crate::chat::moderation::{address_key, Action};
-use crate::chat::room::Moderation;
 use crate::chat::protocol::{ChatMessage, ErrorCode, Incoming, ServerFrame};
-use crate::chat::room::{Attachment, Reaction, Room};
+use crate::chat::room::{Attachment, Moderation, Reaction, Room};
 use crate::edge::routes::{RequestError, Route};
-use crate::runtime::worker::{error_response, internal, json_response, refused_socket, ROUTE_HEADER};
+use crate::runtime::worker::{error_response, internal, json_response, refused_socket, PROTOCOL_HEADER, ROUTE_HEADER};
 use serde::Serialize;
 use std::cell::RefCell;
+use std::rc::Rc;
+use wasm_bindgen::closure::Closure;
 use wasm_bindgen::prelude::wasm_bindgen;
 use wasm_bindgen::{JsCast, JsValue};
-use worker::js_sys::{JsString, Map};
+use worker::js_sys::{Array, JsString, Map, Set};
 use worker::worker_sys::web_sys;
 use worker::worker_sys::WebSocketRequestResponsePair;
 use worker::{durable_object, DurableObject, Env, Request, Response, State, WebSocket, WebSocketPair};
@@ -45,10 +49,37 @@ export function broadcast(members, frame, except) {
     }
   }
 }
+
+export function deliver(members, batched, skip, frames, array) {
+  for (const socket of members.keys()) {
+    if (skip.has(socket)) continue;
+    try {
+      if (array !== undefined && batched.has(socket)) {
+        socket.send(array);
+      } else {
+        for (const frame of frames) socket.send(frame);
+      }
+    } catch {
+      // closing: its close event removes it from the room
+    }
+  }
+}
+
+export function schedule(tick) {
+  setTimeout(function run() {
+    if (tick()) setTimeout(run, 0);
+  }, 0);
+}
 ")]
 extern "C" {
     /// Sends `frame` to every socket of `members` but `except` (undefined: to all).
     fn broadcast(members: &Map, frame: &JsString, except: &JsValue);
+    /// Sends `array` (if not undefined) to every member in `batched`, and each of `frames` to
+    /// every other member, skipping the members in `skip`.
+    fn deliver(members: &Map, batched: &Set, skip: &Set, frames: &Array, array: &JsValue);
+    /// Runs `tick` after the events already queued (a zero-delay timer), and again for as long
+    /// as it returns true.
+    fn schedule(tick: &Closure<dyn FnMut() -> bool>);
 }
 
 #[wasm_bindgen]
@@ -71,6 +102,12 @@ pub struct ChatRoom {
     /// Every member's socket, to the id it was tagged with when it joined: exactly the
     /// room's members, kept in step with `room`.
     members: Map,
+    /// The members that opted in to batched delivery.
+    batched: Set,
+    outbox: Rc<RefCell<Outbox>>,
+    newcomers: Rc<Newcomers>,
+    /// Sends what piled up in the outbox; run by the timer `schedule` sets.
+    tick: Closure<dyn FnMut() -> bool>,
     /// Random per construction: shows in `x-room-instance` when the object was rebuilt.
     instance: String,
 }
@@ -107,15 +144,41 @@ impl DurableObject for ChatRoom {
             Ok(seconds) => room.restore_slow_mode(seconds.and_then(|s| s.parse().ok()).unwrap_or(0)),
             Err(error) => worker::console_error!("edge-chat: reading slow mode failed: {error}"),
         }
-        let members = Map::new();
+        let (members, batched) = (Map::new(), Set::new(&JsValue::UNDEFINED));
         for socket in state.get_websockets() {
-            if let Ok(Some(attachment)) = socket.deserialize_attachment::<Attachment>() {
-                let id = JsValue::from_str(&attachment.id);
-                if room.restore(attachment, now) {
+            if let Ok(Some(SocketAttachment { member, batch })) = socket.deserialize_attachment() {
+                let id = JsValue::from_str(&member.id);
+                if room.restore(member, now) {
                     members.set(socket.as_ref(), &id);
+                    if batch {
+                        batched.add(socket.as_ref());
+                    }
                 }
             }
         }
+        let outbox = Rc::new(RefCell::new(Outbox::default()));
+        let newcomers = Rc::new(Newcomers::default());
+        let tick = {
+            let (outbox, newcomers) = (outbox.clone(), newcomers.clone());
+            let (members, batched) = (members.clone(), batched.clone());
+            Closure::new(move || {
+                let step = outbox.borrow_mut().tick();
+                match step {
+                    Step::SendAndTick(delivery) => {
+                        carry_out(&members, &batched, &newcomers, delivery);
+                        true
+                    }
+                    Step::Send(delivery) => {
+                        carry_out(&members, &batched, &newcomers, delivery);
+                        false
+                    }
+                    Step::Wait => {
+                        newcomers.clear();
+                        false
+                    }
+                }
+            })
+        };
         match WebSocketRequestResponsePair::new("ping", "pong") {
             Ok(pair) => state.set_websocket_auto_response(&pair),
             Err(error) => worker::console_error!("edge-chat: ping auto-response not set: {error:?}"),
@@ -127,6 +190,10 @@ impl DurableObject for ChatRoom {
             room: RefCell::new(room),
             salt: RefCell::new(None),
             members,
+            batched,
+            outbox,
+            newcomers,
+            tick,
             instance: random_id(),
         }
     }
@@ -136,9 +203,10 @@ impl DurableObject for ChatRoom {
             .headers()
             .get(ROUTE_HEADER)?
             .and_then(|json| serde_json::from_str::<Route>(&json).ok());
+        let batch = offers_batch(request.headers().get(PROTOCOL_HEADER)?.as_deref());
         let response = match route {
             Some(Route::Join { room, nick, since, identity, address }) => {
-                self.join(&room, nick.as_deref(), since, identity, address)
+                self.join(&room, nick.as_deref(), since, identity, address, batch)
             }
             Some(Route::Users { room }) => self.users(&room),
             Some(Route::History { room, window }) => self.history(&room, window),
@@ -171,26 +239,27 @@ impl ChatRoom {
         let socket = WebSocket::from(socket);
         match reaction {
             Reaction::Nothing => {}
-            Reaction::Reply(frame) => send_one(&socket, &frame),
+            Reaction::Reply(frame) => self.reply(&socket, &frame),
             Reaction::Post(message) => self.post(&socket, message),
             Reaction::Moderate(moderation) => {
-                if let Err(code) = self.carry_out(moderation) {
-                    send_one(&socket, &ServerFrame::error(code));
+                if let Err(code) = self.enforce(moderation) {
+                    self.reply(&socket, &ServerFrame::error(code));
                 }
             }
             Reaction::Renamed { frame, attachment } => {
-                attach(&socket, &attachment);
-                self.broadcast(&frame.to_json(), &JsValue::UNDEFINED);
+                self.attach(&socket, attachment);
+                self.broadcast(frame.to_json());
             }
             Reaction::Kick { error, attachment, code, reason, left } => {
-                send_one(&socket, &error);
-                attach(&socket, &attachment);
+                self.reply(&socket, &error);
+                self.attach(&socket, attachment);
                 self.members.delete(socket.as_ref());
+                self.batched.delete(socket.as_ref());
                 if let Err(error) = socket.close(Some(code), Some(reason)) {
                     worker::console_error!("edge-chat: closing a socket ({code}) failed: {error}");
                 }
                 if let Some(left) = left {
-                    self.broadcast(&left.to_json(), &JsValue::UNDEFINED);
+                    self.broadcast(left.to_json());
                 }
             }
         }
@@ -220,6 +289,7 @@ impl ChatRoom {
         since: Option<u64>,
         identity: Option<Identity>,
         address: Option<String>,
+        batch: bool,
     ) -> Result<Response, RequestError> {
         if self.room.borrow().is_full() {
             return Err(RequestError::RoomFull);
@@ -245,7 +315,7 @@ impl ChatRoom {
             }
         }
         self.state.accept_websocket_with_tags(&pair.server, &[&id]);
-        attach(&pair.server, &joined.attachment);
+        attach(&pair.server, &SocketAttachment { member: joined.attachment.clone(), batch });
         let welcome = ServerFrame::Welcome {
             room: room_name.to_owned(),
             nick: joined.attachment.nick.clone(),
@@ -257,11 +327,29 @@ impl ChatRoom {
         if let Some(code) = joined.refused_nick {
             send_one(&pair.server, &ServerFrame::error(code));
         }
-        if let Some(announcement) = &joined.announcement {
-            self.broadcast(&announcement.to_json(), pair.server.as_ref());
-        }
+        // Frames held now are older than the welcome: the newcomer must not get them.
+        let announcement = match &joined.announcement {
+            Some(announcement) => Some(announcement.to_json()),
+            None => {
+                self.flush();
+                None
+            }
+        };
         self.members.set(pair.server.as_ref(), &JsValue::from_str(&id));
-        Response::from_websocket(pair.client).map_err(internal("answering the upgrade"))
+        if batch {
+            self.batched.add(pair.server.as_ref());
+        }
+        if let Some(announcement) = announcement {
+            // A newcomer until the next delivery, which skips what was held before it joined.
+            self.newcomers.add(pair.server.as_ref());
+            let step = self.outbox.borrow_mut().join(announcement);
+            self.carry_out(step);
+        }
+        let mut response = Response::from_websocket(pair.client).map_err(internal("answering the upgrade"))?;
+        if batch {
+            response.headers_mut().set(PROTOCOL_HEADER, BATCH_PROTOCOL).map_err(internal("answering the subprotocol"))?;
+        }
+        Ok(response)
     }
 
     fn users(&self, room_name: &str) -> Result<Response, RequestError> {
@@ -312,14 +400,14 @@ impl ChatRoom {
             _ => RequestError::Internal,
         };
         let moderation = self.room.borrow_mut().moderate(action, ADMIN.to_owned(), None, now_ms()).map_err(not_found)?;
-        let notice = self.carry_out(moderation).map_err(not_found)?;
+        let notice = self.enforce(moderation).map_err(not_found)?;
         json_response(200, format!(r#"{{"ok":true,"moderated":{}}}"#, notice.to_json()))
             .map_err(internal("answering an admin action"))
     }
 
     /// Stores what a moderation action changed, closes the sockets it ejects and tells the
     /// room, returning the `moderated` notice; `not_found` when it deletes no message.
-    fn carry_out(&self, moderation: Moderation) -> Result<ServerFrame, ErrorCode> {
+    fn enforce(&self, moderation: Moderation) -> Result<ServerFrame, ErrorCode> {
         let Moderation { action, by, mut target, ejected, close, left, imposed, lifted } = moderation;
         let now = now_ms();
         let stored = (|| -> worker::Result<Option<ServerFrame>> {
@@ -361,15 +449,16 @@ impl ChatRoom {
         }
         for attachment in &ejected {
             let Some(socket) = self.socket_of(&attachment.id) else { continue };
-            attach(&socket, attachment);
+            self.attach(&socket, attachment.clone());
             self.members.delete(socket.as_ref());
+            self.batched.delete(socket.as_ref());
             if let Err(error) = socket.close(Some(close.0), Some(close.1)) {
                 worker::console_error!("edge-chat: closing an ejected socket failed: {error}");
             }
         }
         let notice = ServerFrame::Moderated { action: action.name(), target: target.clone(), by: by.clone(), at: now };
         for frame in deleted.iter().chain(left.iter()).chain([&notice]) {
-            self.broadcast(&frame.to_json(), &JsValue::UNDEFINED);
+            self.broadcast(frame.to_json());
         }
         let entry = AuditEntry { at: now, action: action.name().to_owned(), target, by };
         if let Err(error) = self.moderation.audit(&entry) {
@@ -382,7 +471,7 @@ impl ChatRoom {
         #[derive(Serialize)]
         struct Bans<'a> {
             room: &'a str,
-            bans: Vec<crate::chat::moderation::Sanction>,
+            bans: Vec<Sanction>,
         }
         let bans = self.room.borrow().bans(now_ms());
         json_response(200, serde_json::to_string(&Bans { room: room_name, bans }).map_err(internal("encoding bans"))?)
@@ -416,7 +505,7 @@ impl ChatRoom {
     fn post(&self, sender: &WebSocket, message: ChatMessage) {
         if let Err(error) = self.store.insert(&message) {
             worker::console_error!("edge-chat: storing message {} failed: {error}", message.id);
-            send_one(sender, &ServerFrame::error(ErrorCode::Unavailable));
+            self.reply(sender, &ServerFrame::error(ErrorCode::Unavailable));
             return;
         }
         if let Some(cutoff) = trim_cutoff(message.id) {
@@ -425,7 +514,7 @@ impl ChatRoom {
             }
         }
         match serde_json::to_string(&message) {
-            Ok(json) => self.broadcast(&json, &JsValue::UNDEFINED),
+            Ok(json) => self.broadcast(json),
             Err(error) => worker::console_error!("edge-chat: encoding message {} failed: {error}", message.id),
         }
     }
@@ -433,21 +522,97 @@ impl ChatRoom {
     fn depart(&self, socket: &WebSocket) {
         let Some(id) = self.member_id(socket.as_ref()) else { return };
         self.members.delete(socket.as_ref());
+        self.batched.delete(socket.as_ref());
         let left = self.room.borrow_mut().leave(&id, now_ms());
         if let Some(left) = left {
-            self.broadcast(&left.to_json(), &JsValue::UNDEFINED);
+            self.broadcast(left.to_json());
         }
     }
 
-    /// Sends one frame to every member but `except`, crossing into JS once.
-    fn broadcast(&self, json: &str, except: &JsValue) {
-        broadcast(&self.members, &JsString::from(json), except);
+    /// Sends one frame to every member, now or batched with others (see `outbox`).
+    fn broadcast(&self, json: String) {
+        let step = self.outbox.borrow_mut().push(json);
+        self.carry_out(step);
+    }
+
+    fn carry_out(&self, step: Step) {
+        match step {
+            Step::Wait => {}
+            Step::Send(delivery) => carry_out(&self.members, &self.batched, &self.newcomers, delivery),
+            Step::SendAndTick(delivery) => {
+                carry_out(&self.members, &self.batched, &self.newcomers, delivery);
+                schedule(&self.tick);
+            }
+        }
+    }
+
+    /// Sends what the outbox holds now, so that a frame sent to one socket does not overtake it.
+    fn flush(&self) {
+        let delivery = self.outbox.borrow_mut().flush();
+        match delivery {
+            Some(delivery) => carry_out(&self.members, &self.batched, &self.newcomers, delivery),
+            None => self.newcomers.clear(),
+        }
+    }
+
+    fn reply(&self, socket: &WebSocket, frame: &ServerFrame) {
+        self.flush();
+        send_one(socket, frame);
+    }
+
+    fn attach(&self, socket: &WebSocket, member: Attachment) {
+        attach(socket, &SocketAttachment { member, batch: self.batched.has(socket.as_ref()) });
     }
 
     /// The id of a member's socket; `None` for a socket that is not (or no longer) a member.
     fn member_id(&self, socket: &JsValue) -> Option<String> {
         self.members.get(socket).as_string()
     }
+}
+
+/// The sockets that joined while the outbox held frames, in the order they joined, which is
+/// the order of `Delivery::newcomers`. Kept in step with the outbox: both forget them at every
+/// delivery.
+#[derive(Default)]
+struct Newcomers {
+    set: Set,
+    order: RefCell<Vec<JsValue>>,
+}
+
+impl Newcomers {
+    fn add(&self, socket: &JsValue) {
+        self.set.add(socket);
+        self.order.borrow_mut().push(socket.clone());
+    }
+
+    fn clear(&self) {
+        if !self.order.borrow().is_empty() {
+            self.set.clear();
+            self.order.borrow_mut().clear();
+        }
+    }
+}
+
+/// A batch crosses into JS once: each frame as one JS string, the array as another. Newcomers
+/// get their own, shorter batches.
+fn carry_out(members: &Map, batched: &Set, newcomers: &Newcomers, delivery: Delivery) {
+    let Delivery { batch: Batch { frames, array }, newcomers: later } = delivery;
+    if let (None, [frame], true) = (&array, frames.as_slice(), later.is_empty()) {
+        broadcast(members, &JsString::from(frame.as_str()), &JsValue::UNDEFINED);
+    } else {
+        let frames: Array = frames.iter().map(|frame| JsValue::from(JsString::from(frame.as_str()))).collect();
+        let array = array.map_or(JsValue::UNDEFINED, |array| JsString::from(array).into());
+        deliver(members, batched, &newcomers.set, &frames, &array);
+    }
+    for (socket, batch) in newcomers.order.borrow().iter().zip(later) {
+        let Some(Batch { frames, array }) = batch else { continue };
+        let socket: &RawSocket = socket.unchecked_ref();
+        match array {
+            Some(array) if batched.has(socket) => drop(socket.send(&JsString::from(array))),
+            _ => frames.iter().for_each(|frame| drop(socket.send(&JsString::from(frame.as_str())))),
+        }
+    }
+    newcomers.clear();
 }
 
 /// Settings this room keeps in storage.
@@ -467,7 +632,7 @@ fn send_raw(socket: &WebSocket, data: &JsString) {
     let _ = raw.send(data);
 }
 
-fn attach(socket: &WebSocket, attachment: &Attachment) {
+fn attach(socket: &WebSocket, attachment: &SocketAttachment) {
     if let Err(error) = socket.serialize_attachment(attachment) {
         worker::console_error!("edge-chat: saving a socket attachment failed: {error}");
     }

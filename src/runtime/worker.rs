@@ -5,6 +5,7 @@
 
 use crate::edge::access::AccessPolicy;
 use crate::edge::origin::AllowedOrigins;
+use crate::edge::request_url::RequestUrl;
 use crate::edge::routes::{self, RequestError, RequestParts, Route};
 use crate::chat::close;
 use crate::chat::moderation;
@@ -14,6 +15,8 @@ use worker::{event, Context, Env, Headers, Method, Request, RequestInit, Respons
 
 /// The header that carries the validated route from the Worker to the room's object.
 pub const ROUTE_HEADER: &str = "x-edge-chat-route";
+/// The WebSocket subprotocols a client offers, and the one the room answers with.
+pub const PROTOCOL_HEADER: &str = "sec-websocket-protocol";
 
 #[event(start)]
 fn start() {
@@ -29,19 +32,20 @@ async fn fetch(request: Request, env: Env, _ctx: Context) -> worker::Result<Resp
 }
 
 async fn handle(mut request: Request, env: &Env) -> Result<Response, RequestError> {
-    let url = request.url().map_err(internal("reading the request URL"))?;
+    // The raw string, not `request.url()`, which would bring in the `url` crate (see `request_url`).
+    let raw_url = request.inner().url();
+    let url = RequestUrl::parse(&raw_url).ok_or("no scheme").map_err(internal("reading the request URL"))?;
     let headers = request.headers();
     let header = |name: &str| headers.get(name).ok().flatten();
-    let (upgrade, origin) = (header("upgrade"), header("origin"));
-    let own_origin = url.origin().ascii_serialization();
+    let (upgrade, origin, protocols) = (header("upgrade"), header("origin"), header("sec-websocket-protocol"));
     let method = request.method();
     let parts = RequestParts {
         method: method.as_ref(),
-        path: url.path(),
-        query: url.query(),
+        path: &url.path,
+        query: url.query.as_deref(),
         upgrade: upgrade.as_deref(),
         origin: origin.as_deref(),
-        own_origin: &own_origin,
+        own_origin: &url.origin,
     };
     let allowed = AllowedOrigins::parse(&env.var("ALLOWED_ORIGINS").map(|v| v.to_string()).unwrap_or_default());
     let mut route = routes::route(&parts, &allowed)?;
@@ -64,7 +68,7 @@ async fn handle(mut request: Request, env: &Env) -> Result<Response, RequestErro
             route = Route::Moderate { room: room.clone(), action };
         }
     } else {
-        let ticket = routes::presented_ticket(url.query(), authorization.as_deref())?;
+        let ticket = routes::presented_ticket(url.query.as_deref(), authorization.as_deref())?;
         let identity = match access_policy(env).admit(&room, ticket.as_deref(), now_s()) {
             Ok(identity) => identity,
             Err(refusal) if matches!(route, Route::Join { .. }) => return refuse_socket(refusal),
@@ -79,9 +83,9 @@ async fn handle(mut request: Request, env: &Env) -> Result<Response, RequestErro
         .durable_object("ROOMS")
         .and_then(|rooms| rooms.get_by_name(&room))
         .map_err(internal("finding the room's object"))?;
-    let response =
-        stub.fetch_with_request(to_room(&route, upgrade.is_some())?).await.map_err(internal("calling the room"))?;
-    match allowed.cors_origin(origin.as_deref(), &own_origin) {
+    let request = to_room(&route, upgrade.is_some(), protocols.as_deref())?;
+    let response = stub.fetch_with_request(request).await.map_err(internal("calling the room"))?;
+    match allowed.cors_origin(origin.as_deref(), &url.origin) {
         Some(cors) if !matches!(route, Route::Join { .. }) => allow_origin(response, cors),
         _ => Ok(response),
     }
@@ -164,13 +168,16 @@ fn allow_origin(response: Response, origin: &str) -> Result<Response, RequestErr
 }
 
 /// The request the room's object receives: the route as JSON, and the upgrade header that
-/// lets the object answer with a WebSocket.
-fn to_room(route: &Route, upgrade: bool) -> Result<Request, RequestError> {
+/// lets the object answer with a WebSocket, with the subprotocols the client offered.
+fn to_room(route: &Route, upgrade: bool, protocols: Option<&str>) -> Result<Request, RequestError> {
     let headers = Headers::new();
     let route_json = serde_json::to_string(route).map_err(internal("encoding the route"))?;
     headers.set(ROUTE_HEADER, &route_json).map_err(internal("setting the route header"))?;
     if upgrade {
         headers.set("upgrade", "websocket").map_err(internal("setting the upgrade header"))?;
+        if let Some(protocols) = protocols {
+            headers.set(PROTOCOL_HEADER, protocols).map_err(internal("setting the subprotocol header"))?;
+        }
     }
     let mut init = RequestInit::new();
     init.with_method(Method::Get).with_headers(headers);

@@ -39,13 +39,19 @@ export class ChatClient {
     });
   }
 
-  constructor(url, options) {
+  /**
+   * `options.protocols` lists WebSocket subprotocols to offer (e.g. ['edge-chat.batch']); the
+   * frames of a JSON array frame are recorded one by one in `frames`, in order, and the array's
+   * length in `arrays`.
+   */
+  constructor(url, { protocols, ...options } = {}) {
     this.frames = [];
     this.raw = [];
     this.violations = [];
+    this.arrays = [];
     this.waiters = new Set();
     this.closeInfo = null;
-    this.socket = new WebSocket(url, options);
+    this.socket = protocols ? new WebSocket(url, protocols, options) : new WebSocket(url, options);
     this.opened = new Promise((done, fail) => {
       this.socket.once('open', done);
       this.socket.once('error', fail);
@@ -70,6 +76,11 @@ export class ChatClient {
       }
       this.raw.push(text);
       if (!isBinary && text.startsWith('{')) this.frames.push(JSON.parse(text));
+      if (!isBinary && text.startsWith('[')) {
+        const batch = JSON.parse(text);
+        this.arrays.push(batch.length);
+        this.frames.push(...batch);
+      }
       this.notify();
     });
   }

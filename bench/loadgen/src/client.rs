@@ -30,6 +30,13 @@ const PAD: &str = "the quick brown fox jumps over the lazy dog 0123456789";
 pub struct Room {
     /// Members; a message is delivered once it reached all of them.
     pub size: u64,
+    /// Its clients offer the `edge-chat.batch` subprotocol, so frames may come as JSON arrays.
+    pub batch: bool,
+    /// WebSocket frames that carried at least one message: deliveries over this is the mean batch.
+    pub message_frames: AtomicU64,
+    /// Every frame after the welcome, and the WebSocket frames they came in (arrays count once).
+    pub frames: AtomicU64,
+    pub ws_frames: AtomicU64,
     pub sent: AtomicU64,
     pub delivered: AtomicU64,
     pub welcomed: AtomicU64,
@@ -40,6 +47,8 @@ pub struct Room {
     pub recording: AtomicBool,
     pub record_from_us: AtomicU64,
     pub latencies_us: Mutex<Vec<u32>>,
+    /// While recording: a sender's own messages that took over a second to come back to it.
+    pub slow_echoes: AtomicU64,
     /// Signalled when a delivery leaves fewer than this many outstanding: the load driver
     /// waits on it, and waking it for every frame would cost the harness more than the room.
     pub wake_below: AtomicU64,
@@ -49,8 +58,8 @@ pub struct Room {
 }
 
 impl Room {
-    pub fn new(size: usize) -> Arc<Room> {
-        Arc::new(Room { size: size as u64, ..Room::default() })
+    pub fn new(size: usize, batch: bool) -> Arc<Room> {
+        Arc::new(Room { size: size as u64, batch, ..Room::default() })
     }
 
     /// Deliveries still owed for the messages sent so far.
@@ -74,35 +83,68 @@ impl Room {
         }
     }
 
-    fn on_text(&self, text: &str) {
+    /// One WebSocket text frame: a frame, or (batched) a JSON array of frames, at client `me`.
+    fn on_ws_text(&self, text: &str, me: usize) {
+        self.ws_frames.fetch_add(1, Relaxed);
+        if !text.starts_with('[') {
+            self.frames.fetch_add(1, Relaxed);
+            if self.on_text(text, me) {
+                self.message_frames.fetch_add(1, Relaxed);
+            }
+            return;
+        }
+        let Ok(frames) = serde_json::from_str::<Vec<&serde_json::value::RawValue>>(text) else {
+            self.errors.fetch_add(1, Relaxed);
+            return;
+        };
+        self.frames.fetch_add(frames.len() as u64, Relaxed);
+        let mut messages = false;
+        for frame in frames {
+            messages |= self.on_text(frame.get(), me);
+        }
+        if messages {
+            self.message_frames.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Counts one frame; true for a message.
+    fn on_text(&self, text: &str, me: usize) -> bool {
         if text.starts_with("{\"type\":\"message\"") {
             self.delivered.fetch_add(1, Relaxed);
             if self.outstanding() < self.wake_below.load(Relaxed) {
                 self.progress.notify_one();
             }
             if self.recording.load(Relaxed) {
-                if let Some(sent_us) = sent_time(text) {
+                if let Some((sender, sent_us)) = stamp(text) {
                     if sent_us >= self.record_from_us.load(Relaxed) {
                         let latency = now_us().saturating_sub(sent_us).min(u64::from(u32::MAX)) as u32;
                         self.latencies_us.lock().expect("latency lock").push(latency);
+                        if sender == me && latency > 1_000_000 {
+                            self.slow_echoes.fetch_add(1, Relaxed);
+                        }
                     }
                 }
             }
+            self.changed.notify_one();
+            return true;
         } else if text.starts_with("{\"type\":\"error\"") {
             self.errors.fetch_add(1, Relaxed);
         } else if text == "pong" {
             self.pongs.fetch_add(1, Relaxed);
         } else {
-            return;
+            return false;
         }
         self.changed.notify_one();
+        false
     }
 }
 
-/// The send time stamped into a message's text: `"text":"SENDER SEQ MICROS ..."`.
-fn sent_time(frame: &str) -> Option<u64> {
+/// The sender and send time stamped into a message's text: `"text":"SENDER SEQ MICROS ..."`.
+fn stamp(frame: &str) -> Option<(usize, u64)> {
     let start = frame.find("\"text\":\"")? + 8;
-    frame[start..].split(' ').nth(2)?.parse().ok()
+    let mut words = frame[start..].split(' ');
+    let sender = words.next()?.parse().ok()?;
+    Some((sender, words.nth(1)?.parse().ok()?))
 }
 
 pub enum Command {
@@ -144,7 +186,7 @@ async fn run(
     welcomed: oneshot::Sender<Welcomed>,
 ) {
     let started = Instant::now();
-    let socket = match tokio::time::timeout(Duration::from_secs(60), connect(&url)).await {
+    let socket = match tokio::time::timeout(Duration::from_secs(60), connect(&url, room.batch)).await {
         Ok(Ok(socket)) => socket,
         Ok(Err(error)) => return drop(welcomed.send(Err(error))),
         Err(_) => return drop(welcomed.send(Err("connect timed out".into()))),
@@ -163,7 +205,7 @@ async fn run(
     loop {
         tokio::select! {
             frame = stream.next() => match frame {
-                Some(Ok(Message::Text(text))) => room.on_text(text.as_str()),
+                Some(Ok(Message::Text(text))) => room.on_ws_text(text.as_str(), number),
                 Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,
                 Some(Ok(_)) => {}
             },
@@ -193,12 +235,29 @@ async fn run(
 
 type Socket = tokio_tungstenite::WebSocketStream<TcpStream>;
 
-pub async fn connect(url: &str) -> Result<Socket, String> {
+/// The subprotocol a client offers to receive several frames in one (README, "Batched delivery").
+pub const BATCH_PROTOCOL: &str = "edge-chat.batch";
+
+/// Connects to `url`; with `batch`, offers `edge-chat.batch` and checks that the server took it.
+pub async fn connect(url: &str, batch: bool) -> Result<Socket, String> {
     let address = url.trim_start_matches("ws://").split('/').next().unwrap_or_default();
     let tcp = TcpStream::connect(address).await.map_err(|e| format!("connect: {e}"))?;
     tcp.set_nodelay(true).map_err(|e| e.to_string())?;
-    let (socket, _) =
-        tokio_tungstenite::client_async_with_config(url, tcp, Some(config())).await.map_err(|e| format!("upgrade: {e}"))?;
+    upgrade(url, tcp, batch).await
+}
+
+pub async fn upgrade(url: &str, tcp: TcpStream, batch: bool) -> Result<Socket, String> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = url.into_client_request().map_err(|e| format!("request: {e}"))?;
+    if batch {
+        request.headers_mut().insert("sec-websocket-protocol", BATCH_PROTOCOL.parse().expect("a header value"));
+    }
+    let (socket, response) =
+        tokio_tungstenite::client_async_with_config(request, tcp, Some(config())).await.map_err(|e| format!("upgrade: {e}"))?;
+    let answered = response.headers().get("sec-websocket-protocol").and_then(|v| v.to_str().ok());
+    if batch && answered != Some(BATCH_PROTOCOL) {
+        return Err(format!("offered {BATCH_PROTOCOL}, the server answered {answered:?}"));
+    }
     Ok(socket)
 }
 

@@ -4,7 +4,7 @@
 //!
 //!   loadgen --root DIR --workerd PATH [--quick] [--targets rust,reference,floor] [SCENARIO...]
 //!
-//! Scenarios: fanout latency rooms storm memory start (the default set), and soak (only when
+//! Scenarios: fanout latency rooms stall storm memory start (the default set), and soak (only when
 //! named). The client is one single-threaded process: on a 2-core machine the runtime's
 //! isolate gets the other core, and each scenario reports both processes' CPU use, which
 //! shows which side was the bottleneck.
@@ -22,7 +22,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 use target::Target;
 
-const DEFAULT_SCENARIOS: [&str; 6] = ["fanout", "latency", "rooms", "storm", "memory", "start"];
+const DEFAULT_SCENARIOS: [&str; 7] = ["fanout", "latency", "rooms", "stall", "storm", "memory", "start"];
 const FANOUT_SIZES: [usize; 3] = [10, 100, 1000];
 
 struct Args {
@@ -39,7 +39,7 @@ fn parse_args() -> Result<Args, String> {
         root: PathBuf::from("."),
         workerd: PathBuf::from("workerd"),
         quick: false,
-        targets: vec!["rust".into(), "reference".into(), "floor".into()],
+        targets: vec!["rust".into(), "batched".into(), "reference".into(), "floor".into()],
         scenarios: Vec::new(),
         rounds: 0,
     };
@@ -70,13 +70,15 @@ fn parse_args() -> Result<Args, String> {
     Ok(args)
 }
 
-/// `rust`, `reference`, `floor`, or `NAME=PATH/wrangler.toml` for a variant under study.
+/// `rust`, `batched` (the same Worker, clients opting in to batched delivery), `reference`, `floor`,
+/// or `NAME=PATH/wrangler.toml` for a variant under study (batched when NAME ends in "batched").
 fn load_target(root: &std::path::Path, name: &str) -> Result<Target, String> {
     if let Some((label, config)) = name.split_once('=') {
         return Target::load(Box::leak(label.to_owned().into_boxed_str()), &root.join(config));
     }
     match name {
         "rust" => Target::load("rust", &root.join("wrangler.toml")),
+        "batched" => Target::load("batched", &root.join("wrangler.toml")),
         "reference" => Target::load("reference", &root.join("bench/fixtures/reference/wrangler.toml")),
         "floor" => Target::load("floor", &root.join("bench/fixtures/floor/wrangler.toml")),
         other => Err(format!("unknown target {other}")),
@@ -153,6 +155,22 @@ fn jobs(args: &Args, plan: &Plan) -> Vec<Job> {
                     slices: plan.slices,
                 },
             }),
+            "stall" => {
+                // Issue 13: closed-loop senders saturating the room; 4 keeping 8 each in flight in a room
+                // of 100, and 20 rooms of 10 with one such sender each.
+                for (rooms, size, senders) in [(1, 100, 4), (20, 10, 1)] {
+                    let window = 8 * senders as u64;
+                    jobs.push(Job {
+                        id: format!("stall-{rooms}x{size}"),
+                        title: format!("3b stalls, {rooms} room(s) of {size}"),
+                        params: format!(
+                            "{senders} sender(s) per room, {window} msgs in flight per room, every delivery timed; {}",
+                            slicing(plan.slices)
+                        ),
+                        shape: Shape::Alternate { rooms, size, load: Load::Stall { senders, window }, slices: plan.slices },
+                    });
+                }
+            }
             "storm" => jobs.push(Job {
                 id: "storm".into(),
                 title: format!("4 join storm, {} clients into one room at once", plan.storm),
@@ -269,7 +287,12 @@ async fn run(args: Args) -> i32 {
             Shape::Alone { rounds } => {
                 let mut results = Vec::new();
                 // The soak checks the Rust room's guarantees; the fixtures make none.
-                let runs = if job.id == "soak" { &targets[..1] } else { &targets[..] };
+                // Memory and start run the same Worker whether clients batch or not.
+                let runs: Vec<&Target> = match job.id.as_str() {
+                    "soak" => targets.iter().take(1).collect(),
+                    "memory" | "start" => targets.iter().filter(|t| !t.batch).collect(),
+                    _ => targets.iter().collect(),
+                };
                 let mut outcomes: Vec<Vec<Outcome>> = runs.iter().map(|_| Vec::new()).collect();
                 let mut failures: Vec<Option<String>> = runs.iter().map(|_| None).collect();
                 for _ in 0..rounds {

@@ -110,14 +110,24 @@ impl Section {
 }
 
 impl Report {
+    /// The ratio columns: Rust over every other target, then batched delivery over the others.
+    fn comparisons(&self) -> Vec<(&str, &str)> {
+        let mut pairs: Vec<(&str, &str)> =
+            self.targets.iter().skip(1).filter(|t| *t != "batched").map(|t| ("rust", t.as_str())).collect();
+        if self.targets.iter().any(|t| t == "batched") {
+            pairs.extend(self.targets.iter().filter(|t| *t != "batched").map(|t| ("batched", t.as_str())));
+        }
+        pairs
+    }
+
     pub fn table(&self) -> String {
         let mut out = String::new();
         let mut header = format!("{:<44} {:>6}", "scenario / figure", "unit");
         for target in &self.targets {
             header += &format!(" {target:>10}");
         }
-        for other in self.targets.iter().skip(1) {
-            header += &format!(" {:>10}", format!("rust/{}", short(other)));
+        for (num, den) in self.comparisons() {
+            header += &format!(" {:>10}", format!("{}/{}", short(num), short(den)));
         }
         out += &header;
         out.push('\n');
@@ -135,9 +145,12 @@ impl Report {
                 for target in &self.targets {
                     line += &format!(" {:>10}", number(section.value(target, row.key)));
                 }
-                let rust = section.value("rust", row.key);
-                for other in self.targets.iter().skip(1) {
-                    let r = if row.better == Better::Neither { f64::NAN } else { ratio(rust, section.value(other, row.key)) };
+                for (num, den) in self.comparisons() {
+                    let r = if row.better == Better::Neither {
+                        f64::NAN
+                    } else {
+                        ratio(section.value(num, row.key), section.value(den, row.key))
+                    };
                     line += &format!(" {:>10}", if r.is_finite() { format!("{r:.2}x") } else { "-".into() });
                 }
                 out += &line;
@@ -179,6 +192,25 @@ impl Report {
         goals.push(Goal::new("... growth over two more cycles of 1,000", cycles, "MB", near, false));
         let first_half = memory("rss_messages_first_half_mb");
         goals.push(Goal::new("messages: growth over the second half", memory("rss_messages_growth_mb"), "MB", 0.25 * first_half, false));
+        // Issue 13: batched delivery against the floor and the JS reference, size, start, storms.
+        let over = |id: &str, num: &str, den: &str, key: &str| self::ratio(value(id, num, key), value(id, den, key));
+        let more = |id: &str, key: &str| value(id, "batched", key) - value(id, "rust", key);
+        goals.extend([
+            Goal::new("batched fan-out at 100 clients / floor", over("fanout-100", "batched", "floor", "deliveries_per_s"), "x", 2.5, true),
+            Goal::new("batched fan-out at 100 clients / JS", over("fanout-100", "batched", "reference", "deliveries_per_s"), "x", 2.5, true),
+            Goal::new("batched CPU per delivery at 100 clients / floor", over("fanout-100", "batched", "floor", "cpu_per_10k"), "x", 0.4, false),
+            Goal::new("batched fan-out at 10 clients / floor", over("fanout-10", "batched", "floor", "deliveries_per_s"), "x", 1.5, true),
+            Goal::new("batched fan-out at 1,000 clients / floor", over("fanout-1000", "batched", "floor", "deliveries_per_s"), "x", 1.5, true),
+            Goal::new("batched, 100 rooms of 10 / floor", over("rooms", "batched", "floor", "deliveries_per_s"), "x", 1.5, true),
+            Goal::new("latency p50 under light load, batched - unbatched", more("latency", "p50_ms"), "ms", 0.5, false),
+            Goal::new("latency p99 under light load, batched - unbatched", more("latency", "p99_ms"), "ms", 0.5, false),
+            Goal::new("WASM gzipped (issue 13)", value("start", "rust", "wasm_gz_kb"), "KB", 150.0, false),
+            Goal::new("start to first welcome, Rust/JS", ratio("start", "start_to_welcome_ms"), "x", 1.2, false),
+            Goal::new("join storm, batched: joins per second", value("storm", "batched", "joins_per_s"), "/s", 420.0, true),
+            Goal::new("join storm, batched: time to welcome p99", value("storm", "batched", "welcome_p99_ms"), "ms", 2000.0, false),
+            Goal::new("stalls, 1 room of 100, batched: slowest delivery", value("stall-1x100", "batched", "max_ms"), "ms", 1000.0, false),
+            Goal::new("stalls, 20 rooms of 10, batched: slowest delivery", value("stall-20x10", "batched", "max_ms"), "ms", 1000.0, false),
+        ]);
         goals.retain(|g| g.value.is_finite());
         goals
     }
@@ -188,7 +220,7 @@ impl Report {
         if goals.is_empty() {
             return String::new();
         }
-        let mut out = String::from("targets (issue 4)\n");
+        let mut out = String::from("targets (issues 4 and 13)\n");
         for goal in goals {
             let verdict = if goal.met() { "met" } else { "MISSED" };
             let sign = if goal.at_least { ">=" } else { "<=" };
@@ -231,12 +263,13 @@ impl Report {
                 }
                 let mut figures = BTreeMap::new();
                 for row in section.figure_rows() {
-                    let rust = section.value("rust", row.key);
                     let ratios: Map<String, Value> = self
-                        .targets
-                        .iter()
-                        .skip(1)
-                        .map(|other| (format!("rust_over_{other}"), finite(ratio(rust, section.value(other, row.key)))))
+                        .comparisons()
+                        .into_iter()
+                        .map(|(num, den)| {
+                            let r = ratio(section.value(num, row.key), section.value(den, row.key));
+                            (format!("{num}_over_{den}"), finite(r))
+                        })
                         .collect();
                     figures.insert(
                         row.key,
@@ -292,6 +325,7 @@ impl Goal {
 fn short(target: &str) -> &str {
     match target {
         "reference" => "js",
+        "batched" => "batch",
         other => other,
     }
 }

@@ -198,6 +198,7 @@ struct Snap {
     client: Usage,
     machine_s: f64,
     delivered: u64,
+    message_frames: u64,
 }
 
 impl Snap {
@@ -207,6 +208,7 @@ impl Snap {
             client: Usage::own(),
             machine_s: machine_busy_s(),
             delivered: rooms.iter().map(|r| r.delivered.load(Relaxed)).sum(),
+            message_frames: rooms.iter().map(|r| r.message_frames.load(Relaxed)).sum(),
         }
     }
 }
@@ -256,7 +258,7 @@ async fn rig(bench: &Bench<'_>, target: &Target, rooms: usize, size: usize) -> R
     let server = bench.start(target).await?;
     let mut rig = Rig { server, rooms: Vec::new(), clients: Vec::new() };
     for r in 0..rooms {
-        let room = Room::new(size);
+        let room = Room::new(size, target.batch);
         let members = join(&rig.server, &format!("load{r}"), size, 0, &room, 100).await?;
         rig.rooms.push(room);
         rig.clients.push(members);
@@ -274,6 +276,9 @@ pub enum Load {
     Window { senders: usize, window: u64 },
     /// `senders` per room send `rate` messages per second in all, on a fixed schedule.
     Rate { senders: usize, rate: f64 },
+    /// Like `Window`, with every delivery timed: how long the slowest took, and how often a
+    /// sender waited over a second for its own message.
+    Stall { senders: usize, window: u64 },
 }
 
 impl Rig {
@@ -282,7 +287,9 @@ impl Rig {
             .iter()
             .zip(&self.clients)
             .map(|(room, members)| match load {
-                Load::Window { senders: n, window } => drive_window(room.clone(), senders(members, n), window, u64::MAX),
+                Load::Window { senders: n, window } | Load::Stall { senders: n, window } => {
+                    drive_window(room.clone(), senders(members, n), window, u64::MAX)
+                }
                 Load::Rate { senders: n, rate } => drive_rate(room.clone(), senders(members, n), rate),
             })
             .collect()
@@ -303,6 +310,8 @@ struct Slices {
     other: Vec<f64>,
     latencies_us: Vec<u32>,
     slice_p99_ms: Vec<f64>,
+    batch: Vec<f64>,
+    slow_echoes: u64,
 }
 
 /// Scenarios 1 to 3. Every target runs at once, each with its rooms joined, and the load
@@ -347,7 +356,7 @@ pub async fn alternate(
             let from = now_us();
             for room in &rig.rooms {
                 room.record_from_us.store(from, Relaxed);
-                room.recording.store(matches!(load, Load::Rate { .. }), Relaxed);
+                room.recording.store(!matches!(load, Load::Window { .. }), Relaxed);
             }
             let a = Snap::take(&rig.server, &rig.rooms);
             tokio::time::sleep(plan.slice).await;
@@ -361,6 +370,7 @@ pub async fn alternate(
             let (client_cpu, _) = b.client.since(&a.client);
             let delivered = (b.delivered - a.delivered) as f64;
             s.rates.push(delivered / wall);
+            s.batch.push(delivered / (b.message_frames - a.message_frames).max(1) as f64);
             s.cpu_per_10k.push(1000.0 * server_cpu / delivered * 10_000.0);
             s.server.push(server_cpu / wall);
             s.client.push(client_cpu / wall);
@@ -368,6 +378,7 @@ pub async fn alternate(
             let mut slice_latencies = Vec::new();
             for room in &rig.rooms {
                 room.recording.store(false, Relaxed);
+                s.slow_echoes += room.slow_echoes.swap(0, Relaxed);
                 slice_latencies.append(&mut room.latencies_us.lock().expect("latency lock"));
             }
             slice_latencies.sort_unstable();
@@ -404,7 +415,16 @@ pub async fn alternate(
                 out.add("samples", "deliveries timed", "", Neither, s.latencies_us.len() as f64);
                 out.add_rounds("cpu_per_10k", "server CPU per 10k deliveries", "ms", Lower, &mut s.cpu_per_10k);
             }
+            Load::Stall { .. } => {
+                s.latencies_us.sort_unstable();
+                let pick = |q: f64| quantile(&s.latencies_us, q).map_or(f64::NAN, |us| f64::from(us) / 1000.0);
+                out.add_rounds("deliveries_per_s", "deliveries per second", "/s", Higher, &mut s.rates);
+                out.add("p99_ms", "latency p99", "ms", Lower, pick(0.99));
+                out.add("max_ms", "slowest delivery", "ms", Lower, pick(1.0));
+                out.add("slow_echoes", "own messages back after > 1 s", "", Lower, s.slow_echoes as f64);
+            }
         }
+        out.add_rounds("batch", "messages per WebSocket frame, mean", "", Neither, &mut s.batch);
         out.add_rounds("server_cores", "server CPU busy", "cores", Neither, &mut s.server);
         out.add_rounds("client_cores", "load generator CPU busy", "cores", Neither, &mut s.client);
         out.add_rounds("other_cores", "other processes' CPU (noise)", "cores", Neither, &mut s.other);
@@ -421,7 +441,7 @@ pub async fn alternate(
 pub async fn storm(bench: &Bench<'_>, target: &Target) -> Result<Outcome, String> {
     let count = bench.plan.storm;
     let server = bench.start(target).await?;
-    let room = Room::new(count);
+    let room = Room::new(count, target.batch);
     let url = server.ws_url("/chat/storm");
     let a = Snap::take(&server, &[]);
     let started = Instant::now();
@@ -446,6 +466,9 @@ pub async fn storm(bench: &Bench<'_>, target: &Target) -> Result<Outcome, String
     out.add("welcome_p99_ms", "time to welcome p99", "ms", Lower, pick(0.99));
     let (server_cpu, _) = b.server.since(&a.server);
     out.add("cpu_per_join_ms", "server CPU per join", "ms", Lower, 1000.0 * server_cpu / waits.len().max(1) as f64);
+    // Frames after the welcomes (`joined`) per WebSocket frame, until the last welcome.
+    let batch = room.frames.load(Relaxed) as f64 / room.ws_frames.load(Relaxed).max(1) as f64;
+    out.add("batch", "frames per WebSocket frame after the welcome, mean", "", Neither, batch);
     usage_shares(&mut out, &a, &b);
     if !failures.is_empty() {
         out.note(format!("{} joins failed, first: {}", failures.len(), failures[0]));
@@ -468,7 +491,7 @@ pub async fn memory(bench: &Bench<'_>, target: &Target) -> Result<Outcome, Strin
     let mut base = Vec::new();
     let mut rooms = Vec::new();
     for r in 0..plan.idle_rooms {
-        let room = Room::new(plan.base_per_room);
+        let room = Room::new(plan.base_per_room, target.batch);
         base.push(join(&server, &format!("idle{r}"), plan.base_per_room, 0, &room, 50).await?);
         rooms.push(room);
     }
@@ -509,7 +532,7 @@ pub async fn memory(bench: &Bench<'_>, target: &Target) -> Result<Outcome, Strin
     finish(server, base.into_iter().flatten().collect());
 
     let server = bench.start(target).await?;
-    let room = Room::new(2);
+    let room = Room::new(2, target.batch);
     let clients = join(&server, "messages", 2, 0, &room, 2).await?;
     let before = server.usage();
     let driver = drive_window(room.clone(), senders(&clients, 2), plan.fanout_window, plan.messages);
@@ -582,21 +605,19 @@ pub async fn start(bench: &Bench<'_>, target: &Target) -> Result<Outcome, String
         }
     };
     let connected = Instant::now();
-    welcome_on(tcp, &server.ws_url("/chat/cold")).await?;
+    welcome_on(tcp, &server.ws_url("/chat/cold"), target.batch).await?;
     out.add("start_to_welcome_ms", "runtime start to first welcome", "ms", Lower, server.spawned.elapsed().as_secs_f64() * 1000.0);
     out.add("first_join_ms", "first join on a cold runtime", "ms", Lower, connected.elapsed().as_secs_f64() * 1000.0);
     let tcp = TcpStream::connect(&address).await.map_err(|e| e.to_string())?;
     let again = Instant::now();
-    welcome_on(tcp, &server.ws_url("/chat/cold")).await?;
+    welcome_on(tcp, &server.ws_url("/chat/cold"), target.batch).await?;
     out.add("warm_join_ms", "second join, same room", "ms", Lower, again.elapsed().as_secs_f64() * 1000.0);
     Ok(out)
 }
 
-async fn welcome_on(tcp: TcpStream, url: &str) -> Result<(), String> {
+async fn welcome_on(tcp: TcpStream, url: &str, batch: bool) -> Result<(), String> {
     tcp.set_nodelay(true).map_err(|e| e.to_string())?;
-    let (mut socket, _) = tokio_tungstenite::client_async_with_config(url, tcp, Some(client::config()))
-        .await
-        .map_err(|e| format!("upgrade: {e}"))?;
+    let mut socket = client::upgrade(url, tcp, batch).await?;
     match tokio::time::timeout(Duration::from_secs(30), socket.next()).await {
         Ok(Some(Ok(Message::Text(text)))) if text.starts_with("{\"type\":\"welcome\"") => Ok(()),
         other => Err(format!("expected a welcome, got {other:?}")),

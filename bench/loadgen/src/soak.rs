@@ -191,7 +191,7 @@ async fn run(
     loop {
         let last_id = member.lock().expect("member").last_id;
         let url = if last_id > 0 { format!("{url}?since={last_id}") } else { url.clone() };
-        let socket = match client::connect(&url).await {
+        let socket = match client::connect(&url, false).await {
             Ok(socket) => socket,
             Err(error) => {
                 count(&mut member.lock().expect("member").errors, format!("connect failed: {error}"));

@@ -48,6 +48,8 @@ struct Migration {
 /// One Worker to benchmark.
 pub struct Target {
     pub name: &'static str,
+    /// Its clients offer the `edge-chat.batch` subprotocol.
+    pub batch: bool,
     config: WranglerConfig,
     /// The entry module, then every `.wasm` module beside it (how worker-build lays out build/).
     modules: Vec<PathBuf>,
@@ -68,7 +70,9 @@ impl Target {
             .collect();
         wasm.sort();
         modules.extend(wasm);
-        Ok(Target { name, config, modules })
+        // The same Worker with clients that opt in to batched delivery: "batched", "old-batched".
+        let batch = name.ends_with("batched");
+        Ok(Target { name, batch, config, modules })
     }
 
     /// Bytes of each module, for the bundle figures.

@@ -140,7 +140,7 @@ export interface ConnectOptions {
   getTicket?: () => string | null | undefined | Promise<string | null | undefined>;
   /** The WebSocket class to use where there is no global one (Node 20: `import WebSocket from 'ws'`). */
   WebSocket?: WebSocketConstructor;
-  /** Offer the `edge-chat.batch` subprotocol (frames may then arrive as arrays). Default false. */
+  /** Offer the `edge-chat.batch` subprotocol (frames may then arrive as arrays). Default true. */
   batch?: boolean;
   /** How many messages `messages` keeps, the newest. Default 1,000. */
   maxMessages?: number;

@@ -90,7 +90,7 @@ export class ChatRoom extends EventTarget {
   #messages = Object.freeze([]);
   #lastId = null;
 
-  constructor({ url, room, nick, ticket, getTicket, WebSocket, batch = false, maxMessages, catchUpPages } = {}) {
+  constructor({ url, room, nick, ticket, getTicket, WebSocket, batch = true, maxMessages, catchUpPages } = {}) {
     super();
     if (!isValidRoom(room)) throw new TypeError(`edge-chat-client: ${JSON.stringify(room)} is not a room name`);
     const base = new URL(String(url));

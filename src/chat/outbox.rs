@@ -1,0 +1,331 @@
+//! Batched delivery: when a room falls behind, the frames that pile up go out together, as one
+//! JSON array per socket that opted in (the `edge-chat.batch` subprotocol) and as the same
+//! frames one by one to every other socket. A quiet room sends each frame at once, alone.
+//!
+//! How the room knows it is behind: after a frame goes out at once, the Durable Object asks the
+//! runtime for a tick after the events already queued (a zero-delay timer: workerd runs it
+//! only once the WebSocket messages that were waiting have been handled). Frames broadcast
+//! before that tick wait for it; the tick sends them as one batch and asks for another tick,
+//! and a tick that finds nothing waiting ends the busy spell. A batch is also sent as soon as
+//! it reaches `MAX_BATCH_FRAMES` frames or `MAX_BATCH_BYTES` bytes, so a backlog never grows
+//! without bound. Rules only: the object carries out what `Outbox` returns.
+//!
+//! Joins go through the outbox too, so that a join storm sends its `joined` frames in batches.
+//! A socket that joins while frames are held is a newcomer until the next delivery: its welcome
+//! already reflects those frames, so it gets only the frames produced after its join.
+
+use crate::chat::identity::Identity;
+use crate::chat::room::Attachment;
+use serde::{Deserialize, Serialize};
+
+/// The WebSocket subprotocol a client offers to receive batches.
+pub const BATCH_PROTOCOL: &str = "edge-chat.batch";
+/// The most frames in one batch.
+pub const MAX_BATCH_FRAMES: usize = 64;
+/// A batch is sent once its frames reach this many bytes (a chat frame is at most ~16 KiB).
+pub const MAX_BATCH_BYTES: usize = 64 * 1024;
+
+/// Whether a `Sec-WebSocket-Protocol` request header (a comma-separated list) offers batching.
+pub fn offers_batch(header: Option<&str>) -> bool {
+    header.is_some_and(|list| list.split(',').any(|protocol| protocol.trim() == BATCH_PROTOCOL))
+}
+
+/// What a socket carries through hibernation: the room's attachment, and whether it batches.
+/// Serialised as the attachment's fields plus `batch` (written out rather than with
+/// `#[serde(flatten)]`, whose buffering costs the WASM module more than this).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SocketAttachment {
+    pub member: Attachment,
+    pub batch: bool,
+}
+
+#[derive(Serialize, Deserialize)]
+struct SocketAttachmentFields {
+    id: String,
+    nick: String,
+    joined: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    identity: Option<Identity>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    address: Option<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    gone: bool,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    batch: bool,
+}
+
+impl Serialize for SocketAttachment {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let Attachment { id, nick, joined, identity, address, gone } = self.member.clone();
+        SocketAttachmentFields { id, nick, joined, identity, address, gone, batch: self.batch }.serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for SocketAttachment {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let SocketAttachmentFields { id, nick, joined, identity, address, gone, batch } =
+            Deserialize::deserialize(deserializer)?;
+        Ok(SocketAttachment { member: Attachment { id, nick, joined, identity, address, gone }, batch })
+    }
+}
+
+/// Frames to send together, in order, each serialised once.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Batch {
+    /// For sockets that did not opt in: each frame on its own.
+    pub frames: Vec<String>,
+    /// For sockets that opted in: `[frame,frame,...]`, or `None` for a single frame, which goes
+    /// out as itself (never as an array of one).
+    pub array: Option<String>,
+}
+
+impl Batch {
+    fn of(frames: Vec<String>) -> Batch {
+        let array = (frames.len() > 1).then(|| {
+            let mut array = String::with_capacity(frames.iter().map(|f| f.len() + 1).sum::<usize>() + 1);
+            array.push('[');
+            for (i, frame) in frames.iter().enumerate() {
+                if i > 0 {
+                    array.push(',');
+                }
+                array.push_str(frame);
+            }
+            array.push(']');
+            array
+        });
+        Batch { frames, array }
+    }
+}
+
+/// Frames for every member, and for each newcomer (in the order they joined) the frames
+/// produced after its join, or `None` for none. After a delivery nobody is a newcomer any more.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Delivery {
+    pub batch: Batch,
+    pub newcomers: Vec<Option<Batch>>,
+}
+
+/// What the object does next.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Nothing to send now.
+    Wait,
+    /// Deliver now.
+    Send(Delivery),
+    /// Deliver now, then ask for a tick after the queued events.
+    SendAndTick(Delivery),
+}
+
+/// One room's frames on their way to its members.
+#[derive(Debug, Default)]
+pub struct Outbox {
+    queue: Vec<String>,
+    queued_bytes: usize,
+    /// A tick has been asked for and not yet run.
+    busy: bool,
+    /// For each socket that joined since the last delivery, how many queued frames predate it.
+    newcomers: Vec<usize>,
+}
+
+impl Outbox {
+    /// A frame for every member (JSON, serialised once).
+    pub fn push(&mut self, frame: String) -> Step {
+        if !self.busy {
+            self.busy = true;
+            // Not busy means the last tick delivered, so there are no newcomers.
+            return Step::SendAndTick(Delivery { batch: Batch::of(vec![frame]), newcomers: Vec::new() });
+        }
+        self.queued_bytes += frame.len();
+        self.queue.push(frame);
+        if self.queue.len() >= MAX_BATCH_FRAMES || self.queued_bytes >= MAX_BATCH_BYTES {
+            return self.flush().map_or(Step::Wait, Step::Send);
+        }
+        Step::Wait
+    }
+
+    /// A socket joins: `announcement` (its `joined` frame) goes to every member but the new
+    /// socket, which the object adds as the last newcomer.
+    pub fn join(&mut self, announcement: String) -> Step {
+        let mut step = self.push(announcement);
+        // Whether the frame went out or waits, the newcomer gets nothing up to and including it.
+        match step {
+            Step::Wait => self.newcomers.push(self.queue.len()),
+            Step::Send(ref mut delivery) | Step::SendAndTick(ref mut delivery) => delivery.newcomers.push(None),
+        }
+        step
+    }
+
+    /// The tick asked for by `SendAndTick`: sends what piled up meanwhile and stays busy, or
+    /// finds nothing and lets the next frame go out at once.
+    pub fn tick(&mut self) -> Step {
+        match self.flush() {
+            Some(delivery) => Step::SendAndTick(delivery),
+            None => {
+                self.busy = false;
+                Step::Wait
+            }
+        }
+    }
+
+    /// Everything queued, now: before a socket is sent a reply of its own, so that it still
+    /// sees frames in the order the room produced them. The tick still comes. `None` when
+    /// nothing is queued; newcomers are then plain members (the object forgets them too).
+    pub fn flush(&mut self) -> Option<Delivery> {
+        let offsets = std::mem::take(&mut self.newcomers);
+        if self.queue.is_empty() {
+            return None;
+        }
+        self.queued_bytes = 0;
+        let frames = std::mem::take(&mut self.queue);
+        let newcomers = offsets
+            .into_iter()
+            .map(|from| (from < frames.len()).then(|| Batch::of(frames[from..].to_vec())))
+            .collect();
+        Some(Delivery { batch: Batch::of(frames), newcomers })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(n: usize) -> String {
+        format!(r#"{{"type":"message","id":{n}}}"#)
+    }
+
+    fn batch(step: Step) -> Batch {
+        delivery(step).batch
+    }
+
+    fn delivery(step: Step) -> Delivery {
+        match step {
+            Step::Send(delivery) | Step::SendAndTick(delivery) => delivery,
+            Step::Wait => panic!("expected a delivery"),
+        }
+    }
+
+    fn single(frame: String) -> Batch {
+        Batch { frames: vec![frame], array: None }
+    }
+
+    #[test]
+    fn the_subprotocol_is_found_in_the_offered_list() {
+        assert!(offers_batch(Some("edge-chat.batch")));
+        assert!(offers_batch(Some("chat, edge-chat.batch ,x")));
+        assert!(!offers_batch(Some("edge-chat.batched")));
+        assert!(!offers_batch(Some("Edge-Chat.Batch")), "subprotocol names are case-sensitive");
+        assert!(!offers_batch(Some("")));
+        assert!(!offers_batch(None));
+    }
+
+    #[test]
+    fn a_quiet_room_sends_each_frame_at_once_alone() {
+        let mut outbox = Outbox::default();
+        for n in 0..3 {
+            let alone = Delivery { batch: single(frame(n)), newcomers: vec![] };
+            assert_eq!(outbox.push(frame(n)), Step::SendAndTick(alone));
+            assert_eq!(outbox.tick(), Step::Wait, "nothing piled up: the spell ends");
+        }
+    }
+
+    #[test]
+    fn frames_that_pile_up_go_out_as_one_array_in_order() {
+        let mut outbox = Outbox::default();
+        assert!(matches!(outbox.push(frame(0)), Step::SendAndTick(_)));
+        for n in 1..4 {
+            assert_eq!(outbox.push(frame(n)), Step::Wait);
+        }
+        let first = batch(outbox.tick());
+        assert_eq!(first.frames, [frame(1), frame(2), frame(3)]);
+        let array: Vec<serde_json::Value> = serde_json::from_str(first.array.as_deref().unwrap()).unwrap();
+        assert_eq!(array.iter().map(|v| v["id"].as_u64().unwrap()).collect::<Vec<_>>(), [1, 2, 3]);
+        // Still busy after a batch: the next frame waits for the next tick.
+        assert_eq!(outbox.push(frame(4)), Step::Wait);
+        assert_eq!(outbox.tick(), Step::SendAndTick(Delivery { batch: single(frame(4)), newcomers: vec![] }));
+        assert_eq!(outbox.tick(), Step::Wait);
+        assert!(matches!(outbox.push(frame(5)), Step::SendAndTick(_)));
+    }
+
+    #[test]
+    fn batches_are_bounded_in_frames_and_bytes() {
+        let mut outbox = Outbox::default();
+        outbox.push(frame(0));
+        for n in 1..MAX_BATCH_FRAMES {
+            assert_eq!(outbox.push(frame(n)), Step::Wait);
+        }
+        match outbox.push(frame(MAX_BATCH_FRAMES)) {
+            Step::Send(delivery) => assert_eq!(delivery.batch.frames.len(), MAX_BATCH_FRAMES),
+            other => panic!("{other:?}"),
+        }
+        let big = "x".repeat(MAX_BATCH_BYTES / 2);
+        assert_eq!(outbox.push(big.clone()), Step::Wait);
+        assert!(matches!(outbox.push(big), Step::Send(d) if d.batch.frames.len() == 2));
+        assert_eq!(outbox.tick(), Step::Wait);
+    }
+
+    #[test]
+    fn flush_empties_the_queue_and_keeps_the_tick() {
+        let mut outbox = Outbox::default();
+        assert_eq!(outbox.flush(), None);
+        outbox.push(frame(0));
+        outbox.push(frame(1));
+        outbox.push(frame(2));
+        assert_eq!(outbox.flush().unwrap().batch.frames, [frame(1), frame(2)]);
+        assert_eq!(outbox.push(frame(3)), Step::Wait, "still busy until the tick");
+        assert_eq!(batch(outbox.tick()).frames, [frame(3)]);
+    }
+
+    #[test]
+    fn joins_in_a_storm_are_batched_and_newcomers_get_only_later_frames() {
+        let mut outbox = Outbox::default();
+        // A quiet room: the first join is announced at once, and its socket gets nothing of it.
+        let announced = Delivery { batch: single(frame(0)), newcomers: vec![None] };
+        assert_eq!(outbox.join(frame(0)), Step::SendAndTick(announced));
+        // Three more join before the tick, then a message is posted.
+        for n in 1..4 {
+            assert_eq!(outbox.join(frame(n)), Step::Wait);
+        }
+        assert_eq!(outbox.push(frame(4)), Step::Wait);
+        let tick = delivery(outbox.tick());
+        assert_eq!(tick.batch.frames, [frame(1), frame(2), frame(3), frame(4)]);
+        let got: Vec<Vec<String>> = tick.newcomers.into_iter().map(|b| b.map_or(vec![], |b| b.frames)).collect();
+        assert_eq!(got, [vec![frame(2), frame(3), frame(4)], vec![frame(3), frame(4)], vec![frame(4)]]);
+        // Delivered: nobody is a newcomer any more.
+        assert_eq!(outbox.push(frame(5)), Step::Wait);
+        assert_eq!(delivery(outbox.tick()).newcomers, vec![]);
+    }
+
+    #[test]
+    fn a_newcomer_after_the_last_queued_frame_gets_nothing_and_then_everything() {
+        let mut outbox = Outbox::default();
+        outbox.push(frame(0));
+        outbox.push(frame(1));
+        assert_eq!(outbox.join(frame(2)), Step::Wait);
+        // A bound reached by the join itself: the newcomer is in the delivery, with nothing.
+        let mut outbox_full = Outbox::default();
+        outbox_full.push(frame(0));
+        for n in 1..MAX_BATCH_FRAMES {
+            outbox_full.push(frame(n));
+        }
+        assert_eq!(delivery(outbox_full.join(frame(99))).newcomers, vec![None]);
+        // A flush with nothing queued forgets newcomers: later frames go to everyone.
+        let mut quiet = Outbox::default();
+        quiet.push(frame(0));
+        assert_eq!(quiet.join(frame(1)), Step::Wait);
+        assert_eq!(delivery(quiet.tick()).newcomers, vec![None]);
+        assert_eq!(quiet.tick(), Step::Wait);
+        assert_eq!(delivery(quiet.push(frame(2))).newcomers, vec![]);
+    }
+
+    #[test]
+    fn attachments_carry_the_opt_in_and_read_old_ones() {
+        let member =
+            Attachment { id: "a".into(), nick: "Ann".into(), joined: 5, identity: None, address: None, gone: false };
+        let batched = SocketAttachment { member: member.clone(), batch: true };
+        let json = serde_json::to_string(&batched).unwrap();
+        assert_eq!(json, r#"{"id":"a","nick":"Ann","joined":5,"batch":true}"#);
+        assert_eq!(serde_json::from_str::<SocketAttachment>(&json).unwrap(), batched);
+        let old: SocketAttachment = serde_json::from_str(r#"{"id":"a","nick":"Ann","joined":5}"#).unwrap();
+        assert_eq!(old, SocketAttachment { member, batch: false });
+    }
+}

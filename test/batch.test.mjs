@@ -1,0 +1,165 @@
+// Batched delivery (README "Batched delivery"): negotiation of the edge-chat.batch subprotocol,
+// array frames, order, rooms kept apart, and a quiet room sending single frames. Real
+// WebSockets against the built Worker in workerd; nothing here depends on timing: a burst is
+// sent again until frames piled up, and every wait is for the frames expected.
+
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { ChatClient } from './support/client.mjs';
+import { ChatServer } from './support/server.mjs';
+
+const BATCH = 'edge-chat.batch';
+// A burst well past the rate limit, which is not what is tested here.
+const server = new ChatServer({ vars: { RATE_BURST: '100000', RATE_PER_SECOND: '100000' } });
+let roomCounter = 0;
+const freshRoom = (label) => `${label}-${process.pid}-${++roomCounter}`;
+
+before(() => server.start());
+after(() => server.stop());
+
+async function join(room, nick, protocols) {
+  const client = await ChatClient.connect(`${server.wsUrl}/chat/${room}?nick=${nick}`, { protocols });
+  await client.welcome();
+  return client;
+}
+
+const messages = (client) => client.frames.filter((frame) => frame.type === 'message');
+
+/** Sends `count` messages in one write burst, tagged `tag`, and waits until `readers` have them all. */
+async function burst(sender, readers, tag, count) {
+  const before = readers.map((reader) => messages(reader).length);
+  for (let i = 0; i < count; i++) sender.say(`${tag} ${i}`);
+  await Promise.all(
+    readers.map((reader, r) =>
+      reader.until((frames) => frames.filter((f) => f.type === 'message').length >= before[r] + count, {
+        what: `${count} messages tagged ${tag}`,
+      }),
+    ),
+  );
+}
+
+/** Bursts until `client` has received at least one array frame (the room fell behind). */
+async function burstUntilBatched(sender, readers, client, tag) {
+  for (let round = 0; round < 20 && client.arrays.length === 0; round++) {
+    await burst(sender, readers, `${tag}${round}`, 100);
+  }
+  assert.ok(client.arrays.length > 0, 'frames piled up and came as arrays');
+}
+
+describe('batched delivery', () => {
+  test('the server answers edge-chat.batch only to clients that offer it', async () => {
+    const room = freshRoom('negotiate');
+    const batched = await join(room, 'Ann', [BATCH]);
+    assert.equal(batched.socket.protocol, BATCH);
+    const among = await join(room, 'Bob', ['other.protocol', BATCH]);
+    assert.equal(among.socket.protocol, BATCH);
+    const plain = await join(room, 'Cid');
+    assert.equal(plain.socket.protocol, '');
+    await Promise.all([batched.close(), among.close(), plain.close()]);
+  });
+
+  test('under a burst, arrays carry frames in order; unbatched sockets get the same frames one by one', async () => {
+    const room = freshRoom('burst');
+    const batched = await join(room, 'Ann', [BATCH]);
+    const plain = await join(room, 'Bob');
+    const sender = await join(room, 'Cid');
+    await burstUntilBatched(sender, [batched, plain, sender], batched, 'b');
+
+    assert.ok(batched.arrays.every((length) => length >= 2), 'a single frame is never sent as an array of one');
+    for (const text of batched.raw.filter((raw) => raw.startsWith('['))) {
+      for (const frame of JSON.parse(text)) assert.equal(typeof frame.type, 'string', 'array items are frames');
+    }
+    assert.ok(plain.raw.every((raw) => raw.startsWith('{')), 'a socket that did not opt in never gets an array');
+    assert.deepEqual(plain.arrays, []);
+
+    const ids = messages(batched).map((frame) => frame.id);
+    assert.deepEqual(ids, [...ids].sort((a, b) => a - b), 'ids grow within and across batches');
+    assert.equal(new Set(ids).size, ids.length, 'every message once');
+    assert.deepEqual(ids, messages(plain).map((frame) => frame.id), 'both sockets see the same messages in the same order');
+    assert.deepEqual(messages(batched), messages(plain), 'and the same frames');
+    await Promise.all([batched.close(), plain.close(), sender.close()]);
+  });
+
+  test('a batch never mixes rooms', async () => {
+    const [roomA, roomB] = [freshRoom('mix-a'), freshRoom('mix-b')];
+    const a = await join(roomA, 'Ann', [BATCH]);
+    const b = await join(roomB, 'Bob', [BATCH]);
+    const senderA = await join(roomA, 'Sa');
+    const senderB = await join(roomB, 'Sb');
+    for (let round = 0; round < 20 && (a.arrays.length === 0 || b.arrays.length === 0); round++) {
+      await Promise.all([burst(senderA, [a], `A${round}`, 100), burst(senderB, [b], `B${round}`, 100)]);
+    }
+    assert.ok(a.arrays.length > 0 && b.arrays.length > 0, 'both rooms sent arrays');
+    for (const [client, tag] of [[a, 'A'], [b, 'B']]) {
+      for (const text of client.raw.filter((raw) => raw.startsWith('['))) {
+        assert.ok(JSON.parse(text).every((frame) => frame.text.startsWith(tag)), `only room ${tag}'s messages`);
+      }
+    }
+    await Promise.all([a.close(), b.close(), senderA.close(), senderB.close()]);
+  });
+
+  test('a quiet room sends a message at once as a single frame, never as an array', async () => {
+    const room = freshRoom('quiet');
+    const batched = await join(room, 'Ann', [BATCH]);
+    const sender = await join(room, 'Bob');
+    await batched.next({ type: 'joined', nick: 'Bob' });
+    const from = batched.raw.length;
+    sender.say('just one');
+    await batched.next({ type: 'message', text: 'just one' });
+    assert.deepEqual(batched.raw.slice(from).map((raw) => JSON.parse(raw).type), ['message']);
+    assert.deepEqual(batched.arrays, []);
+    await Promise.all([batched.close(), sender.close()]);
+  });
+
+  test('after a storm of 50 concurrent joins, every socket\'s users view equals GET /users', async () => {
+    const room = freshRoom('storm');
+    const url = (n) => `${server.wsUrl}/chat/${room}?nick=s${n}`;
+    // Half opt in, half do not: both must end with the same, right view.
+    const clients = await Promise.all(
+      Array.from({ length: 50 }, (_, n) => ChatClient.connect(url(n), { protocols: n % 2 ? [BATCH] : undefined })),
+    );
+    const view = (client) => {
+      const frames = client.frames;
+      const start = frames.findIndex((frame) => frame.type === 'welcome');
+      if (start < 0) return null;
+      const users = new Set(frames[start].users);
+      for (const frame of frames.slice(start + 1)) {
+        if (frame.type === 'joined') users.add(frame.nick);
+        if (frame.type === 'left') users.delete(frame.nick);
+        if (frame.type === 'renamed') users.delete(frame.from), users.add(frame.to);
+      }
+      return [...users].sort();
+    };
+    const response = await fetch(`${server.url}/chat/${room}/users`);
+    const { users } = await response.json();
+    assert.equal(users.length, 50);
+    const expected = [...users].sort();
+    await Promise.all(
+      clients.map((client) =>
+        client.until(() => JSON.stringify(view(client)) === JSON.stringify(expected), { what: 'the users of /users' }),
+      ),
+    );
+    for (const client of clients) {
+      assert.equal(client.count({ type: 'joined', nick: client.frames[0].nick }), 0, 'no socket is told of its own join');
+    }
+    await Promise.all(clients.map((client) => client.close()));
+  });
+
+  test('a socket joining while frames pile up gets each message once: in its welcome or after it', async () => {
+    const room = freshRoom('join-busy');
+    const sender = await join(room, 'Ann', [BATCH]);
+    const watcher = await join(room, 'Bob', [BATCH]);
+    for (let i = 0; i < 300; i++) sender.say(`m ${i}`);
+    const late = await ChatClient.connect(`${server.wsUrl}/chat/${room}?nick=Late`, { protocols: [BATCH] });
+    const welcome = await late.welcome();
+    await watcher.until((frames) => frames.filter((f) => f.type === 'message').length >= 300, { what: '300 messages' });
+    const last = messages(watcher).at(-1).id;
+    await late.until((frames) => frames.some((f) => f.type === 'message' && f.id === last) || welcome.history.at(-1)?.id === last, {
+      what: 'the last message',
+    });
+    const seen = [...welcome.history, ...messages(late)].map((frame) => frame.id);
+    const expected = messages(watcher).map((frame) => frame.id).filter((id) => id >= seen[0]);
+    assert.deepEqual(seen, expected, 'no message twice, none missing, in order');
+    await Promise.all([sender.close(), watcher.close(), late.close()]);
+  });
+});
