@@ -38,14 +38,12 @@ use worker::worker_sys::WebSocketRequestResponsePair;
 use worker::{durable_object, DurableObject, Env, Request, Response, State, WebSocket, WebSocketPair};
 
 #[wasm_bindgen(inline_js = "
-export function broadcast(members, frame, except) {
+export function broadcast(members, frame) {
   for (const socket of members.keys()) {
-    if (socket !== except) {
-      try {
-        socket.send(frame);
-      } catch {
-        // closing: its close event removes it from the room
-      }
+    try {
+      socket.send(frame);
+    } catch {
+      // closing: its close event removes it from the room
     }
   }
 }
@@ -72,8 +70,8 @@ export function schedule(tick) {
 }
 ")]
 extern "C" {
-    /// Sends `frame` to every socket of `members` but `except` (undefined: to all).
-    fn broadcast(members: &Map, frame: &JsString, except: &JsValue);
+    /// Sends `frame` to every socket of `members`.
+    fn broadcast(members: &Map, frame: &JsString);
     /// Sends `array` (if not undefined) to every member in `batched`, and each of `frames` to
     /// every other member, skipping the members in `skip`.
     fn deliver(members: &Map, batched: &Set, skip: &Set, frames: &Array, array: &JsValue);
@@ -598,12 +596,13 @@ impl Newcomers {
 fn carry_out(members: &Map, batched: &Set, newcomers: &Newcomers, delivery: Delivery) {
     let Delivery { batch: Batch { frames, array }, newcomers: later } = delivery;
     if let (None, [frame], true) = (&array, frames.as_slice(), later.is_empty()) {
-        broadcast(members, &JsString::from(frame.as_str()), &JsValue::UNDEFINED);
+        broadcast(members, &JsString::from(frame.as_str()));
     } else {
         let frames: Array = frames.iter().map(|frame| JsValue::from(JsString::from(frame.as_str()))).collect();
         let array = array.map_or(JsValue::UNDEFINED, |array| JsString::from(array).into());
         deliver(members, batched, &newcomers.set, &frames, &array);
     }
+    // A failed send means the socket is closing; its close event removes it from the room.
     for (socket, batch) in newcomers.order.borrow().iter().zip(later) {
         let Some(Batch { frames, array }) = batch else { continue };
         let socket: &RawSocket = socket.unchecked_ref();
