@@ -6,6 +6,9 @@ pub const NORMAL: u16 = 1000;
 /// Policy violation: used when a client keeps flooding after being told to slow down.
 pub const POLICY_VIOLATION: u16 = 1008;
 
+/// Refused for joining too often: a client should not reconnect at once (HTTP 429's number).
+pub const TRY_LATER: u16 = 4429;
+
 pub const MAX_REASON_BYTES: usize = 123;
 
 /// The code to answer a client's close with: its own code when that may be sent, else 1000.

@@ -1,12 +1,16 @@
-//! One chat room's live state: who is in it under which nick, each socket's rate limit, and
-//! the next message id. The room decides; the Durable Object carries out what it decides
+//! One chat room's live state: who is in it under which nick, the rate limits of each socket,
+//! each client and the room, and the next message id. The room decides; the Durable Object carries out what it decides
 //! (store, send, close) and owns nothing but the runtime handles.
 //!
 //! The room is rebuilt whenever the object wakes from hibernation, from each socket's
 //! `Attachment`, so everything a socket needs to survive hibernation is in there. The rate
 //! limit is not: an object only hibernates after seconds without any frame, long enough for
-//! every bucket to refill, so a fresh full bucket on wake is exactly what it would hold.
+//! every bucket to refill, so a fresh full bucket on wake is exactly what it would hold. A
+//! client's join count does not survive either; its key does, so that its sockets share one
+//! budget again after a wake.
 
+use crate::chat::clients::{ClientKey, Clients};
+use crate::chat::close;
 use crate::edge::config::{RoomLimits, FLOOD_STRIKES};
 use crate::chat::nicknames::{self, validate_nick};
 use crate::chat::protocol::{clean_text, parse_client_frame, ChatMessage, ClientFrame, ErrorCode, Incoming, ServerFrame};
@@ -22,6 +26,8 @@ pub struct Attachment {
     pub id: SocketId,
     pub nick: String,
     pub joined: u64,
+    #[serde(default)]
+    pub client: ClientKey,
     /// Set once the server has closed the socket and announced its leave, so that a socket
     /// still finishing its close handshake is not restored as a member.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -31,13 +37,14 @@ pub struct Attachment {
 struct Member {
     nick: String,
     joined: u64,
+    client: ClientKey,
     bucket: TokenBucket,
     strikes: u32,
 }
 
 impl Member {
     fn attachment(&self, id: &str) -> Attachment {
-        Attachment { id: id.to_owned(), nick: self.nick.clone(), joined: self.joined, gone: false }
+        Attachment { id: id.to_owned(), nick: self.nick.clone(), joined: self.joined, client: self.client, gone: false }
     }
 }
 
@@ -57,6 +64,15 @@ pub enum Reaction {
     Kick { error: ServerFrame, attachment: Attachment, code: u16, reason: &'static str, left: ServerFrame },
 }
 
+/// Why a socket may not join: the object accepts it, sends `error`, and closes it with `code`
+/// and `reason`, announcing nothing.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Refusal {
+    pub error: ServerFrame,
+    pub code: u16,
+    pub reason: &'static str,
+}
+
 /// What joining produced.
 #[derive(Debug)]
 pub struct Joined {
@@ -71,7 +87,13 @@ pub struct Room {
     members: HashMap<SocketId, Member>,
     /// Nick key (see `nicknames::key`) to the socket that holds it.
     owners: HashMap<String, SocketId>,
+    clients: Clients,
+    /// Messages from everyone together.
+    posts: TokenBucket,
     limits: RoomLimits,
+    /// False until the stored history's last message is known: until then nothing is posted,
+    /// since an id from a guessed start could sort before messages already stored.
+    history_known: bool,
     last_id: u64,
     last_at: u64,
 }
@@ -79,11 +101,57 @@ pub struct Room {
 impl Room {
     /// A room whose stored history ends with message `last_id`, stamped `last_at`.
     pub fn new(limits: RoomLimits, last_id: u64, last_at: u64) -> Self {
-        Room { members: HashMap::new(), owners: HashMap::new(), limits, last_id, last_at }
+        let mut room = Room::awaiting_history(limits);
+        room.resume_history(last_id, last_at);
+        room
     }
 
-    pub fn is_full(&self) -> bool {
-        self.members.len() >= self.limits.max_sockets
+    /// A room whose stored history has not been read yet: see `resume_history`.
+    pub fn awaiting_history(limits: RoomLimits) -> Self {
+        Room {
+            members: HashMap::new(),
+            owners: HashMap::new(),
+            clients: Clients::default(),
+            posts: TokenBucket::full(limits.room, 0),
+            limits,
+            history_known: false,
+            last_id: 0,
+            last_at: 0,
+        }
+    }
+
+    pub fn history_known(&self) -> bool {
+        self.history_known
+    }
+
+    /// The stored history ends with message `last_id` (0: there is none), stamped `last_at`.
+    /// Times never go backwards, also across a deleted history.
+    pub fn resume_history(&mut self, last_id: u64, last_at: u64) {
+        self.history_known = true;
+        self.last_id = last_id;
+        self.last_at = self.last_at.max(last_at);
+    }
+
+    /// Whether one more socket would be too many, given the `open_sockets` the runtime holds
+    /// (members and sockets still closing).
+    pub fn is_full(&self, open_sockets: usize) -> bool {
+        open_sockets.max(self.members.len()) >= self.limits.max_sockets
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty()
+    }
+
+    /// Counts a join attempt of `client`, and refuses it when the client joins too often.
+    pub fn admit(&mut self, client: ClientKey, now: u64) -> Result<(), Refusal> {
+        if self.clients.try_join(client, &self.limits, now) {
+            return Ok(());
+        }
+        Err(Refusal {
+            error: ServerFrame::error(ErrorCode::RateLimited),
+            code: close::TRY_LATER,
+            reason: "Too many joins: wait a few seconds before reconnecting.",
+        })
     }
 
     /// Every nick in the room, sorted without regard to case.
@@ -99,15 +167,17 @@ impl Room {
         if attachment.gone {
             return false;
         }
-        self.insert(attachment.id, attachment.nick, attachment.joined, now);
+        self.insert(attachment.id, attachment.nick, attachment.joined, attachment.client, now);
         true
     }
 
-    /// Adds a new socket under the nick it asked for, or a random one when it asked for none
-    /// or for one that is invalid or taken. `entropy` feeds the random nicks.
+    /// Adds a new socket of `client` (admitted first) under the nick it asked for, or a random
+    /// one when it asked for none or for one that is invalid or taken. `entropy` feeds the
+    /// random nicks.
     pub fn join(
         &mut self,
         id: SocketId,
+        client: ClientKey,
         requested: Option<&str>,
         now: u64,
         entropy: impl FnMut() -> u64,
@@ -118,12 +188,14 @@ impl Room {
             Some(Err(code)) => (self.random_nick(entropy), Some(code)),
             None => (self.random_nick(entropy), None),
         };
-        let member = self.insert(id.clone(), nick.clone(), now, now);
+        let member = self.insert(id.clone(), nick.clone(), now, client, now);
         let attachment = member.attachment(&id);
         Joined { attachment, refused_nick, announcement: ServerFrame::Joined { nick, at: now } }
     }
 
-    /// Handles one frame from socket `id`.
+    /// Handles one frame from socket `id`. Every frame counts against its socket's and its
+    /// client's budget; only the socket's own one earns strikes, so that a client is never cut
+    /// off for what the other sockets behind its address sent.
     pub fn receive(&mut self, id: &str, frame: Incoming<'_>, now: u64) -> Reaction {
         let rate = self.limits.rate;
         let Some(member) = self.members.get_mut(id) else { return Reaction::Nothing };
@@ -135,6 +207,9 @@ impl Room {
             return Reaction::Reply(ServerFrame::error(ErrorCode::RateLimited));
         }
         member.strikes = 0;
+        if !self.clients.try_frame(member.client, self.limits.client, now) {
+            return Reaction::Reply(ServerFrame::error(ErrorCode::RateLimited));
+        }
         let outcome = match parse_client_frame(frame) {
             Ok(ClientFrame::Message { text }) => self.post(id, &text, now),
             Ok(ClientFrame::Nick { nick }) => self.rename(id, &nick, now),
@@ -148,19 +223,21 @@ impl Room {
     pub fn leave(&mut self, id: &str, now: u64) -> Option<ServerFrame> {
         let member = self.members.remove(id)?;
         self.owners.remove(&nicknames::key(&member.nick));
+        self.clients.remove_socket(member.client);
         Some(ServerFrame::Left { nick: member.nick, at: now })
     }
 
     fn post(&mut self, id: &str, text: &str, now: u64) -> Result<Reaction, ErrorCode> {
         let text = clean_text(text)?;
+        if !self.history_known {
+            return Err(ErrorCode::Unavailable);
+        }
+        if !self.posts.try_take(self.limits.room, now) {
+            return Err(ErrorCode::RateLimited);
+        }
         self.last_id += 1;
         self.last_at = self.last_at.max(now);
-        Ok(Reaction::Post(ChatMessage {
-            id: self.last_id,
-            nick: self.members[id].nick.clone(),
-            text: text.to_owned(),
-            at: self.last_at,
-        }))
+        Ok(Reaction::Post(ChatMessage { id: self.last_id, nick: self.members[id].nick.clone(), text, at: self.last_at }))
     }
 
     fn rename(&mut self, id: &str, wanted: &str, now: u64) -> Result<Reaction, ErrorCode> {
@@ -179,14 +256,12 @@ impl Room {
     }
 
     fn kick_flooder(&mut self, id: &str, now: u64) -> Reaction {
-        let joined = self.members[id].joined;
+        let attachment = Attachment { gone: true, ..self.members[id].attachment(id) };
         let left = self.leave(id, now).expect("kicking a member");
-        let ServerFrame::Left { nick, .. } = &left else { unreachable!("leave returns a left frame") };
-        let attachment = Attachment { id: id.to_owned(), nick: nick.clone(), joined, gone: true };
         Reaction::Kick {
             error: ServerFrame::error(ErrorCode::RateLimited),
             attachment,
-            code: crate::chat::close::POLICY_VIOLATION,
+            code: close::POLICY_VIOLATION,
             reason: "Closed for flooding: too many messages after repeated rate_limited errors.",
             left,
         }
@@ -204,9 +279,10 @@ impl Room {
         nicknames::unused_random_nick(entropy, |nick| self.owners.contains_key(&nicknames::key(nick)))
     }
 
-    fn insert(&mut self, id: SocketId, nick: String, joined: u64, now: u64) -> &Member {
+    fn insert(&mut self, id: SocketId, nick: String, joined: u64, client: ClientKey, now: u64) -> &Member {
         self.owners.insert(nicknames::key(&nick), id.clone());
-        let member = Member { nick, joined, bucket: TokenBucket::full(self.limits.rate, now), strikes: 0 };
+        self.clients.add_socket(client, self.limits.client, now);
+        let member = Member { nick, joined, client, bucket: TokenBucket::full(self.limits.rate, now), strikes: 0 };
         self.members.entry(id).insert_entry(member).into_mut()
     }
 }
@@ -228,8 +304,13 @@ mod tests {
         }
     }
 
+    /// Joins socket `id` as a client of its own.
     fn join(room: &mut Room, id: &str, nick: Option<&str>) -> Joined {
-        room.join(id.into(), nick, 1_000, counter())
+        room.join(id.into(), ClientKey::of(id, [0, 0]), nick, 1_000, counter())
+    }
+
+    fn posted(reaction: &Reaction) -> bool {
+        matches!(reaction, Reaction::Post(_))
     }
 
     fn say(room: &mut Room, id: &str, text: &str, now: u64) -> Reaction {
@@ -273,7 +354,7 @@ mod tests {
         let mut keys: Vec<String> = room.nicks().iter().map(|n| nicknames::key(n)).collect();
         keys.dedup();
         assert_eq!(keys.len(), 1000);
-        assert!(room.is_full());
+        assert!(room.is_full(0));
     }
 
     #[test]
@@ -399,9 +480,111 @@ mod tests {
 
     #[test]
     fn attachments_round_trip_and_stay_small() {
-        let attachment = Attachment { id: "abc".into(), nick: "Ann".into(), joined: 5, gone: false };
+        let client = ClientKey::of("192.0.2.1", [7, 7]);
+        let attachment = Attachment { id: "abc".into(), nick: "Ann".into(), joined: 5, client, gone: false };
         let json = serde_json::to_string(&attachment).unwrap();
-        assert_eq!(json, r#"{"id":"abc","nick":"Ann","joined":5}"#);
+        assert!(json.starts_with(r#"{"id":"abc","nick":"Ann","joined":5,"client":"#), "{json}");
+        assert!(!json.contains("192.0.2.1"), "the address itself is never kept");
         assert_eq!(serde_json::from_str::<Attachment>(&json).unwrap(), attachment);
+        let older = serde_json::from_str::<Attachment>(r#"{"id":"abc","nick":"Ann","joined":5}"#).unwrap();
+        assert_eq!(older.client, ClientKey::default(), "attachments from before client keys still load");
+    }
+
+    #[test]
+    fn a_client_shares_one_budget_across_its_sockets_and_reconnects() {
+        let limits = RoomLimits { room: RateLimit { burst: 1_000, per_second: 1_000 }, ..RoomLimits::default() };
+        let mut room = Room::new(limits, 0, 0);
+        let client = ClientKey::of("198.51.100.9", [1, 1]);
+        let mut posts = 0;
+        for socket in 0..5 {
+            let id = format!("s{socket}");
+            room.join(id.clone(), client, None, 0, counter());
+            posts += (0..20).filter(|_| posted(&say(&mut room, &id, "spam", 0))).count();
+            room.leave(&id, 0);
+        }
+        assert_eq!(posts, 60, "CLIENT_BURST, however many sockets it opens");
+        join(&mut room, "other", None);
+        assert!(posted(&say(&mut room, "other", "another client is not affected", 0)));
+        room.join("again".into(), client, None, 1_000, counter());
+        assert_eq!((0..20).filter(|_| posted(&say(&mut room, "again", "spam", 1_000))).count(), 15, "15 per second");
+    }
+
+    #[test]
+    fn the_client_budget_earns_no_strikes() {
+        let mut room = room();
+        let client = ClientKey::of("198.51.100.9", [1, 1]);
+        for socket in 0..3 {
+            room.join(format!("s{socket}"), client, None, 0, counter());
+            for _ in 0..20 {
+                say(&mut room, &format!("s{socket}"), "spam", 0);
+            }
+        }
+        room.join("calm".into(), client, Some("Calm"), 0, counter());
+        for _ in 0..FLOOD_STRIKES + 5 {
+            assert_eq!(error_code(&say(&mut room, "calm", "hello?", 0)), Some(ErrorCode::RateLimited));
+        }
+        assert!(room.nicks().contains(&"Calm".to_owned()), "not kicked for its neighbours' flood");
+    }
+
+    #[test]
+    fn the_room_takes_at_most_its_messages_per_second_from_everyone() {
+        let mut room = room();
+        for i in 0..10 {
+            join(&mut room, &format!("s{i}"), None);
+        }
+        let now = 5_000;
+        let posts = (0..10).flat_map(|i| (0..10).map(move |_| i)).filter(|i| posted(&say(&mut room, &format!("s{i}"), "x", now))).count();
+        assert_eq!(posts, 50);
+        assert_eq!(error_code(&say(&mut room, "s0", "x", now)), Some(ErrorCode::RateLimited));
+        assert!(posted(&say(&mut room, "s1", "x", now + 20)), "one more every 20 ms");
+    }
+
+    #[test]
+    fn joining_too_often_is_refused_with_4429() {
+        let mut room = room();
+        let client = ClientKey::of("203.0.113.1", [0, 0]);
+        for _ in 0..10 {
+            assert_eq!(room.admit(client, 0), Ok(()));
+        }
+        let refusal = room.admit(client, 0).unwrap_err();
+        assert_eq!(refusal.error, ServerFrame::error(ErrorCode::RateLimited));
+        assert_eq!(refusal.code, 4429);
+        assert!(refusal.reason.len() <= crate::chat::close::MAX_REASON_BYTES);
+        assert_eq!(room.admit(ClientKey::of("203.0.113.2", [0, 0]), 0), Ok(()), "others still join");
+        assert_eq!(room.admit(client, 20_000), Ok(()));
+    }
+
+    #[test]
+    fn nothing_is_posted_until_the_stored_history_is_known() {
+        let mut room = Room::awaiting_history(RoomLimits::default());
+        join(&mut room, "s1", None);
+        assert_eq!(error_code(&say(&mut room, "s1", "hello", 1)), Some(ErrorCode::Unavailable));
+        room.resume_history(500, 7);
+        match say(&mut room, "s1", "hello", 1) {
+            Reaction::Post(message) => assert_eq!((message.id, message.at), (501, 7)),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn fullness_counts_sockets_still_closing() {
+        let limits = RoomLimits { max_sockets: 2, ..RoomLimits::default() };
+        let mut room = Room::new(limits, 0, 0);
+        join(&mut room, "s1", None);
+        assert!(!room.is_full(1));
+        assert!(room.is_full(2), "one member and one socket still closing");
+        join(&mut room, "s2", None);
+        assert!(room.is_full(0));
+    }
+
+    #[test]
+    fn bad_text_is_refused_and_consumes_no_id() {
+        let mut room = room();
+        join(&mut room, "s1", None);
+        assert_eq!(error_code(&say(&mut room, "s1", "bell\u{7}", 1)), Some(ErrorCode::BadText));
+        match say(&mut room, "s1", "line\r\nbreak", 1) {
+            Reaction::Post(message) => assert_eq!((message.id, message.text.as_str()), (1, "line\nbreak")),
+            other => panic!("{other:?}"),
+        }
     }
 }

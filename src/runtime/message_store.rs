@@ -2,10 +2,14 @@
 //! `history::trim_cutoff` says when to drop old ones. Writes are synchronous, and the runtime
 //! holds back every frame sent after a write until that write is durable, so a message that
 //! was broadcast (or echoed to its sender) is on disk.
+//!
+//! The table is created by the first insert, not before: reading a room that never had a
+//! message writes nothing, so asking about any number of unknown rooms stores nothing.
 
 use crate::chat::history::Window;
 use crate::chat::protocol::ChatMessage;
 use serde::Deserialize;
+use std::cell::Cell;
 use wasm_bindgen::prelude::wasm_bindgen;
 use wasm_bindgen::{JsCast, JsValue};
 use worker::js_sys::JsString;
@@ -30,6 +34,8 @@ pub struct MessageStore {
     sql: SqlStorage,
     /// `INSERT` as a JS string, made once rather than per message.
     insert: JsString,
+    /// Whether the messages table exists: learnt by `last`, set by the first `insert`.
+    schema: Cell<bool>,
 }
 
 #[derive(Deserialize)]
@@ -48,10 +54,19 @@ struct Last {
 
 impl MessageStore {
     pub fn new(sql: SqlStorage) -> MessageStore {
-        MessageStore { sql, insert: JsString::from(INSERT) }
+        MessageStore { sql, insert: JsString::from(INSERT), schema: Cell::new(false) }
     }
 
-    pub fn create_schema(&self) -> worker::Result<()> {
+    pub fn has_schema(&self) -> bool {
+        self.schema.get()
+    }
+
+    /// After the object's storage was deleted.
+    pub fn forget_schema(&self) {
+        self.schema.set(false);
+    }
+
+    fn create_schema(&self) -> worker::Result<()> {
         self.sql.exec(
             "CREATE TABLE IF NOT EXISTS messages (
                 id INTEGER PRIMARY KEY,
@@ -61,17 +76,31 @@ impl MessageStore {
             )",
             None,
         )?;
+        self.schema.set(true);
         Ok(())
     }
 
-    /// The id and time of the newest message, or zeros for a new room.
+    /// The id and time of the newest message, or zeros for a room without messages. Reads only.
     pub fn last(&self) -> worker::Result<(u64, u64)> {
+        #[derive(Deserialize)]
+        struct Table {}
+        let tables: Vec<Table> = self
+            .sql
+            .exec("SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'messages'", None)?
+            .to_array()?;
+        self.schema.set(!tables.is_empty());
+        if tables.is_empty() {
+            return Ok((0, 0));
+        }
         let rows: Vec<Last> =
             self.sql.exec("SELECT id, at FROM messages ORDER BY id DESC LIMIT 1", None)?.to_array()?;
         Ok(rows.first().map_or((0, 0), |last| (last.id, last.at)))
     }
 
     pub fn insert(&self, message: &ChatMessage) -> worker::Result<()> {
+        if !self.schema.get() {
+            self.create_schema()?;
+        }
         // They cross as JS numbers, exact only up to 2^53 - 1.
         if message.id > MAX_SAFE_INTEGER || message.at > MAX_SAFE_INTEGER {
             return Err(worker::Error::RustError(format!("message {} is beyond JS's exact integers", message.id)));
@@ -87,8 +116,11 @@ impl MessageStore {
         Ok(())
     }
 
-    /// The messages of `window`, oldest first.
+    /// The messages of `window`, oldest first. Call `last` first: without the table, none.
     pub fn read(&self, window: Window) -> worker::Result<Vec<ChatMessage>> {
+        if !self.schema.get() {
+            return Ok(Vec::new());
+        }
         let cursor = match window {
             Window::Latest { limit } => self.sql.exec(
                 "SELECT * FROM (SELECT id, nick, text, at FROM messages ORDER BY id DESC LIMIT ?) ORDER BY id",

@@ -4,7 +4,7 @@
 //! assets binding before this code runs.
 
 use crate::edge::origin::AllowedOrigins;
-use crate::edge::routes::{self, RequestError, RequestParts, Route};
+use crate::edge::routes::{self, Handshake, RequestError, RequestParts, Route};
 use worker::{event, Context, Env, Headers, Method, Request, RequestInit, Response};
 
 /// The header that carries the validated route from the Worker to the room's object.
@@ -28,6 +28,9 @@ async fn handle(request: Request, env: &Env) -> Result<Response, RequestError> {
     let headers = request.headers();
     let header = |name: &str| headers.get(name).ok().flatten();
     let (upgrade, origin) = (header("upgrade"), header("origin"));
+    let (connection, key, version) = (header("connection"), header("sec-websocket-key"), header("sec-websocket-version"));
+    // Set by Cloudflare's edge (and by wrangler dev locally) to the client's address.
+    let client_address = header("cf-connecting-ip");
     let own_origin = url.origin().ascii_serialization();
     let method = request.method();
     let parts = RequestParts {
@@ -35,7 +38,9 @@ async fn handle(request: Request, env: &Env) -> Result<Response, RequestError> {
         path: url.path(),
         query: url.query(),
         upgrade: upgrade.as_deref(),
+        handshake: Handshake { connection: connection.as_deref(), key: key.as_deref(), version: version.as_deref() },
         origin: origin.as_deref(),
+        client_address: client_address.as_deref(),
         own_origin: &own_origin,
     };
     let allowed = AllowedOrigins::parse(&env.var("ALLOWED_ORIGINS").map(|v| v.to_string()).unwrap_or_default());
