@@ -14,6 +14,9 @@ pub const FORBIDDEN: u16 = 4403;
 /// Too many connections or requests from this client: do not reconnect at once.
 pub const TOO_MANY: u16 = 4429;
 
+/// Refused for joining too often: a client should not reconnect at once (HTTP 429's number).
+pub const TRY_LATER: u16 = 4429;
+
 pub const MAX_REASON_BYTES: usize = 123;
 
 /// The code to answer a client's close with: its own code when that may be sent, else 1000.

@@ -1,6 +1,7 @@
 //! History rules: how much a room keeps, how much a client is sent, and when old messages
 //! are trimmed. The SQL that carries them out lives in the Durable Object's `message_store`.
 
+use crate::chat::protocol::ChatMessage;
 use serde::{Deserialize, Serialize};
 
 /// A room keeps at least its most recent this-many messages.
@@ -12,6 +13,10 @@ pub const TRIM_EVERY: u64 = 100;
 
 /// Most messages a welcome frame carries.
 pub const WELCOME_MAX: u32 = 100;
+
+/// Most bytes of message JSON in a welcome or a `/history` answer: 100 messages of 2,000
+/// four-byte characters would be 800 KB, sent for a 200-byte request.
+pub const BYTE_BUDGET: usize = 256 * 1024;
 
 /// `GET /chat/ROOM/history?limit=N[&since=ID]`: default and largest N.
 pub const HTTP_DEFAULT: u32 = 50;
@@ -32,6 +37,29 @@ impl Window {
         match since {
             Some(since) => Window::After { since, limit: WELCOME_MAX },
             None => Window::Latest { limit: WELCOME_MAX },
+        }
+    }
+}
+
+impl Window {
+    /// Drops whole messages until the rest fit `BYTE_BUDGET`: the oldest for `Latest`, which
+    /// shows the newest; the newest for `After`, whose reader pages on from the last one it got.
+    /// The first message of `After` always stays, so that paging never gets stuck.
+    pub fn fit_budget(self, messages: &mut Vec<ChatMessage>) {
+        let mut spent = 0;
+        let mut fits = |message: &ChatMessage| {
+            spent += message.json_len() + 1;
+            spent <= BYTE_BUDGET
+        };
+        match self {
+            Window::Latest { .. } => {
+                let kept = messages.iter().rev().take_while(|m| fits(m)).count();
+                messages.drain(..messages.len() - kept);
+            }
+            Window::After { .. } => {
+                let kept = messages.iter().take_while(|m| fits(m)).count().max(1);
+                messages.truncate(kept);
+            }
         }
     }
 }
@@ -69,6 +97,33 @@ mod tests {
     fn welcome_window() {
         assert_eq!(Window::for_welcome(None), Window::Latest { limit: 100 });
         assert_eq!(Window::for_welcome(Some(7)), Window::After { since: 7, limit: 100 });
+    }
+
+    fn big(id: u64) -> ChatMessage {
+        ChatMessage { id, nick: "Ann".into(), text: "😀".repeat(2_000), at: id, deleted: false, uid: None }
+    }
+
+    #[test]
+    fn history_fits_the_byte_budget_with_whole_messages() {
+        let all: Vec<ChatMessage> = (1..=100).map(big).collect();
+        let mut latest = all.clone();
+        Window::Latest { limit: 100 }.fit_budget(&mut latest);
+        assert!(serde_json::to_string(&latest).unwrap().len() <= BYTE_BUDGET + 2);
+        assert_eq!(latest.len(), 32);
+        assert_eq!(latest.last(), all.last(), "the newest are kept");
+        assert_eq!(latest[0].text, all[0].text, "never a cut message");
+
+        let mut after = all.clone();
+        Window::After { since: 0, limit: 100 }.fit_budget(&mut after);
+        assert_eq!(after.len(), 32);
+        assert_eq!(after[0].id, 1, "the first after since is kept, the reader pages on");
+
+        let mut small: Vec<ChatMessage> = (1..=100).map(|id| ChatMessage { text: "hi".into(), ..big(id) }).collect();
+        Window::Latest { limit: 100 }.fit_budget(&mut small);
+        assert_eq!(small.len(), 100, "ordinary history is not touched");
+        let mut none = Vec::new();
+        Window::After { since: 0, limit: 1 }.fit_budget(&mut none);
+        assert!(none.is_empty());
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The pure core: what a room is and decides, with no `worker` types and no I/O.
 
+pub mod clients;
 pub mod close;
 pub mod history;
 pub mod identity;

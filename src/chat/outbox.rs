@@ -14,6 +14,7 @@
 //! A socket that joins while frames are held is a newcomer until the next delivery: its welcome
 //! already reflects those frames, so it gets only the frames produced after its join.
 
+use crate::chat::clients::ClientKey;
 use crate::chat::identity::Identity;
 use crate::chat::room::Attachment;
 use serde::{Deserialize, Serialize};
@@ -44,6 +45,8 @@ struct SocketAttachmentFields {
     id: String,
     nick: String,
     joined: u64,
+    #[serde(default)]
+    client: ClientKey,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     identity: Option<Identity>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -56,16 +59,16 @@ struct SocketAttachmentFields {
 
 impl Serialize for SocketAttachment {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let Attachment { id, nick, joined, identity, address, gone } = self.member.clone();
-        SocketAttachmentFields { id, nick, joined, identity, address, gone, batch: self.batch }.serialize(serializer)
+        let Attachment { id, nick, joined, client, identity, address, gone } = self.member.clone();
+        SocketAttachmentFields { id, nick, joined, client, identity, address, gone, batch: self.batch }.serialize(serializer)
     }
 }
 
 impl<'de> Deserialize<'de> for SocketAttachment {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let SocketAttachmentFields { id, nick, joined, identity, address, gone, batch } =
+        let SocketAttachmentFields { id, nick, joined, client, identity, address, gone, batch } =
             Deserialize::deserialize(deserializer)?;
-        Ok(SocketAttachment { member: Attachment { id, nick, joined, identity, address, gone }, batch })
+        Ok(SocketAttachment { member: Attachment { id, nick, joined, client, identity, address, gone }, batch })
     }
 }
 
@@ -319,11 +322,18 @@ mod tests {
 
     #[test]
     fn attachments_carry_the_opt_in_and_read_old_ones() {
-        let member =
-            Attachment { id: "a".into(), nick: "Ann".into(), joined: 5, identity: None, address: None, gone: false };
+        let member = Attachment {
+            id: "a".into(),
+            nick: "Ann".into(),
+            joined: 5,
+            client: ClientKey::default(),
+            identity: None,
+            address: None,
+            gone: false,
+        };
         let batched = SocketAttachment { member: member.clone(), batch: true };
         let json = serde_json::to_string(&batched).unwrap();
-        assert_eq!(json, r#"{"id":"a","nick":"Ann","joined":5,"batch":true}"#);
+        assert_eq!(json, r#"{"id":"a","nick":"Ann","joined":5,"client":0,"batch":true}"#);
         assert_eq!(serde_json::from_str::<SocketAttachment>(&json).unwrap(), batched);
         let old: SocketAttachment = serde_json::from_str(r#"{"id":"a","nick":"Ann","joined":5}"#).unwrap();
         assert_eq!(old, SocketAttachment { member, batch: false });

@@ -3,6 +3,9 @@
 //! the WASM instance for every room in the isolate, so these run on every `cargo test`.
 
 use crate::chat::identity::{Identity, Role};
+use crate::chat::clients::ClientKey;
+use crate::chat::history::{Window, BYTE_BUDGET};
+use crate::chat::protocol::{clean_text, ChatMessage, MAX_COMBINING_MARKS};
 use crate::edge::config::RoomLimits;
 use crate::edge::ticket;
 use crate::chat::nicknames::validate_nick;
@@ -10,7 +13,7 @@ use crate::edge::origin::AllowedOrigins;
 use crate::chat::protocol::{parse_client_frame, ClientFrame, ErrorCode, Incoming, ServerFrame};
 use crate::chat::rate_limit::RateLimit;
 use crate::chat::room::{Reaction, Room};
-use crate::edge::routes::{route, RequestError, RequestParts, Route};
+use crate::edge::routes::{route, Handshake, RequestError, RequestParts, Route};
 use proptest::prelude::*;
 use serde_json::Value;
 
@@ -58,7 +61,14 @@ proptest! {
 
     #[test]
     fn a_room_survives_any_sequence_of_frames(frames in prop::collection::vec((0usize..3, client_frame()), 1..60)) {
-        let limits = RoomLimits { rate: RateLimit { burst: 5, per_second: 1 }, max_sockets: 10 };
+        let limits = RoomLimits {
+            rate: RateLimit { burst: 5, per_second: 1 },
+            client: RateLimit { burst: 7, per_second: 2 },
+            room: RateLimit { burst: 9, per_second: 9 },
+            client_joins: 2,
+            max_client_sockets: 2,
+            max_sockets: 10,
+        };
         let mut room = Room::new(limits, 0, 0);
         let mut seed = 0u64;
         // Socket 0 is anonymous; 1 and 2 are two tabs of one ticket identity called "Same" too.
@@ -67,7 +77,10 @@ proptest! {
             let identity = (socket > 0).then(|| same.clone());
             let role = if socket == 2 { Role::Moderator } else { Role::Member };
             let identity = identity.map(|user| Identity { role, ..user });
-            room.join(socket.to_string(), Some("Same"), identity, None, 0, || { seed += 1; seed });
+            // Sockets 0 and 1 are one client, 2 another.
+            let client = ClientKey::of(if socket < 2 { "a" } else { "b" }, [0, 0]);
+            prop_assert!(room.admit(client, identity.as_ref(), None, 0).is_ok());
+            room.join(socket.to_string(), client, Some("Same"), identity, None, 0, || { seed += 1; seed });
         }
         let mut last_id = 0;
         for (now, (socket, frame)) in frames.iter().enumerate() {
@@ -76,6 +89,7 @@ proptest! {
                     prop_assert!(message.id > last_id);
                     last_id = message.id;
                     prop_assert!(!message.text.is_empty() && message.text.chars().count() <= 2000);
+                    prop_assert!(message.text.chars().all(|c| !c.is_control() || matches!(c, '\t' | '\n' | '\r')));
                 }
                 Reaction::Reply(ServerFrame::Error { code, .. }) => prop_assert!(ErrorCode::ALL.contains(&code)),
                 Reaction::Renamed { attachment, .. } => prop_assert!(validate_nick(&attachment.nick).is_ok()),
@@ -90,18 +104,54 @@ proptest! {
     }
 
     #[test]
+    fn any_text_is_cleaned_or_refused_and_its_json_length_is_exact(
+        text in prop_oneof![".{0,80}", "[a-z\u{300}-\u{36f}\u{0}-\u{1f}\u{7f}-\u{9f}\r\n ]{0,40}"],
+    ) {
+        match clean_text(&text) {
+            Ok(clean) => {
+                prop_assert!(!clean.is_empty() && !clean.contains("\r\n"));
+                prop_assert!(clean.chars().all(|c| !c.is_control() || matches!(c, '\t' | '\n' | '\r')));
+                let message = ChatMessage { id: 1, nick: "n".into(), text: clean, at: 2, deleted: false, uid: None };
+                prop_assert_eq!(message.json_len(), serde_json::to_string(&message).unwrap().len());
+            }
+            Err(code) => prop_assert!(matches!(code, ErrorCode::Empty | ErrorCode::TooLong | ErrorCode::BadText)),
+        }
+        let _ = MAX_COMBINING_MARKS;
+    }
+
+    #[test]
+    fn history_never_exceeds_its_byte_budget(sizes in prop::collection::vec(0usize..2_000, 0..60), latest in any::<bool>()) {
+        let mut messages: Vec<ChatMessage> = sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| ChatMessage { id: i as u64 + 1, nick: "n".into(), text: "€".repeat(n), at: 0, deleted: false, uid: None })
+            .collect();
+        let before = messages.len();
+        let window = if latest { Window::Latest { limit: 100 } } else { Window::After { since: 0, limit: 100 } };
+        window.fit_budget(&mut messages);
+        prop_assert!(serde_json::to_string(&messages).unwrap().len() <= BYTE_BUDGET + 2);
+        prop_assert!(before == 0 || !messages.is_empty());
+    }
+
+    #[test]
     fn any_request_routes_or_is_refused_with_a_status(
         path in "(/chat(/[^/?#]{0,70}){0,3})|(/[ -~]{0,40})",
         query in proptest::option::of("[ -~]{0,60}"),
         origin in proptest::option::of("[ -~]{0,30}"),
         upgrade in any::<bool>(),
+        connection in proptest::option::of("[ -~]{0,20}"),
+        key in proptest::option::of(prop_oneof!["[A-Za-z0-9+/=]{0,30}", Just("dGhlIHNhbXBsZSBub25jZQ==".to_owned())]),
+        version in proptest::option::of(prop_oneof!["[ -~]{0,4}", Just("13".to_owned())]),
+        address in proptest::option::of("[ -~]{0,40}"),
     ) {
         let parts = RequestParts {
             method: "GET",
             path: &path,
             query: query.as_deref(),
             upgrade: upgrade.then_some("websocket"),
+            handshake: Handshake { connection: connection.as_deref(), key: key.as_deref(), version: version.as_deref() },
             origin: origin.as_deref(),
+            client_address: address.as_deref(),
             own_origin: "http://localhost:8787",
         };
         match route(&parts, &AllowedOrigins::parse("https://a.example")) {

@@ -6,6 +6,7 @@ use crate::chat::identity::Role;
 use crate::chat::moderation::Action;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use unicode_normalization::char::is_combining_mark;
 
 /// Longest message text, in Unicode scalar values, after trimming.
 pub const MAX_TEXT_CHARS: usize = 2_000;
@@ -13,6 +14,9 @@ pub const MAX_TEXT_CHARS: usize = 2_000;
 /// Frames larger than this are refused before they are parsed. JSON escapes can spend six
 /// bytes on one character, so this still admits every message of `MAX_TEXT_CHARS`.
 pub const MAX_FRAME_BYTES: usize = 16 * 1024;
+
+/// Most combining marks in a row: more stack into a column that spills over other lines.
+pub const MAX_COMBINING_MARKS: usize = 4;
 
 /// What a client asked for, once its frame has been read.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,6 +31,8 @@ pub enum ClientFrame {
 #[derive(Debug, Clone, Copy)]
 pub enum Incoming<'a> {
     Text(&'a str),
+    /// A text frame the runtime measured as longer than `MAX_FRAME_BYTES` before copying it.
+    Oversized,
     Binary,
 }
 
@@ -36,6 +42,7 @@ pub enum Incoming<'a> {
 pub fn parse_client_frame(frame: Incoming<'_>) -> Result<ClientFrame, ErrorCode> {
     let text = match frame {
         Incoming::Binary => return Err(ErrorCode::Unsupported),
+        Incoming::Oversized => return Err(ErrorCode::TooLong),
         Incoming::Text(text) => text,
     };
     if text.len() > MAX_FRAME_BYTES {
@@ -59,16 +66,35 @@ pub fn parse_client_frame(frame: Incoming<'_>) -> Result<ClientFrame, ErrorCode>
     }
 }
 
-/// Trims a message text and checks its length.
-pub fn clean_text(text: &str) -> Result<&str, ErrorCode> {
+/// Trims a message text, turns CRLF into LF, and checks its length and characters: no
+/// control characters but tab and line breaks (each escaped, they cost six bytes on the wire),
+/// and at most `MAX_COMBINING_MARKS` combining marks in a row. One pass over the text.
+pub fn clean_text(text: &str) -> Result<String, ErrorCode> {
     let trimmed = text.trim();
     if trimmed.is_empty() {
         return Err(ErrorCode::Empty);
     }
-    if trimmed.chars().count() > MAX_TEXT_CHARS {
+    let (mut chars, mut marks, mut bad) = (0usize, 0usize, false);
+    for c in trimmed.chars() {
+        chars += 1;
+        if c.is_ascii() {
+            marks = 0;
+            bad |= c.is_ascii_control() && !matches!(c, '\t' | '\n' | '\r');
+        } else if is_combining_mark(c) {
+            marks += 1;
+            bad |= marks > MAX_COMBINING_MARKS;
+        } else {
+            marks = 0;
+            bad |= c.is_control();
+        }
+    }
+    if chars > MAX_TEXT_CHARS {
         return Err(ErrorCode::TooLong);
     }
-    Ok(trimmed)
+    if bad {
+        return Err(ErrorCode::BadText);
+    }
+    Ok(if trimmed.contains("\r\n") { trimmed.replace("\r\n", "\n") } else { trimmed.to_owned() })
 }
 
 /// A stored chat message, exactly as it is broadcast and as history returns it. It carries
@@ -96,6 +122,36 @@ pub struct You {
     pub nick: String,
     pub id: Option<String>,
     pub role: Role,
+}
+
+impl ChatMessage {
+    /// The length of this message's JSON exactly as serde_json writes it, without writing it.
+    pub fn json_len(&self) -> usize {
+        const FIXED: usize = r#"{"type":"message","id":,"nick":"","at":}"#.len();
+        const TEXT: usize = r#","text":"""#.len();
+        const DELETED: usize = r#","deleted":true"#.len();
+        const UID: usize = r#","uid":"""#.len();
+        let text = if self.text.is_empty() { 0 } else { TEXT + escaped_len(&self.text) };
+        let deleted = if self.deleted { DELETED } else { 0 };
+        let uid = self.uid.as_deref().map_or(0, |uid| UID + escaped_len(uid));
+        FIXED + digits(self.id) + digits(self.at) + escaped_len(&self.nick) + text + deleted + uid
+    }
+}
+
+fn digits(n: u64) -> usize {
+    n.checked_ilog10().map_or(1, |log| log as usize + 1)
+}
+
+/// The bytes of `s` inside a JSON string: serde_json escapes quotes, backslashes and C0
+/// controls (the common ones in two bytes, the rest as `\u00XX`), nothing else.
+fn escaped_len(s: &str) -> usize {
+    s.bytes()
+        .map(|b| match b {
+            b'"' | b'\\' | b'\n' | b'\r' | b'\t' | 0x08 | 0x0c => 2,
+            0..=0x1f => 6,
+            _ => 1,
+        })
+        .sum()
 }
 
 /// Every frame the server sends.
@@ -175,10 +231,15 @@ pub enum ErrorCode {
     SlowMode,
     /// Banned from this room: the socket is closed with 4403 after this frame.
     Banned,
+    /// Text with control characters or a pile of combining marks.
+    BadText,
+    /// The client already has `MAX_SOCKETS_PER_IP` sockets in this room: sent on the upgrade,
+    /// then the socket is closed with 4429.
+    TooManyConnections,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 14] = [
+    pub const ALL: [ErrorCode; 16] = [
         ErrorCode::TooLong,
         ErrorCode::Empty,
         ErrorCode::BadJson,
@@ -193,6 +254,8 @@ impl ErrorCode {
         ErrorCode::NotFound,
         ErrorCode::SlowMode,
         ErrorCode::Banned,
+        ErrorCode::BadText,
+        ErrorCode::TooManyConnections,
     ];
 
     pub fn message(self) -> &'static str {
@@ -213,6 +276,10 @@ impl ErrorCode {
             ErrorCode::NotFound => "There is no such message or person in this room.",
             ErrorCode::SlowMode => "Slow mode is on: wait a little before your next message.",
             ErrorCode::Banned => "You are banned from this room.",
+            ErrorCode::BadText => {
+                "Messages cannot contain control characters (other than tab and line breaks) or more than 4 combining marks in a row."
+            }
+            ErrorCode::TooManyConnections => "Too many connections from your address to this room.",
         }
     }
 }
@@ -270,12 +337,51 @@ mod tests {
 
     #[test]
     fn text_is_trimmed_and_bounded_in_characters() {
-        assert_eq!(clean_text("  hi \n"), Ok("hi"));
+        assert_eq!(clean_text("  hi \n"), Ok("hi".into()));
         assert_eq!(clean_text(" \t\n "), Err(ErrorCode::Empty));
         assert_eq!(clean_text(""), Err(ErrorCode::Empty));
         let at_limit = "é".repeat(MAX_TEXT_CHARS);
-        assert_eq!(clean_text(&at_limit), Ok(at_limit.as_str()));
+        assert_eq!(clean_text(&at_limit), Ok(at_limit.clone()));
         assert_eq!(clean_text(&"é".repeat(MAX_TEXT_CHARS + 1)), Err(ErrorCode::TooLong));
+        assert_eq!(parse_client_frame(Incoming::Oversized), Err(ErrorCode::TooLong));
+    }
+
+    #[test]
+    fn control_characters_are_bad_text_but_tabs_and_line_breaks_are_not() {
+        for bad in ["a\u{0}b", "a\u{1}", "\u{1b}[31mred", "a\u{7f}", "a\u{85}b", "a\u{9f}", "x\u{8}y"] {
+            assert_eq!(clean_text(bad), Err(ErrorCode::BadText), "{bad:?}");
+        }
+        assert_eq!(clean_text("a\tb\nc\rd"), Ok("a\tb\nc\rd".into()));
+        assert_eq!(clean_text("one\r\ntwo\r\n\r\nthree"), Ok("one\ntwo\n\nthree".into()), "CRLF becomes LF");
+        assert_eq!(clean_text(&"\u{1}".repeat(MAX_TEXT_CHARS)), Err(ErrorCode::BadText));
+        assert_eq!(clean_text("\u{a0}non-breaking\u{200b}zero-width"), Ok("non-breaking\u{200b}zero-width".into()));
+    }
+
+    #[test]
+    fn more_than_four_combining_marks_in_a_row_are_bad_text() {
+        let marks = |n: usize| format!("e{}", "\u{301}".repeat(n));
+        assert!(clean_text(&marks(4)).is_ok());
+        assert_eq!(clean_text(&marks(5)), Err(ErrorCode::BadText));
+        assert_eq!(clean_text(&format!("{}x{}", marks(4), marks(4))).map(|t| t.chars().count()), Ok(11), "per base character");
+        assert_eq!(clean_text(&"\u{301}".repeat(5)), Err(ErrorCode::BadText), "marks with no base at all");
+        assert_eq!(clean_text("\u{20d0}\u{20d1}\u{20d2}\u{20d3}\u{20d4}a"), Err(ErrorCode::BadText), "enclosing and other marks");
+        for fine in ["naïve café", "👨‍👩‍👧‍👦 family", "ベトナム語: Tiếng Việt", "हिन्दी", "🇫🇷"] {
+            assert!(clean_text(fine).is_ok(), "{fine}");
+        }
+    }
+
+    #[test]
+    fn json_len_is_what_serde_json_writes() {
+        for text in ["hi", "", "\"quoted\" \\ back", "tab\tnew\nline\rcr", "\u{1}\u{8}\u{c}\u{1f}\u{7f}", "é✓😀", "</script>"] {
+            for (id, at) in [(0, 0), (9, 10), (1 << 53, u64::MAX)] {
+                let message = ChatMessage { id, nick: "Ann-1".into(), text: text.into(), at, deleted: false, uid: None };
+                assert_eq!(message.json_len(), serde_json::to_string(&message).unwrap().len(), "{text:?}");
+                let ticketed = ChatMessage { uid: Some("u\"1".into()), ..message.clone() };
+                assert_eq!(ticketed.json_len(), serde_json::to_string(&ticketed).unwrap().len(), "{text:?}");
+                let tombstone = ChatMessage { text: String::new(), deleted: true, ..message };
+                assert_eq!(tombstone.json_len(), serde_json::to_string(&tombstone).unwrap().len());
+            }
+        }
     }
 
     #[test]
@@ -350,7 +456,7 @@ mod tests {
             .collect();
         for expected in [
             "too_long", "empty", "bad_json", "bad_type", "unsupported", "bad_nick", "nick_taken", "rate_limited",
-            "unavailable", "forbidden", "ticket_expired", "not_found", "slow_mode", "banned",
+            "unavailable", "forbidden", "ticket_expired", "not_found", "slow_mode", "banned", "bad_text", "too_many_connections",
         ] {
             assert!(names.iter().any(|n| n == expected), "{expected} missing");
         }

@@ -1,5 +1,5 @@
-//! One chat room's live state: who is in it under which nick, each socket's rate limit, and
-//! the next message id. The room decides; the Durable Object carries out what it decides
+//! One chat room's live state: who is in it under which nick, the rate limits of each socket,
+//! each client and the room, and the next message id. The room decides; the Durable Object carries out what it decides
 //! (store, send, close) and owns nothing but the runtime handles.
 //!
 //! Presence is per person: an anonymous socket is one person, while every socket of one
@@ -10,8 +10,11 @@
 //! The room is rebuilt whenever the object wakes from hibernation, from each socket's
 //! `Attachment`, so everything a socket needs to survive hibernation is in there. The rate
 //! limit is not: an object only hibernates after seconds without any frame, long enough for
-//! every bucket to refill, so a fresh full bucket on wake is exactly what it would hold.
+//! every bucket to refill, so a fresh full bucket on wake is exactly what it would hold. A
+//! client's join count does not survive either; its key does, so that its sockets share one
+//! budget again after a wake.
 
+use crate::chat::clients::{ClientKey, Clients};
 use crate::chat::close;
 use crate::chat::identity::{Identity, Role};
 use crate::chat::moderation::{Action, Sanction, SanctionKind, Sanctions, Target};
@@ -32,6 +35,8 @@ pub struct Attachment {
     pub id: SocketId,
     pub nick: String,
     pub joined: u64,
+    #[serde(default)]
+    pub client: ClientKey,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub identity: Option<Identity>,
     /// `moderation::address_key` of the client's IP, so that an anonymous client can be banned.
@@ -46,6 +51,7 @@ pub struct Attachment {
 struct Member {
     nick: String,
     joined: u64,
+    client: ClientKey,
     bucket: TokenBucket,
     strikes: u32,
     identity: Option<Identity>,
@@ -58,6 +64,7 @@ impl Member {
             id: id.to_owned(),
             nick: self.nick.clone(),
             joined: self.joined,
+            client: self.client,
             identity: self.identity.clone(),
             address: self.address.clone(),
             gone: false,
@@ -146,6 +153,15 @@ pub struct Moderation {
     pub lifted: Vec<Sanction>,
 }
 
+/// Why a socket may not join: the object accepts it, sends `error`, and closes it with `code`
+/// and `reason`, announcing nothing.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Refusal {
+    pub error: ServerFrame,
+    pub code: u16,
+    pub reason: &'static str,
+}
+
 /// What joining produced.
 #[derive(Debug)]
 pub struct Joined {
@@ -176,7 +192,13 @@ pub struct Room {
     /// Slow mode's interval in ms (0: off), and when each person (see `person_key`) last posted.
     slow_ms: u64,
     last_posts: HashMap<String, u64>,
+    clients: Clients,
+    /// Messages from everyone together.
+    posts: TokenBucket,
     limits: RoomLimits,
+    /// False until the stored history's last message is known: until then nothing is posted,
+    /// since an id from a guessed start could sort before messages already stored.
+    history_known: bool,
     last_id: u64,
     last_at: u64,
 }
@@ -184,6 +206,13 @@ pub struct Room {
 impl Room {
     /// A room whose stored history ends with message `last_id`, stamped `last_at`.
     pub fn new(limits: RoomLimits, last_id: u64, last_at: u64) -> Self {
+        let mut room = Room::awaiting_history(limits);
+        room.resume_history(last_id, last_at);
+        room
+    }
+
+    /// A room whose stored history has not been read yet: see `resume_history`.
+    pub fn awaiting_history(limits: RoomLimits) -> Self {
         Room {
             members: HashMap::new(),
             owners: HashMap::new(),
@@ -192,10 +221,25 @@ impl Room {
             sanctions: Sanctions::default(),
             slow_ms: 0,
             last_posts: HashMap::new(),
+            clients: Clients::default(),
+            posts: TokenBucket::full(limits.room, 0),
             limits,
-            last_id,
-            last_at,
+            history_known: false,
+            last_id: 0,
+            last_at: 0,
         }
+    }
+
+    pub fn history_known(&self) -> bool {
+        self.history_known
+    }
+
+    /// The stored history ends with message `last_id` (0: there is none), stamped `last_at`.
+    /// Times never go backwards, also across a deleted history.
+    pub fn resume_history(&mut self, last_id: u64, last_at: u64) {
+        self.history_known = true;
+        self.last_id = last_id;
+        self.last_at = self.last_at.max(last_at);
     }
 
     /// Takes back a stored ban or mute.
@@ -208,6 +252,10 @@ impl Room {
         self.slow_ms = seconds.saturating_mul(1000);
     }
 
+    pub fn limits(&self) -> &RoomLimits {
+        &self.limits
+    }
+
     /// The newest message's id and time.
     pub fn last_message(&self) -> (u64, u64) {
         (self.last_id, self.last_at)
@@ -218,14 +266,39 @@ impl Room {
         self.sanctions.bans(now)
     }
 
-    /// Whether a newcomer with this identity (else this address) may join: not if banned.
-    pub fn admits(&self, identity: Option<&Identity>, address: Option<&str>, now: u64) -> bool {
+    /// Decides whether a newcomer may join, counting the attempt against its client's joins:
+    /// not while banned (by identity, else by address), not while its client has
+    /// `max_client_sockets` open here, and not when the client joins too often.
+    pub fn admit(
+        &mut self,
+        client: ClientKey,
+        identity: Option<&Identity>,
+        address: Option<&str>,
+        now: u64,
+    ) -> Result<(), Refusal> {
         let target = match (identity, address) {
-            (Some(user), _) => Target::User(user.id.clone()),
-            (None, Some(address)) => Target::Address(address.to_owned()),
-            (None, None) => return true,
+            (Some(user), _) => Some(Target::User(user.id.clone())),
+            (None, Some(address)) => Some(Target::Address(address.to_owned())),
+            (None, None) => None,
         };
-        !self.sanctions.applies(SanctionKind::Ban, &target, now)
+        if target.is_some_and(|target| self.sanctions.applies(SanctionKind::Ban, &target, now)) {
+            return Err(Refusal { error: ServerFrame::error(ErrorCode::Banned), code: close::FORBIDDEN, reason: BANNED_REASON });
+        }
+        if self.clients.sockets(client) >= self.limits.max_client_sockets {
+            return Err(Refusal {
+                error: ServerFrame::error(ErrorCode::TooManyConnections),
+                code: close::TRY_LATER,
+                reason: "Too many connections from your address to this room.",
+            });
+        }
+        if !self.clients.try_join(client, &self.limits, now) {
+            return Err(Refusal {
+                error: ServerFrame::error(ErrorCode::RateLimited),
+                code: close::TRY_LATER,
+                reason: "Too many joins: wait a few seconds before reconnecting.",
+            });
+        }
+        Ok(())
     }
 
     /// Takes back a stored reservation of a nick for a ticket identity.
@@ -233,8 +306,14 @@ impl Room {
         self.reserved.insert(reservation.nick_key, reservation.user);
     }
 
-    pub fn is_full(&self) -> bool {
-        self.members.len() >= self.limits.max_sockets
+    /// Whether one more socket would be too many, given the `open_sockets` the runtime holds
+    /// (members and sockets still closing).
+    pub fn is_full(&self, open_sockets: usize) -> bool {
+        open_sockets.max(self.members.len()) >= self.limits.max_sockets
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty()
     }
 
     /// Every person's nick in the room, sorted without regard to case.
@@ -250,11 +329,12 @@ impl Room {
         if attachment.gone {
             return false;
         }
-        self.insert(attachment.id, attachment.nick, attachment.joined, now, attachment.identity, attachment.address);
+        let Attachment { id, nick, joined, client, identity, address, .. } = attachment;
+        self.insert(id, nick, joined, client, now, identity, address);
         true
     }
 
-    /// Adds a new socket. A ticket identity gets its ticket's name (or, when another person
+    /// Adds a new socket of `client` (admitted first). A ticket identity gets its ticket's name (or, when another person
     /// holds or reserved it, the first free `name-2`, `name-3`...), or the nick it already has
     /// here through another socket. An anonymous socket gets the nick it asked for, or a
     /// random one when it asked for none or for one that is invalid or taken. `entropy`
@@ -262,6 +342,7 @@ impl Room {
     pub fn join(
         &mut self,
         id: SocketId,
+        client: ClientKey,
         requested: Option<&str>,
         identity: Option<Identity>,
         address: Option<String>,
@@ -295,14 +376,16 @@ impl Room {
                 None => self.random_nick(entropy),
             },
         };
-        let member = self.insert(id.clone(), nick.clone(), now, now, identity, address);
+        let member = self.insert(id.clone(), nick.clone(), now, client, now, identity, address);
         let attachment = member.attachment(&id);
         let you = You { nick: nick.clone(), id: member.identity.as_ref().map(|u| u.id.clone()), role: member.role() };
         let announcement = first.then_some(ServerFrame::Joined { nick, at: now });
         Joined { attachment, refused_nick, announcement, you, reservation }
     }
 
-    /// Handles one frame from socket `id`.
+    /// Handles one frame from socket `id`. Every frame counts against its socket's and its
+    /// client's budget; only the socket's own one earns strikes, so that a client is never cut
+    /// off for what the other sockets behind its address sent.
     pub fn receive(&mut self, id: &str, frame: Incoming<'_>, now: u64) -> Reaction {
         let rate = self.limits.rate;
         let Some(member) = self.members.get_mut(id) else { return Reaction::Nothing };
@@ -318,6 +401,9 @@ impl Room {
             return Reaction::Reply(ServerFrame::error(ErrorCode::RateLimited));
         }
         member.strikes = 0;
+        if !self.clients.try_frame(member.client, self.limits.client, now) {
+            return Reaction::Reply(ServerFrame::error(ErrorCode::RateLimited));
+        }
         let (role, ticketed) = (member.role(), member.identity.is_some());
         let outcome = match parse_client_frame(frame) {
             Ok(ClientFrame::Message { .. }) if !role.may_speak() => Err(ErrorCode::Forbidden),
@@ -339,6 +425,7 @@ impl Room {
     /// not a member (already left, or kicked) or its person is still here on another socket.
     pub fn leave(&mut self, id: &str, now: u64) -> Option<ServerFrame> {
         let member = self.members.remove(id)?;
+        self.clients.remove_socket(member.client);
         if let Some(user) = &member.identity {
             let presence = self.users.get_mut(&user.id)?;
             presence.sockets -= 1;
@@ -441,13 +528,19 @@ impl Room {
             }
             self.last_posts.insert(key, now);
         }
+        if !self.history_known {
+            return Err(ErrorCode::Unavailable);
+        }
+        if !self.posts.try_take(self.limits.room, now) {
+            return Err(ErrorCode::RateLimited);
+        }
         self.last_id += 1;
         self.last_at = self.last_at.max(now);
         let member = &self.members[id];
         Ok(Reaction::Post(ChatMessage {
             id: self.last_id,
             nick: member.nick.clone(),
-            text: text.to_owned(),
+            text,
             at: self.last_at,
             deleted: false,
             uid: member.identity.as_ref().map(|user| user.id.clone()),
@@ -523,6 +616,7 @@ impl Room {
         id: SocketId,
         nick: String,
         joined: u64,
+        client: ClientKey,
         now: u64,
         identity: Option<Identity>,
         address: Option<String>,
@@ -532,8 +626,9 @@ impl Room {
             self.users.entry(user.id.clone()).or_insert(Presence { nick: nick.clone(), sockets: 0 }).sockets += 1;
         }
         self.owners.insert(nicknames::key(&nick), Owner { nick: nick.clone(), holder });
+        self.clients.add_socket(client, self.limits.client, now);
         let bucket = TokenBucket::full(self.limits.rate, now);
-        let member = Member { nick, joined, bucket, strikes: 0, identity, address };
+        let member = Member { nick, joined, client, bucket, strikes: 0, identity, address };
         self.members.entry(id).insert_entry(member).into_mut()
     }
 }
@@ -556,7 +651,11 @@ mod tests {
     }
 
     fn join(room: &mut Room, id: &str, nick: Option<&str>) -> Joined {
-        room.join(id.into(), nick, None, Some(format!("addr-{id}")), 1_000, counter())
+        room.join(id.into(), ClientKey::of(id, [0, 0]), nick, None, Some(format!("addr-{id}")), 1_000, counter())
+    }
+
+    fn posted(reaction: &Reaction) -> bool {
+        matches!(reaction, Reaction::Post(_))
     }
 
     fn say(room: &mut Room, id: &str, text: &str, now: u64) -> Reaction {
@@ -601,7 +700,7 @@ mod tests {
         let mut keys: Vec<String> = room.nicks().iter().map(|n| nicknames::key(n)).collect();
         keys.dedup();
         assert_eq!(keys.len(), 1000);
-        assert!(room.is_full());
+        assert!(room.is_full(0));
     }
 
     #[test]
@@ -730,7 +829,7 @@ mod tests {
     }
 
     fn join_as(room: &mut Room, id: &str, user: &Identity) -> Joined {
-        room.join(id.into(), Some("Ignored"), Some(user.clone()), None, 1_000, counter())
+        room.join(id.into(), ClientKey::of(id, [0, 0]), Some("Ignored"), Some(user.clone()), None, 1_000, counter())
     }
 
     #[test]
@@ -843,6 +942,17 @@ mod tests {
         assert!(room.nicks().is_empty());
     }
 
+    fn admits(room: &mut Room, identity: Option<&Identity>, address: Option<&str>, now: u64) -> bool {
+        let client = ClientKey::of(address.unwrap_or("none"), [9, 9]);
+        match room.admit(client, identity, address, now) {
+            Ok(()) => true,
+            Err(refusal) => {
+                assert_eq!(refusal.code, close::FORBIDDEN);
+                false
+            }
+        }
+    }
+
     fn moderate(room: &mut Room, action: Action) -> Result<Moderation, ErrorCode> {
         room.moderate(action, "admin".into(), None, 5_000)
     }
@@ -881,7 +991,7 @@ mod tests {
         assert!(kicked.ejected.iter().all(|a| a.gone));
         assert_eq!(kicked.left, Some(ServerFrame::Left { nick: "Ann".into(), at: 5_000 }));
         assert_eq!(kicked.imposed, None, "a kick is not a ban");
-        assert!(room.admits(Some(&ann), None, 5_000));
+        assert!(admits(&mut room, Some(&ann), None, 5_000));
         assert_eq!(room.nicks(), ["Bob"]);
     }
 
@@ -894,19 +1004,19 @@ mod tests {
         let banned = moderate(&mut room, Action::Ban { nick: "Ann".into(), duration_s: Some(60) }).unwrap();
         assert_eq!(banned.close.0, close::FORBIDDEN);
         assert_eq!(banned.imposed.as_ref().unwrap().until, Some(65_000));
-        assert!(!room.admits(Some(&ann), Some("anywhere"), 64_999));
-        assert!(room.admits(Some(&ann), None, 65_000), "over after its duration");
-        assert!(room.admits(Some(&user("u2", "Ann", Role::Member)), None, 6_000));
+        assert!(!admits(&mut room, Some(&ann), Some("anywhere"), 64_999));
+        assert!(admits(&mut room, Some(&ann), None, 65_000), "over after its duration");
+        assert!(admits(&mut room, Some(&user("u2", "Ann", Role::Member)), None, 6_000));
 
         let bob = moderate(&mut room, Action::Ban { nick: "Bob".into(), duration_s: None }).unwrap();
         assert_eq!(bob.imposed.unwrap().target, Target::Address("addr-s2".into()));
-        assert!(!room.admits(None, Some("addr-s2"), u64::MAX), "for good");
-        assert!(room.admits(None, Some("addr-other"), 6_000));
+        assert!(!admits(&mut room, None, Some("addr-s2"), u64::MAX), "for good");
+        assert!(admits(&mut room, None, Some("addr-other"), 6_000));
         assert_eq!(room.bans(6_000).len(), 2);
 
         let lifted = moderate(&mut room, Action::Unban { nick: "bob".into() }).unwrap();
         assert_eq!(lifted.lifted.len(), 1);
-        assert!(room.admits(None, Some("addr-s2"), 6_000));
+        assert!(admits(&mut room, None, Some("addr-s2"), 6_000));
         assert_eq!(moderate(&mut room, Action::Unban { nick: "bob".into() }).unwrap_err(), ErrorCode::NotFound);
     }
 
@@ -937,10 +1047,127 @@ mod tests {
 
     #[test]
     fn attachments_round_trip_and_stay_small() {
+        let client = ClientKey::of("192.0.2.1", [7, 7]);
         let attachment =
-            Attachment { id: "abc".into(), nick: "Ann".into(), joined: 5, identity: None, address: None, gone: false };
+            Attachment { id: "abc".into(), nick: "Ann".into(), joined: 5, client, identity: None, address: None, gone: false };
         let json = serde_json::to_string(&attachment).unwrap();
-        assert_eq!(json, r#"{"id":"abc","nick":"Ann","joined":5}"#);
+        assert!(json.starts_with(r#"{"id":"abc","nick":"Ann","joined":5,"client":"#), "{json}");
+        assert!(!json.contains("192.0.2.1"), "the address itself is never kept");
         assert_eq!(serde_json::from_str::<Attachment>(&json).unwrap(), attachment);
+        let older = serde_json::from_str::<Attachment>(r#"{"id":"abc","nick":"Ann","joined":5}"#).unwrap();
+        assert_eq!(older.client, ClientKey::default(), "attachments from before client keys still load");
+    }
+    #[test]
+    fn a_client_shares_one_budget_across_its_sockets_and_reconnects() {
+        let limits = RoomLimits { room: RateLimit { burst: 1_000, per_second: 1_000 }, ..RoomLimits::default() };
+        let mut room = Room::new(limits, 0, 0);
+        let client = ClientKey::of("198.51.100.9", [1, 1]);
+        let mut posts = 0;
+        for socket in 0..5 {
+            let id = format!("s{socket}");
+            room.join(id.clone(), client, None, None, None, 0, counter());
+            posts += (0..20).filter(|_| posted(&say(&mut room, &id, "spam", 0))).count();
+            room.leave(&id, 0);
+        }
+        assert_eq!(posts, 60, "CLIENT_BURST, however many sockets it opens");
+        join(&mut room, "other", None);
+        assert!(posted(&say(&mut room, "other", "another client is not affected", 0)));
+        room.join("again".into(), client, None, None, None, 1_000, counter());
+        assert_eq!((0..20).filter(|_| posted(&say(&mut room, "again", "spam", 1_000))).count(), 15, "15 per second");
+    }
+
+    #[test]
+    fn the_client_budget_earns_no_strikes() {
+        let mut room = room();
+        let client = ClientKey::of("198.51.100.9", [1, 1]);
+        for socket in 0..3 {
+            room.join(format!("s{socket}"), client, None, None, None, 0, counter());
+            for _ in 0..20 {
+                say(&mut room, &format!("s{socket}"), "spam", 0);
+            }
+        }
+        room.join("calm".into(), client, Some("Calm"), None, None, 0, counter());
+        for _ in 0..FLOOD_STRIKES + 5 {
+            assert_eq!(error_code(&say(&mut room, "calm", "hello?", 0)), Some(ErrorCode::RateLimited));
+        }
+        assert!(room.nicks().contains(&"Calm".to_owned()), "not kicked for its neighbours' flood");
+    }
+
+    #[test]
+    fn the_room_takes_at_most_its_messages_per_second_from_everyone() {
+        let mut room = room();
+        for i in 0..10 {
+            join(&mut room, &format!("s{i}"), None);
+        }
+        let now = 5_000;
+        let posts = (0..10).flat_map(|i| (0..10).map(move |_| i)).filter(|i| posted(&say(&mut room, &format!("s{i}"), "x", now))).count();
+        assert_eq!(posts, 50);
+        assert_eq!(error_code(&say(&mut room, "s0", "x", now)), Some(ErrorCode::RateLimited));
+        assert!(posted(&say(&mut room, "s1", "x", now + 20)), "one more every 20 ms");
+    }
+
+    #[test]
+    fn joining_too_often_is_refused_with_4429() {
+        let mut room = room();
+        let client = ClientKey::of("203.0.113.1", [0, 0]);
+        for _ in 0..10 {
+            assert_eq!(room.admit(client, None, None, 0), Ok(()));
+        }
+        let refusal = room.admit(client, None, None, 0).unwrap_err();
+        assert_eq!(refusal.error, ServerFrame::error(ErrorCode::RateLimited));
+        assert_eq!(refusal.code, 4429);
+        assert!(refusal.reason.len() <= crate::chat::close::MAX_REASON_BYTES);
+        assert_eq!(room.admit(ClientKey::of("203.0.113.2", [0, 0]), None, None, 0), Ok(()), "others still join");
+        assert_eq!(room.admit(client, None, None, 20_000), Ok(()));
+    }
+
+    #[test]
+    fn a_client_holds_at_most_its_sockets_in_a_room() {
+        let limits = RoomLimits { max_client_sockets: 2, client_joins: 100, ..RoomLimits::default() };
+        let mut room = Room::new(limits, 0, 0);
+        let client = ClientKey::of("203.0.113.1", [0, 0]);
+        for socket in ["s1", "s2"] {
+            assert_eq!(room.admit(client, None, None, 0), Ok(()));
+            room.join(socket.into(), client, None, None, None, 0, counter());
+        }
+        let refusal = room.admit(client, None, None, 0).unwrap_err();
+        assert_eq!(refusal.error, ServerFrame::error(ErrorCode::TooManyConnections));
+        assert_eq!(refusal.code, close::TRY_LATER);
+        room.leave("s1", 1);
+        assert_eq!(room.admit(client, None, None, 1), Ok(()), "a place is free again");
+    }
+
+    #[test]
+    fn nothing_is_posted_until_the_stored_history_is_known() {
+        let mut room = Room::awaiting_history(RoomLimits::default());
+        join(&mut room, "s1", None);
+        assert_eq!(error_code(&say(&mut room, "s1", "hello", 1)), Some(ErrorCode::Unavailable));
+        room.resume_history(500, 7);
+        match say(&mut room, "s1", "hello", 1) {
+            Reaction::Post(message) => assert_eq!((message.id, message.at), (501, 7)),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn fullness_counts_sockets_still_closing() {
+        let limits = RoomLimits { max_sockets: 2, ..RoomLimits::default() };
+        let mut room = Room::new(limits, 0, 0);
+        join(&mut room, "s1", None);
+        assert!(!room.is_full(1));
+        assert!(room.is_full(2), "one member and one socket still closing");
+        join(&mut room, "s2", None);
+        assert!(room.is_full(0));
+    }
+
+    #[test]
+    fn bad_text_is_refused_and_consumes_no_id() {
+        let mut room = room();
+        join(&mut room, "s1", None);
+        assert_eq!(error_code(&say(&mut room, "s1", "bell\u{7}", 1)), Some(ErrorCode::BadText));
+        match say(&mut room, "s1", "line\r\nbreak", 1) {
+            Reaction::Post(message) => assert_eq!((message.id, message.text.as_str()), (1, "line\nbreak")),
+            other => panic!("{other:?}"),
+        }
     }
 }

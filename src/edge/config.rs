@@ -13,15 +13,49 @@ pub const RUNTIME_MAX_SOCKETS: usize = 32_768;
 /// After this many `rate_limited` errors in a row a socket is closed with 1008.
 pub const FLOOD_STRIKES: u32 = 10;
 
+const DAY_MS: f64 = 86_400_000.0;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RoomLimits {
+    /// Frames per socket.
     pub rate: RateLimit,
+    /// Frames per client (all the sockets from one address), surviving its reconnects.
+    pub client: RateLimit,
+    /// Messages per room, from everyone together: a burst of one second's worth.
+    pub room: RateLimit,
+    /// Joins per client per room in any 10 s.
+    pub client_joins: u32,
+    /// Sockets one client may hold in a room at once.
+    pub max_client_sockets: u32,
     pub max_sockets: usize,
 }
 
 impl Default for RoomLimits {
     fn default() -> Self {
-        RoomLimits { rate: RateLimit::DEFAULT, max_sockets: DEFAULT_MAX_ROOM_SOCKETS }
+        RoomLimits {
+            rate: RateLimit::DEFAULT,
+            client: RateLimit { burst: 60, per_second: 15 },
+            room: RateLimit { burst: 50, per_second: 50 },
+            client_joins: 10,
+            max_client_sockets: 20,
+            max_sockets: DEFAULT_MAX_ROOM_SOCKETS,
+        }
+    }
+}
+
+/// Everything a room's object reads from the vars.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RoomConfig {
+    pub limits: RoomLimits,
+    /// A room with no socket and no message for this long deletes its storage.
+    pub idle_ttl_ms: u64,
+    /// Whether answers carry `x-room-instance`, which shows when a room was rebuilt.
+    pub instance_header: bool,
+}
+
+impl Default for RoomConfig {
+    fn default() -> Self {
+        RoomConfig { limits: RoomLimits::default(), idle_ttl_ms: 30 * DAY_MS as u64, instance_header: false }
     }
 }
 
@@ -33,32 +67,46 @@ pub struct BadVar {
     pub why: &'static str,
 }
 
-impl RoomLimits {
-    /// Reads `RATE_BURST`, `RATE_PER_SECOND` and `MAX_ROOM_SOCKETS` through `var`.
-    pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> (RoomLimits, Vec<BadVar>) {
-        let mut limits = RoomLimits::default();
+impl RoomConfig {
+    /// Reads the rate limits, `MAX_ROOM_SOCKETS`, `ROOM_TTL_DAYS` and `ROOM_INSTANCE_HEADER`
+    /// through `var`.
+    pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> (RoomConfig, Vec<BadVar>) {
+        let mut config = RoomConfig::default();
         let mut bad = Vec::new();
-        let mut read = |name: &'static str, slot: &mut u64| {
+        let mut whole = |name: &'static str, slot: &mut u32| {
             if let Some(value) = var(name) {
-                match value.trim().parse::<u64>() {
-                    Ok(n) if n > 0 && n <= u64::from(u32::MAX) => *slot = n,
+                match value.trim().parse::<u32>() {
+                    Ok(n) if n > 0 => *slot = n,
                     _ => bad.push(BadVar { name, value, why: "not a whole number above 0; using the default" }),
                 }
             }
         };
-        let (mut burst, mut per_second, mut max_sockets) =
-            (u64::from(limits.rate.burst), u64::from(limits.rate.per_second), limits.max_sockets as u64);
-        read("RATE_BURST", &mut burst);
-        read("RATE_PER_SECOND", &mut per_second);
-        read("MAX_ROOM_SOCKETS", &mut max_sockets);
-        limits.rate = RateLimit { burst: burst as u32, per_second: per_second as u32 };
+        let limits = &mut config.limits;
+        let mut max_sockets = u32::try_from(limits.max_sockets).unwrap_or(u32::MAX);
+        whole("RATE_BURST", &mut limits.rate.burst);
+        whole("RATE_PER_SECOND", &mut limits.rate.per_second);
+        whole("CLIENT_BURST", &mut limits.client.burst);
+        whole("CLIENT_PER_SECOND", &mut limits.client.per_second);
+        whole("ROOM_MESSAGES_PER_SECOND", &mut limits.room.per_second);
+        whole("CLIENT_JOINS_PER_10S", &mut limits.client_joins);
+        whole("MAX_SOCKETS_PER_IP", &mut limits.max_client_sockets);
+        whole("MAX_ROOM_SOCKETS", &mut max_sockets);
+        limits.room.burst = limits.room.per_second;
         limits.max_sockets = max_sockets as usize;
         if limits.max_sockets > RUNTIME_MAX_SOCKETS {
             let why = "above the runtime's 32,768 sockets per object; using 32,768";
             bad.push(BadVar { name: "MAX_ROOM_SOCKETS", value: max_sockets.to_string(), why });
             limits.max_sockets = RUNTIME_MAX_SOCKETS;
         }
-        (limits, bad)
+        if let Some(value) = var("ROOM_TTL_DAYS") {
+            match value.trim().parse::<f64>() {
+                // At least a second, at most about 10,000 years: both ends keep the milliseconds exact.
+                Ok(days) if (1.0 / 86_400.0..=3_650_000.0).contains(&days) => config.idle_ttl_ms = (days * DAY_MS) as u64,
+                _ => bad.push(BadVar { name: "ROOM_TTL_DAYS", value, why: "not a number of days from 1 second up; using 30" }),
+            }
+        }
+        config.instance_header = var("ROOM_INSTANCE_HEADER").is_some_and(|v| v.trim() == "1");
+        (config, bad)
     }
 }
 
@@ -68,28 +116,65 @@ mod tests {
 
     #[test]
     fn defaults_without_vars() {
-        let (limits, bad) = RoomLimits::from_vars(|_| None);
-        assert_eq!(limits, RoomLimits { rate: RateLimit { burst: 20, per_second: 5 }, max_sockets: 1000 });
+        let (config, bad) = RoomConfig::from_vars(|_| None);
+        let limits = &config.limits;
+        assert_eq!(limits.rate, RateLimit { burst: 20, per_second: 5 });
+        assert_eq!(limits.client, RateLimit { burst: 60, per_second: 15 });
+        assert_eq!(limits.room, RateLimit { burst: 50, per_second: 50 });
+        assert_eq!((limits.client_joins, limits.max_sockets), (10, 1000));
+        assert_eq!(config.idle_ttl_ms, 30 * 86_400_000);
+        assert!(!config.instance_header);
         assert!(bad.is_empty());
     }
 
     #[test]
     fn vars_override_and_bad_ones_are_reported() {
-        let (limits, bad) = RoomLimits::from_vars(|name| match name {
+        let (config, bad) = RoomConfig::from_vars(|name| match name {
             "RATE_BURST" => Some(" 1000000 ".into()),
             "RATE_PER_SECOND" => Some("lots".into()),
             "MAX_ROOM_SOCKETS" => Some("0".into()),
+            "CLIENT_BURST" => Some("7".into()),
+            "CLIENT_PER_SECOND" => Some("8".into()),
+            "ROOM_MESSAGES_PER_SECOND" => Some("9".into()),
+            "CLIENT_JOINS_PER_10S" => Some("-3".into()),
+            "ROOM_TTL_DAYS" => Some("0.0001".into()),
+            "ROOM_INSTANCE_HEADER" => Some("1".into()),
             _ => None,
         });
+        let limits = &config.limits;
         assert_eq!(limits.rate, RateLimit { burst: 1_000_000, per_second: 5 });
-        assert_eq!(limits.max_sockets, 1000);
-        assert_eq!(bad.iter().map(|b| b.name).collect::<Vec<_>>(), ["RATE_PER_SECOND", "MAX_ROOM_SOCKETS"]);
+        assert_eq!(limits.client, RateLimit { burst: 7, per_second: 8 });
+        assert_eq!(limits.room, RateLimit { burst: 9, per_second: 9 });
+        assert_eq!((limits.client_joins, limits.max_sockets), (10, 1000));
+        assert_eq!(config.idle_ttl_ms, 8_640);
+        assert!(config.instance_header);
+        let names: Vec<&str> = bad.iter().map(|b| b.name).collect();
+        assert_eq!(names, ["RATE_PER_SECOND", "CLIENT_JOINS_PER_10S", "MAX_ROOM_SOCKETS"]);
+    }
+
+    #[test]
+    fn room_ttl_must_be_a_sane_number_of_days() {
+        for bad in ["0", "-1", "NaN", "inf", "0.00000001", "thirty"] {
+            let (config, errors) = RoomConfig::from_vars(|name| (name == "ROOM_TTL_DAYS").then(|| bad.into()));
+            assert_eq!(config.idle_ttl_ms, 30 * 86_400_000, "{bad}");
+            assert_eq!(errors.len(), 1, "{bad}");
+        }
+        let (config, _) = RoomConfig::from_vars(|name| (name == "ROOM_TTL_DAYS").then(|| "1.5".into()));
+        assert_eq!(config.idle_ttl_ms, 129_600_000);
+    }
+
+    #[test]
+    fn the_instance_header_is_off_unless_set_to_1() {
+        for value in ["0", "true", "", "yes"] {
+            let (config, _) = RoomConfig::from_vars(|name| (name == "ROOM_INSTANCE_HEADER").then(|| value.into()));
+            assert!(!config.instance_header, "{value}");
+        }
     }
 
     #[test]
     fn room_size_is_capped_at_what_the_runtime_accepts() {
-        let (limits, bad) = RoomLimits::from_vars(|name| (name == "MAX_ROOM_SOCKETS").then(|| "100000".into()));
-        assert_eq!(limits.max_sockets, RUNTIME_MAX_SOCKETS);
+        let (config, bad) = RoomConfig::from_vars(|name| (name == "MAX_ROOM_SOCKETS").then(|| "100000".into()));
+        assert_eq!(config.limits.max_sockets, RUNTIME_MAX_SOCKETS);
         assert_eq!(bad.len(), 1);
     }
 }

@@ -7,6 +7,7 @@ use crate::chat::history;
 use crate::chat::identity::Identity;
 use crate::chat::moderation::Action;
 use crate::edge::origin::AllowedOrigins;
+use base64::Engine;
 use serde::{Deserialize, Serialize};
 
 pub const DEFAULT_ROOM: &str = "lobby";
@@ -20,9 +21,33 @@ pub struct RequestParts<'a> {
     pub path: &'a str,
     pub query: Option<&'a str>,
     pub upgrade: Option<&'a str>,
+    /// The rest of the WebSocket handshake: `Connection`, `Sec-WebSocket-Key`, `-Version`.
+    pub handshake: Handshake<'a>,
     pub origin: Option<&'a str>,
+    /// `CF-Connecting-IP`: the client's address, for the budgets its sockets share in a room.
+    pub client_address: Option<&'a str>,
     /// `scheme://host[:port]` of the request URL: pages served by this Worker.
     pub own_origin: &'a str,
+}
+
+/// The headers of a WebSocket handshake besides `Upgrade` (RFC 6455, section 4.2.1).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Handshake<'a> {
+    pub connection: Option<&'a str>,
+    pub key: Option<&'a str>,
+    pub version: Option<&'a str>,
+}
+
+impl Handshake<'_> {
+    /// `Connection` lists `upgrade`, the key is 16 bytes in base64, and the version is 13:
+    /// anything else the runtime would refuse only after the room had accepted the socket.
+    pub fn is_valid(&self) -> bool {
+        let connection = self.connection.is_some_and(|c| c.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")));
+        let key = self.key.is_some_and(|key| {
+            base64::engine::general_purpose::STANDARD.decode(key.trim()).is_ok_and(|bytes| bytes.len() == 16)
+        });
+        connection && key && self.version.is_some_and(|v| v.trim() == "13")
+    }
 }
 
 /// A validated request. The Worker hands it to the room's object as JSON, so that the
@@ -30,17 +55,16 @@ pub struct RequestParts<'a> {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Route {
     Health,
+    /// `client` is the client's address ("" when the request had none): the room keys its
+    /// budgets and bans by salted hashes of it and neither logs nor sends it.
     Join {
         room: String,
         nick: Option<String>,
         since: Option<u64>,
+        client: String,
         /// Set by the Worker once a ticket checked out; never parsed from the request itself.
         #[serde(default)]
         identity: Option<Identity>,
-        /// The client's IP (`CF-Connecting-IP`), set by the Worker; the room keeps only a salted
-        /// hash of it, to ban anonymous clients.
-        #[serde(default)]
-        address: Option<String>,
     },
     Users { room: String },
     History { room: String, window: history::Window },
@@ -83,6 +107,7 @@ pub enum RequestError {
     NotFound,
     MethodNotAllowed,
     UpgradeRequired,
+    BadUpgrade,
     ForbiddenOrigin,
     RoomFull,
     TicketRequired,
@@ -95,6 +120,7 @@ pub enum RequestError {
     /// Over the per-address request budget of the platform's rate limiter.
     RateLimited,
     NoSuchTarget,
+    Unavailable,
     Internal,
 }
 
@@ -105,7 +131,8 @@ impl RequestError {
             | RequestError::BadQuery
             | RequestError::BadLimit
             | RequestError::BadSince
-            | RequestError::BadAction => 400,
+            | RequestError::BadAction
+            | RequestError::BadUpgrade => 400,
             RequestError::TicketRequired
             | RequestError::BadTicket
             | RequestError::TicketExpired
@@ -116,7 +143,7 @@ impl RequestError {
             RequestError::UpgradeRequired => 426,
             RequestError::RateLimited => 429,
             RequestError::Internal => 500,
-            RequestError::RoomFull | RequestError::Misconfigured => 503,
+            RequestError::RoomFull | RequestError::Misconfigured | RequestError::Unavailable => 503,
         }
     }
 
@@ -131,6 +158,9 @@ impl RequestError {
             RequestError::NotFound => "Nothing here. Chat lives at /chat/ROOM.",
             RequestError::MethodNotAllowed => "Only GET is supported here (POST for /chat/ROOM/admin).",
             RequestError::UpgradeRequired => "This is a WebSocket endpoint: connect with Upgrade: websocket.",
+            RequestError::BadUpgrade => {
+                "Not a valid WebSocket handshake: it needs Connection: Upgrade, Sec-WebSocket-Version: 13 and a Sec-WebSocket-Key."
+            }
             RequestError::ForbiddenOrigin => "Pages from this origin may not open chat sockets (see ALLOWED_ORIGINS).",
             RequestError::RoomFull => "This room is full: try again later or pick another room.",
             RequestError::TicketRequired => "This room is private: connect with a ticket from the application.",
@@ -144,6 +174,7 @@ impl RequestError {
             }
             RequestError::NoSuchTarget => "There is no such message or person in this room.",
             RequestError::RateLimited => "Too many requests from your address: wait a minute and try again.",
+            RequestError::Unavailable => "This room cannot read its storage right now. Please try again.",
             RequestError::Internal => "Something went wrong on our side. Please try again.",
         }
     }
@@ -192,8 +223,8 @@ pub fn route(request: &RequestParts<'_>, allowed: &AllowedOrigins) -> Result<Rou
     let segments: Vec<&str> = request.path.trim_start_matches('/').split('/').collect();
     let route = match segments.as_slice() {
         ["health"] => Route::Health,
-        ["chat"] => join(DEFAULT_ROOM.to_owned(), request.query)?,
-        ["chat", room] => join(room_name(room)?, request.query)?,
+        ["chat"] => join(DEFAULT_ROOM.to_owned(), request)?,
+        ["chat", room] => join(room_name(room)?, request)?,
         ["chat", room, "users"] => Route::Users { room: room_name(room)? },
         ["chat", room, "history"] => {
             let room = room_name(room)?;
@@ -218,6 +249,9 @@ pub fn route(request: &RequestParts<'_>, allowed: &AllowedOrigins) -> Result<Rou
         if !request.upgrade.is_some_and(|u| u.trim().eq_ignore_ascii_case("websocket")) {
             return Err(RequestError::UpgradeRequired);
         }
+        if !request.handshake.is_valid() {
+            return Err(RequestError::BadUpgrade);
+        }
         if !allowed.admits(request.origin, request.own_origin) {
             return Err(RequestError::ForbiddenOrigin);
         }
@@ -225,9 +259,10 @@ pub fn route(request: &RequestParts<'_>, allowed: &AllowedOrigins) -> Result<Rou
     Ok(route)
 }
 
-fn join(room: String, query: Option<&str>) -> Result<Route, RequestError> {
-    let query = Query::parse(query)?;
-    Ok(Route::Join { room, since: since(&query)?, nick: query.get("nick").map(str::to_owned), identity: None, address: None })
+fn join(room: String, request: &RequestParts<'_>) -> Result<Route, RequestError> {
+    let query = Query::parse(request.query)?;
+    let client = request.client_address.unwrap_or_default().to_owned();
+    Ok(Route::Join { room, since: since(&query)?, nick: query.get("nick").map(str::to_owned), client, identity: None })
 }
 
 /// The ticket a request presents: `?ticket=` (the only way a browser's WebSocket can send
@@ -305,26 +340,41 @@ mod tests {
 
     const OWN: &str = "http://localhost:8787";
 
+    const HANDSHAKE: Handshake<'static> =
+        Handshake { connection: Some("Upgrade"), key: Some("dGhlIHNhbXBsZSBub25jZQ=="), version: Some("13") };
+
+    fn parts<'a>(path: &'a str, query: Option<&'a str>) -> RequestParts<'a> {
+        RequestParts {
+            method: "GET",
+            path,
+            query,
+            upgrade: None,
+            handshake: Handshake::default(),
+            origin: None,
+            client_address: Some("192.0.2.1"),
+            own_origin: OWN,
+        }
+    }
+
     fn get(path: &str, query: Option<&str>) -> Result<Route, RequestError> {
-        let parts = RequestParts { method: "GET", path, query, upgrade: None, origin: None, own_origin: OWN };
-        route(&parts, &AllowedOrigins::default())
+        route(&parts(path, query), &AllowedOrigins::default())
     }
 
     fn upgrade(path: &str, query: Option<&str>, origin: Option<&str>) -> Result<Route, RequestError> {
-        let parts =
-            RequestParts { method: "GET", path, query, upgrade: Some("websocket"), origin, own_origin: OWN };
+        let parts = RequestParts { upgrade: Some("websocket"), handshake: HANDSHAKE, origin, ..parts(path, query) };
         route(&parts, &AllowedOrigins::parse("https://friend.example"))
+    }
+
+    fn join_route(room: &str, nick: Option<&str>, since: Option<u64>) -> Route {
+        Route::Join { room: room.into(), nick: nick.map(Into::into), since, client: "192.0.2.1".into(), identity: None }
     }
 
     #[test]
     fn chat_routes() {
-        assert_eq!(
-            upgrade("/chat", None, None),
-            Ok(Route::Join { room: "lobby".into(), nick: None, since: None, identity: None, address: None })
-        );
+        assert_eq!(upgrade("/chat", None, None), Ok(join_route("lobby", None, None)));
         assert_eq!(
             upgrade("/chat/dev-team.2", Some("nick=Ann&since=42&other=x"), None),
-            Ok(Route::Join { room: "dev-team.2".into(), nick: Some("Ann".into()), since: Some(42), identity: None, address: None })
+            Ok(join_route("dev-team.2", Some("Ann"), Some(42)))
         );
         assert_eq!(get("/chat/a/users", None), Ok(Route::Users { room: "a".into() }));
         let history = |window| Ok(Route::History { room: "a".into(), window });
@@ -374,7 +424,47 @@ mod tests {
     #[test]
     fn nick_in_the_query_is_decoded_and_left_for_the_room_to_judge() {
         let route = upgrade("/chat/a", Some("nick=%3Cb%3E+x"), None).unwrap();
-        assert_eq!(route, Route::Join { room: "a".into(), nick: Some("<b> x".into()), since: None, identity: None, address: None });
+        assert_eq!(route, join_route("a", Some("<b> x"), None));
+    }
+
+    #[test]
+    fn a_join_without_an_address_gets_the_shared_empty_one() {
+        let parts = RequestParts { upgrade: Some("websocket"), handshake: HANDSHAKE, client_address: None, ..parts("/chat/a", None) };
+        let Ok(Route::Join { client, .. }) = route(&parts, &AllowedOrigins::default()) else { panic!("a join") };
+        assert_eq!(client, "");
+    }
+
+    #[test]
+    fn handshakes_are_checked_before_any_room_is_touched() {
+        let with = |handshake| {
+            let parts = RequestParts { upgrade: Some("websocket"), handshake, ..parts("/chat/a", None) };
+            route(&parts, &AllowedOrigins::default())
+        };
+        assert!(with(HANDSHAKE).is_ok());
+        let variants = [
+            Handshake { connection: None, ..HANDSHAKE },
+            Handshake { connection: Some("keep-alive"), ..HANDSHAKE },
+            Handshake { key: None, ..HANDSHAKE },
+            Handshake { key: Some(""), ..HANDSHAKE },
+            Handshake { key: Some("not base64 at all!!!!!!!"), ..HANDSHAKE },
+            Handshake { key: Some("c2hvcnQ="), ..HANDSHAKE },
+            Handshake { key: Some("dGhlIHNhbXBsZSBub25jZSE="), ..HANDSHAKE },
+            Handshake { version: None, ..HANDSHAKE },
+            Handshake { version: Some("8"), ..HANDSHAKE },
+            Handshake { version: Some("13, 8"), ..HANDSHAKE },
+        ];
+        for handshake in variants {
+            assert_eq!(with(handshake), Err(RequestError::BadUpgrade), "{handshake:?}");
+        }
+        for connection in ["keep-alive, Upgrade", "UPGRADE", " upgrade "] {
+            assert!(with(Handshake { connection: Some(connection), ..HANDSHAKE }).is_ok(), "{connection}");
+        }
+        assert_eq!(RequestError::BadUpgrade.status(), 400);
+        assert_eq!(RequestError::Unavailable.status(), 503);
+        // Without Upgrade at all it is still 426, and bad rooms are still bad_room.
+        assert_eq!(get("/chat/a", None), Err(RequestError::UpgradeRequired));
+        let bad_room = RequestParts { upgrade: Some("websocket"), ..parts("/chat/a%2Fb", None) };
+        assert_eq!(route(&bad_room, &AllowedOrigins::default()), Err(RequestError::BadRoom));
     }
 
     #[test]
@@ -390,9 +480,7 @@ mod tests {
         for path in ["/", "/chat/a/b", "/chat/a/users/x", "/healthz", "/chat/a/history/"] {
             assert_eq!(get(path, None), Err(RequestError::NotFound), "{path}");
         }
-        let post = RequestParts {
-            method: "POST", path: "/chat/a/users", query: None, upgrade: None, origin: None, own_origin: OWN,
-        };
+        let post = RequestParts { method: "POST", ..parts("/chat/a/users", None) };
         assert_eq!(route(&post, &AllowedOrigins::default()), Err(RequestError::MethodNotAllowed));
     }
 
@@ -430,7 +518,7 @@ mod tests {
     #[test]
     fn admin_routes_take_their_own_methods() {
         let post = |path| {
-            let parts = RequestParts { method: "POST", path, query: None, upgrade: None, origin: None, own_origin: OWN };
+            let parts = RequestParts { method: "POST", ..parts(path, None) };
             route(&parts, &AllowedOrigins::default())
         };
         assert_eq!(post("/chat/a/admin"), Ok(Route::AdminAction { room: "a".into() }));

@@ -4,9 +4,15 @@
 //! rebuilds the room from the sockets' attachments and the last stored message.
 //!
 //! Every event does the same three things: ask the room what to do, store what must be
-//! stored, then send. Nothing here awaits, so events never interleave. Broadcasts go through
+//! stored, then send. Nothing here awaits, so events never interleave (the one exception is
+//! the alarm, which deletes the storage of a room idle for `ROOM_TTL_DAYS`). Broadcasts go through
 //! the room's `Outbox`, which sends at once when the room is quiet and batches frames when it
 //! falls behind; this object only runs the zero-delay timer it asks for (see `outbox`).
+//!
+//! Storage is touched lazily: where the stored history ends (and the room's bans, mutes, nick
+//! reservations and slow mode) is read on the first join, frame or history read, and read
+//! again on the next one if it failed; the tables are created by the first write, so that
+//! reading an unknown room's users or history writes nothing.
 //!
 //! The WebSocket handlers are bound by hand, as plain synchronous methods: the `worker`
 //! macro would wrap every frame in a Rust future and a JS promise, which cost more CPU than
@@ -14,25 +20,26 @@
 //! so finding a frame's sender and sending to every member are one call into JS each,
 //! instead of a `getTags` array per frame and a WASM-to-JS crossing per socket.
 
+use crate::chat::clients::ClientKey;
 use crate::chat::close;
 use crate::chat::identity::Identity;
 use crate::chat::moderation::{address_key, Action, Sanction};
-use crate::edge::config::RoomLimits;
+use crate::edge::config::RoomConfig;
 use crate::chat::history::{trim_cutoff, Window};
 use crate::chat::outbox::{offers_batch, Batch, Delivery, Outbox, SocketAttachment, Step, BATCH_PROTOCOL};
 use crate::runtime::message_store::MessageStore;
-use crate::runtime::moderation_store::{AuditEntry, ModerationStore};
-use crate::chat::protocol::{ChatMessage, ErrorCode, Incoming, ServerFrame};
-use crate::chat::room::{Attachment, Moderation, Reaction, Room};
+use crate::runtime::moderation_store::AuditEntry;
+use crate::chat::protocol::{ChatMessage, ErrorCode, Incoming, ServerFrame, MAX_FRAME_BYTES};
+use crate::chat::room::{Attachment, Moderation, Reaction, Refusal, Room};
 use crate::edge::routes::{RequestError, Route};
-use crate::runtime::worker::{error_response, internal, json_response, refused_socket, PROTOCOL_HEADER, ROUTE_HEADER};
+use crate::runtime::worker::{error_response, internal, json_response, PROTOCOL_HEADER, ROUTE_HEADER};
 use serde::Serialize;
 use std::cell::RefCell;
 use std::rc::Rc;
 use wasm_bindgen::closure::Closure;
 use wasm_bindgen::prelude::wasm_bindgen;
 use wasm_bindgen::{JsCast, JsValue};
-use worker::js_sys::{Array, JsString, Map, Set};
+use worker::js_sys::{self, Array, JsString, Map, Set};
 use worker::worker_sys::web_sys;
 use worker::worker_sys::WebSocketRequestResponsePair;
 use worker::{durable_object, DurableObject, Env, Request, Response, State, WebSocket, WebSocketPair};
@@ -89,14 +96,13 @@ extern "C" {
     fn send(this: &RawSocket, data: &JsString) -> Result<(), JsValue>;
 }
 
-#[durable_object(fetch)]
+#[durable_object(alarm)]
 pub struct ChatRoom {
     state: State,
     store: MessageStore,
-    moderation: ModerationStore,
     room: RefCell<Room>,
-    /// The salt of this room's address keys, read or made on first use.
-    salt: RefCell<Option<String>>,
+    /// The salt of this room's stored address keys (bans), read or made on first use.
+    address_salt: RefCell<Option<String>>,
     /// Every member's socket, to the id it was tagged with when it joined: exactly the
     /// room's members, kept in step with `room`.
     members: Map,
@@ -106,44 +112,29 @@ pub struct ChatRoom {
     newcomers: Rc<Newcomers>,
     /// Sends what piled up in the outbox; run by the timer `schedule` sets.
     tick: Closure<dyn FnMut() -> bool>,
-    /// Random per construction: shows in `x-room-instance` when the object was rebuilt.
-    instance: String,
+    /// Every socket the runtime holds for this room: members, and sockets the room closed
+    /// that are still closing. They all count against `MAX_ROOM_SOCKETS`.
+    sockets: Set,
+    /// Random per construction and kept in memory only: client keys are hashed with it.
+    client_salt: [u64; 2],
+    idle_ttl_ms: u64,
+    /// Random per construction: shows in `x-room-instance` (when enabled) when the object was rebuilt.
+    instance: Option<String>,
 }
 
 impl DurableObject for ChatRoom {
     fn new(state: State, env: Env) -> Self {
-        let (limits, bad_vars) = RoomLimits::from_vars(|name| env.var(name).ok().map(|v| v.to_string()));
+        let (config, bad_vars) = RoomConfig::from_vars(|name| env.var(name).ok().map(|v| v.to_string()));
         for bad in bad_vars {
             worker::console_error!("edge-chat: {}={:?} is {}", bad.name, bad.value, bad.why);
         }
         let store = MessageStore::new(state.storage().sql());
-        if let Err(error) = store.create_schema() {
-            worker::console_error!("edge-chat: creating the messages table failed: {error}");
-        }
-        // A room whose history cannot be read starts at id 0; storing then fails on the
-        // existing ids, so nobody sees an id twice.
-        let (last_id, last_at) = store.last().unwrap_or_else(|error| {
-            worker::console_error!("edge-chat: reading the last message failed: {error}");
-            (0, 0)
-        });
-        let mut room = Room::new(limits, last_id, last_at);
-        match store.reservations() {
-            Ok(reservations) => reservations.into_iter().for_each(|r| room.restore_reservation(r)),
-            Err(error) => worker::console_error!("edge-chat: reading nick reservations failed: {error}"),
-        }
+        let mut room = Room::awaiting_history(config.limits);
+        let (members, batched, sockets) = (Map::new(), Set::new(&JsValue::UNDEFINED), Set::new(&JsValue::UNDEFINED));
         let now = now_ms();
-        let moderation = ModerationStore::new(state.storage().sql());
-        let sanctions = moderation.create_schema().and_then(|()| moderation.sanctions(now));
-        match sanctions {
-            Ok(sanctions) => sanctions.into_iter().for_each(|s| room.restore_sanction(s)),
-            Err(error) => worker::console_error!("edge-chat: reading bans and mutes failed: {error}"),
-        }
-        match store.setting(SLOW_MODE) {
-            Ok(seconds) => room.restore_slow_mode(seconds.and_then(|s| s.parse().ok()).unwrap_or(0)),
-            Err(error) => worker::console_error!("edge-chat: reading slow mode failed: {error}"),
-        }
-        let (members, batched) = (Map::new(), Set::new(&JsValue::UNDEFINED));
-        for socket in state.get_websockets() {
+        for socket in open_sockets(&state) {
+            sockets.add(socket.as_ref());
+            let socket = WebSocket::from(socket);
             if let Ok(Some(SocketAttachment { member, batch })) = socket.deserialize_attachment() {
                 let id = JsValue::from_str(&member.id);
                 if room.restore(member, now) {
@@ -184,15 +175,17 @@ impl DurableObject for ChatRoom {
         ChatRoom {
             state,
             store,
-            moderation,
             room: RefCell::new(room),
-            salt: RefCell::new(None),
+            address_salt: RefCell::new(None),
             members,
             batched,
             outbox,
             newcomers,
             tick,
-            instance: random_id(),
+            sockets,
+            client_salt: [random_u64(), random_u64()],
+            idle_ttl_ms: config.idle_ttl_ms,
+            instance: config.instance_header.then(random_id),
         }
     }
 
@@ -203,8 +196,8 @@ impl DurableObject for ChatRoom {
             .and_then(|json| serde_json::from_str::<Route>(&json).ok());
         let batch = offers_batch(request.headers().get(PROTOCOL_HEADER)?.as_deref());
         let response = match route {
-            Some(Route::Join { room, nick, since, identity, address }) => {
-                self.join(&room, nick.as_deref(), since, identity, address, batch)
+            Some(Route::Join { room, nick, since, client, identity }) => {
+                self.join(&room, nick.as_deref(), since, &client, identity, batch)
             }
             Some(Route::Users { room }) => self.users(&room),
             Some(Route::History { room, window }) => self.history(&room, window),
@@ -217,8 +210,27 @@ impl DurableObject for ChatRoom {
             Ok(response) => response,
             Err(error) => error_response(error)?,
         };
-        response.headers_mut().set("x-room-instance", &self.instance)?;
+        if let Some(instance) = &self.instance {
+            response.headers_mut().set("x-room-instance", instance)?;
+        }
         Ok(response)
+    }
+
+    /// Set when the last member leaves (see `schedule_expiry_if_empty`): a room that has had
+    /// no socket since, and so no message, deletes everything it stored.
+    async fn alarm(&self) -> worker::Result<Response> {
+        if !self.room.borrow().is_empty() {
+            // Somebody came back; the next time the room empties sets the alarm again.
+            return Response::empty();
+        }
+        self.state.storage().delete_all().await?;
+        self.store.forget_schema();
+        *self.address_salt.borrow_mut() = None;
+        // Everything the room restored from storage goes with it; times still never go back.
+        let mut room = self.room.borrow_mut();
+        *room = Room::new(room.limits().clone(), 0, room.last_message().1);
+        worker::console_log!("edge-chat: deleted the storage of a room idle for {} ms", self.idle_ttl_ms);
+        Response::empty()
     }
 }
 
@@ -228,11 +240,19 @@ impl ChatRoom {
     #[wasm_bindgen(js_name = webSocketMessage)]
     pub fn websocket_message(&self, socket: web_sys::WebSocket, message: JsValue) {
         let Some(id) = self.member_id(&socket) else { return };
-        let text = message.as_string();
-        let incoming = match &text {
-            Some(text) => Incoming::Text(text),
-            None => Incoming::Binary,
+        // A JS string's length in UTF-16 units is at most its UTF-8 length: an oversized frame
+        // is known as such without being copied into WASM memory.
+        let text = match message.dyn_ref::<JsString>() {
+            Some(text) if text.length() as usize > MAX_FRAME_BYTES => Err(()),
+            Some(_) => Ok(message.as_string()),
+            None => Ok(None),
         };
+        let incoming = match &text {
+            Err(()) => Incoming::Oversized,
+            Ok(Some(text)) => Incoming::Text(text),
+            Ok(None) => Incoming::Binary,
+        };
+        self.load_history();
         let reaction = self.room.borrow_mut().receive(&id, incoming, now_ms());
         let socket = WebSocket::from(socket);
         match reaction {
@@ -259,6 +279,7 @@ impl ChatRoom {
                 if let Some(left) = left {
                     self.broadcast(left.to_json());
                 }
+                self.schedule_expiry_if_empty();
             }
         }
     }
@@ -279,32 +300,51 @@ impl ChatRoom {
     }
 }
 
+/// Every socket the runtime holds for the object; none if it cannot say.
+fn open_sockets(state: &State) -> Vec<web_sys::WebSocket> {
+    state.as_raw().get_websockets().unwrap_or_else(|error| {
+        worker::console_error!("edge-chat: listing the room's sockets failed: {}", worker::Error::from(error));
+        Vec::new()
+    })
+}
+
 impl ChatRoom {
     fn join(
         &self,
         room_name: &str,
         nick: Option<&str>,
         since: Option<u64>,
+        client: &str,
         identity: Option<Identity>,
-        address: Option<String>,
         batch: bool,
     ) -> Result<Response, RequestError> {
-        if self.room.borrow().is_full() {
+        if !self.load_history() {
+            return Err(RequestError::Unavailable);
+        }
+        if self.is_full() {
             return Err(RequestError::RoomFull);
         }
-        let address = match address {
-            Some(ip) => Some(address_key(self.salt()?.as_bytes(), &ip)),
-            None => None,
+        // A ticketed user's sockets share one budget wherever they connect from; anonymous
+        // ones are known by their address.
+        let client_key = match &identity {
+            Some(user) => ClientKey::of(&format!("user:{}", user.id), self.client_salt),
+            None => ClientKey::of(client, self.client_salt),
         };
-        if !self.room.borrow().admits(identity.as_ref(), address.as_deref(), now_ms()) {
-            let banned = ServerFrame::error(ErrorCode::Banned);
-            return refused_socket(&banned.to_json(), close::FORBIDDEN, ErrorCode::Banned.message());
+        let address = match client {
+            "" => None,
+            ip => Some(address_key(self.address_salt()?.as_bytes(), ip)),
+        };
+        let now = now_ms();
+        if let Err(refusal) = self.room.borrow_mut().admit(client_key, identity.as_ref(), address.as_deref(), now) {
+            return self.refuse(refusal);
         }
-        let history = self.store.read(Window::for_welcome(since)).map_err(internal("reading history"))?;
-        let pair = WebSocketPair::new().map_err(internal("creating a WebSocket pair"))?;
+        let window = Window::for_welcome(since);
+        let mut history = self.store.read(window).map_err(internal("reading history"))?;
+        window.fit_budget(&mut history);
         let id = random_id();
+        let pair = self.accept(&id)?;
         let mut room = self.room.borrow_mut();
-        let joined = room.join(id.clone(), nick, identity, address, now_ms(), random_u64);
+        let joined = room.join(id.clone(), client_key, nick, identity, address, now, random_u64);
         if let Some(reservation) = &joined.reservation {
             // The nick still belongs to its identity while the room is awake; only a later
             // wake would forget the reservation.
@@ -312,7 +352,6 @@ impl ChatRoom {
                 worker::console_error!("edge-chat: storing a nick reservation failed: {error}");
             }
         }
-        self.state.accept_websocket_with_tags(&pair.server, &[&id]);
         attach(&pair.server, &SocketAttachment { member: joined.attachment.clone(), batch });
         let welcome = ServerFrame::Welcome {
             room: room_name.to_owned(),
@@ -369,15 +408,19 @@ impl ChatRoom {
             room: &'a str,
             messages: Vec<ChatMessage>,
         }
-        let messages = self.store.read(window).map_err(internal("reading history"))?;
+        if !self.load_history() {
+            return Err(RequestError::Unavailable);
+        }
+        let mut messages = self.store.read(window).map_err(internal("reading history"))?;
+        window.fit_budget(&mut messages);
         let body = History { room: room_name, messages };
         json_response(200, serde_json::to_string(&body).map_err(internal("encoding history"))?)
             .map_err(internal("answering history"))
     }
 
     /// The salt for address keys: stored with the room, made on the first join that needs it.
-    fn salt(&self) -> Result<String, RequestError> {
-        if let Some(salt) = self.salt.borrow().as_ref() {
+    fn address_salt(&self) -> Result<String, RequestError> {
+        if let Some(salt) = self.address_salt.borrow().as_ref() {
             return Ok(salt.clone());
         }
         let salt = match self.store.setting(ADDRESS_SALT).map_err(internal("reading the address salt"))? {
@@ -388,11 +431,14 @@ impl ChatRoom {
                 salt
             }
         };
-        *self.salt.borrow_mut() = Some(salt.clone());
+        *self.address_salt.borrow_mut() = Some(salt.clone());
         Ok(salt)
     }
 
     fn moderate_as_admin(&self, action: Action) -> Result<Response, RequestError> {
+        if !self.load_history() {
+            return Err(RequestError::Unavailable);
+        }
         let not_found = |code| match code {
             ErrorCode::NotFound => RequestError::NoSuchTarget,
             _ => RequestError::Internal,
@@ -410,10 +456,10 @@ impl ChatRoom {
         let now = now_ms();
         let stored = (|| -> worker::Result<Option<ServerFrame>> {
             if let Some(sanction) = &imposed {
-                self.moderation.impose(sanction)?;
+                self.store.impose(sanction)?;
             }
             for sanction in &lifted {
-                self.moderation.lift(sanction)?;
+                self.store.lift(sanction)?;
             }
             Ok(match action {
                 Action::Delete { id } => match self.store.tombstone(id)? {
@@ -458,8 +504,11 @@ impl ChatRoom {
         for frame in deleted.iter().chain(left.iter()).chain([&notice]) {
             self.broadcast(frame.to_json());
         }
+        if !ejected.is_empty() {
+            self.schedule_expiry_if_empty();
+        }
         let entry = AuditEntry { at: now, action: action.name().to_owned(), target, by };
-        if let Err(error) = self.moderation.audit(&entry) {
+        if let Err(error) = self.store.audit(&entry) {
             worker::console_error!("edge-chat: writing the audit trail failed: {error}");
         }
         Ok(notice)
@@ -482,7 +531,7 @@ impl ChatRoom {
             room: &'a str,
             entries: Vec<AuditEntry>,
         }
-        let entries = self.moderation.audit_trail().map_err(internal("reading the audit trail"))?;
+        let entries = self.store.audit_trail().map_err(internal("reading the audit trail"))?;
         json_response(200, serde_json::to_string(&Audit { room: room_name, entries }).map_err(internal("encoding audit"))?)
             .map_err(internal("answering audit"))
     }
@@ -517,7 +566,96 @@ impl ChatRoom {
         }
     }
 
+    /// Whether the room holds as many sockets as it may. The count of sockets still closing
+    /// is checked against the runtime's own list before a join is refused for it.
+    fn is_full(&self) -> bool {
+        if !self.room.borrow().is_full(self.sockets.size() as usize) {
+            return false;
+        }
+        self.sockets.clear();
+        for socket in open_sockets(&self.state) {
+            self.sockets.add(socket.as_ref());
+        }
+        self.room.borrow().is_full(self.sockets.size() as usize)
+    }
+
+    /// A new server socket, accepted for hibernation and tagged with `id`. The runtime refuses
+    /// sockets beyond its own limit per object; that is a full room, not a crash.
+    fn accept(&self, id: &str) -> Result<WebSocketPair, RequestError> {
+        let pair = WebSocketPair::new().map_err(internal("creating a WebSocket pair"))?;
+        let server: &web_sys::WebSocket = pair.server.as_ref();
+        if let Err(error) = self.state.as_raw().accept_websocket_with_tags(server, vec![JsValue::from_str(id)]) {
+            worker::console_error!("edge-chat: the runtime refused a socket: {}", worker::Error::from(error));
+            return Err(RequestError::RoomFull);
+        }
+        self.sockets.add(server);
+        Ok(pair)
+    }
+
+    /// Accepts the socket only to tell it why it may not join and close it: a refused
+    /// upgrade would look to a browser like a network failure worth retrying at once.
+    fn refuse(&self, refusal: Refusal) -> Result<Response, RequestError> {
+        let pair = self.accept("refused")?;
+        send_one(&pair.server, &refusal.error);
+        if let Err(error) = pair.server.close(Some(refusal.code), Some(refusal.reason)) {
+            worker::console_error!("edge-chat: closing a refused socket failed: {error}");
+        }
+        Response::from_websocket(pair.client).map_err(internal("answering the upgrade"))
+    }
+
+    /// Reads where the stored history ends, unless the room knows already. False if storage
+    /// cannot say: the caller answers `unavailable`, and the next event tries again.
+    fn load_history(&self) -> bool {
+        if self.room.borrow().history_known() {
+            return true;
+        }
+        match self.store.last() {
+            Ok((last_id, last_at)) => {
+                let mut room = self.room.borrow_mut();
+                room.resume_history(last_id, last_at);
+                self.restore_moderation(&mut room);
+                true
+            }
+            Err(error) => {
+                worker::console_error!("edge-chat: reading the last message failed: {error}");
+                false
+            }
+        }
+    }
+
+    /// When the last member has left, sets the alarm that deletes the room's storage after
+    /// `ROOM_TTL_DAYS` without sockets (and so without messages): one storage write per
+    /// emptying, one wake per idle room. A room that never stored anything has nothing to delete.
+    fn schedule_expiry_if_empty(&self) {
+        if !self.room.borrow().is_empty() || !self.load_history() || !self.store.has_schema() {
+            return;
+        }
+        let at = js_sys::Date::new(&JsValue::from_f64((now_ms() + self.idle_ttl_ms) as f64));
+        let storage = self.state.as_raw().storage().and_then(|storage| storage.set_alarm(at, js_sys::Object::new()));
+        if let Err(error) = storage {
+            worker::console_error!("edge-chat: setting the expiry alarm failed: {}", worker::Error::from(error));
+        }
+    }
+
+    /// Takes back what the room stored besides messages: nick reservations, bans and mutes
+    /// still in force, and slow mode. A failed read is logged; the room goes on without it.
+    fn restore_moderation(&self, room: &mut Room) {
+        match self.store.reservations() {
+            Ok(reservations) => reservations.into_iter().for_each(|r| room.restore_reservation(r)),
+            Err(error) => worker::console_error!("edge-chat: reading nick reservations failed: {error}"),
+        }
+        match self.store.sanctions(now_ms()) {
+            Ok(sanctions) => sanctions.into_iter().for_each(|s| room.restore_sanction(s)),
+            Err(error) => worker::console_error!("edge-chat: reading bans and mutes failed: {error}"),
+        }
+        match self.store.setting(SLOW_MODE) {
+            Ok(seconds) => room.restore_slow_mode(seconds.and_then(|s| s.parse().ok()).unwrap_or(0)),
+            Err(error) => worker::console_error!("edge-chat: reading slow mode failed: {error}"),
+        }
+    }
+
     fn depart(&self, socket: &WebSocket) {
+        self.sockets.delete(socket.as_ref());
         let Some(id) = self.member_id(socket.as_ref()) else { return };
         self.members.delete(socket.as_ref());
         self.batched.delete(socket.as_ref());
@@ -525,6 +663,7 @@ impl ChatRoom {
         if let Some(left) = left {
             self.broadcast(left.to_json());
         }
+        self.schedule_expiry_if_empty();
     }
 
     /// Sends one frame to every member, now or batched with others (see `outbox`).

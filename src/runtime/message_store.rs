@@ -1,12 +1,17 @@
-//! A room's message history in its Durable Object's SQLite storage. One insert per message;
+//! A room's storage in its Durable Object's SQLite database: the message history, nick
+//! reservations, settings, and (through `moderation_store`) bans, mutes and the audit trail. One insert per message;
 //! `history::trim_cutoff` says when to drop old ones. Writes are synchronous, and the runtime
 //! holds back every frame sent after a write until that write is durable, so a message that
 //! was broadcast (or echoed to its sender) is on disk.
+//!
+//! The tables are created by the first write, not before: reading a room that never had one
+//! writes nothing, so asking about any number of unknown rooms stores nothing.
 
 use crate::chat::history::Window;
 use crate::chat::protocol::ChatMessage;
 use crate::chat::room::Reservation;
 use serde::Deserialize;
+use std::cell::Cell;
 use wasm_bindgen::prelude::wasm_bindgen;
 use wasm_bindgen::{JsCast, JsValue};
 use worker::js_sys::JsString;
@@ -33,15 +38,19 @@ extern "C" {
 /// The setting that keeps a cleared history's last id and time: `"ID AT"`.
 const CLEARED_AT: &str = "cleared_at";
 
+
 const INSERT: &str = "INSERT INTO messages (id, nick, text, at, uid) VALUES (?, ?, ?, ?, ?)";
 
 /// Ids above this cannot cross into JavaScript exactly; `since` is clamped to it.
 const MAX_SAFE_INTEGER: u64 = (1 << 53) - 1;
 
 pub struct MessageStore {
-    sql: SqlStorage,
+    /// Also used by the moderation tables' methods (`moderation_store`).
+    pub(super) sql: SqlStorage,
     /// `INSERT` as a JS string, made once rather than per message.
     insert: JsString,
+    /// Whether the tables exist: learnt by `last`, set by the first write.
+    schema: Cell<bool>,
 }
 
 #[derive(Deserialize)]
@@ -69,10 +78,27 @@ struct Last {
 
 impl MessageStore {
     pub fn new(sql: SqlStorage) -> MessageStore {
-        MessageStore { sql, insert: JsString::from(INSERT) }
+        MessageStore { sql, insert: JsString::from(INSERT), schema: Cell::new(false) }
     }
 
-    pub fn create_schema(&self) -> worker::Result<()> {
+    pub fn has_schema(&self) -> bool {
+        self.schema.get()
+    }
+
+    /// After the object's storage was deleted.
+    pub fn forget_schema(&self) {
+        self.schema.set(false);
+    }
+
+    /// Creates every table (and the columns older rooms lack), before the first write.
+    pub fn ensure_schema(&self) -> worker::Result<()> {
+        if !self.schema.get() {
+            self.create_schema()?;
+        }
+        Ok(())
+    }
+
+    fn create_schema(&self) -> worker::Result<()> {
         self.sql.exec(
             "CREATE TABLE IF NOT EXISTS messages (
                 id INTEGER PRIMARY KEY,
@@ -95,7 +121,53 @@ impl MessageStore {
             None,
         )?;
         self.sql.exec("CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL)", None)?;
+        self.sql.exec(
+            "CREATE TABLE IF NOT EXISTS sanctions (
+                kind TEXT NOT NULL,
+                target_kind TEXT NOT NULL,
+                target TEXT NOT NULL,
+                nick TEXT NOT NULL,
+                until INTEGER,
+                PRIMARY KEY (kind, target_kind, target)
+            )",
+            None,
+        )?;
+        self.sql.exec(
+            "CREATE TABLE IF NOT EXISTS audit (
+                seq INTEGER PRIMARY KEY AUTOINCREMENT,
+                at INTEGER NOT NULL,
+                action TEXT NOT NULL,
+                target TEXT,
+                by TEXT NOT NULL
+            )",
+            None,
+        )?;
+        self.schema.set(true);
         Ok(())
+    }
+
+    /// The id and time of the newest message, or zeros for a room without messages. Reads only.
+    pub fn last(&self) -> worker::Result<(u64, u64)> {
+        #[derive(Deserialize)]
+        struct Table {}
+        let tables: Vec<Table> = self
+            .sql
+            .exec("SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'messages'", None)?
+            .to_array()?;
+        if tables.is_empty() {
+            self.schema.set(false);
+            return Ok((0, 0));
+        }
+        // A room that has storage gets the tables and columns it may lack from older versions.
+        self.create_schema()?;
+        let rows: Vec<Last> =
+            self.sql.exec("SELECT id, at FROM messages ORDER BY id DESC LIMIT 1", None)?.to_array()?;
+        let stored = rows.first().map_or((0, 0), |last| (last.id, last.at));
+        let cleared = self.setting(CLEARED_AT)?.and_then(|value| {
+            let (id, at) = value.split_once(' ')?;
+            Some((id.parse().ok()?, at.parse().ok()?))
+        });
+        Ok(cleared.map_or(stored, |cleared: (u64, u64)| stored.max(cleared)))
     }
 
     /// A room setting (slow mode, the address salt, the id a cleared history ended at).
@@ -104,12 +176,16 @@ impl MessageStore {
         struct Setting {
             value: String,
         }
+        if !self.schema.get() {
+            return Ok(None);
+        }
         let rows: Vec<Setting> =
             self.sql.exec("SELECT value FROM settings WHERE key = ?", vec![key.into()])?.to_array()?;
         Ok(rows.into_iter().next().map(|row| row.value))
     }
 
     pub fn set_setting(&self, key: &str, value: &str) -> worker::Result<()> {
+        self.ensure_schema()?;
         self.sql.exec("INSERT OR REPLACE INTO settings (key, value) VALUES (?, ?)", vec![key.into(), value.into()])?;
         Ok(())
     }
@@ -120,6 +196,9 @@ impl MessageStore {
         #[derive(Deserialize)]
         struct Author {
             nick: String,
+        }
+        if !self.schema.get() {
+            return Ok(None);
         }
         let rows: Vec<Author> = self
             .sql
@@ -140,11 +219,15 @@ impl MessageStore {
 
     /// Every nick reserved for a ticket identity in this room.
     pub fn reservations(&self) -> worker::Result<Vec<Reservation>> {
+        if !self.schema.get() {
+            return Ok(Vec::new());
+        }
         let rows: Vec<ReservationRow> = self.sql.exec("SELECT nick_key, user FROM reservations", None)?.to_array()?;
         Ok(rows.into_iter().map(|r| Reservation { nick_key: r.nick_key, user: r.user }).collect())
     }
 
     pub fn reserve(&self, reservation: &Reservation) -> worker::Result<()> {
+        self.ensure_schema()?;
         self.sql.exec(
             "INSERT OR REPLACE INTO reservations (nick_key, user) VALUES (?, ?)",
             vec![reservation.nick_key.as_str().into(), reservation.user.as_str().into()],
@@ -152,20 +235,8 @@ impl MessageStore {
         Ok(())
     }
 
-    /// The id and time of the newest message (or where a cleared history ended), or zeros
-    /// for a new room.
-    pub fn last(&self) -> worker::Result<(u64, u64)> {
-        let rows: Vec<Last> =
-            self.sql.exec("SELECT id, at FROM messages ORDER BY id DESC LIMIT 1", None)?.to_array()?;
-        let stored = rows.first().map_or((0, 0), |last| (last.id, last.at));
-        let cleared = self.setting(CLEARED_AT)?.and_then(|value| {
-            let (id, at) = value.split_once(' ')?;
-            Some((id.parse().ok()?, at.parse().ok()?))
-        });
-        Ok(cleared.map_or(stored, |cleared: (u64, u64)| stored.max(cleared)))
-    }
-
     pub fn insert(&self, message: &ChatMessage) -> worker::Result<()> {
+        self.ensure_schema()?;
         // They cross as JS numbers, exact only up to 2^53 - 1.
         if message.id > MAX_SAFE_INTEGER || message.at > MAX_SAFE_INTEGER {
             return Err(worker::Error::RustError(format!("message {} is beyond JS's exact integers", message.id)));
@@ -182,8 +253,11 @@ impl MessageStore {
         Ok(())
     }
 
-    /// The messages of `window`, oldest first.
+    /// The messages of `window`, oldest first. Call `last` first: without the table, none.
     pub fn read(&self, window: Window) -> worker::Result<Vec<ChatMessage>> {
+        if !self.schema.get() {
+            return Ok(Vec::new());
+        }
         let cursor = match window {
             Window::Latest { limit } => self.sql.exec(
                 "SELECT * FROM (SELECT id, nick, text, at, uid, deleted FROM messages ORDER BY id DESC LIMIT ?) ORDER BY id",
@@ -195,6 +269,9 @@ impl MessageStore {
             )?,
         };
         let rows: Vec<Row> = cursor.to_array()?;
-        Ok(rows.into_iter().map(|r| ChatMessage { id: r.id, nick: r.nick, text: r.text, at: r.at, deleted: r.deleted != 0, uid: r.uid }).collect())
+        Ok(rows
+            .into_iter()
+            .map(|r| ChatMessage { id: r.id, nick: r.nick, text: r.text, at: r.at, deleted: r.deleted != 0, uid: r.uid })
+            .collect())
     }
 }

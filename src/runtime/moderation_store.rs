@@ -1,16 +1,14 @@
-//! A room's bans, mutes and audit trail in its SQLite storage. Sanctions that have ended are
-//! dropped when the room loads them, so nothing but a wake the room has anyway cleans up.
+//! A room's bans, mutes and audit trail, in the same SQLite storage as its messages (whose
+//! store creates every table on the first write). Sanctions that have ended are dropped when
+//! the room loads them, so nothing but a wake the room has anyway cleans up.
 
 use crate::chat::moderation::{Sanction, SanctionKind, Target};
+use crate::runtime::message_store::MessageStore;
 use serde::{Deserialize, Serialize};
-use worker::{SqlStorage, SqlStorageValue};
+use worker::SqlStorageValue;
 
 /// How many audit entries `GET /chat/ROOM/admin/audit` returns, newest first.
 pub const AUDIT_PAGE: i64 = 100;
-
-pub struct ModerationStore {
-    sql: SqlStorage,
-}
 
 #[derive(Deserialize)]
 struct SanctionRow {
@@ -44,38 +42,12 @@ fn target_parts(target: &Target) -> (&'static str, &str) {
     }
 }
 
-impl ModerationStore {
-    pub fn new(sql: SqlStorage) -> ModerationStore {
-        ModerationStore { sql }
-    }
-
-    pub fn create_schema(&self) -> worker::Result<()> {
-        self.sql.exec(
-            "CREATE TABLE IF NOT EXISTS sanctions (
-                kind TEXT NOT NULL,
-                target_kind TEXT NOT NULL,
-                target TEXT NOT NULL,
-                nick TEXT NOT NULL,
-                until INTEGER,
-                PRIMARY KEY (kind, target_kind, target)
-            )",
-            None,
-        )?;
-        self.sql.exec(
-            "CREATE TABLE IF NOT EXISTS audit (
-                seq INTEGER PRIMARY KEY AUTOINCREMENT,
-                at INTEGER NOT NULL,
-                action TEXT NOT NULL,
-                target TEXT,
-                by TEXT NOT NULL
-            )",
-            None,
-        )?;
-        Ok(())
-    }
-
+impl MessageStore {
     /// The sanctions still in force at `now`, after deleting those that ended.
     pub fn sanctions(&self, now: u64) -> worker::Result<Vec<Sanction>> {
+        if !self.has_schema() {
+            return Ok(Vec::new());
+        }
         let now = SqlStorageValue::from(now as i64);
         self.sql.exec("DELETE FROM sanctions WHERE until IS NOT NULL AND until <= ?", vec![now])?;
         let rows: Vec<SanctionRow> =
@@ -99,6 +71,7 @@ impl ModerationStore {
     }
 
     pub fn impose(&self, sanction: &Sanction) -> worker::Result<()> {
+        self.ensure_schema()?;
         let (target_kind, target) = target_parts(&sanction.target);
         self.sql.exec(
             "INSERT OR REPLACE INTO sanctions (kind, target_kind, target, nick, until) VALUES (?, ?, ?, ?, ?)",
@@ -123,6 +96,7 @@ impl ModerationStore {
     }
 
     pub fn audit(&self, entry: &AuditEntry) -> worker::Result<()> {
+        self.ensure_schema()?;
         self.sql.exec(
             "INSERT INTO audit (at, action, target, by) VALUES (?, ?, ?, ?)",
             vec![
@@ -137,6 +111,9 @@ impl ModerationStore {
 
     /// The newest audit entries, newest first.
     pub fn audit_trail(&self) -> worker::Result<Vec<AuditEntry>> {
+        if !self.has_schema() {
+            return Ok(Vec::new());
+        }
         self.sql
             .exec("SELECT at, action, target, by FROM audit ORDER BY seq DESC LIMIT ?", vec![AUDIT_PAGE.into()])?
             .to_array()

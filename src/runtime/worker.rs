@@ -6,7 +6,7 @@
 use crate::edge::access::AccessPolicy;
 use crate::edge::origin::AllowedOrigins;
 use crate::edge::request_url::RequestUrl;
-use crate::edge::routes::{self, RequestError, RequestParts, Route};
+use crate::edge::routes::{self, Handshake, RequestError, RequestParts, Route};
 use crate::chat::close;
 use crate::chat::moderation;
 use subtle::ConstantTimeEq;
@@ -38,13 +38,18 @@ async fn handle(mut request: Request, env: &Env) -> Result<Response, RequestErro
     let headers = request.headers();
     let header = |name: &str| headers.get(name).ok().flatten();
     let (upgrade, origin, protocols) = (header("upgrade"), header("origin"), header("sec-websocket-protocol"));
+    let (connection, key, version) = (header("connection"), header("sec-websocket-key"), header("sec-websocket-version"));
+    // Set by Cloudflare's edge (and by wrangler dev locally) to the client's address.
+    let client_address = header("cf-connecting-ip");
     let method = request.method();
     let parts = RequestParts {
         method: method.as_ref(),
         path: &url.path,
         query: url.query.as_deref(),
         upgrade: upgrade.as_deref(),
+        handshake: Handshake { connection: connection.as_deref(), key: key.as_deref(), version: version.as_deref() },
         origin: origin.as_deref(),
+        client_address: client_address.as_deref(),
         own_origin: &url.origin,
     };
     let allowed = AllowedOrigins::parse(&env.var("ALLOWED_ORIGINS").map(|v| v.to_string()).unwrap_or_default());
@@ -52,7 +57,6 @@ async fn handle(mut request: Request, env: &Env) -> Result<Response, RequestErro
     let Some(room) = route.room().map(str::to_owned) else {
         return json_response(200, r#"{"ok":true}"#.to_owned()).map_err(internal("answering health"));
     };
-    let client_address = header("cf-connecting-ip");
     if !within_request_budget(env, client_address.as_deref()).await {
         return match route {
             Route::Join { .. } => refuse_socket(RequestError::RateLimited),
@@ -74,9 +78,8 @@ async fn handle(mut request: Request, env: &Env) -> Result<Response, RequestErro
             Err(refusal) if matches!(route, Route::Join { .. }) => return refuse_socket(refusal),
             Err(refusal) => return Err(refusal),
         };
-        if let Route::Join { identity: identity_slot, address, .. } = &mut route {
-            *identity_slot = identity;
-            *address = client_address;
+        if let Route::Join { identity: slot, .. } = &mut route {
+            *slot = identity;
         }
     }
     let stub = env
