@@ -11,10 +11,8 @@ pub const KICKED: u16 = 4000;
 pub const UNAUTHORIZED: u16 = 4401;
 /// This ticket may not use this room, or its holder is banned: do not reconnect with it.
 pub const FORBIDDEN: u16 = 4403;
-/// Too many connections or requests from this client: do not reconnect at once.
-pub const TOO_MANY: u16 = 4429;
-
-/// Refused for joining too often: a client should not reconnect at once (HTTP 429's number).
+/// Too many joins, connections or requests from this client: do not reconnect at once (HTTP
+/// 429's number).
 pub const TRY_LATER: u16 = 4429;
 
 pub const MAX_REASON_BYTES: usize = 123;

@@ -186,7 +186,7 @@ impl RequestError {
         match self {
             RequestError::TicketRequired | RequestError::BadTicket | RequestError::TicketExpired => Some(close::UNAUTHORIZED),
             RequestError::WrongRoom => Some(close::FORBIDDEN),
-            RequestError::RateLimited => Some(close::TOO_MANY),
+            RequestError::RateLimited => Some(close::TRY_LATER),
             _ => None,
         }
     }
