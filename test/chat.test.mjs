@@ -5,9 +5,10 @@ import assert from 'node:assert/strict';
 import { request } from 'node:http';
 import { after, before, describe, test } from 'node:test';
 import { ChatClient } from './support/client.mjs';
-import { ChatServer } from './support/server.mjs';
+import { ChatServer, MANY_CLIENTS_ONE_ADDRESS } from './support/server.mjs';
 
-const server = new ChatServer({ vars: { ALLOWED_ORIGINS: 'http://friend.example' } });
+// Every socket here comes from 127.0.0.1; test/abuse.test.mjs checks the per-client limits.
+const server = new ChatServer({ vars: { ALLOWED_ORIGINS: 'http://friend.example', ...MANY_CLIENTS_ONE_ADDRESS } });
 let roomCounter = 0;
 const freshRoom = (label) => `${label}-${process.pid}-${++roomCounter}`;
 

@@ -224,7 +224,8 @@ impl ChatRoom {
         }
         let client = ClientKey::of(client, self.salt);
         let now = now_ms();
-        if let Err(refusal) = self.room.borrow_mut().admit(client, now) {
+        let admitted = self.room.borrow_mut().admit(client, now);
+        if let Err(refusal) = admitted {
             return self.refuse(refusal);
         }
         let window = Window::for_welcome(since);
@@ -325,9 +326,13 @@ impl ChatRoom {
     }
 
     /// Accepts the socket only to tell it why it may not join and close it: a refused
-    /// upgrade would look to a browser like a network failure worth retrying at once.
+    /// upgrade would look to a browser like a network failure worth retrying at once. It is
+    /// accepted without hibernation: the runtime then completes the close by itself, at once,
+    /// where a hibernatable socket closed before its upgrade is answered lingers until the
+    /// object is evicted.
     fn refuse(&self, refusal: Refusal) -> Result<Response, RequestError> {
-        let pair = self.accept("refused")?;
+        let pair = WebSocketPair::new().map_err(internal("creating a WebSocket pair"))?;
+        pair.server.accept().map_err(internal("accepting a refused socket"))?;
         send_one(&pair.server, &refusal.error);
         if let Err(error) = pair.server.close(Some(refusal.code), Some(refusal.reason)) {
             worker::console_error!("edge-chat: closing a refused socket failed: {error}");
@@ -368,7 +373,8 @@ impl ChatRoom {
     /// `ROOM_TTL_DAYS` without sockets (and so without messages): one storage write per
     /// emptying, one wake per idle room. A room that never stored anything has nothing to delete.
     fn schedule_expiry_if_empty(&self) {
-        if !self.room.borrow().is_empty() || !self.load_history() || !self.store.has_schema() {
+        let empty = self.room.borrow().is_empty();
+        if !empty || !self.load_history() || !self.store.has_schema() {
             return;
         }
         let at = js_sys::Date::new(&JsValue::from_f64((now_ms() + self.idle_ttl_ms) as f64));
