@@ -362,6 +362,29 @@ describe('rooms and HTTP routes', () => {
     await Promise.all([writer.close(), late.close(), fresh.close()]);
   });
 
+  test('a welcome and /history of long messages stay within 256 KiB, with whole messages', async () => {
+    const room = freshRoom('budget');
+    // 100 messages of 2,000 four-byte characters: 800 KB of history, more than the budget.
+    const writers = await Promise.all(Array.from({ length: 5 }, () => join(room)));
+    await Promise.all(writers.map((w) => w.welcome()));
+    const long = (i) => `${i} ${'😀'.repeat(1996)}`;
+    for (let round = 0; round < 20; round++) {
+      await Promise.all(writers.map((w, i) => w.sayAndWait(long(round * 5 + i))));
+    }
+    const viewer = await join(room);
+    await viewer.welcome();
+    const raw = viewer.raw.find((frame) => frame.includes('"type":"welcome"'));
+    const history = viewer.frames[0].history;
+    assert.ok(Buffer.byteLength(raw) <= 256 * 1024 + 1024, `welcome of ${Buffer.byteLength(raw)} bytes`);
+    assert.ok(history.length >= 30 && history.length < 100, `${history.length} messages`);
+    assert.ok(history.every((m) => m.text === long(Number(m.text.split(' ')[0]))), 'never a cut message');
+    const page = await fetch(`${server.url}/chat/${room}/history?limit=100`);
+    const body = await page.text();
+    assert.ok(Buffer.byteLength(body) <= 256 * 1024 + 1024);
+    assert.deepEqual(JSON.parse(body).messages, history, 'the newest that fit, in both');
+    await Promise.all([...writers, viewer].map((c) => c.close()));
+  });
+
   test('a room keeps its most recent 1,000 messages and welcomes with at most 100', async () => {
     const room = freshRoom('retention');
     // 60 sockets sending 19 messages each stay within their burst of 20: 1,140 messages.
