@@ -10,6 +10,7 @@ cargo test --quiet
 
 bash scripts/build.sh
 ensure_chromium
+ensure_python3
 
 say "client library types: tsc"
 ensure_node_modules

@@ -82,6 +82,14 @@ ensure_chromium() {
   fi
 }
 
+# The storage test reads a room's SQLite file with Python's sqlite3 module.
+ensure_python3() {
+  if ! command -v python3 >/dev/null 2>&1; then
+    say "installing python3 for the storage test"
+    apt_install python3
+  fi
+}
+
 ensure_build_tools() {
   [ -f "$ROOT/Cargo.lock" ] || (cd "$ROOT" && cargo generate-lockfile >&2)
   ensure_node_modules

@@ -6,11 +6,11 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { ChatClient } from './support/client.mjs';
-import { ChatServer } from './support/server.mjs';
+import { ChatServer, MANY_CLIENTS_ONE_ADDRESS } from './support/server.mjs';
 
 const BATCH = 'edge-chat.batch';
 // A burst well past the rate limit, which is not what is tested here.
-const server = new ChatServer({ vars: { RATE_BURST: '100000', RATE_PER_SECOND: '100000' } });
+const server = new ChatServer({ vars: { RATE_BURST: '100000', RATE_PER_SECOND: '100000', ...MANY_CLIENTS_ONE_ADDRESS } });
 let roomCounter = 0;
 const freshRoom = (label) => `${label}-${process.pid}-${++roomCounter}`;
 

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { chromium } from 'playwright-core';
 import { ChatClient } from './support/client.mjs';
-import { ChatServer, freePort, ROOT, waitFor } from './support/server.mjs';
+import { ChatServer, freePort, MANY_CLIENTS_ONE_ADDRESS, ROOT, waitFor } from './support/server.mjs';
 
 const RESULTS = join(ROOT, 'test-results');
 const WAIT_MS = 15_000;
@@ -35,7 +35,7 @@ before(async () => {
   const hostPort = await freePort();
   hostOrigin = `http://127.0.0.1:${hostPort}`;
   host = await startHostSite(hostPort);
-  server = new ChatServer({ vars: { ALLOWED_ORIGINS: hostOrigin, ...LIFTED } });
+  server = new ChatServer({ vars: { ALLOWED_ORIGINS: hostOrigin, ...MANY_CLIENTS_ONE_ADDRESS, ...LIFTED } });
   [browser] = await Promise.all([
     chromium.launch({
       executablePath: '/usr/bin/chromium',

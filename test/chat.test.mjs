@@ -6,9 +6,10 @@ import { request } from 'node:http';
 import { after, afterEach, before, describe, test } from 'node:test';
 import { ChatClient } from './support/client.mjs';
 import { assertProtocolKept, getJson as getCheckedJson, httpProblem } from './support/protocol.mjs';
-import { ChatServer } from './support/server.mjs';
+import { ChatServer, MANY_CLIENTS_ONE_ADDRESS } from './support/server.mjs';
 
-const server = new ChatServer({ vars: { ALLOWED_ORIGINS: 'http://friend.example' } });
+// Every socket here comes from 127.0.0.1; test/abuse.test.mjs checks the per-client limits.
+const server = new ChatServer({ vars: { ALLOWED_ORIGINS: 'http://friend.example', ...MANY_CLIENTS_ONE_ADDRESS } });
 let roomCounter = 0;
 const freshRoom = (label) => `${label}-${process.pid}-${++roomCounter}`;
 
@@ -370,6 +371,29 @@ describe('rooms and HTTP routes', () => {
     const badSince = await ChatClient.refusal(`${server.wsUrl}/chat/${room}?since=abc`);
     assert.equal(badSince.status, 400);
     await Promise.all([writer.close(), late.close(), fresh.close()]);
+  });
+
+  test('a welcome and /history of long messages stay within 256 KiB, with whole messages', async () => {
+    const room = freshRoom('budget');
+    // 100 messages of 2,000 four-byte characters: 800 KB of history, more than the budget.
+    const writers = await Promise.all(Array.from({ length: 5 }, () => join(room)));
+    await Promise.all(writers.map((w) => w.welcome()));
+    const long = (i) => `${i} ${'😀'.repeat(1996)}`;
+    for (let round = 0; round < 20; round++) {
+      await Promise.all(writers.map((w, i) => w.sayAndWait(long(round * 5 + i))));
+    }
+    const viewer = await join(room);
+    await viewer.welcome();
+    const raw = viewer.raw.find((frame) => frame.includes('"type":"welcome"'));
+    const history = viewer.frames[0].history;
+    assert.ok(Buffer.byteLength(raw) <= 256 * 1024 + 1024, `welcome of ${Buffer.byteLength(raw)} bytes`);
+    assert.ok(history.length >= 30 && history.length < 100, `${history.length} messages`);
+    assert.ok(history.every((m) => m.text === long(Number(m.text.split(' ')[0]))), 'never a cut message');
+    const page = await fetch(`${server.url}/chat/${room}/history?limit=100`);
+    const body = await page.text();
+    assert.ok(Buffer.byteLength(body) <= 256 * 1024 + 1024);
+    assert.deepEqual(JSON.parse(body).messages, history, 'the newest that fit, in both');
+    await Promise.all([...writers, viewer].map((c) => c.close()));
   });
 
   test('a room keeps its most recent 1,000 messages and welcomes with at most 100', async () => {

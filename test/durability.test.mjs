@@ -3,18 +3,21 @@
 // the next event.
 
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { readdirSync } from 'node:fs';
+import { join } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 import { after, afterEach, describe, test } from 'node:test';
 import { ChatClient } from './support/client.mjs';
 import { assertProtocolKept, getJson } from './support/protocol.mjs';
-import { ChatServer } from './support/server.mjs';
+import { ChatServer, waitFor } from './support/server.mjs';
 
 const servers = [];
 after(() => Promise.all(servers.map((s) => s.stop('SIGKILL'))));
 afterEach(assertProtocolKept);
 
-async function startServer() {
-  const server = new ChatServer();
+async function startServer(vars = {}) {
+  const server = new ChatServer({ vars: { ROOM_INSTANCE_HEADER: '1', ...vars } });
   servers.push(server);
   return server.start();
 }
@@ -111,6 +114,85 @@ describe('hibernation', () => {
     for (let i = 0; i < 21; i++) ann.say(`burst ${i}`);
     assert.equal((await ann.next({ type: 'error' })).code, 'rate_limited');
     await Promise.all([ann.close(), bob.close()]);
+    await server.stop();
+  });
+});
+
+/**
+ * The tables in every room's SQLite database under the server's persisted state, read from the
+ * files themselves (write-ahead log included) with Python's sqlite3 module. wrangler dev gives
+ * every object it touches a database holding its own `__miniflare_do_name` table; the room's
+ * own tables are what matters.
+ */
+function roomTables(server) {
+  const dir = join(server.persistDir, 'v3/do/edge-chat-ChatRoom');
+  const files = readdirSync(dir).filter((f) => f.endsWith('.sqlite') && f !== 'metadata.sqlite');
+  const script = `
+import json, sqlite3, sys
+out = {}
+for path in sys.argv[1:]:
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    out[path] = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name != '__miniflare_do_name'")]
+print(json.dumps(out))`;
+  const tables = JSON.parse(execFileSync('python3', ['-c', script, ...files.map((f) => join(dir, f))]).toString());
+  return Object.values(tables);
+}
+
+describe('rooms that end', () => {
+  // 0.00005 days is 4.32 s.
+  const TTL_DAYS = '0.00005';
+
+  test('reading users and history of 200 unknown rooms stores nothing', { timeout: 60_000 }, async () => {
+    const server = await startServer();
+    for (let i = 0; i < 200; i++) {
+      const [users, history] = await Promise.all([
+        fetch(`${server.url}/chat/nobody-${i}/users`).then((r) => r.json()),
+        fetch(`${server.url}/chat/nobody-${i}/history`).then((r) => r.json()),
+      ]);
+      assert.equal(users.count, 0);
+      assert.deepEqual(history.messages, []);
+    }
+    const unknown = roomTables(server);
+    assert.ok(unknown.length >= 200, `${unknown.length} databases: each object was touched`);
+    assert.deepEqual(unknown.filter((tables) => tables.length > 0), [], 'and none holds a table');
+    // The check sees a room that did store something.
+    const writer = await ChatClient.connect(`${server.wsUrl}/chat/somebody`);
+    await writer.welcome();
+    await writer.sayAndWait('stored');
+    assert.equal(roomTables(server).filter((tables) => tables.includes('messages')).length, 1);
+    await writer.close();
+    await server.stop();
+  });
+
+  test('a room idle for ROOM_TTL_DAYS deletes its storage; a room with a socket keeps it', { timeout: 60_000 }, async () => {
+    const server = await startServer({ ROOM_TTL_DAYS: TTL_DAYS });
+    const history = async (room) => (await (await fetch(`${server.url}/chat/${room}/history`)).json()).messages;
+
+    // "kept": its last socket leaves first (setting its alarm), then somebody comes back and stays.
+    const first = await ChatClient.connect(`${server.wsUrl}/chat/kept`);
+    await first.welcome();
+    const keptMessage = await first.sayAndWait('still here later');
+    await first.close();
+    const stayer = await ChatClient.connect(`${server.wsUrl}/chat/kept`);
+    await stayer.welcome();
+
+    // "idle": its last socket leaves after kept's, so its alarm is due after kept's.
+    const leaver = await ChatClient.connect(`${server.wsUrl}/chat/idle`);
+    await leaver.welcome();
+    await leaver.sayAndWait('gone after the TTL');
+    await leaver.close();
+    assert.equal((await history('idle')).length, 1);
+
+    await waitFor(async () => (await history('idle')).length === 0, { timeoutMs: 30_000, what: "idle's history to be deleted" });
+    assert.deepEqual(await history('kept'), [keptMessage], 'the room with a socket kept its history');
+    const tables = roomTables(server);
+    assert.equal(tables.filter((t) => t.includes('messages')).length, 1, "only kept's messages table is left");
+    assert.ok(tables.some((t) => t.length === 0), "idle's database was emptied");
+    // A deleted room starts afresh and works.
+    const back = await ChatClient.connect(`${server.wsUrl}/chat/idle`);
+    assert.deepEqual((await back.welcome()).history, []);
+    assert.equal((await back.sayAndWait('new life')).id, 1);
+    await Promise.all([back.close(), stayer.close()]);
     await server.stop();
   });
 });

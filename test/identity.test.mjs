@@ -7,10 +7,12 @@ import { promisify } from 'node:util';
 import { after, before, describe, test } from 'node:test';
 import { mintTicket } from '../scripts/ticket.mjs';
 import { ChatClient } from './support/client.mjs';
-import { ChatServer, ROOT, waitFor } from './support/server.mjs';
+import { ChatServer, MANY_CLIENTS_ONE_ADDRESS, ROOT, waitFor } from './support/server.mjs';
 
 const SECRET = 'test-secret-that-is-32-bytes-long!!';
-const server = new ChatServer({ vars: { PRIVATE_ROOMS: 'staff-*,secret', TICKET_SECRET: SECRET } });
+const server = new ChatServer({
+  vars: { PRIVATE_ROOMS: 'staff-*,secret', TICKET_SECRET: SECRET, ROOM_INSTANCE_HEADER: '1', ...MANY_CLIENTS_ONE_ADDRESS },
+});
 let roomCounter = 0;
 const freshRoom = (label) => `${label}-${process.pid}-${++roomCounter}`;
 

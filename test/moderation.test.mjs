@@ -6,11 +6,13 @@ import { setTimeout as delay } from 'node:timers/promises';
 import { after, before, describe, test } from 'node:test';
 import { mintTicket } from '../scripts/ticket.mjs';
 import { ChatClient } from './support/client.mjs';
-import { ChatServer } from './support/server.mjs';
+import { ChatServer, MANY_CLIENTS_ONE_ADDRESS } from './support/server.mjs';
 
 const SECRET = 'moderation-test-secret-of-32-bytes!';
 const ADMIN_TOKEN = 'operator-token-for-tests';
-const server = new ChatServer({ vars: { TICKET_SECRET: SECRET, ADMIN_TOKEN } });
+const server = new ChatServer({
+  vars: { TICKET_SECRET: SECRET, ADMIN_TOKEN, ROOM_INSTANCE_HEADER: '1', ...MANY_CLIENTS_ONE_ADDRESS },
+});
 let roomCounter = 0;
 const freshRoom = (label) => `${label}-${process.pid}-${++roomCounter}`;
 

@@ -8,9 +8,9 @@ import { createInterface } from 'node:readline';
 import { after, afterEach, describe, test } from 'node:test';
 import { ChatClient } from './support/client.mjs';
 import { assertProtocolKept, getJson } from './support/protocol.mjs';
-import { ChatServer, ROOT, waitFor } from './support/server.mjs';
+import { ChatServer, MANY_CLIENTS_ONE_ADDRESS, ROOT, waitFor } from './support/server.mjs';
 
-const LIFTED_RATE = { RATE_BURST: '100000', RATE_PER_SECOND: '100000' };
+const LIFTED_RATE = { RATE_BURST: '100000', RATE_PER_SECOND: '100000', ...MANY_CLIENTS_ONE_ADDRESS };
 const servers = [];
 after(() => Promise.all(servers.map((s) => s.stop('SIGKILL'))));
 afterEach(assertProtocolKept);
@@ -202,7 +202,8 @@ describe('abuse', () => {
   });
 
   test('a flooder is cut off while a calm client in the same room keeps talking', async (t) => {
-    const server = await startServer();
+    // Flooder and calm client share 127.0.0.1: this is about the per-socket limit.
+    const server = await startServer(MANY_CLIENTS_ONE_ADDRESS);
     const room = 'flooded';
     const calm = await ChatClient.connect(`${server.wsUrl}/chat/${room}?nick=Calm`);
     await calm.welcome();

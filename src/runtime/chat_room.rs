@@ -32,7 +32,7 @@ use crate::runtime::moderation_store::AuditEntry;
 use crate::chat::protocol::{ChatMessage, ErrorCode, Incoming, ServerFrame, MAX_FRAME_BYTES};
 use crate::chat::room::{Attachment, Moderation, Reaction, Refusal, Room};
 use crate::edge::routes::{RequestError, Route};
-use crate::runtime::worker::{error_response, internal, json_response, PROTOCOL_HEADER, ROUTE_HEADER};
+use crate::runtime::worker::{error_response, internal, json_response, refused_socket, PROTOCOL_HEADER, ROUTE_HEADER};
 use serde::Serialize;
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -335,7 +335,8 @@ impl ChatRoom {
             ip => Some(address_key(self.address_salt()?.as_bytes(), ip)),
         };
         let now = now_ms();
-        if let Err(refusal) = self.room.borrow_mut().admit(client_key, identity.as_ref(), address.as_deref(), now) {
+        let admitted = self.room.borrow_mut().admit(client_key, identity.as_ref(), address.as_deref(), now);
+        if let Err(refusal) = admitted {
             return self.refuse(refusal);
         }
         let window = Window::for_welcome(since);
@@ -593,14 +594,12 @@ impl ChatRoom {
     }
 
     /// Accepts the socket only to tell it why it may not join and close it: a refused
-    /// upgrade would look to a browser like a network failure worth retrying at once.
+    /// upgrade would look to a browser like a network failure worth retrying at once. It is
+    /// accepted without hibernation: the runtime then completes the close by itself, at once,
+    /// where a hibernatable socket closed before its upgrade is answered lingers until the
+    /// object is evicted.
     fn refuse(&self, refusal: Refusal) -> Result<Response, RequestError> {
-        let pair = self.accept("refused")?;
-        send_one(&pair.server, &refusal.error);
-        if let Err(error) = pair.server.close(Some(refusal.code), Some(refusal.reason)) {
-            worker::console_error!("edge-chat: closing a refused socket failed: {error}");
-        }
-        Response::from_websocket(pair.client).map_err(internal("answering the upgrade"))
+        refused_socket(&refusal.error.to_json(), refusal.code, refusal.reason)
     }
 
     /// Reads where the stored history ends, unless the room knows already. False if storage
@@ -627,7 +626,8 @@ impl ChatRoom {
     /// `ROOM_TTL_DAYS` without sockets (and so without messages): one storage write per
     /// emptying, one wake per idle room. A room that never stored anything has nothing to delete.
     fn schedule_expiry_if_empty(&self) {
-        if !self.room.borrow().is_empty() || !self.load_history() || !self.store.has_schema() {
+        let empty = self.room.borrow().is_empty();
+        if !empty || !self.load_history() || !self.store.has_schema() {
             return;
         }
         let at = js_sys::Date::new(&JsValue::from_f64((now_ms() + self.idle_ttl_ms) as f64));

@@ -38,6 +38,8 @@ async fn handle(mut request: Request, env: &Env) -> Result<Response, RequestErro
     let headers = request.headers();
     let header = |name: &str| headers.get(name).ok().flatten();
     let (upgrade, origin, protocols) = (header("upgrade"), header("origin"), header("sec-websocket-protocol"));
+    // Under wrangler dev these are the dev proxy's own (it re-does the handshake, and answers
+    // a broken one itself); deployed, they are the client's.
     let (connection, key, version) = (header("connection"), header("sec-websocket-key"), header("sec-websocket-version"));
     // Set by Cloudflare's edge (and by wrangler dev locally) to the client's address.
     let client_address = header("cf-connecting-ip");

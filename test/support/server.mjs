@@ -12,6 +12,19 @@ import { setTimeout as delay } from 'node:timers/promises';
 export const ROOT = resolve(import.meta.dirname, '../..');
 const WRANGLER = join(ROOT, 'node_modules/.bin/wrangler');
 
+/**
+ * Vars for tests that play many clients from one loopback address, as a busy NAT would: the
+ * per-client and per-room budgets (which key every local socket alike) lifted out of the way,
+ * so that a test measures what it is about. The per-socket limit (RATE_BURST) stays.
+ */
+export const MANY_CLIENTS_ONE_ADDRESS = {
+  CLIENT_BURST: '1000000',
+  CLIENT_PER_SECOND: '1000000',
+  ROOM_MESSAGES_PER_SECOND: '1000000',
+  CLIENT_JOINS_PER_10S: '1000000',
+  MAX_SOCKETS_PER_IP: '1000000',
+};
+
 export function freePort() {
   return new Promise((done, fail) => {
     const server = createServer();
