@@ -30,7 +30,7 @@ use crate::chat::outbox::{offers_batch, Batch, Delivery, Outbox, SocketAttachmen
 use crate::runtime::message_store::MessageStore;
 use crate::runtime::moderation_store::AuditEntry;
 use crate::chat::protocol::{ChatMessage, ErrorCode, Incoming, ServerFrame, MAX_FRAME_BYTES};
-use crate::chat::room::{Attachment, Moderation, Reaction, Refusal, Room};
+use crate::chat::room::{Attachment, Moderation, Reaction, Room};
 use crate::edge::routes::{RequestError, Route};
 use crate::runtime::worker::{error_response, internal, json_response, refused_socket, PROTOCOL_HEADER, ROUTE_HEADER};
 use serde::Serialize;
@@ -337,7 +337,7 @@ impl ChatRoom {
         let now = now_ms();
         let admitted = self.room.borrow_mut().admit(client_key, identity.as_ref(), address.as_deref(), now);
         if let Err(refusal) = admitted {
-            return self.refuse(refusal);
+            return refused_socket(&refusal.error.to_json(), refusal.code, refusal.reason, batch);
         }
         let window = Window::for_welcome(since);
         let mut history = self.store.read(window).map_err(internal("reading history"))?;
@@ -591,15 +591,6 @@ impl ChatRoom {
         }
         self.sockets.add(server);
         Ok(pair)
-    }
-
-    /// Accepts the socket only to tell it why it may not join and close it: a refused
-    /// upgrade would look to a browser like a network failure worth retrying at once. It is
-    /// accepted without hibernation: the runtime then completes the close by itself, at once,
-    /// where a hibernatable socket closed before its upgrade is answered lingers until the
-    /// object is evicted.
-    fn refuse(&self, refusal: Refusal) -> Result<Response, RequestError> {
-        refused_socket(&refusal.error.to_json(), refusal.code, refusal.reason)
     }
 
     /// Reads where the stored history ends, unless the room knows already. False if storage

@@ -9,6 +9,7 @@ use crate::edge::request_url::RequestUrl;
 use crate::edge::routes::{self, Handshake, RequestError, RequestParts, Route};
 use crate::chat::close;
 use crate::chat::moderation;
+use crate::chat::outbox::{offers_batch, BATCH_PROTOCOL};
 use subtle::ConstantTimeEq;
 use std::sync::atomic::{AtomicBool, Ordering};
 use worker::{event, Context, Env, Headers, Method, Request, RequestInit, Response, WebSocketPair};
@@ -61,7 +62,7 @@ async fn handle(mut request: Request, env: &Env) -> Result<Response, RequestErro
     };
     if !within_request_budget(env, client_address.as_deref()).await {
         return match route {
-            Route::Join { .. } => refuse_socket(RequestError::RateLimited),
+            Route::Join { .. } => refuse_socket(RequestError::RateLimited, offers_batch(protocols.as_deref())),
             _ => Err(RequestError::RateLimited),
         };
     }
@@ -77,7 +78,9 @@ async fn handle(mut request: Request, env: &Env) -> Result<Response, RequestErro
         let ticket = routes::presented_ticket(url.query.as_deref(), authorization.as_deref())?;
         let identity = match access_policy(env).admit(&room, ticket.as_deref(), now_s()) {
             Ok(identity) => identity,
-            Err(refusal) if matches!(route, Route::Join { .. }) => return refuse_socket(refusal),
+            Err(refusal) if matches!(route, Route::Join { .. }) => {
+                return refuse_socket(refusal, offers_batch(protocols.as_deref()));
+            }
             Err(refusal) => return Err(refusal),
         };
         if let Route::Join { identity: slot, .. } = &mut route {
@@ -145,18 +148,26 @@ fn check_admin_token(env: &Env, authorization: Option<&str>) -> Result<(), Reque
 /// handshake, so the Worker accepts the socket itself (no room is touched), sends one
 /// `error` frame and closes with the refusal's close code. Refusals without one (the
 /// operator's misconfiguration) stay plain HTTP errors, which clients retry.
-fn refuse_socket(refusal: RequestError) -> Result<Response, RequestError> {
+fn refuse_socket(refusal: RequestError, batch: bool) -> Result<Response, RequestError> {
     let Some(code) = refusal.close_code() else { return Err(refusal) };
-    refused_socket(&refusal.to_error_frame(), code, refusal.message())
+    refused_socket(&refusal.to_error_frame(), code, refusal.message(), batch)
 }
 
-/// A socket that gets `error_frame` and is closed with `code` at once, never joining a room.
-pub fn refused_socket(error_frame: &str, code: u16, reason: &str) -> Result<Response, RequestError> {
+/// A socket that gets `error_frame` and is closed with `code` at once, never joining a room:
+/// a refused upgrade would look to a browser like a network failure worth retrying at once.
+/// It is accepted without hibernation, so the runtime completes the close by itself at once
+/// (a hibernatable socket closed before its upgrade is answered lingers until eviction). It answers the `edge-chat.batch` subprotocol when the client offered it: a browser fails a
+/// handshake that offered a subprotocol and got none back, and would never read the reason.
+pub fn refused_socket(error_frame: &str, code: u16, reason: &str, batch: bool) -> Result<Response, RequestError> {
     let pair = WebSocketPair::new().map_err(internal("creating a WebSocket pair"))?;
     pair.server.accept().map_err(internal("accepting a refused socket"))?;
     pair.server.send_with_str(error_frame).map_err(internal("sending a refusal"))?;
     pair.server.close(Some(code), Some(close::reply_reason(reason))).map_err(internal("closing a refused socket"))?;
-    Response::from_websocket(pair.client).map_err(internal("answering a refused upgrade"))
+    let mut response = Response::from_websocket(pair.client).map_err(internal("answering a refused upgrade"))?;
+    if batch {
+        response.headers_mut().set(PROTOCOL_HEADER, BATCH_PROTOCOL).map_err(internal("answering the subprotocol"))?;
+    }
+    Ok(response)
 }
 
 fn now_s() -> u64 {
