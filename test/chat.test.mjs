@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { request } from 'node:http';
 import { after, afterEach, before, describe, test } from 'node:test';
 import { ChatClient } from './support/client.mjs';
-import { assertProtocolKept, getJson as getCheckedJson, httpProblem } from './support/protocol.mjs';
+import { assertProtocolKept, fetchJson, httpProblem } from './support/protocol.mjs';
 import { ChatServer } from './support/server.mjs';
 
 const server = new ChatServer({ vars: { ALLOWED_ORIGINS: 'http://friend.example' } });
@@ -22,7 +22,7 @@ function join(room, query = '', options = {}) {
 
 /** GETs a route; its JSON answer is checked against openapi.yaml. */
 function getJson(path) {
-  return getCheckedJson(server.url, path);
+  return fetchJson(server.url, path);
 }
 
 /** A GET with the path sent exactly as written, bypassing URL normalisation; a JSON answer is checked. */

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { setTimeout as delay } from 'node:timers/promises';
 import { after, afterEach, describe, test } from 'node:test';
 import { ChatClient } from './support/client.mjs';
-import { assertProtocolKept, getJson } from './support/protocol.mjs';
+import { assertProtocolKept, fetchJson } from './support/protocol.mjs';
 import { ChatServer } from './support/server.mjs';
 
 const servers = [];
@@ -20,7 +20,7 @@ async function startServer() {
 }
 
 async function instanceOf(server, room) {
-  const { headers, body } = await getJson(server.url, `/chat/${room}/users`);
+  const { headers, body } = await fetchJson(server.url, `/chat/${room}/users`);
   return { instance: headers.get('x-room-instance'), body };
 }
 
