@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { request } from 'node:http';
 import { after, afterEach, before, describe, test } from 'node:test';
 import { ChatClient } from './support/client.mjs';
-import { assertProtocolKept, getJson as getCheckedJson, httpProblem } from './support/protocol.mjs';
+import { assertProtocolKept, fetchJson, httpProblem } from './support/protocol.mjs';
 import { ChatServer, MANY_CLIENTS_ONE_ADDRESS } from './support/server.mjs';
 
 // Every socket here comes from 127.0.0.1; test/abuse.test.mjs checks the per-client limits.
@@ -23,7 +23,7 @@ function join(room, query = '', options = {}) {
 
 /** GETs a route; its JSON answer is checked against openapi.yaml. */
 function getJson(path) {
-  return getCheckedJson(server.url, path);
+  return fetchJson(server.url, path);
 }
 
 /** A GET with the path sent exactly as written, bypassing URL normalisation; a JSON answer is checked. */

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 import { after, afterEach, describe, test } from 'node:test';
 import { ChatClient } from './support/client.mjs';
-import { assertProtocolKept, getJson } from './support/protocol.mjs';
+import { assertProtocolKept, fetchJson } from './support/protocol.mjs';
 import { ChatServer, waitFor } from './support/server.mjs';
 
 const servers = [];
@@ -23,7 +23,7 @@ async function startServer(vars = {}) {
 }
 
 async function instanceOf(server, room) {
-  const { headers, body } = await getJson(server.url, `/chat/${room}/users`);
+  const { headers, body } = await fetchJson(server.url, `/chat/${room}/users`);
   return { instance: headers.get('x-room-instance'), body };
 }
 

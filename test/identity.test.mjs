@@ -4,9 +4,10 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
-import { after, before, describe, test } from 'node:test';
+import { after, afterEach, before, describe, test } from 'node:test';
 import { mintTicket } from '../scripts/ticket.mjs';
 import { ChatClient } from './support/client.mjs';
+import { assertProtocolKept, fetchJson } from './support/protocol.mjs';
 import { ChatServer, MANY_CLIENTS_ONE_ADDRESS, ROOT, waitFor } from './support/server.mjs';
 
 const SECRET = 'test-secret-that-is-32-bytes-long!!';
@@ -18,6 +19,7 @@ const freshRoom = (label) => `${label}-${process.pid}-${++roomCounter}`;
 
 before(() => server.start());
 after(() => server.stop());
+afterEach(assertProtocolKept);
 
 const now = () => Math.floor(Date.now() / 1000);
 
@@ -29,9 +31,10 @@ function join(room, query = '') {
   return ChatClient.connect(`${server.wsUrl}/chat/${room}${query}`);
 }
 
+/** GETs a route; its JSON answer is checked against openapi.yaml. */
 async function get(path, headers = {}) {
-  const response = await fetch(`${server.url}${path}`, { headers });
-  return { status: response.status, instance: response.headers.get('x-room-instance'), body: await response.json() };
+  const { status, headers: answered, body } = await fetchJson(server.url, path, { headers });
+  return { status, instance: answered.get('x-room-instance'), body };
 }
 
 /** Opens a socket the Worker refuses: one error frame, then a close with a 44xx code. */
@@ -177,9 +180,9 @@ describe('misconfiguration', () => {
   after(() => broken.stop());
 
   test('private rooms without a trustworthy secret fail closed with 503 misconfigured', async () => {
-    const users = await fetch(`${broken.url}/chat/lobby/users?ticket=${ticket()}`);
+    const users = await fetchJson(broken.url, `/chat/lobby/users?ticket=${ticket()}`);
     assert.equal(users.status, 503);
-    assert.equal((await users.json()).error.code, 'misconfigured');
+    assert.equal(users.body.error.code, 'misconfigured');
     const upgrade = await ChatClient.refusal(`${broken.wsUrl}/chat/lobby`);
     assert.equal(upgrade.status, 503);
     assert.equal(upgrade.body.error.code, 'misconfigured');
@@ -193,15 +196,15 @@ describe('per-address request budget', () => {
 
   test('the platform rate limiter refuses a client over its requests per minute, before any room', async () => {
     const statuses = [];
-    for (let i = 0; i < 5; i++) statuses.push((await fetch(`${limited.url}/chat/busy/users`)).status);
+    for (let i = 0; i < 5; i++) statuses.push((await fetchJson(limited.url, '/chat/busy/users')).status);
     assert.deepEqual(statuses, [200, 200, 200, 200, 200]);
-    const refused = await fetch(`${limited.url}/chat/busy/users`);
+    const refused = await fetchJson(limited.url, '/chat/busy/users');
     assert.equal(refused.status, 429);
     assert.equal(refused.headers.get('x-room-instance'), null, 'answered by the Worker');
-    assert.equal((await refused.json()).error.code, 'rate_limited');
+    assert.equal(refused.body.error.code, 'rate_limited');
     const socket = await ChatClient.connect(`${limited.wsUrl}/chat/busy`);
     assert.equal((await socket.next({ type: 'error' })).code, 'rate_limited');
     assert.equal((await socket.closed).code, 4429);
-    assert.equal((await fetch(`${limited.url}/health`)).status, 200, 'health is not counted');
+    assert.equal((await fetchJson(limited.url, '/health')).status, 200, 'health is not counted');
   });
 });

@@ -3,9 +3,10 @@
 
 import assert from 'node:assert/strict';
 import { setTimeout as delay } from 'node:timers/promises';
-import { after, before, describe, test } from 'node:test';
+import { after, afterEach, before, describe, test } from 'node:test';
 import { mintTicket } from '../scripts/ticket.mjs';
 import { ChatClient } from './support/client.mjs';
+import { assertProtocolKept, fetchJson } from './support/protocol.mjs';
 import { ChatServer, MANY_CLIENTS_ONE_ADDRESS } from './support/server.mjs';
 
 const SECRET = 'moderation-test-secret-of-32-bytes!';
@@ -18,6 +19,7 @@ const freshRoom = (label) => `${label}-${process.pid}-${++roomCounter}`;
 
 before(() => server.start());
 after(() => server.stop('SIGKILL'));
+afterEach(assertProtocolKept);
 
 function ticket(sub, name, role = 'member') {
   return mintTicket({ sub, name, room: '*', role, exp: Math.floor(Date.now() / 1000) + 3600 }, SECRET);
@@ -35,18 +37,21 @@ async function join(room, query) {
 
 const asModerator = (room) => join(room, `?ticket=${ticket('mod-1', 'Mod', 'moderator')}`);
 
-async function admin(room, body, token = ADMIN_TOKEN) {
-  const response = await fetch(`${server.url}/chat/${room}/admin`, {
-    method: 'POST',
-    headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
-    body: typeof body === 'string' ? body : JSON.stringify(body),
-  });
-  return { status: response.status, body: await response.json() };
+/**
+ * The operator's action: `action` is checked against openapi.yaml's request body before it is
+ * sent, unless it is a string (deliberately bad input); the answer is checked either way.
+ */
+async function admin(room, action, token = ADMIN_TOKEN) {
+  const request = typeof action === 'string' ? { body: action } : { json: action };
+  const headers = { authorization: `Bearer ${token}`, 'content-type': 'application/json' };
+  const { status, body } = await fetchJson(server.url, `/chat/${room}/admin`, { method: 'POST', headers, ...request });
+  return { status, body };
 }
 
+/** GETs a route; its JSON answer is checked against openapi.yaml. */
 async function getJson(path, headers = {}) {
-  const response = await fetch(`${server.url}${path}`, { headers });
-  return { status: response.status, instance: response.headers.get('x-room-instance'), body: await response.json() };
+  const { status, headers: answered, body } = await fetchJson(server.url, path, { headers });
+  return { status, instance: answered.get('x-room-instance'), body };
 }
 
 const adminGet = (room, what) => getJson(`/chat/${room}/admin/${what}`, { authorization: `Bearer ${ADMIN_TOKEN}` });
@@ -203,8 +208,10 @@ describe('without ADMIN_TOKEN', () => {
   after(() => bare.stop());
 
   test('the admin API does not exist', async () => {
-    const response = await fetch(`${bare.url}/chat/lobby/admin`, { method: 'POST', body: '{"action":"clear"}' });
+    const response = await fetchJson(bare.url, '/chat/lobby/admin', { method: 'POST', json: { action: 'clear' } });
     assert.equal(response.status, 404);
-    assert.equal((await response.json()).error.code, 'not_found');
+    assert.equal(response.body.error.code, 'not_found');
+    const bans = await fetchJson(bare.url, '/chat/lobby/admin/bans', { headers: { authorization: 'Bearer x' } });
+    assert.deepEqual([bans.status, bans.body.error.code], [404, 'not_found']);
   });
 });

@@ -13,7 +13,8 @@ import Ajv2020 from 'ajv/dist/2020.js';
 import { WebSocketServer } from 'ws';
 import { ChatClient } from './support/client.mjs';
 import {
-  ajv, assertProtocolKept, asyncapi, clientFrameProblem, httpProblem, openapi, resolve, serverFrameProblem,
+  ajv, assertProtocolKept, asyncapi, clientFrameProblem, httpProblem, openapi, requestProblem, resolve,
+  serverFrameProblem,
 } from './support/protocol.mjs';
 import { ROOT } from './support/server.mjs';
 
@@ -48,6 +49,8 @@ function* walk(node, path = '#') {
   for (const [key, value] of Object.entries(node)) yield* walk(value, `${path}/${key}`);
 }
 
+const snakeCase = (variant) => variant.replace(/(?<!^)[A-Z]/g, (c) => `_${c}`).toLowerCase();
+
 /** The snake_case names of a Rust enum's variants, as serde's rename_all = "snake_case" writes them. */
 function rustVariants(file, enumName) {
   const source = readFileSync(join(ROOT, file), 'utf8');
@@ -56,7 +59,14 @@ function rustVariants(file, enumName) {
     .split('\n')
     .map((line) => line.trim())
     .filter((line) => /^[A-Z]\w*,$/.test(line))
-    .map((line) => line.slice(0, -1).replace(/(?<!^)[A-Z]/g, (c) => `_${c}`).toLowerCase());
+    .map((line) => snakeCase(line.slice(0, -1)));
+}
+
+/** The RequestError codes that refuse an upgrade with an error frame: those `close_code` maps to a code. */
+function refusalVariants() {
+  const source = readFileSync(join(ROOT, 'src/edge/routes.rs'), 'utf8');
+  const body = source.match(/pub fn close_code\(self\)[^{]*\{([\s\S]*?)_ => None/)[1];
+  return [...body.matchAll(/RequestError::(\w+)/g)].map(([, variant]) => snakeCase(variant));
 }
 
 describe('the protocol documents', () => {
@@ -96,8 +106,8 @@ describe('the protocol documents', () => {
     // Schemas outside components: the upgrade's query and headers, and the HTTP parameters.
     const inline = [asyncapi.channels.room.bindings.ws.query, asyncapi.channels.room.bindings.ws.headers];
     for (const parameter of Object.values(openapi.components.parameters)) inline.push(parameter.schema);
-    for (const item of Object.values(openapi.paths)) {
-      for (const parameter of item.get.parameters ?? []) if (!parameter.$ref) inline.push(parameter.schema);
+    for (const operation of Object.values(openapi.paths).flatMap(Object.values)) {
+      for (const parameter of operation.parameters ?? []) if (!parameter.$ref) inline.push(parameter.schema);
     }
     inline.forEach((schema, i) => assert.doesNotThrow(() => ajv.compile({ $id: `inline-${i}`, ...schema })));
   });
@@ -119,9 +129,11 @@ describe('the protocol documents', () => {
     const pairs = [
       [rustVariants('src/chat/protocol.rs', 'ErrorCode'), documented(asyncapi.components.schemas.ErrorCode)],
       [rustVariants('src/edge/routes.rs', 'RequestError'), documented(openapi.components.schemas.ErrorCode)],
+      // A refused upgrade's error frame carries the code of the HTTP refusal it stands for.
+      [refusalVariants(), documented(asyncapi.components.schemas.RefusalCode)],
     ];
     for (const [rust, docs] of pairs) {
-      assert.ok(rust.length >= 9, `read the Rust enum: ${rust}`);
+      assert.ok(rust.length >= 5, `read the Rust source: ${rust}`);
       for (const code of rust) assert.ok(docs.has(code), `${code} is not documented`);
       for (const code of docs) {
         assert.ok(rust.includes(code) || PENDING_CODES.has(code), `${code} is not in the Rust source`);
@@ -132,7 +144,8 @@ describe('the protocol documents', () => {
 
 describe('the frame check', () => {
   test('rejects what breaks the documents, so that it cannot pass vacuously', async () => {
-    const welcome = { type: 'welcome', room: 'lobby', nick: 'Ann', users: ['Ann'], history: [] };
+    const you = { nick: 'Ann', id: null, role: 'member' };
+    const welcome = { type: 'welcome', room: 'lobby', nick: 'Ann', users: ['Ann'], history: [], you };
     const wrong = { type: 'message', id: '7', nick: 'Ann', text: 'hi', at: 1 };
     // A stand-in server, since the real one never sends a wrong frame: it welcomes, and answers
     // the client's first frame with a message whose id is a string.
@@ -167,10 +180,26 @@ describe('the frame check', () => {
     assert.match(server({ nick: 'Ann' }), /undocumented type/);
     assert.match(server('pang'), /plain text frame/);
     assert.match(serverFrameProblem('x', true), /binary/);
-    assert.equal(server([{ type: 'joined', nick: 'B', at: 1 }]), null, 'a batch of valid frames');
-    assert.match(server([{ type: 'joined', nick: 'B' }]), /batch|required property/);
+    assert.match(server({ ...welcome, you: { ...you, role: 'admin' } }), /allowed values/);
+    const message = { type: 'message', id: 7, nick: 'Ann', text: 'hi', at: 1 };
+    const tombstone = { type: 'message', id: 7, nick: 'Ann', deleted: true, at: 1 };
+    assert.equal(server({ ...message, uid: 'u1' }), null, 'a ticketed sender\'s message');
+    assert.equal(server({ ...welcome, history: [message, tombstone] }), null, 'a tombstone in history');
+    assert.match(server({ ...tombstone, text: 'hi' }), /exactly one schema/, 'a tombstone never carries text');
+    assert.match(server({ ...message, deleted: false }), /exactly one schema/);
+    assert.equal(server({ type: 'error', code: 'wrong_room', message: 'x' }), null, 'a refused upgrade\'s code');
+    assert.equal(server({ type: 'moderated', action: 'clear', target: null, by: 'admin', at: 1 }), null);
+    assert.match(server({ type: 'moderated', action: 'nuke', target: null, by: 'admin', at: 1 }), /allowed values/);
+    const joined = { type: 'joined', nick: 'B', at: 1 };
+    assert.equal(server([joined, { type: 'deleted', id: 7, at: 2 }]), null, 'a batch of valid frames');
+    assert.match(server([joined]), /fewer than 2 items/, 'a single frame is never wrapped');
+    assert.match(server([joined, { type: 'joined', nick: 'B' }]), /required property/);
+    assert.match(server([joined, welcome]), /batch|oneOf/, 'a welcome is never batched');
     assert.equal(clientFrameProblem({ type: 'message', text: 'hi', nick: 'Ann', id: 1 }), null, 'extra fields pass');
     assert.equal(clientFrameProblem('a plain line'), null);
+    assert.equal(clientFrameProblem({ type: 'ban', nick: 'Troll' }), null, 'a ban for good');
+    assert.match(clientFrameProblem({ type: 'mute', nick: 'Troll' }), /required property 'duration'/);
+    assert.match(clientFrameProblem({ type: 'slow', seconds: 3601 }), /must be <= 3600/);
 
     const http = (path, status, body, contentType = 'application/json; charset=utf-8') =>
       httpProblem({ path, status, contentType, body });
@@ -181,5 +210,18 @@ describe('the frame check', () => {
     assert.match(http('/chat/a/history', 400, { error: { code: 'room_full', message: 'x' } }), /allowed values/);
     assert.equal(http('/x/y', 404, { error: { code: 'not_found', message: 'x' } }), null);
     assert.equal(http('/chat/%2E%2E/users', 404, { error: { code: 'not_found', message: 'x' } }), null, 'dot segments');
+    const moderated = { type: 'moderated', action: 'clear', target: null, by: 'admin', at: 1 };
+    const admin = (method, status, body) =>
+      httpProblem({ method, path: '/chat/a/admin', status, contentType: 'application/json', body });
+    assert.equal(admin('POST', 200, { ok: true, moderated }), null);
+    assert.match(admin('POST', 200, { ok: true, moderated: { ...moderated, at: -1 } }), /must be >= 0/);
+    assert.equal(admin('GET', 405, { error: { code: 'method_not_allowed', message: 'x' } }), null, 'an unlisted method');
+    assert.match(admin('GET', 200, { ok: true, moderated }), /not documented/);
+    const bans = (ban) => http('/chat/a/admin/bans', 200, { room: 'a', bans: [ban] });
+    assert.equal(bans({ kind: 'ban', target: { address: 'ab'.repeat(16) }, nick: 'Troll', until: null }), null);
+    assert.match(bans({ kind: 'ban', target: { address: '203.0.113.7' }, nick: 'Troll', until: 1 }), /pattern/);
+    const body = (json) => requestProblem({ method: 'POST', path: '/chat/a/admin', body: json });
+    assert.equal(body({ action: 'ban', nick: 'Troll', duration: 60 }), null);
+    assert.match(body({ action: 'explode' }), /request body breaks openapi.yaml/);
   });
 });

@@ -7,7 +7,7 @@ import { spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { after, afterEach, describe, test } from 'node:test';
 import { ChatClient } from './support/client.mjs';
-import { assertProtocolKept, getJson } from './support/protocol.mjs';
+import { assertProtocolKept, fetchJson } from './support/protocol.mjs';
 import { ChatServer, MANY_CLIENTS_ONE_ADDRESS, ROOT, waitFor } from './support/server.mjs';
 
 const LIFTED_RATE = { RATE_BURST: '100000', RATE_PER_SECOND: '100000', ...MANY_CLIENTS_ONE_ADDRESS };
@@ -55,7 +55,7 @@ async function storedMessages(server, room) {
   const all = [];
   for (;;) {
     const since = all.at(-1)?.id ?? 0;
-    const { body: page } = await getJson(server.url, `/chat/${room}/history?since=${since}&limit=100`);
+    const { body: page } = await fetchJson(server.url, `/chat/${room}/history?since=${since}&limit=100`);
     if (page.messages.length === 0) return all;
     all.push(...page.messages);
   }
@@ -130,7 +130,7 @@ describe('dead clients', () => {
     await watcher.next({ type: 'joined', nick: 'Doomed' });
     child.kill('SIGKILL');
     await watcher.next({ type: 'left', nick: 'Doomed' });
-    assert.deepEqual((await getJson(server.url, `/chat/${room}/users`)).body.users, ['Watcher']);
+    assert.deepEqual((await fetchJson(server.url, `/chat/${room}/users`)).body.users, ['Watcher']);
     await watcher.close();
     await server.stop();
   });
@@ -157,7 +157,7 @@ describe('abuse', () => {
     assert.equal((await abuser.closed).code, 1009);
     await bystander.next({ type: 'left', nick: 'Abuser' });
     await bystander.sayAndWait('still fine');
-    const { body: history } = await getJson(server.url, `/chat/${room}/history`);
+    const { body: history } = await fetchJson(server.url, `/chat/${room}/history`);
     assert.deepEqual(history.messages.map((m) => m.text), ['still fine']);
     await bystander.close();
     await server.stop();
@@ -170,7 +170,7 @@ describe('abuse', () => {
       assert.equal(refused.status, 400, query);
       assert.deepEqual(Object.keys(refused.body.error).sort(), ['code', 'message']);
     }
-    const { body: users } = await getJson(server.url, '/chat/utf8/users');
+    const { body: users } = await fetchJson(server.url, '/chat/utf8/users');
     assert.equal(users.count, 0);
     await server.stop();
   });

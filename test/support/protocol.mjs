@@ -1,6 +1,6 @@
 // Holds the tests to the machine-readable protocol: every frame a ChatClient receives or sends,
-// and every JSON body fetched with `getJson`, is validated with ajv against asyncapi.yaml and
-// openapi.yaml. The schemas are found through the documents themselves (the operations' messages,
+// and every JSON body sent or fetched with `fetchJson`, is validated with ajv against asyncapi.yaml
+// and openapi.yaml. The schemas are found through the documents themselves (the operations' messages,
 // the paths' responses), so a frame type or a status the documents do not list is a violation too.
 
 import { readFileSync } from 'node:fs';
@@ -40,6 +40,18 @@ function validatorFor(file, ref) {
 }
 
 /**
+ * The `type` const of an object frame's schema, or of every alternative of a `oneOf` of object
+ * frames (a message frame is a text message or a tombstone); null for other schemas.
+ */
+function frameType(schema) {
+  if (schema.type === 'object') return schema.properties.type.const;
+  if (!schema.oneOf) return null;
+  const types = new Set(schema.oneOf.map((alternative) => frameType(deref(asyncapi, alternative))));
+  if (types.size !== 1 || types.has(null)) throw new Error(`${schema.title}: alternatives of different types`);
+  return [...types][0];
+}
+
+/**
  * The frames of one AsyncAPI operation, sorted by how they are told apart: JSON objects by
  * their `type` const, plain text frames and arrays by their schemas.
  */
@@ -49,7 +61,8 @@ function framesOf(operationId) {
     const message = deref(asyncapi, reference);
     const validate = validatorFor('asyncapi.yaml', message.payload.$ref);
     const schema = deref(asyncapi, message.payload);
-    if (schema.type === 'object') frames.byType.set(schema.properties.type.const, validate);
+    const type = frameType(schema);
+    if (type) frames.byType.set(type, validate);
     else if (schema.type === 'string') frames.text.push(validate);
     else if (schema.type === 'array') frames.array.push(validate);
     else throw new Error(`${message.name}: payload of unknown shape`);
@@ -129,7 +142,9 @@ function documentedResponse(method, path, status) {
   const match = pathTemplates.find(({ pattern }) => pattern.test(pathname));
   if (!match) return status === 404 ? { ref: '#/components/responses/NotFound' } : null;
   const operation = openapi.paths[match.template][method.toLowerCase()];
-  const responses = operation?.responses ?? {};
+  // A method the path does not list is answered 405, as the document's description says.
+  if (!operation) return status === 405 ? { ref: '#/components/responses/MethodNotAllowed' } : null;
+  const responses = operation.responses ?? {};
   const response = responses[String(status)] ?? responses.default;
   if (!response) return null;
   return { ref: response.$ref, inline: response.$ref ? null : response, where: `${method} ${match.template}` };
@@ -151,12 +166,34 @@ export function httpProblem({ method = 'GET', path, status, contentType, body })
   return problem && `${method} ${path} ${status} breaks openapi.yaml: ${problem}: ${shown}`;
 }
 
-/** GETs `base + path`, checks the JSON answer against openapi.yaml, and returns it. */
-export async function getJson(base, path, init = {}) {
+/** Why a JSON request body breaks the documented request body of `method path`, or null. */
+export function requestProblem({ method, path, body }) {
+  const pathname = new URL(path, 'http://localhost').pathname;
+  const match = pathTemplates.find(({ pattern }) => pattern.test(pathname));
+  const requestBody = match && openapi.paths[match.template][method.toLowerCase()]?.requestBody;
+  const schemaRef = requestBody?.content?.['application/json']?.schema?.$ref;
+  if (!schemaRef) return `${method} ${path}: openapi.yaml documents no JSON request body`;
+  const problem = problemWith(validatorFor('openapi.yaml', schemaRef), body, 'request');
+  return problem && `${method} ${path}: the request body breaks openapi.yaml: ${problem}: ${JSON.stringify(body)}`;
+}
+
+/**
+ * Fetches `base + path` and checks the JSON answer against openapi.yaml, and returns it.
+ * `init.json` is a request body that is checked against the documented one before it is sent
+ * as JSON; a test sends deliberately bad bodies as a string in `init.body`, unchecked.
+ */
+export async function fetchJson(base, path, { json, ...init } = {}) {
+  const method = init.method ?? 'GET';
+  if (json !== undefined) {
+    const problem = requestProblem({ method, path, body: json });
+    if (problem) throw new Error(`${problem} (send deliberate bad input as a string body)`);
+    init.body = JSON.stringify(json);
+    init.headers = { 'content-type': 'application/json', ...init.headers };
+  }
   const response = await fetch(`${base}${path}`, init);
   const answer = { status: response.status, headers: response.headers, type: response.headers.get('content-type') };
   answer.body = await response.json();
-  const problem = httpProblem({ path, status: answer.status, contentType: answer.type, body: answer.body });
+  const problem = httpProblem({ method, path, status: answer.status, contentType: answer.type, body: answer.body });
   if (problem) throw new Error(problem);
   return answer;
 }
