@@ -18,5 +18,6 @@ node_modules/.bin/tsc -p test/types
 
 say "Worker in workerd: node --test"
 export WRANGLER_SEND_METRICS=false
-# One file at a time: each starts its own runtime, and the machine has two cores.
-node --test --test-concurrency=1 --test-reporter=spec test/*.test.mjs
+# One file at a time: each starts its own runtime, and the machine has two cores. A file ends
+# when its tests do, even if a failed test left a client reconnecting: a failure must not hang.
+node --test --test-concurrency=1 --test-force-exit --test-reporter=spec test/*.test.mjs

@@ -168,7 +168,7 @@ describe('amplification', () => {
       assert.equal((await client.next({ type: 'error' }, { from })).code, 'bad_text', JSON.stringify(text));
     }
     const from = client.frames.length;
-    client.send('y'.repeat(30 * 1024 * 1024));
+    client.socket.send('y'.repeat(30 * 1024 * 1024));
     assert.equal((await client.next({ type: 'error' }, { from })).code, 'too_long');
     client.say(`tab\there\r\nnext line Z${'\u0301'.repeat(4)}`);
     const ok = await client.next({ type: 'message' });
