@@ -21,7 +21,6 @@ import { ROOT } from './support/server.mjs';
 const require = createRequire(import.meta.url);
 
 // Codes the documents describe ahead of the server: they land with issue 9's hardening.
-const PENDING_CODES = new Set(['bad_text', 'bad_upgrade']);
 
 /** The official AsyncAPI 3.0.0 JSON Schema (draft-07, with its own copy of the draft-07 meta-schema). */
 function asyncapiMetaSchema() {
@@ -124,7 +123,7 @@ describe('the protocol documents', () => {
     assert.deepEqual([...used].sort(), Object.keys(asyncapi.channels.room.messages).sort());
   });
 
-  test('the error codes are the ones the Rust source defines (plus the pending ones)', () => {
+  test('the error codes are the ones the Rust source defines', () => {
     const documented = (schema) => new Set(schema.enum);
     const pairs = [
       [rustVariants('src/chat/protocol.rs', 'ErrorCode'), documented(asyncapi.components.schemas.ErrorCode)],
@@ -136,7 +135,7 @@ describe('the protocol documents', () => {
       assert.ok(rust.length >= 5, `read the Rust source: ${rust}`);
       for (const code of rust) assert.ok(docs.has(code), `${code} is not documented`);
       for (const code of docs) {
-        assert.ok(rust.includes(code) || PENDING_CODES.has(code), `${code} is not in the Rust source`);
+        assert.ok(rust.includes(code), `${code} is not in the Rust source`);
       }
     }
   });
