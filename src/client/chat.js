@@ -107,7 +107,7 @@ class Chat {
     this.role = 'member';
     this.ticketed = false;
     this.moderating = null;
-    this.lastErrorMessage = '';
+    this.lastError = null;
   }
 
   // ---- connection ---------------------------------------------------------------------
@@ -154,8 +154,10 @@ class Chat {
     }
     if (conn.status === 'closed' && this.status !== 'closed') {
       // Closed for good (kicked, banned, refused): the library does not retry, and neither does the page.
-      const { code, reason } = conn.closeReason;
-      const why = reason || this.lastErrorMessage || CLOSE_SENTENCES[code] || `The server closed the chat (${code}).`;
+      const { code, reason, error } = conn.closeReason;
+      // The error frame that came just before the close, if the close itself gave no reason.
+      const told = error && this.lastError?.code === error ? this.lastError.message : '';
+      const why = reason || told || CLOSE_SENTENCES[code] || `The server closed the chat (${code}).`;
       this.closedNote.textContent = why;
       this.closedNote.hidden = false;
       this.showSendError('');
@@ -304,7 +306,7 @@ class Chat {
   /** Errors that answer a send or a rename reach their promise; the rest are shown here. */
   onServerError({ detail: { code, message }, request }) {
     const text = typeof message === 'string' && message ? message : `The server refused that (${code}).`;
-    this.lastErrorMessage = text;
+    this.lastError = { code, message: text };
     if (request?.kind === 'join') {
       // On a reconnect the library takes the nick back once the old socket has left.
       if (!request.reconnect) this.showNickNote(`Could not use “${request.nick}”: ${text} You are ${this.nick} for now.`);
