@@ -8,12 +8,16 @@ import { createServer } from 'node:http';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { chromium } from 'playwright-core';
+import { mintTicket } from '../scripts/ticket.mjs';
 import { ChatClient } from './support/client.mjs';
 import { ChatServer, freePort, MANY_CLIENTS_ONE_ADDRESS, ROOT, waitFor } from './support/server.mjs';
 
 const RESULTS = join(ROOT, 'test-results');
 const WAIT_MS = 15_000;
 const XSS = '<img src=x onerror=alert(1)>';
+const TICKET_SECRET = 'browser-test-ticket-secret-32-bytes!';
+// Rooms under this prefix need a ticket.
+const PRIVATE = 'private-';
 // Lifts every per-socket, per-client and per-room limit (names a server does not know are ignored),
 // so that one test client can flood a room past the page's log cap.
 const LIFTED = Object.fromEntries(
@@ -30,12 +34,20 @@ let hostOrigin;
 let roomCounter = 0;
 const freshRoom = (label) => `${label}-${process.pid}-${++roomCounter}`;
 
+function ticket(sub, name, role = 'member') {
+  return mintTicket({ sub, name, room: '*', role, exp: Math.floor(Date.now() / 1000) + 3600 }, TICKET_SECRET);
+}
+
+const usersOf = async (room) => (await (await fetch(`${server.url}/chat/${room}/users`)).json()).users;
+
 before(async () => {
   mkdirSync(RESULTS, { recursive: true });
   const hostPort = await freePort();
   hostOrigin = `http://127.0.0.1:${hostPort}`;
   host = await startHostSite(hostPort);
-  server = new ChatServer({ vars: { ALLOWED_ORIGINS: hostOrigin, ...MANY_CLIENTS_ONE_ADDRESS, ...LIFTED } });
+  server = new ChatServer({
+    vars: { ALLOWED_ORIGINS: hostOrigin, TICKET_SECRET, PRIVATE_ROOMS: `${PRIVATE}*`, ...MANY_CLIENTS_ONE_ADDRESS, ...LIFTED },
+  });
   [browser] = await Promise.all([
     chromium.launch({
       executablePath: '/usr/bin/chromium',
@@ -58,13 +70,15 @@ after(async () => {
  * Opens the full page in its own browser context (its own storage, like another person) and
  * waits until it is connected. Records dialogs and uncaught page errors.
  */
-async function openPage(room, { nick, viewport = { width: 1100, height: 720 }, colorScheme = 'light' } = {}) {
+async function openPage(room, { nick, ticket, viewport = { width: 1100, height: 720 }, colorScheme = 'light', wait = true } = {}) {
   const context = await browser.newContext({ viewport, colorScheme });
   const page = await context.newPage();
   watch(page);
-  const query = new URLSearchParams({ room, ...(nick ? { nick } : {}) });
+  page.sockets = [];
+  page.on('websocket', (socket) => page.sockets.push(socket.url()));
+  const query = new URLSearchParams({ room, ...(nick ? { nick } : {}), ...(ticket ? { ticket } : {}) });
   await page.goto(`${server.url}/?${query}`);
-  await online(page);
+  if (wait) await online(page);
   return page;
 }
 
@@ -188,9 +202,12 @@ function startHostSite(port) {
     const hostile = url.searchParams.has('hostile');
     // The snippet documented before mounting became explicit: no data-mount, a nick on the element.
     const legacy = url.searchParams.has('legacy');
+    // A ticket is base64url with dots: nothing in it needs escaping in an attribute.
+    const ticket = url.searchParams.get('ticket');
+    const ticketAttribute = ticket ? ` data-edge-chat-ticket="${ticket}"` : '';
     const loader = legacy
       ? `<script src="${chatOrigin}/embed.js" async></script>`
-      : `<script src="${chatOrigin}/embed.js" data-mount="#widget" data-nick="Widgeteer" async></script>`;
+      : `<script src="${chatOrigin}/embed.js" data-mount="#widget" data-nick="Widgeteer"${ticketAttribute} async></script>`;
     const later = JSON.stringify(hostileComment(room, 'later', 20));
     response.writeHead(200, { 'content-type': 'text/html; charset=utf-8' });
     response.end(`<!doctype html>
@@ -619,5 +636,108 @@ describe('the widget', () => {
     assert.deepEqual(await legacy.evaluate(() => window.openedSockets), []);
     assert.equal(await legacy.locator('#widget').evaluate((element) => element.shadowRoot), null);
     await context.close();
+  });
+});
+
+describe('identity and moderation', () => {
+  test('a moderator deletes a message and kicks a member: the others see the tombstone and the notices, the kicked page says why and stays away', { timeout: 60_000 }, async () => {
+    const room = freshRoom('moderate');
+    const mod = await openPage(room, { ticket: ticket('mod-1', 'Mod', 'moderator') });
+    const ann = await openPage(room, { ticket: ticket('ann-1', 'Ann') });
+    const bob = await openPage(room, { nick: 'Bob', viewport: { width: 360, height: 720 } });
+    await see(user(mod, 'Bob'));
+
+    // Roles show, and only a moderator gets moderation controls; a ticket's nick is not changed here.
+    assert.equal(await mod.locator('.ec-role').textContent(), 'moderator');
+    assert.equal(await ann.locator('.ec-role').isVisible(), false);
+    assert.equal(await ann.locator('.ec-my-nick').textContent(), 'Ann');
+    assert.equal(await ann.getByRole('button', { name: 'Change nickname' }).isVisible(), false);
+
+    await say(ann, 'regret this');
+    await say(ann, 'keep this');
+    await see(messageText(bob, 'keep this'));
+    await see(messageText(mod, 'keep this'));
+    assert.equal(await ann.locator('.ec-delete').first().isVisible(), false, 'members see no Delete');
+    assert.equal(await ann.getByRole('button', { name: /^Moderate / }).count(), 0);
+
+    await messageItem(mod, 'regret this').getByRole('button', { name: 'Delete message by Ann' }).click();
+    for (const page of [bob, ann, mod]) {
+      await see(systemLine(page, 'Mod deleted a message by Ann'));
+      await see(page.locator('.ec-msg.ec-deleted .ec-tombstone', { hasText: exactly('message deleted') }));
+      assert.equal(await messageText(page, 'regret this').count(), 0, 'the text is gone from the page');
+      assert.equal(await messageText(page, 'keep this').count(), 1);
+    }
+    const tombstone = bob.locator('.ec-msg.ec-deleted');
+    assert.equal(await tombstone.locator('.ec-author').textContent(), 'Ann');
+    await screenshot(bob, 'moderation-tombstone-narrow');
+
+    // Time on the kicked page runs only when the test says so, so that a retry the page would schedule
+    // (the library backs off 0.25 s to 10 s) can be run at once rather than waited for.
+    await ann.clock.install();
+    const annSockets = ann.sockets.length;
+    await mod.getByRole('button', { name: 'Moderate Ann' }).click();
+    await screenshot(mod, 'moderation-controls');
+    await mod.getByRole('button', { name: 'Kick Ann' }).click();
+
+    const note = ann.locator('.ec-closed-note');
+    await see(note.filter({ hasText: 'You were removed from this room by a moderator.' }));
+    await see(ann.locator('.ec[data-status="closed"]'));
+    await see(systemLine(bob, 'Mod removed Ann'));
+    await see(systemLine(bob, 'Ann left'));
+    await user(mod, 'Ann').waitFor({ state: 'detached', timeout: WAIT_MS });
+    assert.equal(await ann.getByRole('button', { name: 'Retry now' }).isVisible(), false, 'no Retry offered');
+    assert.equal(await ann.getByLabel(/^Message #/).isDisabled(), true);
+
+    // Past the longest backoff: a page that meant to reconnect would have opened a socket by now.
+    await ann.clock.runFor(15_000);
+    // A later frame elsewhere, after Ann's page has had its chance: she is not back.
+    await say(bob, 'after the kick');
+    await see(messageText(mod, 'after the kick'));
+    assert.equal(ann.sockets.length, annSockets, `no new socket after the kick: ${ann.sockets.slice(annSockets)}`);
+    assert.deepEqual((await usersOf(room)).sort(), ['Bob', 'Mod']);
+    assert.equal(await ann.locator('.ec[data-status="closed"]').count(), 1);
+    await screenshot(ann, 'moderation-kicked');
+    await screenshot(mod, 'moderation-moderator');
+    for (const page of [mod, ann, bob]) {
+      assertCalm(page);
+      await page.context().close();
+    }
+  });
+
+  test('the widget joins under the name of the ticket on its script tag, read-only here', { timeout: 60_000 }, async () => {
+    const room = freshRoom(`${PRIVATE}widget`);
+    assert.equal((await fetch(`${server.url}/chat/${room}/users`)).status, 401, 'a private room');
+    // The host's script tag carries a read-only ticket: its name wins over data-nick.
+    const context = await browser.newContext({ viewport: { width: 420, height: 640 } });
+    const partner = await context.newPage();
+    watch(partner);
+    const query = new URLSearchParams({ chat: server.url, room, ticket: ticket('reader-1', 'Ticketed', 'readonly') });
+    await partner.goto(`${hostOrigin}/?${query}`);
+    const widget = partner.locator('#widget');
+    await widget.locator('.ec[data-status="online"]').waitFor({ timeout: WAIT_MS });
+    assert.equal(await widget.locator('.ec-my-nick').textContent(), 'Ticketed');
+    assert.equal(await widget.locator('.ec-role').textContent(), 'read-only');
+    assert.equal(await widget.getByLabel(/^Message #/).isDisabled(), true);
+    await see(widget.locator('.ec-readonly-note', { hasText: 'read-only' }));
+    const members = await fetch(`${server.url}/chat/${room}/users`, {
+      headers: { authorization: `Bearer ${ticket('check-1', 'Checker')}` },
+    });
+    assert.deepEqual((await members.json()).users, ['Ticketed']);
+    await screenshot(partner, 'widget-ticket-readonly');
+    assertCalm(partner);
+    await context.close();
+  });
+
+  // The refused upgrade answers the edge-chat.batch subprotocol the page offers; without it Chromium
+  // would fail the handshake (1006), never see the 4401 and keep retrying.
+  test('a page without a ticket is refused by a private room, says why and does not retry', { timeout: 60_000 }, async () => {
+    const room = freshRoom(`${PRIVATE}refused`);
+    const refused = await openPage(room, { nick: 'Nobody', wait: false });
+    await refused.clock.install();
+    await see(refused.locator('.ec-closed-note', { hasText: 'This room is private' }), 5_000);
+    await see(refused.locator('.ec[data-status="closed"]'));
+    await refused.clock.runFor(15_000);
+    assert.equal(refused.sockets.length, 1, `one attempt only: ${refused.sockets}`);
+    await refused.context().close();
   });
 });

@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 import { after, before, describe, test } from 'node:test';
 import WebSocket from 'ws';
+import { mintTicket } from '../scripts/ticket.mjs';
 import { ChatError, connect } from '../src/client/lib/index.js';
 import { ChatClient } from './support/client.mjs';
 import { ChatServer, freePort, ROOT, tempDir, waitFor } from './support/server.mjs';
@@ -20,12 +21,17 @@ const LIFTED = Object.fromEntries(
     'CLIENT_JOINS_PER_10S', 'MAX_SOCKETS_PER_IP'].map((name) => [name, '100000']),
 );
 const WAIT = { timeoutMs: 30_000 };
+const TICKET_SECRET = 'client-lib-test-ticket-secret-32-bytes';
+
+function ticket(sub, name, role = 'member') {
+  return mintTicket({ sub, name, room: '*', role, exp: Math.floor(Date.now() / 1000) + 3600 }, TICKET_SECRET);
+}
 
 let lifted;
 let strict;
 let deadPort;
 before(async () => {
-  lifted = new ChatServer({ vars: LIFTED });
+  lifted = new ChatServer({ vars: { ...LIFTED, TICKET_SECRET } });
   strict = new ChatServer({ vars: { RATE_BURST: '3', RATE_PER_SECOND: '1', CLIENT_JOINS_PER_10S: '100000' } });
   [deadPort] = await Promise.all([freePort(), lifted.start(), strict.start()]);
 });
@@ -125,8 +131,13 @@ describe('edge-chat-client against the Worker', () => {
 
   test('a catch-up reads a bounded number of pages, then resumes on a new socket; a fresh ticket for each', async () => {
     const room = 'bounded';
-    let tickets = 0;
-    const getTicket = async () => `ticket-${++tickets}`;
+    // A fresh ticket for each attempt, told apart by a claim the server ignores.
+    const minted = [];
+    const getTicket = async () => {
+      const exp = Math.floor(Date.now() / 1000) + 3600;
+      minted.push(mintTicket({ sub: 'pager-1', name: 'Pager', room: '*', exp, attempt: minted.length + 1 }, TICKET_SECRET));
+      return minted.at(-1);
+    };
     const chat = open(lifted, room, { nick: 'Pager', catchUpPages: 1, getTicket });
     await opened(chat);
     const [first] = await post(lifted, room, 'Before', 1);
@@ -141,9 +152,9 @@ describe('edge-chat-client against the Worker', () => {
     // 250 missed: a welcome of 100 and one page of 100, then a new socket from the 200th on.
     const resumes = chat.net.sinces().filter((since) => since !== null && since !== String(first.id));
     assert.deepEqual(resumes.slice(-1), [String(missed[199].id)], `resumed after one page: ${chat.net.sinces()}`);
-    // getTicket ran before every attempt, and its ticket went out as ?ticket= (ignored by a server without tickets).
+    // getTicket ran before every attempt, and its ticket went out as ?ticket=.
     const sent = chat.net.urls.map((url) => url.searchParams.get('ticket'));
-    assert.deepEqual(sent, sent.map((_, i) => `ticket-${i + 1}`));
+    assert.deepEqual(sent, minted);
     assert.ok(sent.length >= 3);
     chat.close();
   });
@@ -205,6 +216,105 @@ describe('edge-chat-client against the Worker', () => {
     assert.equal(chat.net.urls.length, 1, 'no connection attempt after the terminal close');
     assert.equal(chat.status, 'closed');
     await assert.rejects(chat.send('too late'), (error) => error.code === 'closed');
+  });
+
+  test('a resumed welcome with fewer than 100 messages is followed by the history route (a byte budget may cut it)', async () => {
+    const room = 'budget';
+    // Records the history pages the library reads (and lets them through).
+    const pages = [];
+    const realFetch = globalThis.fetch;
+    globalThis.fetch = (url, ...rest) => {
+      if (String(url).includes(`/chat/${room}/history`)) pages.push(new URL(url).searchParams.get('since'));
+      return realFetch(url, ...rest);
+    };
+    const chat = open(lifted, room, { nick: 'Reader' });
+    const welcomes = [];
+    chat.addEventListener('welcome', ({ detail }) => welcomes.push(detail.history.length));
+    const writer = open(lifted, room, { nick: 'Writer' });
+    await Promise.all([opened(chat), opened(writer)]);
+    const first = await writer.send('first');
+    await waitFor(() => chat.lastId === first.id, WAIT);
+    chat.net.cut();
+    await waitFor(() => chat.status === 'reconnecting', WAIT);
+    // 50 messages of 8 KB of UTF-8 each: more than the welcome's 256 KiB, fewer than its 100 messages.
+    const big = '😀'.repeat(1_990);
+    const missed = await Promise.all(Array.from({ length: 50 }, (_, i) => writer.send(`${i} ${big}`)));
+    chat.net.down = false;
+    await waitFor(() => chat.status === 'open' && chat.lastId === missed.at(-1).id, WAIT);
+
+    globalThis.fetch = realFetch;
+
+    // However many the welcome held (all 50, or fewer once the server's byte budget cuts it), the library
+    // asked the history route for what follows its last one, and took every message once.
+    const resumed = welcomes.at(-1);
+    assert.ok(resumed > 0 && resumed < 100, `a resumed welcome short of 100: ${resumed}`);
+    assert.equal(pages[0], String(missed[resumed - 1].id), `paged on from the welcome's last message: ${pages}`);
+    assertExactlyStored(chat, await stored(lifted, room));
+    chat.close();
+    writer.close();
+  });
+
+  test('moderator methods resolve with their moderated frame or reject with the code; tombstones; a kick is final', async () => {
+    const room = 'moderated';
+    const mod = open(lifted, room, { ticket: ticket('mod-1', 'Mod', 'moderator') });
+    const ann = open(lifted, room, { ticket: ticket('ann-1', 'Ann') });
+    await Promise.all([opened(mod), opened(ann)]);
+    assert.deepEqual(mod.you, { nick: 'Mod', id: 'mod-1', role: 'moderator' });
+    assert.deepEqual(ann.you, { nick: 'Ann', id: 'ann-1', role: 'member' });
+
+    const gone = await ann.send('regret this');
+    const kept = await ann.send('keep this');
+    await waitFor(() => mod.lastId === kept.id, WAIT);
+    await assert.rejects(ann.delete(gone.id), (error) => error instanceof ChatError && error.code === 'forbidden');
+    const deletions = [];
+    ann.addEventListener('deleted', (event) => deletions.push([event.detail.id, event.message]));
+    const notices = [];
+    ann.addEventListener('moderated', ({ detail }) => notices.push(`${detail.by} ${detail.action} ${detail.target}`));
+    const deleted = await mod.delete(gone.id);
+    assert.deepEqual([deleted.type, deleted.action, deleted.target, deleted.by], ['moderated', 'delete', 'Ann', 'Mod']);
+    await waitFor(() => deletions.length === 1 && notices.length === 1, WAIT);
+    const tombstone = { type: 'message', id: gone.id, nick: 'Ann', deleted: true, at: gone.at, uid: 'ann-1' };
+    assert.deepEqual(deletions, [[gone.id, tombstone]]);
+    assert.deepEqual(ann.messages.slice(-2), [tombstone, kept], 'the window holds the tombstone in its place');
+    assert.deepEqual(notices, ['Mod delete Ann']);
+    await assert.rejects(mod.delete(gone.id), (error) => error.code === 'not_found');
+    await assert.rejects(mod.kick('Nobody'), (error) => error.code === 'not_found');
+
+    // A newcomer takes the tombstone from its welcome as a message without text.
+    const late = open(lifted, room, { nick: 'Late' });
+    await opened(late);
+    const replayed = late.messages.find((message) => message.id === gone.id);
+    assert.deepEqual([replayed.deleted, replayed.nick, 'text' in replayed], [true, 'Ann', false]);
+
+    assert.equal((await mod.mute('Late', { duration: 600 })).action, 'mute');
+    await assert.rejects(late.send('muted words'), (error) => error.code === 'forbidden');
+    assert.deepEqual(
+      [(await mod.slow(5)).action, (await mod.slow(0)).target],
+      ['slow', null],
+    );
+
+    const kicked = await mod.kick('Ann');
+    assert.deepEqual([kicked.action, kicked.target], ['kick', 'Ann']);
+    await waitFor(() => ann.status === 'closed', WAIT);
+    assert.equal(ann.closeReason.code, 4000);
+    assert.match(ann.closeReason.reason, /moderator/);
+    assert.equal(ann.retryAt, null);
+
+    const banned = await mod.ban('Late', { duration: 60 });
+    assert.equal(banned.action, 'ban');
+    await waitFor(() => late.status === 'closed', WAIT);
+    assert.equal(late.closeReason.code, 4403);
+    assert.equal((await mod.unban('Late')).action, 'unban');
+
+    const cleared = await mod.clear();
+    assert.deepEqual([cleared.action, cleared.target], ['clear', null]);
+    assert.deepEqual(mod.messages, [], 'a clear empties the window');
+    // A later frame, after the kicked client had the time to retry: it did not.
+    await waitFor(() => !mod.users.includes('Ann') && !mod.users.includes('Late'), WAIT);
+    assert.deepEqual(await stored(lifted, room), []);
+    assert.equal(ann.net.urls.length, 1, 'no connection attempt after the kick');
+    assert.equal(late.net.urls.length, 1, 'no connection attempt after the ban');
+    mod.close();
   });
 
   test('the README example works as written', async () => {

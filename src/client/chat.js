@@ -28,6 +28,17 @@ export const DEFAULT_ROOM = 'lobby';
 const ROOM_RULE = "Room names are 1 to 64 letters, digits, '_', '.' or '-'.";
 const NICK_RULE = "Nicknames are 1 to 32 letters, digits, '_', '-' or '.'.";
 const NICK_CODES = new Set(['nick_taken', 'bad_nick']);
+const ROLE_LABELS = { moderator: 'moderator', readonly: 'read-only' };
+const MUTE_CHOICES = [['10 min', 600], ['1 h', 3_600], ['1 day', 86_400]];
+const BAN_CHOICES = [...MUTE_CHOICES, ['for good', undefined]];
+// Why the server closed for good, when it gave no reason of its own (close codes the library treats as terminal).
+const CLOSE_SENTENCES = {
+  1008: 'The server closed the chat after too many messages in a row.',
+  4000: 'You were removed from this room by a moderator.',
+  4401: 'Your ticket is missing, invalid or expired. Get a new one to come back.',
+  4403: 'You may not enter this room.',
+  4429: 'Too many connections from your network. Close some chats and reload.',
+};
 // Refusals that say nothing about the message itself: the status line tells about the connection.
 const CONNECTION_CODES = new Set(['connection_lost', 'closed', 'not_connected']);
 
@@ -39,6 +50,9 @@ const CONNECTION_CODES = new Set(['connection_lost', 'closed', 'not_connected'])
  * @param {string} [options.origin] where the chat Worker runs; by default the origin this
  *   module was loaded from.
  * @param {string} [options.nick] the nick to ask for; by default the one the user last chose.
+ * @param {string} [options.ticket] a ticket from the host application (the nick then comes from it).
+ * @param {() => string | Promise<string>} [options.getTicket] called before every (re)connect for a
+ *   fresh ticket; wins over `ticket`.
  * @param {boolean} [options.switchRooms] offer a control to move to another room.
  * @param {(room: string) => void} [options.onRoomChange] called when the user switched rooms.
  */
@@ -60,8 +74,10 @@ export function mountChat(element, options = {}) {
 }
 
 class Chat {
-  constructor(host, { room, origin, nick, switchRooms = false, onRoomChange }) {
+  constructor(host, { room, origin, nick, ticket, getTicket, switchRooms = false, onRoomChange }) {
     this.origin = new URL(origin ?? import.meta.url).origin;
+    this.ticket = ticket || undefined;
+    this.getTicket = typeof getTicket === 'function' ? getTicket : undefined;
     this.room = room;
     this.wantedNick = isValidNick(nick) ? nick : storedNick();
     this.onRoomChange = onRoomChange;
@@ -88,12 +104,22 @@ class Chat {
     this.outage = false;
     this.lastEntry = null;
     this.unseen = 0;
+    this.role = 'member';
+    this.ticketed = false;
+    this.moderating = null;
+    this.lastError = null;
   }
 
   // ---- connection ---------------------------------------------------------------------
 
   connect() {
-    const conn = connectRoom({ url: this.origin, room: this.room, nick: this.wantedNick ?? undefined });
+    const conn = connectRoom({
+      url: this.origin,
+      room: this.room,
+      nick: this.wantedNick ?? undefined,
+      ticket: this.ticket,
+      getTicket: this.getTicket,
+    });
     this.conn = conn;
     // A room left behind (switched away from, destroyed) no longer reaches the screen.
     const on = (type, handler) => conn.addEventListener(type, (event) => this.conn === conn && handler(event));
@@ -107,6 +133,8 @@ class Chat {
     on('joined', ({ detail }) => this.onJoined(detail));
     on('left', ({ detail }) => this.onLeft(detail));
     on('renamed', (event) => this.onRenamed(event));
+    on('deleted', ({ detail }) => this.onDeleted(detail));
+    on('moderated', ({ detail }) => this.onModerated(detail));
     on('error', (event) => this.onServerError(event));
     this.onStatus();
   }
@@ -125,8 +153,19 @@ class Chat {
       this.system(['Connection lost. Reconnecting…'], Date.now(), 'ec-conn');
     }
     if (conn.status === 'closed' && this.status !== 'closed') {
-      const { code, reason } = conn.closeReason;
-      this.system([`Disconnected by the server (${code})${reason ? `: ${reason}` : '.'}`], Date.now(), 'ec-conn');
+      // Closed for good (kicked, banned, refused): the library does not retry, and neither does the page.
+      const { code, reason, error } = conn.closeReason;
+      // The error frame that came just before the close, if the close itself gave no reason.
+      const told = error && this.lastError?.code === error ? this.lastError.message : '';
+      const why = reason || told || CLOSE_SENTENCES[code] || `The server closed the chat (${code}).`;
+      this.closedNote.textContent = why;
+      this.closedNote.hidden = false;
+      this.showSendError('');
+      this.system([why], Date.now(), 'ec-conn');
+      // Out of the room: who is in it is no longer known here.
+      this.users = [];
+      this.renderUsers();
+      this.renderRole();
     }
     this.setStatus(viewState(conn, this.welcomed));
   }
@@ -143,6 +182,7 @@ class Chat {
       this.showSendError(`Messages can be at most ${MAX_TEXT_CHARS} characters; this one has ${length}.`);
       return;
     }
+    if (this.status === 'closed') return;
     if (this.status !== 'online') {
       this.showSendError('Not connected right now: your message stays here until the chat is back.', 'offline');
       return;
@@ -175,9 +215,11 @@ class Chat {
     this.hideJump();
     this.showSendError('');
     this.showNickNote('');
+    this.closedNote.hidden = true;
     this.renderRoom();
     this.renderUsers();
     this.connect();
+    this.renderRole();
   }
 
   destroy() {
@@ -192,7 +234,11 @@ class Chat {
   onWelcome({ resumed }) {
     this.welcomed = true;
     this.resumed = resumed;
+    this.role = this.conn.you?.role ?? 'member';
+    this.ticketed = this.conn.you?.id != null;
     this.renderNick();
+    this.renderRole();
+    this.renderUsers();
     if (this.outage) {
       this.outage = false;
       this.system(['Reconnected.'], Date.now(), 'ec-conn');
@@ -220,9 +266,47 @@ class Chat {
     }
   }
 
+  /** A moderator deleted a message: what is on screen becomes its tombstone. */
+  onDeleted({ id }) {
+    const entry = this.list.querySelector(`.ec-msg[data-id="${Number(id)}"]`);
+    if (entry) entry.replaceWith(this.messageEntry(entry.tombstone));
+  }
+
+  onModerated({ action, target, by, at }) {
+    const who = target == null ? [] : [bold(target)];
+    const what = {
+      delete: [' deleted a message by ', ...who],
+      kick: [' removed ', ...who],
+      ban: [' banned ', ...who],
+      unban: [' lifted the ban on ', ...who],
+      mute: [' muted ', ...who],
+      slow: [' changed slow mode'],
+      clear: [' cleared the history'],
+    }[action] ?? [` moderated (${action}) `, ...who];
+    if (action === 'clear') {
+      this.list.replaceChildren();
+      this.lastEntry = null;
+    }
+    this.system([bold(by), ...what], at, 'ec-moderated');
+    this.announce(`${by}${what.map((part) => (typeof part === 'string' ? part : part.textContent)).join('')}`);
+  }
+
+  /** Runs a moderator's action; a refusal (not_found, forbidden…) shows under the message box. */
+  moderate(act) {
+    const conn = this.conn;
+    if (!conn || this.status !== 'online') {
+      this.showSendError('Not connected right now: try again in a moment.', 'offline');
+      return;
+    }
+    this.moderating = null;
+    this.renderUsers();
+    act(conn).catch((error) => this.conn === conn && !CONNECTION_CODES.has(error.code) && this.showSendError(error.message));
+  }
+
   /** Errors that answer a send or a rename reach their promise; the rest are shown here. */
   onServerError({ detail: { code, message }, request }) {
     const text = typeof message === 'string' && message ? message : `The server refused that (${code}).`;
+    this.lastError = { code, message: text };
     if (request?.kind === 'join') {
       // On a reconnect the library takes the nick back once the old socket has left.
       if (!request.reconnect) this.showNickNote(`Could not use “${request.nick}”: ${text} You are ${this.nick} for now.`);
@@ -246,22 +330,41 @@ class Chat {
     this.appendAround(() => messages.forEach((m, i) => this.appendMessage(m, own[i], live)), { force: ownLive, count: unseen });
   }
 
-  appendMessage({ id, nick, text, at }, own, live) {
-    nick = String(nick);
+  appendMessage(message, own, live) {
+    const nick = String(message.nick);
     const previous = this.lastEntry;
     const continues =
-      previous?.kind === 'message' && previous.nick === nick && at - previous.at < GROUP_WINDOW_MS && previous.day === dayKey(at);
-    const classes = ['ec-msg', own && 'ec-own', continues && 'ec-cont', live && 'ec-new'].filter(Boolean).join(' ');
-    const entry = h('li', { class: classes, 'data-id': String(id) },
+      previous?.kind === 'message' && previous.nick === nick && message.at - previous.at < GROUP_WINDOW_MS &&
+      previous.day === dayKey(message.at);
+    const entry = this.messageEntry({ message, own, continues, live });
+    this.appendEntry(entry, message.at, { kind: 'message', nick });
+  }
+
+  /**
+   * One message's entry; a deleted one (a tombstone) keeps its author and time and says so. A
+   * moderator's Delete button is in every live entry, shown by the stylesheet only to moderators.
+   */
+  messageEntry({ message: { id, nick, text, at, deleted }, own, continues, live }) {
+    nick = String(nick);
+    const classes = ['ec-msg', own && 'ec-own', continues && 'ec-cont', live && 'ec-new', deleted && 'ec-deleted'];
+    const entry = h('li', { class: classes.filter(Boolean).join(' '), 'data-id': String(id) },
       avatar(nick),
       h('div', { class: 'ec-bubble' },
         h('p', { class: 'ec-meta' },
           h('span', { class: 'ec-author', dir: 'auto' }, nick),
           own ? h('span', { class: 'ec-own-label ec-sr' }, OWN_LABEL) : '',
           ' ', timeElement(at)),
-        h('p', { class: 'ec-text', dir: 'auto' }, String(text))));
+        deleted
+          ? h('p', { class: 'ec-text ec-tombstone' }, 'message deleted')
+          : h('p', { class: 'ec-text', dir: 'auto' }, String(text)),
+        deleted ? '' : h('button', {
+          type: 'button', class: 'ec-mod ec-delete', 'aria-label': `Delete message by ${nick}`,
+          onclick: () => this.moderate((conn) => conn.delete(id)),
+        }, 'Delete')));
     entry.style.setProperty('--ec-hue', String(hue(nick)));
-    this.appendEntry(entry, at, { kind: 'message', nick });
+    // What the entry becomes once deleted, with the same place in its group.
+    entry.tombstone = { message: { id, nick, at, deleted: true }, own, continues, live: false };
+    return entry;
   }
 
   /** A quiet line for joins, leaves, renames and the connection. */
@@ -342,6 +445,19 @@ class Chat {
     this.input.placeholder = `Message #${this.room}`;
   }
 
+  /** The role badge, and what the role allows: read-only users and closed chats cannot write. */
+  renderRole() {
+    this.root.dataset.role = this.role;
+    this.roleBadge.textContent = ROLE_LABELS[this.role] ?? '';
+    this.roleBadge.hidden = !ROLE_LABELS[this.role];
+    // A ticket's nick comes from the ticket: the server refuses renames.
+    this.nickButton.hidden = this.ticketed;
+    const closed = this.conn?.status === 'closed';
+    const readonly = this.role === 'readonly';
+    this.input.disabled = this.sendButton.disabled = closed || readonly;
+    this.readonlyNote.hidden = closed || !readonly;
+  }
+
   renderNick() {
     this.myNick.textContent = this.nick ?? '…';
     this.myAvatar.textContent = initial(this.nick ?? '?');
@@ -355,15 +471,44 @@ class Chat {
     const everyone = this.users.includes(this.nick) ? [this.nick, ...others] : others;
     this.userList.replaceChildren(
       ...everyone.map((user) => {
-        const item = h('li', { class: user === this.nick ? 'ec-user ec-user-me' : 'ec-user' },
+        const me = user === this.nick;
+        const item = h('li', { class: me ? 'ec-user ec-user-me' : 'ec-user' },
           avatar(user),
           h('span', { class: 'ec-user-name', dir: 'auto' }, user),
-          user === this.nick ? h('span', { class: 'ec-you' }, '(you)') : '');
+          me ? h('span', { class: 'ec-you' }, '(you)') : '');
         item.style.setProperty('--ec-hue', String(hue(user)));
+        if (!me && this.role === 'moderator') item.append(...this.moderationControls(user));
         return item;
       }),
     );
     for (const count of this.counts) count.textContent = String(everyone.length);
+  }
+
+  /** A moderator's controls for `user`: a toggle, and Kick, Mute and Ban (with a duration) behind it. */
+  moderationControls(user) {
+    const open = this.moderating === user;
+    const toggle = h('button', {
+      type: 'button', class: 'ec-mod ec-mod-toggle', 'aria-expanded': String(open), 'aria-label': `Moderate ${user}`,
+      onclick: () => {
+        this.moderating = open ? null : user;
+        this.renderUsers();
+        // The list was rebuilt: keep the focus on this user's toggle.
+        [...this.userList.querySelectorAll('.ec-mod-toggle')]
+          .find((button) => button.getAttribute('aria-label') === `Moderate ${user}`)?.focus();
+      },
+    }, '⋯');
+    if (!open) return [toggle];
+    const act = (text, label, run) => h('button', {
+      type: 'button', class: 'ec-mod-action', 'aria-label': label, onclick: () => this.moderate(run),
+    }, text);
+    const row = (name, choices, run) => h('div', { class: 'ec-mod-row' },
+      h('span', { class: 'ec-mod-label', 'aria-hidden': 'true' }, name),
+      ...choices.map(([text, duration]) =>
+        act(text, `${name} ${user} ${duration ? `for ${text}` : text}`, (conn) => run(conn, duration))));
+    return [toggle, h('div', { class: 'ec-mod-actions' },
+      h('div', { class: 'ec-mod-row' }, act('Kick', `Kick ${user}`, (conn) => conn.kick(user))),
+      row('Mute', MUTE_CHOICES, (conn, duration) => conn.mute(user, { duration })),
+      row('Ban', BAN_CHOICES, (conn, duration) => conn.ban(user, { duration })))];
   }
 
   setStatus(state) {
@@ -380,7 +525,8 @@ class Chat {
       waiting: offline ? 'Offline' : 'Disconnected',
       closed: 'Disconnected',
     }[state];
-    this.retryButton.hidden = state !== 'waiting' && state !== 'closed';
+    // A close for good is not retried: the closed note says why.
+    this.retryButton.hidden = state !== 'waiting';
     if (state === 'online' && this.sendError.dataset.kind === 'offline') this.showSendError('');
     if (state === 'waiting') {
       const tick = () => {
@@ -628,15 +774,24 @@ class Chat {
       },
     });
     this.sendError = h('p', { id: 'ec-send-error', class: 'ec-field-error', role: 'alert' });
+    this.roleBadge = h('span', { class: 'ec-role', hidden: true });
+    this.closedNote = h('p', { class: 'ec-closed-note', role: 'alert', hidden: true });
+    this.readonlyNote = h('p', { class: 'ec-note ec-readonly-note', hidden: true },
+      'You can read this room but not write in it (read-only).');
+    this.sendButton = h('button', { type: 'submit', class: 'ec-send-btn' },
+      sendIcon(), h('span', { class: 'ec-send-label' }, 'Send'));
     this.counter = h('span', { class: 'ec-counter' });
     const footer = h('footer', { class: 'ec-footer' },
-      h('div', { class: 'ec-me' }, this.myAvatar, h('span', { class: 'ec-me-label' }, 'You are'), this.myNick, this.nickButton),
+      h('div', { class: 'ec-me' },
+        this.myAvatar, h('span', { class: 'ec-me-label' }, 'You are'), this.myNick, this.roleBadge, this.nickButton),
       this.nickNote,
+      this.closedNote,
+      this.readonlyNote,
       this.nickForm,
       h('form', { class: 'ec-send', onsubmit: submit(() => this.send()) },
         this.inputLabel,
         this.input,
-        h('button', { type: 'submit', class: 'ec-send-btn' }, sendIcon(), h('span', { class: 'ec-send-label' }, 'Send'))),
+        this.sendButton),
       h('div', { class: 'ec-footer-meta' },
         this.sendError,
         h('span', { id: 'ec-hint', class: 'ec-hint' }, 'Enter to send · Shift+Enter for a new line'),
@@ -646,6 +801,7 @@ class Chat {
     this.root.append(header, body, footer, this.announcer);
     this.shadow.replaceChildren(sheet, this.root);
     this.renderNick();
+    this.renderRole();
     this.renderUsers();
   }
 }

@@ -2,14 +2,15 @@
 // mount in its own script tag:
 //   <div id="chat" data-edge-chat-room="lobby" style="height: 480px"></div>
 //   <script src="https://YOUR-WORKER/embed.js" data-mount="#chat" data-nick="Ann" async></script>
-// or mounts one from its own code with `EdgeChat.mount(element, { room, nick })`. Each chat lives
+// (with `data-edge-chat-ticket="TICKET"` for a ticketed user), or mounts one from its own code with
+// `EdgeChat.mount(element, { room, nick, ticket, getTicket })`. Each chat lives
 // in a shadow root (styles stay apart both ways), connected back to the origin this script came
 // from, and disconnects when its element leaves the page.
 //
 // Mounting is explicit and bounded because a host page may show user-generated markup, and HTML
 // sanitisers keep data-* attributes: nothing is mounted just for carrying an attribute, at most
-// MAX_CHATS chats run on a page, and a nick comes only from the host's script tag or its own
-// mount() call, never from an element's attributes.
+// MAX_CHATS chats run on a page, and a nick or a ticket comes only from the host's script tag or
+// its own mount() call, never from an element's attributes.
 //
 // This is a classic script so that document.currentScript names where it came from; the chat
 // itself is the ES module chat.js, the same one the full page uses.
@@ -48,7 +49,11 @@
     }
     for (const element of elements) {
       api
-        .mount(element, { room: element.dataset.edgeChatRoom || script.dataset.room, nick: script.dataset.nick })
+        .mount(element, {
+          room: element.dataset.edgeChatRoom || script.dataset.room,
+          nick: script.dataset.nick,
+          ticket: script.dataset.edgeChatTicket,
+        })
         .catch((error) => console.error('edge chat: could not mount the chat', element, error));
     }
   });
@@ -68,11 +73,12 @@
     };
 
     /**
-     * Mounts the chat of `options.room` (default lobby) into `element`, asking for `options.nick`.
-     * Resolves with { room, nick, switchRoom(name), destroy() }; mounting the same element again
-     * resolves with the same chat.
+     * Mounts the chat of `options.room` (default lobby) into `element`, asking for `options.nick`,
+     * as the holder of `options.ticket` (or of what `options.getTicket()` returns before every
+     * connect). Resolves with { room, nick, switchRoom(name), destroy() }; mounting the same element
+     * again resolves with the same chat.
      */
-    function mount(element, { room, nick } = {}) {
+    function mount(element, { room, nick, ticket, getTicket } = {}) {
       if (!(element instanceof Element)) return Promise.reject(new TypeError('edge chat: mount() needs an element'));
       if (mounted.has(element)) return mounted.get(element);
       if (mounted.size >= MAX_CHATS) {
@@ -80,7 +86,12 @@
       }
       chatModule ??= import(chatUrl);
       const chat = chatModule.then(({ mountChat }) => {
-        const handle = mountChat(element, { room: room || undefined, nick: nick || undefined });
+        const handle = mountChat(element, {
+          room: room || undefined,
+          nick: nick || undefined,
+          ticket: ticket || undefined,
+          getTicket: typeof getTicket === 'function' ? getTicket : undefined,
+        });
         const destroy = () => {
           if (mounted.get(element) !== chat) return;
           mounted.delete(element);

@@ -1,5 +1,5 @@
-// The full page: the chat of the room named in `?room=`, with a room switcher that keeps the
-// address bar (and the back button) in step.
+// The full page: the chat of the room named in `?room=` (with `&ticket=` for a private room), with
+// a room switcher that keeps the address bar (and the back button) in step.
 import { DEFAULT_ROOM, isValidRoom, mountChat } from './chat.js';
 
 function roomFromUrl() {
@@ -13,9 +13,13 @@ function showRoom(room) {
 
 const room = roomFromUrl();
 showRoom(room);
+const query = new URLSearchParams(location.search);
 const chat = mountChat(document.getElementById('chat'), {
   room,
-  nick: new URLSearchParams(location.search).get('nick') ?? undefined,
+  nick: query.get('nick') ?? undefined,
+  // `&ticket=` opens private rooms on the full page; an application embedding the chat passes its
+  // ticket to the widget instead (data-edge-chat-ticket or EdgeChat.mount).
+  ticket: query.get('ticket') || undefined,
   switchRooms: true,
   onRoomChange(next) {
     const url = new URL(location.href);

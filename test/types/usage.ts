@@ -11,6 +11,7 @@ import {
   type ServerData,
   type ServerFrame,
   type Status,
+  type StoredMessage,
 } from 'edge-chat-client';
 
 const room = connect({
@@ -23,10 +24,15 @@ const room = connect({
 });
 
 room.addEventListener('message', (event) => {
-  const message: ChatMessage = event.detail;
+  const stored: StoredMessage = event.detail;
   const source: 'live' | 'welcome' | 'history' = event.source;
-  console.log(message.id.toFixed(0), message.nick.toUpperCase(), message.text, message.at, source);
+  // A tombstone has no text: narrowing on `deleted` tells them apart.
+  if (stored.deleted) return console.log(`#${stored.id} by ${stored.nick} was deleted`);
+  const message: ChatMessage = stored;
+  console.log(message.id.toFixed(0), message.nick.toUpperCase(), message.text, message.at, source, message.uid);
 });
+room.addEventListener('deleted', ({ detail, message }) => console.log(detail.id, detail.at, message?.deleted));
+room.addEventListener('moderated', ({ detail }) => `${detail.by} ${detail.action} ${detail.target ?? 'the room'}`);
 room.addEventListener('messages', ({ detail }) => detail.added.forEach((m) => m.id));
 room.addEventListener('users', ({ detail }) => detail.join(', '));
 room.addEventListener('welcome', ({ detail, resumed }) => detail.history.length + (resumed ? 1 : 0));
@@ -54,7 +60,17 @@ async function post(): Promise<number> {
 }
 
 const newNick: Promise<string> = room.rename('Bob');
-const window: readonly ChatMessage[] = room.messages;
+const window: readonly StoredMessage[] = room.messages;
+if (room.you?.role === 'moderator') {
+  void room.delete(41).then((done) => done.action);
+  void room.kick('Troll');
+  void room.ban('Troll', { duration: 3600 });
+  void room.ban('Troll');
+  void room.unban('Troll');
+  void room.mute('Troll', { duration: 600 });
+  void room.slow(10);
+  void room.clear();
+}
 const terminal: readonly number[] = TERMINAL_CLOSE_CODES;
 if (isValidRoom('x')) room.reconnect();
 
@@ -73,13 +89,23 @@ function describe(data: ServerData): string {
           return frame.nick;
         case 'renamed':
           return `${frame.from}→${frame.to}`;
+        case 'deleted':
+          return `-${frame.id}`;
+        case 'moderated':
+          return `${frame.by}: ${frame.action} ${frame.target}`;
         case 'error':
           return frame.code;
       }
     })
     .join();
 }
-const outgoing: ClientFrame[] = [{ type: 'message', text: 'hi', reply_to: 1 }, { type: 'nick', nick: 'Cy' }, 'ping'];
+const outgoing: ClientFrame[] = [
+  { type: 'message', text: 'hi', reply_to: 1 },
+  { type: 'nick', nick: 'Cy' },
+  { type: 'ban', nick: 'Troll', duration: 60 },
+  { type: 'clear' },
+  'ping',
+];
 const page: HistoryResponse = { room: 'lobby', messages: [] };
 
 // Mistakes the declarations must catch.
@@ -93,6 +119,10 @@ room.addEventListener('message', (event) => event.detail.from);
 room.send(42);
 // @ts-expect-error: users cannot be changed by the app
 room.users.push('Mallory');
+// @ts-expect-error: a mute needs a duration
+room.mute('Troll');
+// @ts-expect-error: a tombstone has no text
+room.messages.filter((m) => m.deleted).map((m): string => m.text);
 
 room.close();
 export { post, newNick, window, terminal, describe, outgoing, page, wrong };

@@ -12,6 +12,35 @@ export interface ChatMessage {
   text: string;
   /** Unix time in milliseconds; never goes backwards within a room. */
   at: number;
+  /** The sender's ticket identity (`sub`); absent for anonymous senders. */
+  uid?: string;
+  deleted?: never;
+}
+
+/** What history, `since` replays and the library's window keep of a deleted message: no `text`. */
+export interface DeletedMessage {
+  type: 'message';
+  id: number;
+  nick: string;
+  deleted: true;
+  /** When the message was posted. */
+  at: number;
+  uid?: string;
+  text?: never;
+}
+
+/** A message as history holds it: a live one, or the tombstone of a deleted one. */
+export type StoredMessage = ChatMessage | DeletedMessage;
+
+/** `member` (default, also every anonymous socket), `moderator` or `readonly`. */
+export type Role = 'member' | 'moderator' | 'readonly' | (string & {});
+
+/** Who a socket is, from its welcome. */
+export interface You {
+  nick: string;
+  /** The ticket's `sub`, or null when anonymous. */
+  id: string | null;
+  role: Role;
 }
 
 export interface WelcomeFrame {
@@ -21,8 +50,12 @@ export interface WelcomeFrame {
   nick: string;
   /** Everyone in the room, this socket included. */
   users: string[];
-  /** Up to 100 messages, oldest first: the newest, or with `since` the first ones after it. */
-  history: ChatMessage[];
+  /**
+   * Up to 100 messages (fewer when the server's byte budget cut it), oldest first: the newest, or
+   * with `since` the first ones after it. Deleted ones are tombstones.
+   */
+  history: StoredMessage[];
+  you: You;
 }
 
 export interface JoinedFrame {
@@ -55,7 +88,33 @@ export type ErrorCode =
   | 'nick_taken'
   | 'rate_limited'
   | 'unavailable'
+  | 'forbidden'
+  | 'ticket_expired'
+  | 'not_found'
+  | 'slow_mode'
+  | 'banned'
   | (string & {});
+
+/** Message `id` was deleted by a moderator: it is now a tombstone. */
+export interface DeletedFrame {
+  type: 'deleted';
+  id: number;
+  /** When it was deleted. */
+  at: number;
+}
+
+export type ModerationAction = 'delete' | 'kick' | 'ban' | 'unban' | 'mute' | 'slow' | 'clear';
+
+/** A moderation action, for the whole room to see. */
+export interface ModeratedFrame {
+  type: 'moderated';
+  action: ModerationAction;
+  /** The nick acted on (a delete's: the author); null for `slow` and `clear`. */
+  target: string | null;
+  /** The moderator's nick, or `admin` for the operator's API. */
+  by: string;
+  at: number;
+}
 
 export interface ErrorFrame {
   type: 'error';
@@ -64,7 +123,15 @@ export interface ErrorFrame {
   message: string;
 }
 
-export type ServerFrame = WelcomeFrame | JoinedFrame | LeftFrame | ChatMessage | RenamedFrame | ErrorFrame;
+export type ServerFrame =
+  | WelcomeFrame
+  | JoinedFrame
+  | LeftFrame
+  | StoredMessage
+  | RenamedFrame
+  | DeletedFrame
+  | ModeratedFrame
+  | ErrorFrame;
 
 /** One text frame from the server: a frame, or with the `edge-chat.batch` subprotocol an array of them, in order. */
 export type ServerData = ServerFrame | ServerFrame[];
@@ -83,15 +150,25 @@ export interface ClientNickFrame {
   nick: string;
 }
 
+/** A moderator's action (ticket role `moderator`); `duration` and `seconds` are seconds. */
+export type ClientModerationFrame =
+  | { type: 'delete'; id: number }
+  | { type: 'kick'; nick: string }
+  | { type: 'ban'; nick: string; /** Without one, for good. */ duration?: number }
+  | { type: 'unban'; nick: string }
+  | { type: 'mute'; nick: string; duration: number }
+  | { type: 'slow'; /** 0 turns slow mode off. */ seconds: number }
+  | { type: 'clear' };
+
 /** The text frame `ping` is answered `pong` by the runtime without waking the room. */
-export type ClientFrame = ClientMessageFrame | ClientNickFrame | 'ping';
+export type ClientFrame = ClientMessageFrame | ClientNickFrame | ClientModerationFrame | 'ping';
 
 // ---- HTTP answers -------------------------------------------------------------------------
 
 /** `GET /chat/ROOM/history?since=ID&limit=N` and `?limit=N`. */
 export interface HistoryResponse {
   room: string;
-  messages: ChatMessage[];
+  messages: StoredMessage[];
 }
 
 /** `GET /chat/ROOM/users`. */
@@ -175,8 +252,8 @@ export interface StatusDetail {
 export type MessageSource = 'live' | 'welcome' | 'history';
 
 export interface MessagesDetail {
-  /** The messages just taken, in id order, none seen before. */
-  added: readonly ChatMessage[];
+  /** The messages just taken, in id order, none seen before (tombstones among them). */
+  added: readonly StoredMessage[];
   source: MessageSource;
 }
 
@@ -184,14 +261,19 @@ export interface MessagesDetail {
 export type RequestInfo =
   | { kind: 'message'; text: string }
   | { kind: 'nick'; nick: string; reclaim?: boolean }
-  | { kind: 'join'; nick: string; reconnect: boolean };
+  | { kind: 'join'; nick: string; reconnect: boolean }
+  | { kind: 'moderate'; action: ClientModerationFrame['type']; frame: ClientModerationFrame };
 
 export interface ChatRoomEventMap {
   welcome: ChatEvent<WelcomeFrame> & { readonly resumed: boolean };
   joined: ChatEvent<JoinedFrame>;
   left: ChatEvent<LeftFrame>;
-  /** Once per message, the first time it is seen, in id order. */
-  message: ChatEvent<ChatMessage> & { readonly source: MessageSource };
+  /** Once per message, the first time it is seen, in id order (a tombstone if it was deleted before). */
+  message: ChatEvent<StoredMessage> & { readonly source: MessageSource };
+  /** A message was deleted; `message` is its tombstone, now in `messages`, or null if the window did not hold it. */
+  deleted: ChatEvent<DeletedFrame> & { readonly message: DeletedMessage | null };
+  /** A moderation action; after `clear`, `messages` is already empty. */
+  moderated: ChatEvent<ModeratedFrame>;
   /** `mine` when this client was renamed. */
   renamed: ChatEvent<RenamedFrame> & { readonly mine: boolean };
   /** `request` is what the error answers, or null when it answers nothing this client asked. */
@@ -212,14 +294,31 @@ export declare class ChatRoom extends EventTarget {
   readonly retryAt: number | null;
   readonly catchingUp: boolean;
   readonly nick: string | null;
+  /** Who this client is, once welcomed. */
+  readonly you: Readonly<You> | null;
   readonly users: readonly string[];
-  readonly messages: readonly ChatMessage[];
+  readonly messages: readonly StoredMessage[];
   readonly lastId: number | null;
 
   /** Resolves with the stored message; rejects with a `ChatError`. Waits while not connected. */
   send(text: string, options?: { replyTo?: number }): Promise<ChatMessage>;
   /** Resolves with the new nick once the room announced it; rejects with a `ChatError`. */
   rename(nick: string): Promise<string>;
+  // Moderators only: each resolves with the `moderated` frame of the action, or rejects with a
+  // `ChatError` (`forbidden`, `not_found`, …). They wait while not connected, as `send()` does.
+  /** Deletes a message, leaving a tombstone. */
+  delete(id: number): Promise<ModeratedFrame>;
+  /** Closes every socket of `nick` with 4000. */
+  kick(nick: string): Promise<ModeratedFrame>;
+  /** Kicks and refuses `nick` for `duration` seconds, or for good without one. */
+  ban(nick: string, options?: { duration?: number }): Promise<ModeratedFrame>;
+  unban(nick: string): Promise<ModeratedFrame>;
+  /** Keeps `nick` from posting for `duration` seconds. */
+  mute(nick: string, options: { duration: number }): Promise<ModeratedFrame>;
+  /** One message per person per `seconds` (0: off). */
+  slow(seconds: number): Promise<ModeratedFrame>;
+  /** Deletes the whole history. */
+  clear(): Promise<ModeratedFrame>;
   /** Connects now: while waiting to retry, or after the server closed the room for good. */
   reconnect(): void;
   /** Leaves the room for good. */
@@ -251,4 +350,4 @@ export declare function connect(options: ConnectOptions): ChatRoom;
 export declare function isValidRoom(name: unknown): name is string;
 export declare function isValidNick(nick: unknown): nick is string;
 export declare const BATCH_PROTOCOL: 'edge-chat.batch';
-export declare const TERMINAL_CLOSE_CODES: readonly [1008, 4401, 4403, 4429];
+export declare const TERMINAL_CLOSE_CODES: readonly [1008, 4000, 4401, 4403, 4429];

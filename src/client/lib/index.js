@@ -1,13 +1,13 @@
 // edge-chat-client: the protocol of an edge chat room without any UI. One `ChatRoom` keeps one
 // room connected: it reconnects with jittered backoff, resumes with `since`, pages the HTTP
 // history when a welcome cannot hold everything that was missed, takes each message once in id
-// order, keeps the users list current and answers `send()` with the stored message.
+// order, keeps the users list current, answers `send()` with the stored message, and carries out
+// a moderator's actions.
 // No dependencies: it runs in browsers and in Node 20+ (pass `WebSocket` where there is no global one).
 
 export const BATCH_PROTOCOL = 'edge-chat.batch';
 
-// The server puts at most this many messages in a welcome and in a history page.
-const WELCOME_MAX = 100;
+// The server puts at most this many messages in a history page.
 const PAGE_SIZE = 100;
 // A catch-up reads at most this many pages (as many messages as a room keeps) before it resumes
 // with a later `since` on a new socket instead, so that no server answer can keep it looping.
@@ -23,8 +23,9 @@ const PING_EVERY_MS = 25_000;
 const PING_TIMEOUT_MS = 10_000;
 const OPEN = 1;
 // Close codes after which reconnecting with the same credentials cannot help: 1008 (closed for
-// flooding), 4401 (ticket problem), 4403 (forbidden: wrong room, banned), 4429 (too many connections).
-export const TERMINAL_CLOSE_CODES = Object.freeze([1008, 4401, 4403, 4429]);
+// flooding), 4000 (kicked by a moderator), 4401 (ticket problem), 4403 (forbidden: wrong room,
+// banned), 4429 (too many connections).
+export const TERMINAL_CLOSE_CODES = Object.freeze([1008, 4000, 4401, 4403, 4429]);
 const TERMINAL = new Set(TERMINAL_CLOSE_CODES);
 
 /** A refusal: `code` is the server's error code, or `not_connected` / `connection_lost` / `closed`. */
@@ -86,6 +87,7 @@ export class ChatRoom extends EventTarget {
   #retryAt = null;
   #catchingUp = false;
   #nick = null;
+  #you = null;
   #users = Object.freeze([]);
   #messages = Object.freeze([]);
   #lastId = null;
@@ -143,6 +145,11 @@ export class ChatRoom extends EventTarget {
     return this.#nick;
   }
 
+  /** Who this client is in the room, once welcomed: `{ nick, id, role }` (`id`: the ticket's `sub`, or null). */
+  get you() {
+    return this.#you;
+  }
+
   /** Everyone in the room, this client included; a new frozen array after each change. */
   get users() {
     return this.#users;
@@ -178,6 +185,45 @@ export class ChatRoom extends EventTarget {
         return renamed;
       },
     );
+  }
+
+  // ---- moderation (ticket role `moderator`) ---------------------------------------------
+  // Each resolves with the `moderated` frame the room broadcasts for it, and rejects with a
+  // `ChatError` carrying the server's code (`forbidden`, `not_found`, …) as `send()` does.
+
+  /** Deletes message `id`: everyone gets `deleted`, and history keeps only its tombstone. */
+  delete(id) {
+    return this.#moderate({ type: 'delete', id });
+  }
+
+  /** Closes every socket of `nick` with 4000. */
+  kick(nick) {
+    return this.#moderate({ type: 'kick', nick: String(nick) });
+  }
+
+  /** Kicks `nick` and refuses them until `duration` seconds have passed (without one, for good). */
+  ban(nick, { duration } = {}) {
+    return this.#moderate({ type: 'ban', nick: String(nick), ...(duration == null ? {} : { duration }) });
+  }
+
+  /** Lifts the bans recorded under `nick`. */
+  unban(nick) {
+    return this.#moderate({ type: 'unban', nick: String(nick) });
+  }
+
+  /** Keeps `nick` from posting for `duration` seconds. */
+  mute(nick, { duration } = {}) {
+    return this.#moderate({ type: 'mute', nick: String(nick), duration });
+  }
+
+  /** At most one message per person per `seconds` (moderators excepted); 0 turns it off. */
+  slow(seconds) {
+    return this.#moderate({ type: 'slow', seconds });
+  }
+
+  /** Deletes the whole history of the room. */
+  clear() {
+    return this.#moderate({ type: 'clear' });
   }
 
   /** Connects at once: while waiting to retry, or after a close for good by the server. */
@@ -372,6 +418,10 @@ export class ChatRoom extends EventTarget {
     this.#inFlight.shift().resolve(value);
   }
 
+  #moderate(frame) {
+    return this.#submit('moderate', frame, { kind: 'moderate', action: frame.type, frame });
+  }
+
   // ---- frames from the server -----------------------------------------------------------
 
   #onData(ws, data) {
@@ -404,6 +454,9 @@ export class ChatRoom extends EventTarget {
         return this.#onLeft(frame);
       case 'renamed':
         return this.#onRenamed(frame);
+      case 'deleted':
+      case 'moderated':
+        return this.#onModeration(frame);
       case 'error':
         return this.#onError(frame);
     }
@@ -413,12 +466,20 @@ export class ChatRoom extends EventTarget {
     const { nick: asked, since, reconnect } = this.#request;
     this.#welcomed = true;
     this.#nick = String(frame.nick);
+    const you = frame.you && typeof frame.you === 'object' ? frame.you : {};
+    this.#you = Object.freeze({
+      nick: this.#nick,
+      id: typeof you.id === 'string' ? you.id : null,
+      role: typeof you.role === 'string' ? you.role : 'member',
+    });
     // A nick asked for but not given is explained by the `error` frame that follows the welcome.
     this.#expectJoinError = asked != null && asked !== this.#nick;
     this.#emit('welcome', frame, { resumed: reconnect });
     this.#setUsers(Array.isArray(frame.users) ? frame.users.map(String) : [this.#nick]);
     const history = Array.isArray(frame.history) ? frame.history : [];
-    if (since !== null && history.length >= WELCOME_MAX) {
+    // After `since`, a welcome that brought anything may have been cut short (at 100 messages,
+    // or earlier by the server's byte budget): the history route tells whether more is missed.
+    if (since !== null && history.length > 0) {
       this.#held = [];
       this.#take(history, 'welcome');
       this.#catchUp(this.#ws);
@@ -429,8 +490,8 @@ export class ChatRoom extends EventTarget {
   }
 
   /**
-   * A full welcome after `since` may have more missed messages behind it: read them from the
-   * history route, holding live messages back so that everything is taken in id order. At most
+   * A welcome after `since` may have more missed messages behind it: read them from the
+   * history route, holding live frames back so that everything is taken in id order. At most
    * `catchUpPages` pages; past that, or if a page fails or does not advance, resume on a new
    * socket with the later `since`, backing off as after any failed attempt.
    */
@@ -466,7 +527,7 @@ export class ChatRoom extends EventTarget {
     }
     const held = this.#held;
     this.#held = null;
-    this.#take(held, 'live');
+    this.#release(held);
     this.#becomeOpen();
   }
 
@@ -485,6 +546,54 @@ export class ChatRoom extends EventTarget {
     if (frame.nick === this.#nick) this.#answer('message', frame);
     if (this.#held) this.#held.push(frame);
     else this.#take([frame], 'live');
+  }
+
+  /** Live frames held back during a catch-up, in the order they came. */
+  #release(held) {
+    let messages = [];
+    for (const frame of held) {
+      if (frame.type === 'message') {
+        messages.push(frame);
+        continue;
+      }
+      this.#take(messages, 'live');
+      messages = [];
+      this.#applyModeration(frame);
+    }
+    this.#take(messages, 'live');
+  }
+
+  // `deleted` and `moderated` change the window (a tombstone, a cleared history), so while a
+  // catch-up holds messages back they wait with them.
+  #onModeration(frame) {
+    if (frame.type === 'moderated' && frame.by === this.#nick) {
+      const pending = this.#inFlight[0];
+      const target = pending?.frame.nick;
+      if (pending?.kind === 'moderate' && pending.frame.type === frame.action &&
+        (target === undefined || sameNick(String(frame.target), target))) {
+        this.#answer('moderate', frame);
+      }
+    }
+    if (this.#held) this.#held.push(frame);
+    else this.#applyModeration(frame);
+  }
+
+  #applyModeration(frame) {
+    if (frame.type === 'deleted') {
+      const index = this.#messages.findIndex((message) => message.id === frame.id);
+      let tombstone = null;
+      if (index >= 0 && !this.#messages[index].deleted) {
+        const { id, nick, at, uid } = this.#messages[index];
+        tombstone = { type: 'message', id, nick, deleted: true, at, ...(uid === undefined ? {} : { uid }) };
+        const messages = [...this.#messages];
+        messages[index] = tombstone;
+        this.#messages = Object.freeze(messages);
+      }
+      this.#emit('deleted', frame, { message: tombstone });
+      return;
+    }
+    if (frame.action === 'clear' && this.#messages.length) this.#messages = Object.freeze([]);
+    this.#emit('moderated', frame);
   }
 
   #onJoined(frame) {
@@ -509,7 +618,10 @@ export class ChatRoom extends EventTarget {
     const from = String(frame.from);
     const to = String(frame.to);
     const mine = from === this.#nick;
-    if (mine) this.#nick = to;
+    if (mine) {
+      this.#nick = to;
+      if (this.#you) this.#you = Object.freeze({ ...this.#you, nick: to });
+    }
     const users = this.#users.map((user) => (user === from ? to : user));
     this.#emit('renamed', frame, { mine });
     this.#setUsers(users.includes(to) ? users : [...users, to]);
@@ -581,8 +693,13 @@ function backoffDelay(attempt) {
   return ceiling / 2 + (Math.random() * ceiling) / 2;
 }
 
+/** A stored message, or the tombstone of a deleted one (no `text`, `deleted: true`). */
 function isMessage(value) {
-  return Number.isSafeInteger(value?.id) && typeof value.nick === 'string' && typeof value.text === 'string';
+  return (
+    Number.isSafeInteger(value?.id) &&
+    typeof value.nick === 'string' &&
+    (typeof value.text === 'string' || value.deleted === true)
+  );
 }
 
 function sameNick(a, b) {
