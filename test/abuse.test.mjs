@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import { request } from 'node:http';
 import { after, before, describe, test } from 'node:test';
 import { ChatClient } from './support/client.mjs';
+import { storedMessages } from './support/protocol.mjs';
 import { ChatServer } from './support/server.mjs';
 
 const server = new ChatServer();
@@ -24,16 +25,6 @@ function joinAs(address, room, query = '') {
 /** Resolves once the server has either welcomed the socket or closed it. */
 function welcomedOrClosed(client) {
   return Promise.race([client.welcome().then(() => true, () => false), client.closed.then(() => false)]);
-}
-
-async function storedMessages(room) {
-  const all = [];
-  for (;;) {
-    const since = all.at(-1)?.id ?? 0;
-    const page = await (await fetch(`${server.url}/chat/${room}/history?since=${since}&limit=100`)).json();
-    if (page.messages.length === 0) return all;
-    all.push(...page.messages);
-  }
 }
 
 function rawGet(path, headers) {
@@ -85,7 +76,7 @@ describe('flooding', () => {
     }
     const seconds = (performance.now() - started) / 1000;
 
-    const stored = await storedMessages(room);
+    const stored = await storedMessages(server, room);
     const flood = stored.filter((m) => m.text.startsWith('flood'));
     const allowance = 60 + 15 * seconds;
     assert.ok(attempts >= 200 && limited > 0, `${attempts} attempts, ${limited} rate_limited`);
@@ -173,7 +164,7 @@ describe('amplification', () => {
     client.say(`tab\there\r\nnext line Z${'\u0301'.repeat(4)}`);
     const ok = await client.next({ type: 'message' });
     assert.equal(client.socket.readyState, 1);
-    const stored = await storedMessages(room);
+    const stored = await storedMessages(server, room);
     assert.deepEqual(stored.map((m) => m.text), [`tab\there\nnext line Z${'\u0301'.repeat(4)}`]);
     assert.equal(ok.id, stored[0].id);
     await client.close();

@@ -12,6 +12,7 @@ import WebSocket from 'ws';
 import { mintTicket } from '../scripts/ticket.mjs';
 import { ChatError, connect } from '../src/client/lib/index.js';
 import { ChatClient } from './support/client.mjs';
+import { storedMessages } from './support/protocol.mjs';
 import { ChatServer, freePort, ROOT, tempDir, waitFor } from './support/server.mjs';
 
 // Every limit a room has, lifted, so that one test client can post hundreds of messages; names
@@ -72,17 +73,6 @@ function open(server, room, { nick, net = network(), ...options } = {}) {
 
 const opened = (chat) => waitFor(() => chat.status === 'open', { what: `${chat.room} open`, ...WAIT });
 
-/** Every stored message of a room, oldest first, paging forward with `since`. */
-async function stored(server, room) {
-  const all = [];
-  for (;;) {
-    const since = all.at(-1)?.id ?? 0;
-    const page = await (await fetch(`${server.url}/chat/${room}/history?since=${since}&limit=100`)).json();
-    if (page.messages.length === 0) return all;
-    all.push(...page.messages);
-  }
-}
-
 /** Posts `count` messages from one raw client and resolves with their echoes, in id order. */
 async function post(server, room, label, count) {
   const writer = await ChatClient.connect(`${server.wsUrl}/chat/${room}?nick=${label}`);
@@ -121,7 +111,7 @@ describe('edge-chat-client against the Worker', () => {
     const [late] = await post(lifted, room, 'Late', 1);
     await waitFor(() => chat.lastId === late.id, WAIT);
 
-    assertExactlyStored(chat, await stored(lifted, room));
+    assertExactlyStored(chat, await storedMessages(lifted, room));
     assert.ok(chat.net.sinces().includes(String(first.id)), `resumed with since=${first.id}: ${chat.net.sinces()}`);
     assert.ok(chat.sources.includes('history'), 'what the welcome could not hold came from the history route');
     assert.equal(chat.nick, 'Lib', 'the nick survives the restart');
@@ -148,7 +138,7 @@ describe('edge-chat-client against the Worker', () => {
     chat.net.down = false;
     await waitFor(() => chat.status === 'open' && chat.lastId === missed.at(-1).id, WAIT);
 
-    assertExactlyStored(chat, await stored(lifted, room));
+    assertExactlyStored(chat, await storedMessages(lifted, room));
     // 250 missed: a welcome of 100 and one page of 100, then a new socket from the 200th on.
     const resumes = chat.net.sinces().filter((since) => since !== null && since !== String(first.id));
     assert.deepEqual(resumes.slice(-1), [String(missed[199].id)], `resumed after one page: ${chat.net.sinces()}`);
@@ -172,7 +162,7 @@ describe('edge-chat-client against the Worker', () => {
     assert.ok(results[0].id < results[1].id && results[1].id < results[2].id);
     const seen = await observer.next({ type: 'message', text: 'three' });
     assert.equal(seen.id, results[2].id, 'the id others see');
-    assert.deepEqual(await stored(lifted, room), results);
+    assert.deepEqual(await storedMessages(lifted, room), results);
 
     assert.equal(await chat.rename('Renamed'), 'Renamed');
     assert.equal(chat.nick, 'Renamed');
@@ -194,7 +184,7 @@ describe('edge-chat-client against the Worker', () => {
       assert.ok(reason instanceof ChatError);
       assert.equal(reason.code, 'rate_limited');
     }
-    assert.deepEqual((await stored(strict, 'limited')).map((m) => m.text), ['a', 'b', 'c']);
+    assert.deepEqual((await storedMessages(strict, 'limited')).map((m) => m.text), ['a', 'b', 'c']);
     assert.equal(chat.status, 'open');
     chat.close();
   });
@@ -249,7 +239,7 @@ describe('edge-chat-client against the Worker', () => {
     const resumed = welcomes.at(-1);
     assert.ok(resumed > 0 && resumed < 100, `a resumed welcome short of 100: ${resumed}`);
     assert.equal(pages[0], String(missed[resumed - 1].id), `paged on from the welcome's last message: ${pages}`);
-    assertExactlyStored(chat, await stored(lifted, room));
+    assertExactlyStored(chat, await storedMessages(lifted, room));
     chat.close();
     writer.close();
   });
@@ -311,7 +301,7 @@ describe('edge-chat-client against the Worker', () => {
     assert.deepEqual(mod.messages, [], 'a clear empties the window');
     // A later frame, after the kicked client had the time to retry: it did not.
     await waitFor(() => !mod.users.includes('Ann') && !mod.users.includes('Late'), WAIT);
-    assert.deepEqual(await stored(lifted, room), []);
+    assert.deepEqual(await storedMessages(lifted, room), []);
     assert.equal(ann.net.urls.length, 1, 'no connection attempt after the kick');
     assert.equal(late.net.urls.length, 1, 'no connection attempt after the ban');
     mod.close();

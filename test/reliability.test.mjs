@@ -7,7 +7,7 @@ import { spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { after, afterEach, describe, test } from 'node:test';
 import { ChatClient } from './support/client.mjs';
-import { assertProtocolKept, fetchJson } from './support/protocol.mjs';
+import { assertProtocolKept, fetchJson, storedMessages } from './support/protocol.mjs';
 import { ChatServer, MANY_CLIENTS_ONE_ADDRESS, ROOT, waitFor } from './support/server.mjs';
 
 const LIFTED_RATE = { RATE_BURST: '100000', RATE_PER_SECOND: '100000', ...MANY_CLIENTS_ONE_ADDRESS };
@@ -48,17 +48,6 @@ function sendContinuously(client, label, { total = 200, window = 5 } = {}) {
   run.finished = client.closed.then(() => run);
   pump();
   return run;
-}
-
-/** Every stored message of a room, oldest first, paging forward with `since`. */
-async function storedMessages(server, room) {
-  const all = [];
-  for (;;) {
-    const since = all.at(-1)?.id ?? 0;
-    const { body: page } = await fetchJson(server.url, `/chat/${room}/history?since=${since}&limit=100`);
-    if (page.messages.length === 0) return all;
-    all.push(...page.messages);
-  }
 }
 
 describe('restart in the middle of a burst', () => {

@@ -197,3 +197,14 @@ export async function fetchJson(base, path, { json, ...init } = {}) {
   if (problem) throw new Error(problem);
   return answer;
 }
+
+/** Every stored message of a room on `server`, oldest first, paging forward with `since`; each page is checked. */
+export async function storedMessages(server, room) {
+  const all = [];
+  for (;;) {
+    const since = all.at(-1)?.id ?? 0;
+    const { body: page } = await fetchJson(server.url, `/chat/${room}/history?since=${since}&limit=100`);
+    if (page.messages.length === 0) return all;
+    all.push(...page.messages);
+  }
+}
