@@ -36,7 +36,12 @@ before(async () => {
   strict = new ChatServer({ vars: { RATE_BURST: '3', RATE_PER_SECOND: '1', CLIENT_JOINS_PER_10S: '100000' } });
   [deadPort] = await Promise.all([freePort(), lifted.start(), strict.start()]);
 });
-after(() => Promise.all([lifted?.stop(), strict?.stop()]));
+// A test that fails midway leaves its rooms open, retrying: close them all so the process can end.
+const rooms = [];
+after(() => {
+  for (const chat of rooms) chat.close();
+  return Promise.all([lifted?.stop(), strict?.stop()]);
+});
 
 /**
  * A WebSocket class for the library whose network a test can cut: while `down`, every attempt goes
@@ -62,6 +67,7 @@ function network() {
 
 function open(server, room, { nick, net = network(), ...options } = {}) {
   const chat = connect({ url: server.url, room, nick, WebSocket: net.WebSocket, ...options });
+  rooms.push(chat);
   chat.seen = [];
   chat.sources = [];
   chat.addEventListener('message', (event) => {
