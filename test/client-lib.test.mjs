@@ -313,6 +313,25 @@ describe('edge-chat-client against the Worker', () => {
     mod.close();
   });
 
+  test('an expired ticket is replaced: on 4401 getTicket is asked again and the room reconnects once', async () => {
+    // The first ticket is valid for about two more seconds, counting the minute of allowed clock skew.
+    const expiring = Math.floor(Date.now() / 1000) - 58;
+    let asked = 0;
+    const getTicket = async () => {
+      asked += 1;
+      const exp = asked === 1 ? expiring : Math.floor(Date.now() / 1000) + 3600;
+      return mintTicket({ sub: 'renewed-1', name: 'Renewed', room: '*', exp }, TICKET_SECRET);
+    };
+    const chat = open(lifted, 'renewal', { getTicket });
+    await opened(chat);
+    await waitFor(() => Date.now() > (expiring + 61) * 1000, { timeoutMs: 5_000, what: 'the first ticket to expire' });
+    await assert.rejects(chat.send('after expiry'), (error) => ['ticket_expired', 'connection_lost'].includes(error.code));
+    await waitFor(() => asked === 2 && chat.status === 'open', { what: 'a reconnect with a fresh ticket', ...WAIT });
+    const stored = await chat.send('with a fresh ticket');
+    assert.equal(stored.uid, 'renewed-1');
+    assert.deepEqual((await storedMessages(lifted, 'renewal')).map((m) => m.text), ['with a fresh ticket']);
+  });
+
   test('the README example works as written', async () => {
     const readme = readFileSync(join(ROOT, 'README.md'), 'utf8');
     const section = readme.slice(readme.indexOf('## Use it from your app'));

@@ -84,6 +84,8 @@ export class ChatRoom extends EventTarget {
 
   #status = 'connecting';
   #closeReason = null;
+  /** Whether a 4401 was already answered with a fresh ticket since the room was last open. */
+  #freshTicketTried = false;
   #retryAt = null;
   #catchingUp = false;
   #nick = null;
@@ -299,6 +301,13 @@ export class ChatRoom extends EventTarget {
   #onClose(code, reason) {
     this.#forgetSocket();
     if (this.#closedByApp) return;
+    // A ticket that expired (or went bad) is worth one more attempt when the app can fetch a
+    // fresh one: `getTicket` runs again before it.
+    if (code === 4401 && this.#options.getTicket && !this.#freshTicketTried) {
+      this.#freshTicketTried = true;
+      this.#retryLater();
+      return;
+    }
     if (TERMINAL.has(code)) {
       this.#finish({ code, reason: String(reason ?? ''), error: this.#lastError });
       return;
@@ -533,6 +542,7 @@ export class ChatRoom extends EventTarget {
 
   #becomeOpen() {
     this.#attempt = 0;
+    this.#freshTicketTried = false;
     this.#catchingUp = false;
     this.#clearRetry();
     // What waited goes out before anything a listener of the `open` status sends.
