@@ -208,3 +208,27 @@ describe('per-address request budget', () => {
     assert.equal((await fetchJson(limited.url, '/health')).status, 200, 'health is not counted');
   });
 });
+
+describe('sockets per client', () => {
+  const capped = new ChatServer({ vars: { MAX_SOCKETS_PER_IP: '2' } });
+  before(() => capped.start());
+  after(() => capped.stop());
+
+  test('a client holds at most MAX_SOCKETS_PER_IP sockets in a room; the next gets too_many_connections and 4429', async () => {
+    const connect = (room) => ChatClient.connect(`${capped.wsUrl}/chat/${room}`);
+    const first = await connect('capped');
+    const second = await connect('capped');
+    await Promise.all([first.welcome(), second.welcome()]);
+    const third = await connect('capped');
+    assert.equal((await third.next({ type: 'error' })).code, 'too_many_connections');
+    assert.equal((await third.closed).code, 4429);
+    assert.equal(first.count({ type: 'joined' }), 1, 'nobody was told of the refused socket');
+    const elsewhere = await connect('another-room');
+    await elsewhere.welcome();
+    await second.close();
+    await first.next({ type: 'left' });
+    const again = await connect('capped');
+    await again.welcome();
+    for (const client of [first, elsewhere, again]) await client.close();
+  });
+});
