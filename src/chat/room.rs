@@ -276,12 +276,7 @@ impl Room {
         address: Option<&str>,
         now: u64,
     ) -> Result<(), Refusal> {
-        let target = match (identity, address) {
-            (Some(user), _) => Some(Target::User(user.id.clone())),
-            (None, Some(address)) => Some(Target::Address(address.to_owned())),
-            (None, None) => None,
-        };
-        if target.is_some_and(|target| self.sanctions.applies(SanctionKind::Ban, &target, now)) {
+        if self.sanctions.applies(SanctionKind::Ban, identity.map(|user| user.id.as_str()), address, now) {
             return Err(Refusal { error: ServerFrame::error(ErrorCode::Banned), code: close::FORBIDDEN, reason: BANNED_REASON });
         }
         if self.clients.sockets(client) >= self.limits.max_client_sockets {
@@ -514,7 +509,8 @@ impl Room {
     fn post(&mut self, id: &str, text: &str, now: u64) -> Result<Reaction, ErrorCode> {
         let text = clean_text(text)?;
         let member = &self.members[id];
-        if member.target().is_some_and(|target| self.sanctions.applies(SanctionKind::Mute, &target, now)) {
+        let user = member.identity.as_ref().map(|user| user.id.as_str());
+        if self.sanctions.applies(SanctionKind::Mute, user, member.address.as_deref(), now) {
             return Err(ErrorCode::Forbidden);
         }
         if self.slow_ms > 0 && member.role() != Role::Moderator {
