@@ -2,6 +2,7 @@
 
 pub mod clients;
 pub mod close;
+pub mod flood;
 pub mod history;
 pub mod identity;
 pub mod moderation;

@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 pub const BATCH_PROTOCOL: &str = "edge-chat.batch";
 /// The most frames in one batch.
 pub const MAX_BATCH_FRAMES: usize = 64;
-/// A batch is sent once its frames reach this many bytes (a chat frame is at most ~16 KiB).
+/// A batch is sent once its frames reach this many bytes (a broadcast chat frame is at most ~8 KiB).
 pub const MAX_BATCH_BYTES: usize = 64 * 1024;
 
 /// Whether a `Sec-WebSocket-Protocol` request header (a comma-separated list) offers batching.

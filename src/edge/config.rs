@@ -10,9 +10,6 @@ pub const DEFAULT_MAX_ROOM_SOCKETS: usize = 1_000;
 /// refused accept would abort the whole isolate, so `MAX_ROOM_SOCKETS` cannot go higher.
 pub const RUNTIME_MAX_SOCKETS: usize = 32_768;
 
-/// After this many `rate_limited` errors in a row a socket is closed with 1008.
-pub const FLOOD_STRIKES: u32 = 10;
-
 const DAY_MS: f64 = 86_400_000.0;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
