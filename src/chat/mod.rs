@@ -5,6 +5,7 @@ pub mod close;
 pub mod flood;
 pub mod history;
 pub mod identity;
+pub mod idle;
 pub mod moderation;
 pub mod nicknames;
 pub mod outbox;

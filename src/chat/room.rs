@@ -311,6 +311,11 @@ impl Room {
         self.members.is_empty()
     }
 
+    /// What socket `id` carries through hibernation now; `None` if it is not a member.
+    pub fn attachment(&self, id: &str) -> Option<Attachment> {
+        self.members.get(id).map(|member| member.attachment(id))
+    }
+
     /// Every person's nick in the room, sorted without regard to case.
     pub fn nicks(&self) -> Vec<String> {
         let mut nicks: Vec<String> = self.owners.values().map(|owner| owner.nick.clone()).collect();
