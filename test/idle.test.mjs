@@ -3,7 +3,9 @@
 // alarm does); sockets that ping (answered by the runtime without waking the room) or talk stay.
 
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
+import { readdirSync } from 'node:fs';
+import { join } from 'node:path';
 import { once } from 'node:events';
 import { createInterface } from 'node:readline';
 import { after, afterEach, before, describe, test } from 'node:test';
@@ -108,4 +110,46 @@ describe('idle sockets', () => {
     );
     await Promise.all([pinger.close(), talker.close()]);
   });
+
+  test('a room whose members vanished in a restart keeps its history when its idle alarm finds it empty', { timeout: 60_000 }, async () => {
+    // Its own runtime, restarted: a SIGKILL takes the sockets with it, and no close event reaches the room.
+    const own = new ChatServer({ vars: { IDLE_TIMEOUT_S: String(IDLE_TIMEOUT_MS / 1000), ...MANY_CLIENTS_ONE_ADDRESS } });
+    await own.start();
+    try {
+      const room = 'restarted';
+      const client = await ChatClient.connect(`${own.wsUrl}/chat/${room}?nick=Ann`);
+      await client.welcome();
+      const kept = await client.sayAndWait('kept across the restart');
+      await own.restart('SIGKILL');
+      await client.closed;
+      // The idle check's alarm, set when Ann joined, finds nobody: it plans the room's expiry
+      // (ROOM_TTL_DAYS from now) rather than taking it for the expiry itself.
+      const expiresAt = await waitFor(() => recordedExpiry(own), {
+        timeoutMs: GHOST_GONE_WITHIN_MS + 10_000,
+        everyMs: 500,
+        what: 'the alarm to plan the expiry',
+      });
+      assert.ok(expiresAt > Date.now() + 29 * 86_400_000, `expires at ${new Date(expiresAt).toISOString()}`);
+      const history = await fetchJson(own.url, `/chat/${room}/history`);
+      assert.deepEqual(history.body.messages, [kept]);
+    } finally {
+      await own.stop();
+    }
+  });
 });
+
+/** The `expires_at` setting of the one room that has a settings table in `server`'s persisted state, or 0. */
+function recordedExpiry(server) {
+  const dir = join(server.persistDir, 'v3/do/edge-chat-ChatRoom');
+  const files = readdirSync(dir).filter((f) => f.endsWith('.sqlite') && f !== 'metadata.sqlite');
+  const script = `
+import sqlite3, sys
+found = 0
+for path in sys.argv[1:]:
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    if db.execute("SELECT 1 FROM sqlite_master WHERE name = 'settings'").fetchone():
+        row = db.execute("SELECT value FROM settings WHERE key = 'expires_at'").fetchone()
+        found = max(found, int(row[0]) if row else 0)
+print(found)`;
+  return Number(execFileSync('python3', ['-c', script, ...files.map((f) => join(dir, f))]).toString());
+}

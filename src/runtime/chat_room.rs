@@ -247,6 +247,32 @@ impl DurableObject for ChatRoom {
             }
             return Response::empty();
         }
+        // Empty: the expiry, if the time it recorded has come. An idle check's alarm can still
+        // find the room empty when its members went without a close event (a restart): then
+        // the expiry is planned from now, never taken from an older emptying.
+        let now = now_ms();
+        if !self.load_history() {
+            // Storage cannot say what the room holds: the runtime retries a failed alarm.
+            return Err(worker::Error::RustError("the room's storage is unavailable".into()));
+        }
+        let recorded = match self.store.setting(EXPIRES_AT) {
+            Ok(at) => at.and_then(|at| at.parse::<u64>().ok()).filter(|&at| at > 0),
+            Err(error) => {
+                worker::console_error!("edge-chat: reading when the room expires failed: {error}");
+                return Response::empty();
+            }
+        };
+        match recorded {
+            Some(at) if at <= now => {}
+            Some(at) => {
+                self.set_alarm(at);
+                return Response::empty();
+            }
+            None => {
+                self.plan_alarm(now);
+                return Response::empty();
+            }
+        }
         self.state.storage().delete_all().await?;
         self.store.forget_schema();
         *self.address_salt.borrow_mut() = None;
@@ -422,7 +448,13 @@ impl ChatRoom {
             self.carry_out(step);
         }
         if first {
-            // The first member: the idle check needs the alarm from now on.
+            // The first member: the idle check needs the alarm from now on, and the room no
+            // longer expires (see `alarm`).
+            if self.store.has_schema() {
+                if let Err(error) = self.store.set_setting(EXPIRES_AT, "0") {
+                    worker::console_error!("edge-chat: clearing the room's expiry failed: {error}");
+                }
+            }
             self.plan_alarm(now);
         }
         self.sweep_if_due(now);
@@ -675,15 +707,27 @@ impl ChatRoom {
         let occupied = !self.room.borrow().is_empty();
         let idle_check = self.liveness.borrow().alarm_need(occupied, now);
         let expiry = (!occupied && self.load_history() && self.store.has_schema()).then(|| now + self.idle_ttl_ms);
-        let storage = self.state.as_raw().storage();
-        let planned = match idle_check.into_iter().chain(expiry).min() {
-            Some(at) => {
-                let at = js_sys::Date::new(&JsValue::from_f64(at as f64));
-                storage.and_then(|storage| storage.set_alarm(at, js_sys::Object::new()))
+        if let Some(at) = expiry {
+            // Recorded, so that the alarm can tell its expiry from an idle check's.
+            if let Err(error) = self.store.set_setting(EXPIRES_AT, &at.to_string()) {
+                worker::console_error!("edge-chat: recording when the room expires failed: {error}");
             }
-            None => storage.and_then(|storage| storage.delete_alarm(js_sys::Object::new())),
-        };
-        if let Err(error) = planned {
+        }
+        match idle_check.into_iter().chain(expiry).min() {
+            Some(at) => self.set_alarm(at),
+            None => {
+                let deleted = self.state.as_raw().storage().and_then(|storage| storage.delete_alarm(js_sys::Object::new()));
+                if let Err(error) = deleted {
+                    worker::console_error!("edge-chat: deleting the room's alarm failed: {}", worker::Error::from(error));
+                }
+            }
+        }
+    }
+
+    fn set_alarm(&self, at: u64) {
+        let at = js_sys::Date::new(&JsValue::from_f64(at as f64));
+        let set = self.state.as_raw().storage().and_then(|storage| storage.set_alarm(at, js_sys::Object::new()));
+        if let Err(error) = set {
             worker::console_error!("edge-chat: setting the room's alarm failed: {}", worker::Error::from(error));
         }
     }
@@ -844,6 +888,8 @@ fn carry_out(members: &Map, batched: &Set, newcomers: &Newcomers, delivery: Deli
 /// Settings this room keeps in storage.
 const SLOW_MODE: &str = "slow_mode";
 const ADDRESS_SALT: &str = "address_salt";
+/// When an empty room deletes its storage (ms); 0 while it has members.
+const EXPIRES_AT: &str = "expires_at";
 
 /// `by` of the operator's actions.
 const ADMIN: &str = "admin";
