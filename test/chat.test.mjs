@@ -6,7 +6,7 @@ import { request } from 'node:http';
 import { after, afterEach, before, describe, test } from 'node:test';
 import { ChatClient } from './support/client.mjs';
 import { assertProtocolKept, fetchJson, httpProblem } from './support/protocol.mjs';
-import { ChatServer, MANY_CLIENTS_ONE_ADDRESS } from './support/server.mjs';
+import { ChatServer, MANY_CLIENTS_ONE_ADDRESS, waitFor } from './support/server.mjs';
 
 // Every socket here comes from 127.0.0.1; test/abuse.test.mjs checks the per-client limits.
 const server = new ChatServer({ vars: { ALLOWED_ORIGINS: 'http://friend.example', ...MANY_CLIENTS_ONE_ADDRESS } });
@@ -44,6 +44,12 @@ function rawGet(path, headers = {}) {
     req.on('error', fail);
     req.end();
   });
+}
+
+/** A flat object as Python's json.dumps writes it: `, ` and `: ` between items, every non-ASCII UTF-16 unit escaped. */
+function pythonJson(object) {
+  const json = `{${Object.entries(object).map(([key, value]) => `${JSON.stringify(key)}: ${JSON.stringify(value)}`).join(', ')}}`;
+  return json.replace(/[\u0080-\uffff]/g, (unit) => `\\u${unit.charCodeAt(0).toString(16).padStart(4, '0')}`);
 }
 
 describe('joining and leaving', () => {
@@ -212,6 +218,9 @@ describe('errors', () => {
       ['x'.repeat(2001), 'too_long'],
       ['é'.repeat(2001), 'too_long'],
       ['a'.repeat(1024 * 1024), 'too_long'],
+      [pythonJson({ type: 'message', text: '😀'.repeat(2001) }), 'too_long'],
+      [pythonJson({ type: 'message', text: '\u200b \u200c\u200d\n\u2060\ufeff' }), 'empty'],
+      ['\u200b\u200b\ufeff', 'empty'],
       ['   ', 'empty'],
       [JSON.stringify({ type: 'message', text: ' \n ' }), 'empty'],
       ['{"type":"message",', 'bad_json'],
@@ -236,37 +245,70 @@ describe('errors', () => {
     await client.close();
   });
 
-  test('rate limit: a burst of 20, then rate_limited, and others are unaffected', async () => {
+  test("a Python client's escaped emoji: 1,500 and 2,000 are stored, 2,001 is too_long", async () => {
+    const room = freshRoom('python');
+    const client = await join(room, '?nick=Py');
+    await client.welcome();
+    const frame = pythonJson({ type: 'message', text: '😀'.repeat(2000) });
+    assert.ok(frame.length > 24_000 && frame.startsWith('{"type": "message", "text": "\\ud83d\\ude00'), frame.slice(0, 50));
+    for (const count of [1500, 2000]) {
+      const text = '😀'.repeat(count);
+      const from = client.frames.length;
+      client.socket.send(pythonJson({ type: 'message', text }));
+      const echo = await client.next((f) => f.type === 'message' || f.type === 'error', { from });
+      assert.equal(echo.text, text, `${count} emoji: ${echo.code}`);
+    }
+    const from = client.frames.length;
+    client.socket.send(pythonJson({ type: 'message', text: '😀'.repeat(2001) }));
+    assert.equal((await client.next({ type: 'error' }, { from })).code, 'too_long');
+    const history = await getJson(`/chat/${room}/history`);
+    assert.deepEqual(history.body.messages.map((m) => [...m.text].length), [1500, 2000]);
+    await client.close();
+  });
+
+  test('rate limit: pasting 30 lines at once stores 20, drops 10 with rate_limited, and the socket stays open', async () => {
     const room = freshRoom('rate');
     const flooder = await join(room, '?nick=Flood');
     await flooder.welcome();
     const calm = await join(room, '?nick=Calm');
     await calm.welcome();
-    for (let i = 0; i < 25; i++) flooder.say(`burst ${i}`);
+    // As websocat sends a pasted text: one plain text frame per line, all at once.
+    for (let i = 0; i < 30; i++) flooder.socket.send(`line ${i}`);
     const limited = await flooder.next({ type: 'error', code: 'rate_limited' });
     assert.match(limited.message, /too fast/);
     await calm.sayAndWait('I can still talk');
-    // Every frame has been answered once the burst's last error is in.
-    await flooder.until((frames) => frames.filter((f) => f.type === 'error' || (f.type === 'message' && f.nick === 'Flood')).length === 25, {
-      what: '25 answers to the burst',
+    // Every frame has been answered once the paste's last error is in.
+    await flooder.until((frames) => frames.filter((f) => f.type === 'error' || (f.type === 'message' && f.nick === 'Flood')).length === 30, {
+      what: '30 answers to the paste',
     });
     assert.equal(flooder.count({ type: 'message', nick: 'Flood' }), 20);
-    assert.equal(flooder.count({ type: 'error', code: 'rate_limited' }), 5);
+    assert.equal(flooder.count({ type: 'error', code: 'rate_limited' }), 10);
+    // Still open: a line sent once a token is back (one every 200 ms) is stored.
+    await waitFor(async () => {
+      const from = flooder.frames.length;
+      flooder.say('after the paste');
+      return (await flooder.next((f) => f.type === 'error' || f.type === 'message', { from })).type === 'message';
+    }, { what: 'a message stored after the paste', everyMs: 250 });
     assert.equal(flooder.socket.readyState, 1);
+    assert.equal(calm.count({ type: 'left', nick: 'Flood' }), 0);
     await Promise.all([flooder.close(), calm.close()]);
   });
 
-  test('a client that keeps flooding is closed with 1008 and its leave announced', async () => {
+  test('a client that keeps flooding over time is closed with 1008 and its leave announced', async () => {
     const room = freshRoom('flood');
     const flooder = await join(room, '?nick=Flood');
     await flooder.welcome();
     const calm = await join(room, '?nick=Calm');
     await calm.welcome();
-    for (let i = 0; i < 60; i++) flooder.say(`spam ${i}`);
+    // Fifty a second against a refill of five, until the server closes it.
+    let sent = 0;
+    const timer = setInterval(() => flooder.socket.readyState === 1 && flooder.say(`spam ${sent++}`), 20);
     const { code, reason } = await flooder.closed;
+    clearInterval(timer);
     assert.equal(code, 1008);
     assert.match(reason, /flood/i);
     assert.ok(Buffer.byteLength(reason) <= 123);
+    assert.ok(flooder.count({ type: 'error', code: 'rate_limited' }) > 10, 'dropped more than a paste before being closed');
     await calm.next({ type: 'left', nick: 'Flood' });
     await calm.sayAndWait('after the flood');
     assert.equal(calm.count({ type: 'left', nick: 'Flood' }), 1);

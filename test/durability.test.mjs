@@ -110,8 +110,9 @@ describe('hibernation', () => {
     assert.notEqual(afterClose.instance, beforeClose.instance, 'the close was delivered to a rebuilt object');
     assert.deepEqual(afterClose.body.users, ['Ann', 'Robert']);
 
-    // The rate limit still holds after waking: a fresh burst, then rate_limited.
-    for (let i = 0; i < 21; i++) ann.say(`burst ${i}`);
+    // The rate limit still holds after waking: a fresh burst, then rate_limited (30 frames, so that
+    // a token or two refilled while a loaded machine sends them cannot hide it).
+    for (let i = 0; i < 30; i++) ann.say(`burst ${i}`);
     assert.equal((await ann.next({ type: 'error' })).code, 'rate_limited');
     await Promise.all([ann.close(), bob.close()]);
     await server.stop();

@@ -204,6 +204,7 @@ describe('abuse', () => {
     }
     const flooder = await ChatClient.connect(`${server.wsUrl}/chat/${room}?nick=Flooder`);
     await flooder.welcome();
+    const floodStart = performance.now();
     for (let i = 0; i < 2000; i++) flooder.say(`flood ${i}`);
     const during = [];
     for (let i = 0; i < 5; i++) {
@@ -212,7 +213,9 @@ describe('abuse', () => {
       during.push(performance.now() - start);
     }
     assert.equal((await flooder.closed).code, 1008);
-    assert.ok(flooder.count({ type: 'message', nick: 'Flooder' }) <= 20, 'no more than the burst got through');
+    // The burst, plus one token per 200 ms while the room worked through the drops that closed it.
+    const refilled = Math.ceil(((performance.now() - floodStart) / 1000) * 5);
+    assert.ok(flooder.count({ type: 'message', nick: 'Flooder' }) <= 20 + refilled, 'no more than the burst got through');
     const median = (xs) => xs.sort((a, b) => a - b)[Math.floor(xs.length / 2)];
     t.diagnostic(`calm client's echo time, median of 5: ${median(quiet).toFixed(1)} ms quiet, ${median(during).toFixed(1)} ms during the flood`);
     await calm.close();

@@ -3,8 +3,10 @@
 pub mod clients;
 pub mod close;
 pub mod emoji;
+pub mod flood;
 pub mod history;
 pub mod identity;
+pub mod idle;
 pub mod messages;
 pub mod moderation;
 pub mod nicknames;

@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 pub const BATCH_PROTOCOL: &str = "edge-chat.batch";
 /// The most frames in one batch.
 pub const MAX_BATCH_FRAMES: usize = 64;
-/// A batch is sent once its frames reach this many bytes (a chat frame is at most ~16 KiB).
+/// A batch is sent once its frames reach this many bytes (a broadcast chat frame is at most ~8 KiB).
 pub const MAX_BATCH_BYTES: usize = 64 * 1024;
 
 /// Whether a `Sec-WebSocket-Protocol` request header (a comma-separated list) offers batching.
@@ -31,13 +31,15 @@ pub fn offers_batch(header: Option<&str>) -> bool {
     header.is_some_and(|list| list.split(',').any(|protocol| protocol.trim() == BATCH_PROTOCOL))
 }
 
-/// What a socket carries through hibernation: the room's attachment, and whether it batches.
-/// Serialised as the attachment's fields plus `batch` (written out rather than with
-/// `#[serde(flatten)]`, whose buffering costs the WASM module more than this).
+/// What a socket carries through hibernation: the room's attachment, whether it batches, and
+/// when it last sent a frame (ms; see `idle`). Serialised as the attachment's fields plus `batch`
+/// and `seen` (written out rather than with `#[serde(flatten)]`, whose buffering costs the WASM
+/// module more than this).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SocketAttachment {
     pub member: Attachment,
     pub batch: bool,
+    pub seen: u64,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -57,21 +59,27 @@ struct SocketAttachmentFields {
     gone: bool,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     batch: bool,
+    /// Absent in attachments from before idle sweeps: the join time stands in.
+    #[serde(default)]
+    seen: Option<u64>,
 }
 
 impl Serialize for SocketAttachment {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let Attachment { id, nick, joined, client, identity, address, client_id, gone } = self.member.clone();
-        SocketAttachmentFields { id, nick, joined, client, identity, address, client_id, gone, batch: self.batch }
+        let (batch, seen) = (self.batch, Some(self.seen));
+        SocketAttachmentFields { id, nick, joined, client, identity, address, client_id, gone, batch, seen }
             .serialize(serializer)
     }
 }
 
 impl<'de> Deserialize<'de> for SocketAttachment {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let SocketAttachmentFields { id, nick, joined, client, identity, address, client_id, gone, batch } =
+        let SocketAttachmentFields { id, nick, joined, client, identity, address, client_id, gone, batch, seen } =
             Deserialize::deserialize(deserializer)?;
-        Ok(SocketAttachment { member: Attachment { id, nick, joined, client, identity, address, client_id, gone }, batch })
+        let seen = seen.unwrap_or(joined);
+        let member = Attachment { id, nick, joined, client, identity, address, client_id, gone };
+        Ok(SocketAttachment { member, batch, seen })
     }
 }
 
@@ -324,7 +332,7 @@ mod tests {
     }
 
     #[test]
-    fn attachments_carry_the_opt_in_and_read_old_ones() {
+    fn attachments_carry_the_opt_in_and_the_last_frame_and_read_old_ones() {
         let member = Attachment {
             id: "a".into(),
             nick: "Ann".into(),
@@ -335,11 +343,11 @@ mod tests {
             client_id: None,
             gone: false,
         };
-        let batched = SocketAttachment { member: member.clone(), batch: true };
+        let batched = SocketAttachment { member: member.clone(), batch: true, seen: 9 };
         let json = serde_json::to_string(&batched).unwrap();
-        assert_eq!(json, r#"{"id":"a","nick":"Ann","joined":5,"client":0,"batch":true}"#);
+        assert_eq!(json, r#"{"id":"a","nick":"Ann","joined":5,"client":0,"batch":true,"seen":9}"#);
         assert_eq!(serde_json::from_str::<SocketAttachment>(&json).unwrap(), batched);
         let old: SocketAttachment = serde_json::from_str(r#"{"id":"a","nick":"Ann","joined":5}"#).unwrap();
-        assert_eq!(old, SocketAttachment { member, batch: false });
+        assert_eq!(old, SocketAttachment { member, batch: false, seen: 5 }, "last seen when it joined");
     }
 }

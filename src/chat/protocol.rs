@@ -12,9 +12,19 @@ use unicode_normalization::char::is_combining_mark;
 /// Longest message text, in Unicode scalar values, after trimming.
 pub const MAX_TEXT_CHARS: usize = 2_000;
 
-/// Frames larger than this are refused before they are parsed. JSON escapes can spend six
-/// bytes on one character, so this still admits every message of `MAX_TEXT_CHARS`.
-pub const MAX_FRAME_BYTES: usize = 16 * 1024;
+/// The longest JSON encoding of one character: a surrogate pair escaped as `\uXXXX\uXXXX`,
+/// which is how Python's `json.dumps` sends an emoji by default.
+pub const MAX_ESCAPED_CHAR_BYTES: usize = 12;
+
+/// Room for everything in a frame but its text: the type, other fields, whitespace.
+pub const FRAME_ENVELOPE_BYTES: usize = 1024;
+
+/// Frames larger than this are refused before they are parsed. Sized from the worst legal
+/// encoding, so that every message of `MAX_TEXT_CHARS` fits however its client escapes it.
+pub const MAX_FRAME_BYTES: usize = MAX_TEXT_CHARS * MAX_ESCAPED_CHAR_BYTES + FRAME_ENVELOPE_BYTES;
+
+/// Characters that show nothing: a text made only of them (and whitespace) is `empty`.
+const INVISIBLE: [char; 5] = ['\u{200B}', '\u{200C}', '\u{200D}', '\u{2060}', '\u{FEFF}'];
 
 /// Most combining marks in a row: more stack into a column that spills over other lines.
 pub const MAX_COMBINING_MARKS: usize = 4;
@@ -109,19 +119,25 @@ pub fn clean_text(text: &str) -> Result<String, ErrorCode> {
     if trimmed.is_empty() {
         return Err(ErrorCode::Empty);
     }
-    let (mut chars, mut marks, mut bad) = (0usize, 0usize, false);
+    let (mut chars, mut marks, mut bad, mut visible) = (0usize, 0usize, false, false);
     for c in trimmed.chars() {
         chars += 1;
         if c.is_ascii() {
             marks = 0;
             bad |= c.is_ascii_control() && !matches!(c, '\t' | '\n' | '\r');
+            visible |= !c.is_ascii_whitespace();
         } else if is_combining_mark(c) {
             marks += 1;
             bad |= marks > MAX_COMBINING_MARKS;
+            visible = true;
         } else {
             marks = 0;
             bad |= c.is_control();
+            visible |= !c.is_whitespace() && !INVISIBLE.contains(&c);
         }
+    }
+    if !visible {
+        return Err(ErrorCode::Empty);
     }
     if chars > MAX_TEXT_CHARS {
         return Err(ErrorCode::TooLong);
@@ -442,6 +458,35 @@ mod tests {
         let huge = format!(r#"{{"type":"message","text":"{}"}}"#, "a".repeat(MAX_FRAME_BYTES));
         assert_eq!(parse(&huge), Err(ErrorCode::TooLong));
         assert_eq!(parse(&"b".repeat(1 << 20)), Err(ErrorCode::TooLong));
+    }
+
+    #[test]
+    fn the_longest_text_fits_a_frame_however_it_is_escaped() {
+        // Python's json.dumps escapes every non-ASCII character: an emoji is a surrogate pair.
+        let emoji = |n: usize| "\\ud83d\\ude00".repeat(n);
+        for (n, expected) in [(1_500, None), (MAX_TEXT_CHARS, None), (MAX_TEXT_CHARS + 1, Some(ErrorCode::TooLong))] {
+            let frame = format!(r#"{{"type": "message", "text": "{}"}}"#, emoji(n));
+            assert!(frame.len() <= MAX_FRAME_BYTES, "{n}");
+            let text = match parse(&frame) {
+                Ok(ClientFrame::Message { text, .. }) => text,
+                other => panic!("{n}: {other:?}"),
+            };
+            assert_eq!(text.chars().count(), n);
+            assert_eq!(clean_text(&text).err(), expected, "{n}");
+        }
+        // The envelope leaves room for the other fields a message frame may carry.
+        let padded = format!(r#"{{"type":"message","text":"{}","cid":"{}","reply_to":18446744073709551615}}"#, emoji(2_000), "c".repeat(64));
+        assert!(padded.len() + 512 <= MAX_FRAME_BYTES);
+    }
+
+    #[test]
+    fn invisible_characters_alone_are_empty() {
+        for text in ["\u{200B}", "\u{200B}\u{200C}\u{200D}\u{2060}\u{FEFF}", " \u{200B} \n\u{FEFF}\t", "\u{3000}\u{200D}\u{00A0}"] {
+            assert_eq!(clean_text(text), Err(ErrorCode::Empty), "{text:?}");
+        }
+        assert_eq!(clean_text("\u{200B}a\u{200B}"), Ok("\u{200B}a\u{200B}".into()), "visible text keeps them");
+        assert_eq!(clean_text("\u{1F468}\u{200D}\u{1F469}"), Ok("\u{1F468}\u{200D}\u{1F469}".into()), "a joined emoji");
+        assert_eq!(clean_text("e\u{301}"), Ok("e\u{301}".into()));
     }
 
     #[test]

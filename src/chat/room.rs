@@ -21,7 +21,8 @@ use crate::chat::messages::{
     check_delete, check_edit, live, sender_key, toggle_reaction, typing_allowed, Change, History, TYPING_FOR_MS,
 };
 use crate::chat::moderation::{Action, Sanction, SanctionKind, Sanctions, Target};
-use crate::edge::config::{RoomLimits, FLOOD_STRIKES};
+use crate::chat::flood::{FloodGuard, Verdict};
+use crate::edge::config::RoomLimits;
 use crate::chat::nicknames::{self, validate_nick, MAX_NICK_CHARS};
 use crate::chat::protocol::{
     clean_text, parse_client_frame, ChatMessage, ClientFrame, ErrorCode, Incoming, ServerFrame, You,
@@ -58,8 +59,7 @@ struct Member {
     nick: String,
     joined: u64,
     client: ClientKey,
-    bucket: TokenBucket,
-    strikes: u32,
+    flood: FloodGuard,
     identity: Option<Identity>,
     address: Option<String>,
     client_id: Option<String>,
@@ -202,7 +202,7 @@ pub struct Joined {
 const TICKET_EXPIRED_REASON: &str = "Your ticket expired: reconnect with a fresh one.";
 const KICKED_REASON: &str = "You were removed from this room by a moderator.";
 const BANNED_REASON: &str = "You are banned from this room.";
-const FLOODING_REASON: &str = "Closed for flooding: too many messages after repeated rate_limited errors.";
+const FLOODING_REASON: &str = "Closed for flooding: still too many messages after seconds of rate_limited errors.";
 
 pub struct Room {
     members: HashMap<SocketId, Member>,
@@ -344,6 +344,11 @@ impl Room {
         self.members.is_empty()
     }
 
+    /// What socket `id` carries through hibernation now; `None` if it is not a member.
+    pub fn attachment(&self, id: &str) -> Option<Attachment> {
+        self.members.get(id).map(|member| member.attachment(id))
+    }
+
     /// Every person's nick in the room, sorted without regard to case.
     pub fn nicks(&self) -> Vec<String> {
         let mut nicks: Vec<String> = self.owners.values().map(|owner| owner.nick.clone()).collect();
@@ -415,8 +420,8 @@ impl Room {
 
     /// Handles one frame from socket `id`, reading what it needs of the stored `history`.
     /// Every frame but `typing` counts against its socket's and its client's budget; only the
-    /// socket's own one earns strikes, so that a client is never cut off for what the other
-    /// sockets behind its address sent.
+    /// socket's own one can close it for flooding, so that a client is never cut off for what the
+    /// other sockets behind its address sent.
     pub fn receive(&mut self, id: &str, frame: Incoming<'_>, now: u64, history: &dyn History) -> Reaction {
         let rate = self.limits.rate;
         let Some(member) = self.members.get_mut(id) else { return Reaction::Nothing };
@@ -435,14 +440,11 @@ impl Room {
             member.last_typing = Some(now);
             return Reaction::Typing(ServerFrame::Typing { nick: member.nick.clone(), until: now + TYPING_FOR_MS });
         }
-        if !member.bucket.try_take(rate, now) {
-            member.strikes += 1;
-            if member.strikes >= FLOOD_STRIKES {
-                return self.kick(id, now, ErrorCode::RateLimited, close::POLICY_VIOLATION, FLOODING_REASON);
-            }
-            return Reaction::Reply(ServerFrame::error(ErrorCode::RateLimited));
+        match member.flood.frame(rate, now) {
+            Verdict::Pass => {}
+            Verdict::Drop => return Reaction::Reply(ServerFrame::error(ErrorCode::RateLimited)),
+            Verdict::Close => return self.kick(id, now, ErrorCode::RateLimited, close::POLICY_VIOLATION, FLOODING_REASON),
         }
-        member.strikes = 0;
         if !self.clients.try_frame(member.client, self.limits.client, now) {
             return Reaction::Reply(ServerFrame::error(ErrorCode::RateLimited));
         }
@@ -775,8 +777,8 @@ impl Room {
         }
         self.owners.insert(nicknames::key(&nick), Owner { nick: nick.clone(), holder });
         self.clients.add_socket(client, self.limits.client, now);
-        let bucket = TokenBucket::full(self.limits.rate, now);
-        let member = Member { nick, joined, client, bucket, strikes: 0, identity, address, client_id, last_typing: None };
+        let flood = FloodGuard::new(self.limits.rate, now);
+        let member = Member { nick, joined, client, flood, identity, address, client_id, last_typing: None };
         self.members.entry(id).insert_entry(member).into_mut()
     }
 }
@@ -784,6 +786,7 @@ impl Room {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::chat::flood::FLOOD_SECONDS;
     use crate::chat::rate_limit::RateLimit;
     use crate::chat::messages::memory::MemoryHistory;
 
@@ -931,23 +934,36 @@ mod tests {
         assert_eq!(error_code(&say(&mut room, "s1", "spam", 1_000)), Some(ErrorCode::RateLimited));
         // Others are unaffected.
         assert!(matches!(say(&mut room, "s2", "hello", 1_000), Reaction::Post { .. }));
-        // A token comes back every 200 ms, and a passing frame forgives earlier strikes.
+        // A token comes back every 200 ms; the socket stays open while it keeps being dropped...
         assert!(matches!(say(&mut room, "s1", "later", 1_200), Reaction::Post { .. }));
-        for _ in 0..FLOOD_STRIKES - 1 {
+        for _ in 0..10 {
             assert_eq!(error_code(&say(&mut room, "s1", "spam", 1_200)), Some(ErrorCode::RateLimited));
         }
-        match say(&mut room, "s1", "spam", 1_200) {
+        // ...until, sending ten a second, it is still over its limit FLOOD_SECONDS after its first
+        // dropped frame (at 1 s).
+        let mut later = 1_200;
+        let kick = loop {
+            later += 100;
+            match say(&mut room, "s1", "spam", later) {
+                Reaction::Post { .. } => {}
+                Reaction::Reply(error) => assert_eq!(error, ServerFrame::error(ErrorCode::RateLimited)),
+                kick => break kick,
+            }
+        };
+        let spell = later - 1_000;
+        assert!((FLOOD_SECONDS * 1000..FLOOD_SECONDS * 1000 + 300).contains(&spell), "closed at its first drop after {spell} ms");
+        match kick {
             Reaction::Kick { error, attachment, code, reason, left } => {
                 assert_eq!(error, ServerFrame::error(ErrorCode::RateLimited));
                 assert!(attachment.gone);
                 assert_eq!(code, 1008);
                 assert!(reason.len() <= crate::chat::close::MAX_REASON_BYTES);
-                assert_eq!(left, Some(ServerFrame::Left { nick: "Ann".into(), at: 1_200 }));
+                assert_eq!(left, Some(ServerFrame::Left { nick: "Ann".into(), at: later }));
             }
             other => panic!("{other:?}"),
         }
         assert_eq!(room.nicks(), ["Bob"]);
-        assert_eq!(room.leave("s1", 1_300), None, "a kicked socket's close announces nothing more");
+        assert_eq!(room.leave("s1", later), None, "a kicked socket's close announces nothing more");
     }
 
     #[test]
@@ -1226,7 +1242,7 @@ mod tests {
     }
 
     #[test]
-    fn the_client_budget_earns_no_strikes() {
+    fn the_client_budget_never_closes_a_socket() {
         let mut room = room();
         let client = ClientKey::of("198.51.100.9", [1, 1]);
         for socket in 0..3 {
@@ -1236,7 +1252,7 @@ mod tests {
             }
         }
         room.join("calm".into(), client, Some("Calm"), None, None, None, 0, counter());
-        for _ in 0..FLOOD_STRIKES + 5 {
+        for _ in 0..RateLimit::DEFAULT.burst {
             assert_eq!(error_code(&say(&mut room, "calm", "hello?", 0)), Some(ErrorCode::RateLimited));
         }
         assert!(room.nicks().contains(&"Calm".to_owned()), "not kicked for its neighbours' flood");

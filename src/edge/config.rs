@@ -2,6 +2,7 @@
 //! operator's mistake: it is reported and the default is used, so a typo cannot take the
 //! chat down.
 
+use crate::chat::idle::DEFAULT_IDLE_TIMEOUT_MS;
 use crate::chat::messages::DEFAULT_EDIT_WINDOW_S;
 use crate::chat::rate_limit::RateLimit;
 
@@ -10,9 +11,6 @@ pub const DEFAULT_MAX_ROOM_SOCKETS: usize = 1_000;
 /// The runtime accepts at most this many hibernatable sockets per Durable Object, and a
 /// refused accept would abort the whole isolate, so `MAX_ROOM_SOCKETS` cannot go higher.
 pub const RUNTIME_MAX_SOCKETS: usize = 32_768;
-
-/// After this many `rate_limited` errors in a row a socket is closed with 1008.
-pub const FLOOD_STRIKES: u32 = 10;
 
 const DAY_MS: f64 = 86_400_000.0;
 
@@ -55,11 +53,18 @@ pub struct RoomConfig {
     pub idle_ttl_ms: u64,
     /// Whether answers carry `x-room-instance`, which shows when a room was rebuilt.
     pub instance_header: bool,
+    /// A socket silent for this long is closed as idle (`IDLE_TIMEOUT_S`).
+    pub idle_timeout_ms: u64,
 }
 
 impl Default for RoomConfig {
     fn default() -> Self {
-        RoomConfig { limits: RoomLimits::default(), idle_ttl_ms: 30 * DAY_MS as u64, instance_header: false }
+        RoomConfig {
+            limits: RoomLimits::default(),
+            idle_ttl_ms: 30 * DAY_MS as u64,
+            instance_header: false,
+            idle_timeout_ms: DEFAULT_IDLE_TIMEOUT_MS,
+        }
     }
 }
 
@@ -72,7 +77,7 @@ pub struct BadVar {
 }
 
 impl RoomConfig {
-    /// Reads the rate limits, `MAX_ROOM_SOCKETS`, `ROOM_TTL_DAYS` and `ROOM_INSTANCE_HEADER`
+    /// Reads the rate limits, `MAX_ROOM_SOCKETS`, `ROOM_TTL_DAYS`, `IDLE_TIMEOUT_S` and `ROOM_INSTANCE_HEADER`
     /// through `var`.
     pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> (RoomConfig, Vec<BadVar>) {
         let mut config = RoomConfig::default();
@@ -98,6 +103,9 @@ impl RoomConfig {
         whole("CLIENT_JOINS_PER_10S", &mut limits.client_joins);
         whole("MAX_SOCKETS_PER_IP", &mut limits.max_client_sockets);
         whole("MAX_ROOM_SOCKETS", &mut max_sockets);
+        let mut idle_timeout_s = (DEFAULT_IDLE_TIMEOUT_MS / 1000) as u32;
+        whole("IDLE_TIMEOUT_S", &mut idle_timeout_s);
+        config.idle_timeout_ms = u64::from(idle_timeout_s) * 1000;
         limits.room.burst = limits.room.per_second;
         limits.max_sockets = max_sockets as usize;
         if limits.max_sockets > RUNTIME_MAX_SOCKETS {
@@ -130,6 +138,7 @@ mod tests {
         assert_eq!(limits.room, RateLimit { burst: 50, per_second: 50 });
         assert_eq!((limits.client_joins, limits.max_sockets), (10, 1000));
         assert_eq!(config.idle_ttl_ms, 30 * 86_400_000);
+        assert_eq!(config.idle_timeout_ms, 75_000);
         assert!(!config.instance_header);
         assert_eq!(limits.edit_window_ms, 900_000);
         assert!(bad.is_empty());
@@ -155,6 +164,7 @@ mod tests {
             "CLIENT_JOINS_PER_10S" => Some("-3".into()),
             "ROOM_TTL_DAYS" => Some("0.0001".into()),
             "ROOM_INSTANCE_HEADER" => Some("1".into()),
+            "IDLE_TIMEOUT_S" => Some("3".into()),
             _ => None,
         });
         let limits = &config.limits;
@@ -163,6 +173,7 @@ mod tests {
         assert_eq!(limits.room, RateLimit { burst: 9, per_second: 9 });
         assert_eq!((limits.client_joins, limits.max_sockets), (10, 1000));
         assert_eq!(config.idle_ttl_ms, 8_640);
+        assert_eq!(config.idle_timeout_ms, 3_000);
         assert!(config.instance_header);
         let names: Vec<&str> = bad.iter().map(|b| b.name).collect();
         assert_eq!(names, ["RATE_PER_SECOND", "CLIENT_JOINS_PER_10S", "MAX_ROOM_SOCKETS"]);

@@ -5,7 +5,11 @@
 //!
 //! Every event does the same three things: ask the room what to do, store what must be
 //! stored, then send. Nothing here awaits, so events never interleave (the one exception is
-//! the alarm, which deletes the storage of a room idle for `ROOM_TTL_DAYS`). Broadcasts go through
+//! the alarm, which deletes the storage of a room idle for `ROOM_TTL_DAYS`).
+//!
+//! The room's one alarm serves every feature that needs a wake (`plan_alarm`): the idle check
+//! while the room has members (see `idle`: sockets silent for `IDLE_TIMEOUT_S` are closed), and
+//! the expiry once it has none. Broadcasts go through
 //! the room's `Outbox`, which sends at once when the room is quiet and batches frames when it
 //! falls behind; this object only runs the zero-delay timer it asks for (see `outbox`).
 //!
@@ -23,6 +27,7 @@
 use crate::chat::clients::ClientKey;
 use crate::chat::close;
 use crate::chat::identity::Identity;
+use crate::chat::idle::{Liveness, IDLE_CLOSE_CODE, IDLE_CLOSE_REASON};
 use crate::chat::moderation::{address_key, Action, Sanction};
 use crate::edge::config::RoomConfig;
 use crate::chat::history::{trim_cutoff, Window};
@@ -95,6 +100,14 @@ extern "C" {
 
     #[wasm_bindgen(method, catch, js_name = send)]
     fn send(this: &RawSocket, data: &JsString) -> Result<(), JsValue>;
+
+    /// The object's `DurableObjectState`, seen for what the `worker` crate does not bind.
+    type RoomState;
+
+    /// When the runtime last answered a `ping` from `socket` by itself (null if never), which it
+    /// does without waking the room.
+    #[wasm_bindgen(method, catch, js_name = getWebSocketAutoResponseTimestamp)]
+    fn auto_response_timestamp(this: &RoomState, socket: &web_sys::WebSocket) -> Result<Option<js_sys::Date>, JsValue>;
 }
 
 #[durable_object(alarm)]
@@ -119,6 +132,8 @@ pub struct ChatRoom {
     /// Random per construction and kept in memory only: client keys are hashed with it.
     client_salt: [u64; 2],
     idle_ttl_ms: u64,
+    /// When each member last showed a sign of life: idle ones are closed.
+    liveness: RefCell<Liveness>,
     /// Random per construction: shows in `x-room-instance` (when enabled) when the object was rebuilt.
     instance: Option<String>,
 }
@@ -133,13 +148,15 @@ impl DurableObject for ChatRoom {
         let mut room = Room::awaiting_history(config.limits);
         let (members, batched, sockets) = (Map::new(), Set::new(&JsValue::UNDEFINED), Set::new(&JsValue::UNDEFINED));
         let now = now_ms();
+        let mut liveness = Liveness::new(config.idle_timeout_ms);
         for socket in open_sockets(&state) {
             sockets.add(socket.as_ref());
             let socket = WebSocket::from(socket);
-            if let Ok(Some(SocketAttachment { member, batch })) = socket.deserialize_attachment() {
-                let id = JsValue::from_str(&member.id);
+            if let Ok(Some(SocketAttachment { member, batch, seen })) = socket.deserialize_attachment() {
+                let id = member.id.clone();
                 if room.restore(member, now) {
-                    members.set(socket.as_ref(), &id);
+                    liveness.restored(&id, seen, now);
+                    members.set(socket.as_ref(), &JsValue::from_str(&id));
                     if batch {
                         batched.add(socket.as_ref());
                     }
@@ -186,6 +203,7 @@ impl DurableObject for ChatRoom {
             sockets,
             client_salt: [random_u64(), random_u64()],
             idle_ttl_ms: config.idle_ttl_ms,
+            liveness: RefCell::new(liveness),
             instance: config.instance_header.then(random_id),
         }
     }
@@ -218,12 +236,44 @@ impl DurableObject for ChatRoom {
         Ok(response)
     }
 
-    /// Set when the last member leaves (see `schedule_expiry_if_empty`): a room that has had
-    /// no socket since, and so no message, deletes everything it stored.
+    /// While the room has members, the idle check: closes the sockets silent for too long and
+    /// asks for the next check. Once it has none (see `plan_alarm`), the expiry: a room that has
+    /// had no socket since, and so no message, deletes everything it stored.
     async fn alarm(&self) -> worker::Result<Response> {
         if !self.room.borrow().is_empty() {
-            // Somebody came back; the next time the room empties sets the alarm again.
+            let now = now_ms();
+            self.sweep_if_due(now);
+            // A sweep that emptied the room planned its expiry already.
+            if !self.room.borrow().is_empty() {
+                self.plan_alarm(now);
+            }
             return Response::empty();
+        }
+        // Empty: the expiry, if the time it recorded has come. An idle check's alarm can still
+        // find the room empty when its members went without a close event (a restart): then
+        // the expiry is planned from now, never taken from an older emptying.
+        let now = now_ms();
+        if !self.load_history() {
+            // Storage cannot say what the room holds: the runtime retries a failed alarm.
+            return Err(worker::Error::RustError("the room's storage is unavailable".into()));
+        }
+        let recorded = match self.store.setting(EXPIRES_AT) {
+            Ok(at) => at.and_then(|at| at.parse::<u64>().ok()).filter(|&at| at > 0),
+            Err(error) => {
+                worker::console_error!("edge-chat: reading when the room expires failed: {error}");
+                return Response::empty();
+            }
+        };
+        match recorded {
+            Some(at) if at <= now => {}
+            Some(at) => {
+                self.set_alarm(at);
+                return Response::empty();
+            }
+            None => {
+                self.plan_alarm(now);
+                return Response::empty();
+            }
         }
         self.state.storage().delete_all().await?;
         self.store.forget_schema();
@@ -242,6 +292,8 @@ impl ChatRoom {
     #[wasm_bindgen(js_name = webSocketMessage)]
     pub fn websocket_message(&self, socket: web_sys::WebSocket, message: JsValue) {
         let Some(id) = self.member_id(&socket) else { return };
+        let now = now_ms();
+        let record_frame = self.liveness.borrow_mut().frame(&id, now);
         // A JS string's length in UTF-16 units is at most its UTF-8 length: an oversized frame
         // is known as such without being copied into WASM memory.
         let text = match message.dyn_ref::<JsString>() {
@@ -255,7 +307,7 @@ impl ChatRoom {
             Ok(None) => Incoming::Binary,
         };
         self.load_history();
-        let reaction = self.room.borrow_mut().receive(&id, incoming, now_ms(), &self.store);
+        let reaction = self.room.borrow_mut().receive(&id, incoming, now, &self.store);
         let socket = WebSocket::from(socket);
         match reaction {
             Reaction::Nothing => {}
@@ -293,6 +345,14 @@ impl ChatRoom {
                 self.schedule_expiry_if_empty();
             }
         }
+        if record_frame {
+            // Still a member: its attachment records the frame, for after a hibernation.
+            let attachment = self.room.borrow().attachment(&id);
+            if let Some(member) = attachment {
+                self.attach(&socket, member);
+            }
+        }
+        self.sweep_if_due(now);
     }
 
     #[wasm_bindgen(js_name = webSocketClose)]
@@ -302,6 +362,7 @@ impl ChatRoom {
         // Completing the handshake fails harmlessly when the runtime already has.
         let _ = socket.close(Some(close::reply_code(code)), Some(close::reply_reason(&reason)));
         self.depart(&socket);
+        self.sweep_if_due(now_ms());
     }
 
     #[wasm_bindgen(js_name = webSocketError)]
@@ -348,6 +409,7 @@ impl ChatRoom {
             ip => Some(address_key(self.address_salt()?.as_bytes(), ip)),
         };
         let now = now_ms();
+        let first = self.room.borrow().is_empty();
         let admitted = self.room.borrow_mut().admit(client_key, identity.as_ref(), address.as_deref(), now);
         if let Err(refusal) = admitted {
             return refused_socket(&refusal.error.to_json(), refusal.code, refusal.reason, batch);
@@ -365,7 +427,8 @@ impl ChatRoom {
                 worker::console_error!("edge-chat: storing a nick reservation failed: {error}");
             }
         }
-        attach(&pair.server, &SocketAttachment { member: joined.attachment.clone(), batch });
+        attach(&pair.server, &SocketAttachment { member: joined.attachment.clone(), batch, seen: now });
+        self.liveness.borrow_mut().joined(&id, now);
         let welcome = ServerFrame::Welcome {
             room: room_name.to_owned(),
             nick: joined.attachment.nick.clone(),
@@ -374,6 +437,7 @@ impl ChatRoom {
             you: joined.you,
             seq: room.last_seq(),
         };
+        drop(room);
         send_one(&pair.server, &welcome);
         if let Some(code) = joined.refused_nick {
             send_one(&pair.server, &ServerFrame::error(code));
@@ -396,6 +460,17 @@ impl ChatRoom {
             let step = self.outbox.borrow_mut().join(announcement);
             self.carry_out(step);
         }
+        if first {
+            // The first member: the idle check needs the alarm from now on, and the room no
+            // longer expires (see `alarm`).
+            if self.store.has_schema() {
+                if let Err(error) = self.store.set_setting(EXPIRES_AT, "0") {
+                    worker::console_error!("edge-chat: clearing the room's expiry failed: {error}");
+                }
+            }
+            self.plan_alarm(now);
+        }
+        self.sweep_if_due(now);
         let mut response = Response::from_websocket(pair.client).map_err(internal("answering the upgrade"))?;
         if batch {
             response.headers_mut().set(PROTOCOL_HEADER, BATCH_PROTOCOL).map_err(internal("answering the subprotocol"))?;
@@ -410,6 +485,7 @@ impl ChatRoom {
             users: Vec<String>,
             count: usize,
         }
+        self.sweep_if_due(now_ms());
         let users = self.room.borrow().nicks();
         let body = Users { room: room_name, count: users.len(), users };
         json_response(200, serde_json::to_string(&body).map_err(internal("encoding users"))?)
@@ -657,19 +733,83 @@ impl ChatRoom {
         }
     }
 
-    /// When the last member has left, sets the alarm that deletes the room's storage after
-    /// `ROOM_TTL_DAYS` without sockets (and so without messages): one storage write per
-    /// emptying, one wake per idle room. A room that never stored anything has nothing to delete.
+    /// When the last member has left, replaces the idle check's alarm with the one that deletes
+    /// the room's storage after `ROOM_TTL_DAYS` without sockets (and so without messages): one
+    /// storage write per emptying, one wake per idle room.
     fn schedule_expiry_if_empty(&self) {
-        let empty = self.room.borrow().is_empty();
-        if !empty || !self.load_history() || !self.store.has_schema() {
+        if self.room.borrow().is_empty() {
+            self.plan_alarm(now_ms());
+        }
+    }
+
+    /// Sets the room's one alarm to the earliest time a feature needs it, or deletes it when
+    /// none does: the idle check while the room has members (`Liveness::alarm_need`), the expiry
+    /// once it has none, if it stored anything. Called when that changes (the first member
+    /// joins, the last leaves) and after each alarm, so an empty room is never woken for idle
+    /// checks and an occupied one at most once per `IDLE_TIMEOUT_S`.
+    fn plan_alarm(&self, now: u64) {
+        let occupied = !self.room.borrow().is_empty();
+        let idle_check = self.liveness.borrow().alarm_need(occupied, now);
+        let expiry = (!occupied && self.load_history() && self.store.has_schema()).then(|| now + self.idle_ttl_ms);
+        if let Some(at) = expiry {
+            // Recorded, so that the alarm can tell its expiry from an idle check's.
+            if let Err(error) = self.store.set_setting(EXPIRES_AT, &at.to_string()) {
+                worker::console_error!("edge-chat: recording when the room expires failed: {error}");
+            }
+        }
+        match idle_check.into_iter().chain(expiry).min() {
+            Some(at) => self.set_alarm(at),
+            None => {
+                let deleted = self.state.as_raw().storage().and_then(|storage| storage.delete_alarm(js_sys::Object::new()));
+                if let Err(error) = deleted {
+                    worker::console_error!("edge-chat: deleting the room's alarm failed: {}", worker::Error::from(error));
+                }
+            }
+        }
+    }
+
+    fn set_alarm(&self, at: u64) {
+        let at = js_sys::Date::new(&JsValue::from_f64(at as f64));
+        let set = self.state.as_raw().storage().and_then(|storage| storage.set_alarm(at, js_sys::Object::new()));
+        if let Err(error) = set {
+            worker::console_error!("edge-chat: setting the room's alarm failed: {}", worker::Error::from(error));
+        }
+    }
+
+    /// Closes (1001, "idle") the members silent for `IDLE_TIMEOUT_S`, if one could be by now,
+    /// and announces their leave once.
+    fn sweep_if_due(&self, now: u64) {
+        if !self.liveness.borrow().sweep_due(now) {
             return;
         }
-        let at = js_sys::Date::new(&JsValue::from_f64((now_ms() + self.idle_ttl_ms) as f64));
-        let storage = self.state.as_raw().storage().and_then(|storage| storage.set_alarm(at, js_sys::Object::new()));
-        if let Err(error) = storage {
-            worker::console_error!("edge-chat: setting the expiry alarm failed: {}", worker::Error::from(error));
+        let mut members = Vec::with_capacity(self.members.size() as usize);
+        self.members.for_each(&mut |id, socket| {
+            if let Some(id) = id.as_string() {
+                members.push((socket.unchecked_into::<web_sys::WebSocket>(), id));
+            }
+        });
+        let state: &RoomState = self.state.as_raw().unchecked_ref();
+        let idle = self.liveness.borrow_mut().sweep(now, members, |socket| last_ping(state, socket));
+        if idle.is_empty() {
+            return;
         }
+        for (socket, id) in idle {
+            let socket = WebSocket::from(socket);
+            let attachment = self.room.borrow().attachment(&id);
+            if let Some(member) = attachment {
+                self.attach(&socket, Attachment { gone: true, ..member });
+            }
+            self.members.delete(socket.as_ref());
+            self.batched.delete(socket.as_ref());
+            if let Err(error) = socket.close(Some(IDLE_CLOSE_CODE), Some(IDLE_CLOSE_REASON)) {
+                worker::console_error!("edge-chat: closing an idle socket failed: {error}");
+            }
+            let left = self.room.borrow_mut().leave(&id, now);
+            if let Some(left) = left {
+                self.broadcast(left.to_json());
+            }
+        }
+        self.schedule_expiry_if_empty();
     }
 
     /// Takes back what the room stored besides messages: nick reservations, bans and mutes
@@ -743,7 +883,8 @@ impl ChatRoom {
     }
 
     fn attach(&self, socket: &WebSocket, member: Attachment) {
-        attach(socket, &SocketAttachment { member, batch: self.batched.has(socket.as_ref()) });
+        let seen = self.liveness.borrow_mut().seen(&member.id, now_ms());
+        attach(socket, &SocketAttachment { member, batch: self.batched.has(socket.as_ref()), seen });
     }
 
     /// The id of a member's socket; `None` for a socket that is not (or no longer) a member.
@@ -801,6 +942,8 @@ fn carry_out(members: &Map, batched: &Set, newcomers: &Newcomers, delivery: Deli
 /// Settings this room keeps in storage.
 const SLOW_MODE: &str = "slow_mode";
 const ADDRESS_SALT: &str = "address_salt";
+/// When an empty room deletes its storage (ms); 0 while it has members.
+const EXPIRES_AT: &str = "expires_at";
 
 /// `by` of the operator's actions.
 const ADMIN: &str = "admin";
@@ -818,6 +961,17 @@ fn send_raw(socket: &WebSocket, data: &JsString) {
 fn attach(socket: &WebSocket, attachment: &SocketAttachment) {
     if let Err(error) = socket.serialize_attachment(attachment) {
         worker::console_error!("edge-chat: saving a socket attachment failed: {error}");
+    }
+}
+
+/// When the runtime last answered a `ping` from `socket`; `None` if never (or if it cannot say).
+fn last_ping(state: &RoomState, socket: &web_sys::WebSocket) -> Option<u64> {
+    match state.auto_response_timestamp(socket) {
+        Ok(at) => at.map(|at| at.get_time() as u64),
+        Err(error) => {
+            worker::console_error!("edge-chat: reading a socket's last ping failed: {}", worker::Error::from(error));
+            None
+        }
     }
 }
 
