@@ -608,11 +608,14 @@ export class ChatRoom extends EventTarget {
   }
 
   #onWelcome(frame) {
-    const { nick: asked, since, reconnect } = this.#request;
+    const { nick: asked, since, after, reconnect } = this.#request;
     this.#welcomed = true;
+    const history = Array.isArray(frame.history) ? frame.history : [];
     if (Number.isSafeInteger(frame.seq)) {
       this.#sequenced = true;
-      this.#noteSeq(frame.seq);
+      // A welcome after `after` may hold only the earliest of the changes: the catch-up below reads
+      // on until none is left. Otherwise (nothing changed, or a first welcome) the room's seq is ours.
+      if (after === null || history.length === 0) this.#noteSeq(frame.seq);
     }
     if (Number.isSafeInteger(frame.edit_window_s) && frame.edit_window_s >= 0) this.#editWindowS = frame.edit_window_s;
     this.#nick = String(frame.nick);
@@ -626,9 +629,14 @@ export class ChatRoom extends EventTarget {
     this.#expectJoinError = asked != null && asked !== this.#nick;
     this.#emit('welcome', frame, { resumed: reconnect });
     this.#setUsers(Array.isArray(frame.users) ? frame.users.map(String) : [this.#nick]);
-    const history = Array.isArray(frame.history) ? frame.history : [];
-    // After `since`, a welcome that brought anything may have been cut short (at 100 messages,
-    // or earlier by the server's byte budget): the history route tells whether more is missed.
+    // After `after`, a welcome that brought any change may have been cut short (at 100 messages,
+    // or earlier by the server's byte budget): the history route tells whether more changed.
+    if (after !== null && history.length > 0) {
+      this.#held = [];
+      this.#catchUpChanges(this.#ws, history);
+      return;
+    }
+    // After `since` likewise, for the messages after the last one seen.
     if (since !== null && history.length > 0) {
       this.#held = [];
       this.#take(history, 'welcome');
@@ -652,15 +660,8 @@ export class ChatRoom extends EventTarget {
     try {
       for (let pages = 0; pages < this.#options.catchUpPages && !complete; pages++) {
         const since = this.#lastId;
-        const url = new URL(`chat/${encodeURIComponent(this.room)}/history`, withSlash(this.#options.base));
-        url.searchParams.set('since', String(since));
-        url.searchParams.set('limit', String(PAGE_SIZE));
-        if (this.#request.ticket) url.searchParams.set('ticket', String(this.#request.ticket));
-        const response = await fetch(url);
-        if (!response.ok) throw new Error(`history answered ${response.status}`);
-        const { messages } = await response.json();
+        const messages = await this.#historyPage('since', since);
         if (this.#ws !== ws) return;
-        if (!Array.isArray(messages)) throw new Error('history without messages');
         complete = messages.length === 0;
         this.#take(messages, 'history');
         if (!complete && this.#lastId === since) throw new Error('a history page that does not advance');
@@ -679,6 +680,66 @@ export class ChatRoom extends EventTarget {
     this.#held = null;
     this.#release(held);
     this.#becomeOpen();
+  }
+
+  /**
+   * Reads every change after the resumed welcome's from the history route (`after=SEQ`, pages of
+   * the changes with the lowest seq), then takes them all at once in id order: a message posted
+   * while away may come on a later page than a newer one (if it was also edited later), and must
+   * still be taken as new. Bounded and failing like `#catchUp`; on failure nothing was taken, so
+   * the next socket resumes from the same seq.
+   */
+  async #catchUpChanges(ws, first) {
+    this.#catchingUp = true;
+    this.#setStatus(this.#status);
+    const changed = new Map();
+    let seq = this.#seq;
+    const merge = (messages) => {
+      for (const message of messages) {
+        if (!isMessage(message)) continue;
+        if (!(changed.get(message.id)?.seq >= message.seq)) changed.set(message.id, message);
+        if (Number.isSafeInteger(message.seq) && message.seq > seq) seq = message.seq;
+      }
+    };
+    merge(first);
+    let complete = false;
+    try {
+      for (let pages = 0; pages < this.#options.catchUpPages && !complete; pages++) {
+        const from = seq;
+        const messages = await this.#historyPage('after', from);
+        if (this.#ws !== ws) return;
+        complete = messages.length === 0;
+        merge(messages);
+        if (!complete && seq === from) throw new Error('a history page that does not advance');
+      }
+    } catch {
+      if (this.#ws === ws) this.#drop();
+      return;
+    }
+    this.#take([...changed.values()].sort((a, b) => a.id - b.id), 'history');
+    if (!complete) {
+      // Still behind after the bound: resume from the later seq on a new socket at once.
+      this.#attempt = 0;
+      this.#drop();
+      return;
+    }
+    const held = this.#held;
+    this.#held = null;
+    this.#release(held);
+    this.#becomeOpen();
+  }
+
+  /** One page of the history route: `key` is `since` (an id) or `after` (a seq). */
+  async #historyPage(key, value) {
+    const url = new URL(`chat/${encodeURIComponent(this.room)}/history`, withSlash(this.#options.base));
+    url.searchParams.set(key, String(value));
+    url.searchParams.set('limit', String(PAGE_SIZE));
+    if (this.#request.ticket) url.searchParams.set('ticket', String(this.#request.ticket));
+    const response = await fetch(url);
+    if (!response.ok) throw new Error(`history answered ${response.status}`);
+    const { messages } = await response.json();
+    if (!Array.isArray(messages)) throw new Error('history without messages');
+    return messages;
   }
 
   #becomeOpen() {
@@ -734,7 +795,8 @@ export class ChatRoom extends EventTarget {
   #applyChange(frame) {
     this.#noteSeq(frame.seq);
     const message = this.#update(frame.id, (old) => {
-      if (old.deleted) return null;
+      // Already newer (a catch-up page brought its later state).
+      if (old.deleted || old.seq >= frame.seq) return null;
       if (frame.type === 'edited') {
         return { ...old, text: String(frame.text), edited_at: frame.edited_at, ...seqOf(frame) };
       }
@@ -811,7 +873,7 @@ export class ChatRoom extends EventTarget {
     if (frame.type === 'deleted') {
       this.#noteSeq(frame.seq);
       const tombstone = this.#update(frame.id, (old) => {
-        if (old.deleted) return null;
+        if (old.deleted || old.seq >= frame.seq) return null;
         const { id, nick, at, uid } = old;
         return { type: 'message', id, nick, deleted: true, at, ...(uid === undefined ? {} : { uid }), ...seqOf(frame) };
       });
