@@ -313,6 +313,67 @@ describe('edge-chat-client against the Worker', () => {
     mod.close();
   });
 
+  test('a message whose echo was lost is resent after the catch-up and stored once; changes made while away arrive by seq', async () => {
+    const room = 'outbox';
+    const ann = open(lifted, room, { nick: 'Ann' });
+    const bob = open(lifted, room, { nick: 'Bob' });
+    await Promise.all([opened(ann), opened(bob)]);
+    assert.match(ann.clientId, /^[A-Za-z0-9_-]{1,64}$/);
+    assert.ok(ann.net.urls.every((url) => url.searchParams.get('client') === ann.clientId));
+    const edited = await bob.send('edit me');
+    const removed = await bob.send('delete me');
+    const reply = await bob.send('a reply', { replyTo: edited.id });
+    assert.equal(reply.reply_to, edited.id);
+    await waitFor(() => ann.lastId === reply.id, WAIT);
+    assert.deepEqual([bob.isOwn(edited), ann.isOwn(edited), bob.canEdit(edited), ann.canEdit(edited)], [true, false, true, false]);
+    await assert.rejects(ann.edit(edited.id, 'not mine'), (error) => error.code === 'forbidden');
+    await assert.rejects(ann.react(edited.id, 'no'), (error) => error.code === 'bad_emoji');
+
+    // Ann's socket stops reading: her next message is stored, but its echo never reaches her.
+    ann.net.sockets.at(-1).pause();
+    const lost = ann.send('echo lost');
+    assert.deepEqual(ann.outbox.map((entry) => entry.text), ['echo lost']);
+    await waitFor(() => bob.messages.some((message) => message.text === 'echo lost'), WAIT);
+    const seqBefore = ann.lastSeq;
+    ann.net.cut();
+    const offline = ann.send('sent while offline');
+    assert.deepEqual(ann.outbox.map((entry) => entry.text), ['echo lost', 'sent while offline']);
+    // Bob changes older messages while Ann is away.
+    const edit = await bob.edit(edited.id, 'edited while Ann was away');
+    assert.equal(edit.type, 'edited');
+    assert.deepEqual((await bob.react(edited.id, '👍')).counts, { '👍': 1 });
+    assert.equal((await bob.delete(removed.id)).type, 'deleted');
+    ann.net.down = false;
+
+    const [first, second] = await Promise.all([lost, offline]);
+    const seenByBob = bob.messages.find((message) => message.text === 'echo lost');
+    assert.deepEqual([first.id, first.at], [seenByBob.id, seenByBob.at], 'the resend is answered with the original');
+    assert.ok(second.id > first.id);
+    assert.deepEqual(ann.outbox, []);
+    const texts = (await storedMessages(lifted, room)).map((message) => message.text ?? '(deleted)');
+    assert.deepEqual(texts, ['edited while Ann was away', '(deleted)', 'a reply', 'echo lost', 'sent while offline']);
+    await opened(ann);
+    const resumed = ann.net.urls.at(-1);
+    assert.equal(resumed.searchParams.get('after'), String(seqBefore), 'resumed after the last seq seen');
+    assert.equal(resumed.searchParams.has('since'), false);
+    const byId = new Map(ann.messages.map((message) => [message.id, message]));
+    assert.equal(byId.get(edited.id).text, 'edited while Ann was away');
+    assert.equal(typeof byId.get(edited.id).edited_at, 'number');
+    assert.deepEqual(byId.get(edited.id).reactions, { '👍': 1 });
+    assert.equal(byId.get(removed.id).deleted, true);
+    assert.deepEqual(ann.messages.map((message) => message.id), [...byId.keys()].sort((a, b) => a - b));
+    assert.equal(ann.seen.filter((message) => message.text === 'echo lost').length, 1, 'taken once');
+    assert.ok(ann.isOwn(first) && ann.canEdit(first));
+
+    // Typing: at most one frame every 3 s; the other side shows it until the typist's message.
+    assert.equal(bob.typing(), true);
+    assert.equal(bob.typing(), false, 'at most every 3 s');
+    await waitFor(() => ann.typingUsers.some((typist) => typist.nick === 'Bob'), WAIT);
+    assert.deepEqual(bob.typingUsers, [], 'nobody else typed');
+    await bob.send('typed');
+    await waitFor(() => ann.typingUsers.length === 0, WAIT);
+  });
+
   test('an expired ticket is replaced: on 4401 getTicket is asked again and the room reconnects once', async () => {
     // The first ticket is valid for about two more seconds, counting the minute of allowed clock skew.
     const expiring = Math.floor(Date.now() / 1000) - 58;

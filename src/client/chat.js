@@ -199,7 +199,11 @@ class Chat {
     // once, when the chat is back.
     const conn = this.conn;
     const replyTo = this.replyTo?.id;
-    conn.send(text, replyTo === undefined ? {} : { replyTo }).catch((error) => this.conn === conn && this.onSendRefused(text, error));
+    conn.send(text, replyTo === undefined ? {} : { replyTo }).then(
+      // Known as ours now (its echo carried our cid): show its Edit and Delete if it is on screen already.
+      (stored) => this.conn === conn && this.rerender(stored.id),
+      (error) => this.conn === conn && this.onSendRefused(text, error),
+    );
     this.input.value = '';
     this.autosize();
     this.showSendError('');
