@@ -53,6 +53,7 @@ describe('joining and leaving', () => {
     const annWelcome = await ann.welcome();
     assert.deepEqual(annWelcome, {
       type: 'welcome', room, nick: 'Ann', users: ['Ann'], history: [], you: { nick: 'Ann', id: null, role: 'member' },
+      seq: 0,
     });
 
     const bob = await join(room, '?nick=Bob');
@@ -351,7 +352,8 @@ describe('rooms and HTTP routes', () => {
 
     const latest = await getJson(`/chat/${room}/history?limit=3`);
     assert.deepEqual(latest.body.messages.map((m) => m.text), ['m6', 'm7', 'm8']);
-    assert.deepEqual(latest.body.messages[0], { type: 'message', id: ids[5], nick: 'Writer', text: 'm6', at: latest.body.messages[0].at });
+    const { at, seq } = latest.body.messages[0];
+    assert.deepEqual(latest.body.messages[0], { type: 'message', id: ids[5], nick: 'Writer', text: 'm6', at, seq });
     assert.equal(latest.body.room, room);
     assert.equal((await getJson(`/chat/${room}/history`)).body.messages.length, 8);
     for (const bad of ['0', '101', 'x']) {

@@ -261,7 +261,11 @@ describe('edge-chat-client against the Worker', () => {
     const gone = await ann.send('regret this');
     const kept = await ann.send('keep this');
     await waitFor(() => mod.lastId === kept.id, WAIT);
-    await assert.rejects(ann.delete(gone.id), (error) => error instanceof ChatError && error.code === 'forbidden');
+    // Only its author or a moderator deletes a message.
+    const bob = open(lifted, room, { ticket: ticket('bob-1', 'Bob') });
+    await opened(bob);
+    await assert.rejects(bob.delete(gone.id), (error) => error instanceof ChatError && error.code === 'forbidden');
+    bob.close();
     const deletions = [];
     ann.addEventListener('deleted', (event) => deletions.push([event.detail.id, event.message]));
     const notices = [];

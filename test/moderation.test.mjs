@@ -64,23 +64,25 @@ describe('moderators', () => {
     const keep = await ann.sayAndWait('keep me');
     const gone = await ann.sayAndWait('regret this');
 
-    ann.send({ type: 'delete', id: gone.id });
-    assert.equal((await ann.next({ type: 'error' })).code, 'forbidden', 'members cannot delete');
+    const bob = await join(room, '?nick=Bob');
+    bob.send({ type: 'delete', id: gone.id });
+    assert.equal((await bob.next({ type: 'error' })).code, 'forbidden', 'members cannot delete what others wrote');
     mod.send({ type: 'delete', id: gone.id });
     const deleted = await ann.next({ type: 'deleted', id: gone.id });
     assert.equal(typeof deleted.at, 'number');
+    assert.ok(deleted.seq > gone.seq, 'a delete is a change to the history');
     const notice = await ann.next({ type: 'moderated' });
     assert.deepEqual([notice.action, notice.target, notice.by], ['delete', 'Ann', 'Mod']);
     mod.send({ type: 'delete', id: gone.id });
     assert.equal((await mod.next({ type: 'error' })).code, 'not_found', 'already deleted');
 
-    const tombstone = { type: 'message', id: gone.id, nick: 'Ann', deleted: true, at: gone.at };
+    const tombstone = { type: 'message', id: gone.id, nick: 'Ann', deleted: true, at: gone.at, seq: deleted.seq };
     const history = (await getJson(`/chat/${room}/history`)).body.messages;
     assert.deepEqual(history, [keep, tombstone]);
     const replay = await join(room, `?since=${keep.id}`);
     assert.deepEqual(replay.frames[0].history, [tombstone]);
     assert.ok(!JSON.stringify(replay.frames).includes('regret'), 'the text never comes back');
-    await Promise.all([mod.close(), ann.close(), replay.close()]);
+    await Promise.all([mod.close(), ann.close(), bob.close(), replay.close()]);
   });
 
   test('kick closes every socket of the user with 4000 and one left', async () => {

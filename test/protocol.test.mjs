@@ -144,8 +144,8 @@ describe('the protocol documents', () => {
 describe('the frame check', () => {
   test('rejects what breaks the documents, so that it cannot pass vacuously', async () => {
     const you = { nick: 'Ann', id: null, role: 'member' };
-    const welcome = { type: 'welcome', room: 'lobby', nick: 'Ann', users: ['Ann'], history: [], you };
-    const wrong = { type: 'message', id: '7', nick: 'Ann', text: 'hi', at: 1 };
+    const welcome = { type: 'welcome', room: 'lobby', nick: 'Ann', users: ['Ann'], history: [], you, seq: 0 };
+    const wrong = { type: 'message', id: '7', nick: 'Ann', text: 'hi', at: 1, seq: 1 };
     // A stand-in server, since the real one never sends a wrong frame: it welcomes, and answers
     // the client's first frame with a message whose id is a string.
     const stub = new WebSocketServer({ host: '127.0.0.1', port: 0 });
@@ -180,17 +180,30 @@ describe('the frame check', () => {
     assert.match(server('pang'), /plain text frame/);
     assert.match(serverFrameProblem('x', true), /binary/);
     assert.match(server({ ...welcome, you: { ...you, role: 'admin' } }), /allowed values/);
-    const message = { type: 'message', id: 7, nick: 'Ann', text: 'hi', at: 1 };
-    const tombstone = { type: 'message', id: 7, nick: 'Ann', deleted: true, at: 1 };
+    const message = { type: 'message', id: 7, nick: 'Ann', text: 'hi', at: 1, seq: 9 };
+    const tombstone = { type: 'message', id: 7, nick: 'Ann', deleted: true, at: 1, seq: 10 };
     assert.equal(server({ ...message, uid: 'u1' }), null, 'a ticketed sender\'s message');
     assert.equal(server({ ...welcome, history: [message, tombstone] }), null, 'a tombstone in history');
     assert.match(server({ ...tombstone, text: 'hi' }), /exactly one schema/, 'a tombstone never carries text');
     assert.match(server({ ...message, deleted: false }), /exactly one schema/);
+    const { seq: _, ...unsequenced } = message;
+    assert.match(server(unsequenced), /required property 'seq'/, 'every message carries its seq');
+    const rich = { ...message, reply_to: 3, edited_at: 2, reactions: { '👍': 2 }, cid: 'c-1' };
+    assert.equal(server(rich), null, 'an edited reply with reactions, echoed with its cid');
+    assert.match(server({ ...message, reactions: { '👍': 0 } }), /must be >= 1/);
+    assert.match(server({ ...message, cid: 'has space' }), /pattern/);
+    assert.equal(server({ type: 'edited', id: 7, text: 'hi!', edited_at: 3, seq: 11 }), null);
+    assert.match(server({ type: 'edited', id: 7, text: 'hi!', seq: 11 }), /required property 'edited_at'/);
+    assert.equal(server({ type: 'reactions', id: 7, counts: {}, seq: 12 }), null, 'the last reaction taken back');
+    assert.equal(server({ type: 'typing', nick: 'Ann', until: 6000 }), null);
+    assert.match(server({ type: 'typing', nick: 'Ann' }), /required property 'until'/);
     assert.equal(server({ type: 'error', code: 'wrong_room', message: 'x' }), null, 'a refused upgrade\'s code');
     assert.equal(server({ type: 'moderated', action: 'clear', target: null, by: 'admin', at: 1 }), null);
     assert.match(server({ type: 'moderated', action: 'nuke', target: null, by: 'admin', at: 1 }), /allowed values/);
     const joined = { type: 'joined', nick: 'B', at: 1 };
-    assert.equal(server([joined, { type: 'deleted', id: 7, at: 2 }]), null, 'a batch of valid frames');
+    assert.equal(server([joined, { type: 'deleted', id: 7, at: 2, seq: 13 }]), null, 'a batch of valid frames');
+    assert.match(server([joined, { type: 'deleted', id: 7, at: 2 }]), /required property 'seq'/);
+    assert.match(server([joined, { type: 'typing', nick: 'Ann', until: 1 }]), /oneOf|batch/, 'typing is never batched');
     assert.match(server([joined]), /fewer than 2 items/, 'a single frame is never wrapped');
     assert.match(server([joined, { type: 'joined', nick: 'B' }]), /required property/);
     assert.match(server([joined, welcome]), /batch|oneOf/, 'a welcome is never batched');
@@ -199,6 +212,12 @@ describe('the frame check', () => {
     assert.equal(clientFrameProblem({ type: 'ban', nick: 'Troll' }), null, 'a ban for good');
     assert.match(clientFrameProblem({ type: 'mute', nick: 'Troll' }), /required property 'duration'/);
     assert.match(clientFrameProblem({ type: 'slow', seconds: 3601 }), /must be <= 3600/);
+    assert.equal(clientFrameProblem({ type: 'message', text: 'hi', cid: 'a-1', reply_to: 7 }), null);
+    assert.match(clientFrameProblem({ type: 'message', text: 'hi', cid: '' }), /pattern/);
+    assert.equal(clientFrameProblem({ type: 'edit', id: 7, text: 'new' }), null);
+    assert.match(clientFrameProblem({ type: 'edit', id: 7 }), /required property 'text'/);
+    assert.equal(clientFrameProblem({ type: 'react', id: 7, emoji: '👍' }), null);
+    assert.equal(clientFrameProblem({ type: 'typing' }), null);
 
     const http = (path, status, body, contentType = 'application/json; charset=utf-8') =>
       httpProblem({ path, status, contentType, body });

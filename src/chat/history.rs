@@ -18,7 +18,7 @@ pub const WELCOME_MAX: u32 = 100;
 /// four-byte characters would be 800 KB, sent for a 200-byte request.
 pub const BYTE_BUDGET: usize = 256 * 1024;
 
-/// `GET /chat/ROOM/history?limit=N[&since=ID]`: default and largest N.
+/// `GET /chat/ROOM/history?limit=N[&since=ID|&before=ID|&after=SEQ]`: default and largest N.
 pub const HTTP_DEFAULT: u32 = 50;
 pub const HTTP_MAX: u32 = 100;
 
@@ -30,21 +30,32 @@ pub enum Window {
     /// The first `limit` messages with an id above `since`: what a reconnecting client
     /// missed, in order, so that it can page on with the last id it received.
     After { since: u64, limit: u32 },
+    /// The newest `limit` messages with an id below `before`: paging back.
+    Before { before: u64, limit: u32 },
+    /// Every message changed (posted, edited, deleted, reacted to) after sequence number
+    /// `after`: the `limit` with the lowest `seq`, in their current state, sorted by id. A
+    /// client that got fewer changes than there are resumes again from the highest `seq` it got.
+    Changed { after: u64, limit: u32 },
 }
 
 impl Window {
-    pub fn for_welcome(since: Option<u64>) -> Window {
-        match since {
-            Some(since) => Window::After { since, limit: WELCOME_MAX },
-            None => Window::Latest { limit: WELCOME_MAX },
+    /// The welcome's window: the newest messages, or those after `since` (an id) or changed
+    /// after `after` (a seq); the route never gives both.
+    pub fn for_welcome(since: Option<u64>, after: Option<u64>) -> Window {
+        match (since, after) {
+            (_, Some(after)) => Window::Changed { after, limit: WELCOME_MAX },
+            (Some(since), None) => Window::After { since, limit: WELCOME_MAX },
+            (None, None) => Window::Latest { limit: WELCOME_MAX },
         }
     }
 }
 
 impl Window {
-    /// Drops whole messages until the rest fit `BYTE_BUDGET`: the oldest for `Latest`, which
-    /// shows the newest; the newest for `After`, whose reader pages on from the last one it got.
-    /// The first message of `After` always stays, so that paging never gets stuck.
+    /// Drops whole messages until the rest fit `BYTE_BUDGET`: the oldest for `Latest` and
+    /// `Before`, which show the newest; the newest for `After`, whose reader pages on from the
+    /// last one it got; the latest changed for `Changed`, whose reader resumes from the highest
+    /// `seq` it got. The first message of `After` and `Changed` always stays, so that paging
+    /// never gets stuck.
     pub fn fit_budget(self, messages: &mut Vec<ChatMessage>) {
         let mut spent = 0;
         let mut fits = |message: &ChatMessage| {
@@ -52,13 +63,19 @@ impl Window {
             spent <= BYTE_BUDGET
         };
         match self {
-            Window::Latest { .. } => {
+            Window::Latest { .. } | Window::Before { .. } => {
                 let kept = messages.iter().rev().take_while(|m| fits(m)).count();
                 messages.drain(..messages.len() - kept);
             }
             Window::After { .. } => {
                 let kept = messages.iter().take_while(|m| fits(m)).count().max(1);
                 messages.truncate(kept);
+            }
+            Window::Changed { .. } => {
+                messages.sort_unstable_by_key(|m| m.seq);
+                let kept = messages.iter().take_while(|m| fits(m)).count().max(1);
+                messages.truncate(kept);
+                messages.sort_unstable_by_key(|m| m.id);
             }
         }
     }
@@ -95,12 +112,13 @@ mod tests {
 
     #[test]
     fn welcome_window() {
-        assert_eq!(Window::for_welcome(None), Window::Latest { limit: 100 });
-        assert_eq!(Window::for_welcome(Some(7)), Window::After { since: 7, limit: 100 });
+        assert_eq!(Window::for_welcome(None, None), Window::Latest { limit: 100 });
+        assert_eq!(Window::for_welcome(Some(7), None), Window::After { since: 7, limit: 100 });
+        assert_eq!(Window::for_welcome(None, Some(9)), Window::Changed { after: 9, limit: 100 });
     }
 
     fn big(id: u64) -> ChatMessage {
-        ChatMessage { id, nick: "Ann".into(), text: "😀".repeat(2_000), at: id, deleted: false, uid: None }
+        ChatMessage { id, nick: "Ann".into(), text: "😀".repeat(2_000), at: id, deleted: false, uid: None, ..Default::default() }
     }
 
     #[test]
@@ -121,6 +139,14 @@ mod tests {
         let mut small: Vec<ChatMessage> = (1..=100).map(|id| ChatMessage { text: "hi".into(), ..big(id) }).collect();
         Window::Latest { limit: 100 }.fit_budget(&mut small);
         assert_eq!(small.len(), 100, "ordinary history is not touched");
+        // Changed: message 1 was edited last; the lowest seqs are kept, then sorted by id.
+        let mut changed: Vec<ChatMessage> = (1..=100).map(|id| ChatMessage { seq: if id == 1 { 500 } else { id }, ..big(id) }).collect();
+        Window::Changed { after: 0, limit: 100 }.fit_budget(&mut changed);
+        assert_eq!(changed.len(), 32);
+        assert_eq!((changed[0].id, changed[31].id), (2, 33), "message 1 changed last: it comes when the reader resumes");
+        let mut before = all.clone();
+        Window::Before { before: 101, limit: 100 }.fit_budget(&mut before);
+        assert_eq!(before.last(), all.last());
         let mut none = Vec::new();
         Window::After { since: 0, limit: 1 }.fit_budget(&mut none);
         assert!(none.is_empty());

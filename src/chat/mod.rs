@@ -2,8 +2,10 @@
 
 pub mod clients;
 pub mod close;
+pub mod emoji;
 pub mod history;
 pub mod identity;
+pub mod messages;
 pub mod moderation;
 pub mod nicknames;
 pub mod outbox;

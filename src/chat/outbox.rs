@@ -51,6 +51,8 @@ struct SocketAttachmentFields {
     identity: Option<Identity>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     address: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    client_id: Option<String>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     gone: bool,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -59,16 +61,17 @@ struct SocketAttachmentFields {
 
 impl Serialize for SocketAttachment {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let Attachment { id, nick, joined, client, identity, address, gone } = self.member.clone();
-        SocketAttachmentFields { id, nick, joined, client, identity, address, gone, batch: self.batch }.serialize(serializer)
+        let Attachment { id, nick, joined, client, identity, address, client_id, gone } = self.member.clone();
+        SocketAttachmentFields { id, nick, joined, client, identity, address, client_id, gone, batch: self.batch }
+            .serialize(serializer)
     }
 }
 
 impl<'de> Deserialize<'de> for SocketAttachment {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let SocketAttachmentFields { id, nick, joined, client, identity, address, gone, batch } =
+        let SocketAttachmentFields { id, nick, joined, client, identity, address, client_id, gone, batch } =
             Deserialize::deserialize(deserializer)?;
-        Ok(SocketAttachment { member: Attachment { id, nick, joined, client, identity, address, gone }, batch })
+        Ok(SocketAttachment { member: Attachment { id, nick, joined, client, identity, address, client_id, gone }, batch })
     }
 }
 
@@ -329,6 +332,7 @@ mod tests {
             client: ClientKey::default(),
             identity: None,
             address: None,
+            client_id: None,
             gone: false,
         };
         let batched = SocketAttachment { member: member.clone(), batch: true };

@@ -12,6 +12,7 @@ use crate::chat::nicknames::validate_nick;
 use crate::edge::origin::AllowedOrigins;
 use crate::chat::protocol::{parse_client_frame, ClientFrame, ErrorCode, Incoming, ServerFrame};
 use crate::chat::rate_limit::RateLimit;
+use crate::chat::messages::memory::MemoryHistory;
 use crate::chat::room::{Reaction, Room};
 use crate::edge::routes::{route, Handshake, RequestError, RequestParts, Route};
 use proptest::prelude::*;
@@ -45,6 +46,23 @@ fn client_frame() -> impl Strategy<Value = String> {
         arbitrary_json().prop_map(|v| v.to_string()),
         any::<Vec<u8>>().prop_map(|b| String::from_utf8_lossy(&b).into_owned()),
         "\\{.{0,64}",
+        history_frame(),
+    ]
+}
+
+/// Frames that change history, aimed at a few ids so that they hit real messages: messages
+/// (some resent with a cid, some replies), edits, deletes, reactions (valid or not) and typing.
+fn history_frame() -> impl Strategy<Value = String> {
+    let id = 0u64..8;
+    let emoji = prop_oneof![Just("👍".to_owned()), Just("🎉".to_owned()), Just("🇫🇷".to_owned()), ".{0,6}"];
+    let cid = proptest::option::of(prop_oneof![Just("a".to_owned()), Just("b".to_owned()), "[a-z_-]{1,3}"]);
+    prop_oneof![
+        (".{0,12}", cid, proptest::option::of(id.clone()))
+            .prop_map(|(text, cid, reply_to)| serde_json::json!({"type": "message", "text": text, "cid": cid, "reply_to": reply_to}).to_string()),
+        (id.clone(), ".{0,12}").prop_map(|(id, text)| serde_json::json!({"type": "edit", "id": id, "text": text}).to_string()),
+        id.clone().prop_map(|id| serde_json::json!({"type": "delete", "id": id}).to_string()),
+        (id, emoji).prop_map(|(id, emoji)| serde_json::json!({"type": "react", "id": id, "emoji": emoji}).to_string()),
+        Just(r#"{"type":"typing"}"#.to_owned()),
     ]
 }
 
@@ -54,7 +72,14 @@ proptest! {
     #[test]
     fn any_frame_parses_or_maps_to_a_documented_code(frame in client_frame()) {
         match parse_client_frame(Incoming::Text(&frame)) {
-            Ok(ClientFrame::Message { .. } | ClientFrame::Nick { .. } | ClientFrame::Moderate(_)) => {}
+            Ok(
+                ClientFrame::Message { .. }
+                | ClientFrame::Nick { .. }
+                | ClientFrame::Edit { .. }
+                | ClientFrame::React { .. }
+                | ClientFrame::Typing
+                | ClientFrame::Moderate(_),
+            ) => {}
             Err(code) => prop_assert!(ErrorCode::ALL.contains(&code)),
         }
     }
@@ -68,6 +93,7 @@ proptest! {
             client_joins: 2,
             max_client_sockets: 2,
             max_sockets: 10,
+            edit_window_ms: 1_000,
         };
         let mut room = Room::new(limits, 0, 0);
         let mut seed = 0u64;
@@ -80,22 +106,57 @@ proptest! {
             // Sockets 0 and 1 are one client, 2 another.
             let client = ClientKey::of(if socket < 2 { "a" } else { "b" }, [0, 0]);
             prop_assert!(room.admit(client, identity.as_ref(), None, 0).is_ok());
-            room.join(socket.to_string(), client, Some("Same"), identity, None, 0, || { seed += 1; seed });
+            // Socket 0 names a client id, so that its sender key is that id.
+            let client_id = (socket == 0).then(|| "tab-0".to_owned());
+            room.join(socket.to_string(), client, Some("Same"), identity, None, client_id, 0, || { seed += 1; seed });
         }
-        let mut last_id = 0;
+        // The store, in memory: every decided change is carried out as the object would.
+        let mut history = MemoryHistory::default();
+        let (mut last_id, mut last_seq) = (0, 0);
+        let mut grows = |seq: u64| {
+            let grew = seq > last_seq;
+            last_seq = seq;
+            grew
+        };
         for (now, (socket, frame)) in frames.iter().enumerate() {
-            match room.receive(&socket.to_string(), Incoming::Text(frame), now as u64 * 100) {
-                Reaction::Post(message) => {
+            match room.receive(&socket.to_string(), Incoming::Text(frame), now as u64 * 100, &history) {
+                Reaction::Post { message, sender, cid } => {
                     prop_assert!(message.id > last_id);
+                    prop_assert!(grows(message.seq), "seq grows strictly");
                     last_id = message.id;
                     prop_assert!(!message.text.is_empty() && message.text.chars().count() <= 2000);
                     prop_assert!(message.text.chars().all(|c| !c.is_control() || matches!(c, '\t' | '\n' | '\r')));
+                    prop_assert!(message.cid.is_none(), "the broadcast copy carries no cid");
+                    if let Some(reply_to) = message.reply_to {
+                        prop_assert!(history.messages.contains_key(&reply_to));
+                    }
+                    history.post(&message, &sender, cid.as_deref());
                 }
+                Reaction::Resend(message) => {
+                    prop_assert!(history.messages.contains_key(&message.id), "a resend names a stored message");
+                    prop_assert!(message.cid.is_some());
+                }
+                Reaction::Change(change) => {
+                    prop_assert!(grows(change.seq()), "seq grows strictly");
+                    prop_assert!(history.apply(&change), "a change names a stored message");
+                }
+                Reaction::Moderate(moderation) => {
+                    if let Some(change) = moderation.deleted {
+                        prop_assert!(grows(change.seq()), "seq grows strictly");
+                        prop_assert!(history.apply(&change));
+                    }
+                }
+                Reaction::Typing(ServerFrame::Typing { until, .. }) => prop_assert_eq!(until, now as u64 * 100 + 6_000),
                 Reaction::Reply(ServerFrame::Error { code, .. }) => prop_assert!(ErrorCode::ALL.contains(&code)),
                 Reaction::Renamed { attachment, .. } => prop_assert!(validate_nick(&attachment.nick).is_ok()),
-                Reaction::Nothing | Reaction::Kick { .. } | Reaction::Moderate(_) => {}
-                Reaction::Reply(other) => prop_assert!(false, "unexpected reply {other:?}"),
+                Reaction::Nothing | Reaction::Kick { .. } => {}
+                Reaction::Reply(other) | Reaction::Typing(other) => prop_assert!(false, "unexpected frame {other:?}"),
             }
+        }
+        for (stored, _) in history.messages.values() {
+            prop_assert!(stored.message.seq <= last_seq);
+            prop_assert!(stored.message.reactions.len() <= 20);
+            prop_assert_eq!(stored.message.reactions.values().sum::<u32>() as usize, stored.reactors.len());
         }
         let nicks = room.nicks();
         let mut keys: Vec<String> = nicks.iter().map(|n| n.to_ascii_lowercase()).collect();
@@ -111,7 +172,7 @@ proptest! {
             Ok(clean) => {
                 prop_assert!(!clean.is_empty() && !clean.contains("\r\n"));
                 prop_assert!(clean.chars().all(|c| !c.is_control() || matches!(c, '\t' | '\n' | '\r')));
-                let message = ChatMessage { id: 1, nick: "n".into(), text: clean, at: 2, deleted: false, uid: None };
+                let message = ChatMessage { id: 1, nick: "n".into(), text: clean, at: 2, deleted: false, uid: None, ..Default::default() };
                 prop_assert_eq!(message.json_len(), serde_json::to_string(&message).unwrap().len());
             }
             Err(code) => prop_assert!(matches!(code, ErrorCode::Empty | ErrorCode::TooLong | ErrorCode::BadText)),
@@ -124,7 +185,7 @@ proptest! {
         let mut messages: Vec<ChatMessage> = sizes
             .iter()
             .enumerate()
-            .map(|(i, &n)| ChatMessage { id: i as u64 + 1, nick: "n".into(), text: "€".repeat(n), at: 0, deleted: false, uid: None })
+            .map(|(i, &n)| ChatMessage { id: i as u64 + 1, nick: "n".into(), text: "€".repeat(n), at: 0, deleted: false, uid: None, ..Default::default() })
             .collect();
         let before = messages.len();
         let window = if latest { Window::Latest { limit: 100 } } else { Window::After { since: 0, limit: 100 } };

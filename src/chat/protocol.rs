@@ -6,6 +6,7 @@ use crate::chat::identity::Role;
 use crate::chat::moderation::Action;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use std::collections::BTreeMap;
 use unicode_normalization::char::is_combining_mark;
 
 /// Longest message text, in Unicode scalar values, after trimming.
@@ -18,11 +19,30 @@ pub const MAX_FRAME_BYTES: usize = 16 * 1024;
 /// Most combining marks in a row: more stack into a column that spills over other lines.
 pub const MAX_COMBINING_MARKS: usize = 4;
 
+/// Longest client-chosen token: a message's `cid`, or the `client` id of an upgrade.
+pub const MAX_TOKEN_CHARS: usize = 64;
+
+/// Whether `token` is a valid `cid` or `client` id: 1 to 64 of `A-Z a-z 0-9 _ -`.
+pub fn is_client_token(token: &str) -> bool {
+    (1..=MAX_TOKEN_CHARS).contains(&token.len()) && token.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// A message's reactions: each emoji to how many senders chose it.
+pub type Counts = BTreeMap<String, u32>;
+
 /// What a client asked for, once its frame has been read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClientFrame {
-    Message { text: String },
+    /// `cid` names the message for its sender, so that a resend posts nothing; `reply_to` is
+    /// the id of the message it answers.
+    Message { text: String, cid: Option<String>, reply_to: Option<u64> },
     Nick { nick: String },
+    /// The author replaces a message's text.
+    Edit { id: u64, text: String },
+    /// Toggles the sender's reaction `emoji` on a message.
+    React { id: u64, emoji: String },
+    /// The sender is typing: not stored, told to everyone else.
+    Typing,
     /// A moderator's action; the room checks the sender's role.
     Moderate(Action),
 }
@@ -49,19 +69,34 @@ pub fn parse_client_frame(frame: Incoming<'_>) -> Result<ClientFrame, ErrorCode>
         return Err(ErrorCode::TooLong);
     }
     if !text.starts_with('{') {
-        return Ok(ClientFrame::Message { text: text.to_owned() });
+        return Ok(ClientFrame::Message { text: text.to_owned(), cid: None, reply_to: None });
     }
     let value: Value = serde_json::from_str(text).map_err(|_| ErrorCode::BadJson)?;
     let string_field = |name: &str| match value.get(name) {
         Some(Value::String(s)) => Ok(s.clone()),
         _ => Err(ErrorCode::BadJson),
     };
+    let id_field = |name: &str| value.get(name).and_then(Value::as_u64).ok_or(ErrorCode::BadJson);
     if let Some(action) = Action::from_json(&value, "type") {
         return action.map(ClientFrame::Moderate);
     }
     match value.get("type").and_then(Value::as_str) {
-        Some("message") => Ok(ClientFrame::Message { text: string_field("text")? }),
+        Some("message") => {
+            let cid = match value.get("cid") {
+                None | Some(Value::Null) => None,
+                Some(Value::String(cid)) if is_client_token(cid) => Some(cid.clone()),
+                Some(_) => return Err(ErrorCode::BadJson),
+            };
+            let reply_to = match value.get("reply_to") {
+                None | Some(Value::Null) => None,
+                Some(_) => Some(id_field("reply_to")?),
+            };
+            Ok(ClientFrame::Message { text: string_field("text")?, cid, reply_to })
+        }
         Some("nick") => Ok(ClientFrame::Nick { nick: string_field("nick")? }),
+        Some("edit") => Ok(ClientFrame::Edit { id: id_field("id")?, text: string_field("text")? }),
+        Some("react") => Ok(ClientFrame::React { id: id_field("id")?, emoji: string_field("emoji")? }),
+        Some("typing") => Ok(ClientFrame::Typing),
         _ => Err(ErrorCode::BadType),
     }
 }
@@ -97,9 +132,10 @@ pub fn clean_text(text: &str) -> Result<String, ErrorCode> {
     Ok(if trimmed.contains("\r\n") { trimmed.replace("\r\n", "\n") } else { trimmed.to_owned() })
 }
 
-/// A stored chat message, exactly as it is broadcast and as history returns it. It carries
-/// its own `"type":"message"`, so it is serialised on its own rather than as a `ServerFrame`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A stored chat message, exactly as it is broadcast and as history returns it (its current
+/// state: edited text, tombstone, reactions). It carries its own `"type":"message"`, so it is
+/// serialised on its own rather than as a `ServerFrame`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename = "message")]
 pub struct ChatMessage {
     pub id: u64,
@@ -108,12 +144,27 @@ pub struct ChatMessage {
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub text: String,
     pub at: u64,
+    /// The room's sequence number of this message's latest change (post, edit, delete, reaction).
+    #[serde(default)]
+    pub seq: u64,
     /// A tombstone: the message was deleted, its id stays.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub deleted: bool,
     /// The sender's ticket identity (`sub`); absent for anonymous senders.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uid: Option<String>,
+    /// The id of the message this one answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_to: Option<u64>,
+    /// When its author last edited it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub edited_at: Option<u64>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub reactions: Counts,
+    /// The sender's own id for the message: only in the echo to its sender, never stored in a
+    /// frame anyone else receives.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cid: Option<String>,
 }
 
 /// Who a socket is, as its welcome tells it: `id` is the ticket's `sub`, null when anonymous.
@@ -127,14 +178,26 @@ pub struct You {
 impl ChatMessage {
     /// The length of this message's JSON exactly as serde_json writes it, without writing it.
     pub fn json_len(&self) -> usize {
-        const FIXED: usize = r#"{"type":"message","id":,"nick":"","at":}"#.len();
+        const FIXED: usize = r#"{"type":"message","id":,"nick":"","at":,"seq":}"#.len();
         const TEXT: usize = r#","text":"""#.len();
         const DELETED: usize = r#","deleted":true"#.len();
         const UID: usize = r#","uid":"""#.len();
+        const REPLY_TO: usize = r#","reply_to":"#.len();
+        const EDITED_AT: usize = r#","edited_at":"#.len();
+        const REACTIONS: usize = r#","reactions":{}"#.len();
+        const CID: usize = r#","cid":"""#.len();
         let text = if self.text.is_empty() { 0 } else { TEXT + escaped_len(&self.text) };
         let deleted = if self.deleted { DELETED } else { 0 };
         let uid = self.uid.as_deref().map_or(0, |uid| UID + escaped_len(uid));
-        FIXED + digits(self.id) + digits(self.at) + escaped_len(&self.nick) + text + deleted + uid
+        let reply_to = self.reply_to.map_or(0, |id| REPLY_TO + digits(id));
+        let edited_at = self.edited_at.map_or(0, |at| EDITED_AT + digits(at));
+        let reactions = match self.reactions.len() {
+            0 => 0,
+            n => REACTIONS + n - 1 + self.reactions.iter().map(|(emoji, count)| escaped_len(emoji) + 3 + digits(u64::from(*count))).sum::<usize>(),
+        };
+        let cid = self.cid.as_deref().map_or(0, |cid| CID + escaped_len(cid));
+        FIXED + digits(self.id) + digits(self.at) + digits(self.seq) + escaped_len(&self.nick) + text + deleted + uid
+            + reply_to + edited_at + reactions + cid
     }
 }
 
@@ -164,6 +227,8 @@ pub enum ServerFrame {
         users: Vec<String>,
         history: Vec<ChatMessage>,
         you: You,
+        /// The room's latest sequence number: resume from it with `?after=`.
+        seq: u64,
     },
     Joined {
         nick: String,
@@ -181,6 +246,24 @@ pub enum ServerFrame {
     Deleted {
         id: u64,
         at: u64,
+        seq: u64,
+    },
+    Edited {
+        id: u64,
+        text: String,
+        edited_at: u64,
+        seq: u64,
+    },
+    /// A message's reactions after a toggle.
+    Reactions {
+        id: u64,
+        counts: Counts,
+        seq: u64,
+    },
+    /// `nick` is typing, until the time `until` unless another `typing` extends it.
+    Typing {
+        nick: String,
+        until: u64,
     },
     /// What a moderator (or the operator, `by: "admin"`) did, for the whole room to see.
     Moderated {
@@ -236,10 +319,14 @@ pub enum ErrorCode {
     /// The client already has `MAX_SOCKETS_PER_IP` sockets in this room: sent on the upgrade,
     /// then the socket is closed with 4429.
     TooManyConnections,
+    /// An edit after `EDIT_WINDOW_S`.
+    TooLate,
+    /// A reaction that is not one emoji, or one more distinct emoji than a message may have.
+    BadEmoji,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 16] = [
+    pub const ALL: [ErrorCode; 18] = [
         ErrorCode::TooLong,
         ErrorCode::Empty,
         ErrorCode::BadJson,
@@ -256,6 +343,8 @@ impl ErrorCode {
         ErrorCode::Banned,
         ErrorCode::BadText,
         ErrorCode::TooManyConnections,
+        ErrorCode::TooLate,
+        ErrorCode::BadEmoji,
     ];
 
     pub fn message(self) -> &'static str {
@@ -263,23 +352,25 @@ impl ErrorCode {
             ErrorCode::TooLong => "Messages can be at most 2000 characters long.",
             ErrorCode::Empty => "Messages cannot be empty.",
             ErrorCode::BadJson => {
-                "That frame is not valid: send {\"type\":\"message\",\"text\":\"...\"} or {\"type\":\"nick\",\"nick\":\"...\"}."
+                "That frame is not valid: see the protocol for the fields of message, nick, edit, delete, react and typing."
             }
-            ErrorCode::BadType => "Unknown frame type: use \"message\" or \"nick\".",
+            ErrorCode::BadType => "Unknown frame type: use message, nick, edit, delete, react or typing.",
             ErrorCode::Unsupported => "Binary frames are not supported: send text.",
             ErrorCode::BadNick => "Nicknames are 1 to 32 letters, digits, '_', '-' or '.'.",
             ErrorCode::NickTaken => "That nickname is already taken in this room.",
             ErrorCode::RateLimited => "You are sending too fast: that message was dropped.",
             ErrorCode::Unavailable => "The room could not store that message: please send it again.",
-            ErrorCode::Forbidden => "Your role in this room does not allow that.",
+            ErrorCode::Forbidden => "Your role in this room does not allow that, or the message is not yours.",
             ErrorCode::TicketExpired => "Your ticket has expired: reconnect with a fresh one.",
-            ErrorCode::NotFound => "There is no such message or person in this room.",
+            ErrorCode::NotFound => "There is no such message (or it was deleted) or person in this room.",
             ErrorCode::SlowMode => "Slow mode is on: wait a little before your next message.",
             ErrorCode::Banned => "You are banned from this room.",
             ErrorCode::BadText => {
                 "Messages cannot contain control characters (other than tab and line breaks) or more than 4 combining marks in a row."
             }
             ErrorCode::TooManyConnections => "Too many connections from your address to this room.",
+            ErrorCode::TooLate => "That message is too old to edit.",
+            ErrorCode::BadEmoji => "A reaction is one emoji, and a message has at most 20 different ones.",
         }
     }
 }
@@ -295,17 +386,43 @@ mod tests {
 
     #[test]
     fn plain_text_is_a_message() {
-        assert_eq!(parse("hello there"), Ok(ClientFrame::Message { text: "hello there".into() }));
-        assert_eq!(parse(" {not json"), Ok(ClientFrame::Message { text: " {not json".into() }));
+        assert_eq!(parse("hello there"), Ok(ClientFrame::Message { text: "hello there".into(), cid: None, reply_to: None }));
+        assert_eq!(parse(" {not json"), Ok(ClientFrame::Message { text: " {not json".into(), cid: None, reply_to: None }));
     }
 
     #[test]
     fn json_frames_are_read_and_extra_fields_ignored() {
         assert_eq!(
             parse(r#"{"type":"message","text":"hi","nick":"someone-else","id":7}"#),
-            Ok(ClientFrame::Message { text: "hi".into() })
+            Ok(ClientFrame::Message { text: "hi".into(), cid: None, reply_to: None })
         );
         assert_eq!(parse(r#"{"type":"nick","nick":"Ann"}"#), Ok(ClientFrame::Nick { nick: "Ann".into() }));
+    }
+
+    #[test]
+    fn message_edit_react_and_typing_frames_are_read() {
+        assert_eq!(
+            parse(r#"{"type":"message","text":"hi","cid":"a-1_Z","reply_to":4}"#),
+            Ok(ClientFrame::Message { text: "hi".into(), cid: Some("a-1_Z".into()), reply_to: Some(4) })
+        );
+        assert_eq!(
+            parse(r#"{"type":"message","text":"hi","cid":null,"reply_to":null}"#),
+            Ok(ClientFrame::Message { text: "hi".into(), cid: None, reply_to: None })
+        );
+        for bad in ["", "has space", "ü", "x".repeat(65).as_str(), "a/b"] {
+            let frame = json!({"type": "message", "text": "hi", "cid": bad}).to_string();
+            assert_eq!(parse(&frame), Err(ErrorCode::BadJson), "{bad:?}");
+        }
+        assert!(is_client_token(&"x".repeat(64)));
+        assert_eq!(parse(r#"{"type":"message","text":"hi","reply_to":-1}"#), Err(ErrorCode::BadJson));
+        assert_eq!(parse(r#"{"type":"message","text":"hi","cid":5}"#), Err(ErrorCode::BadJson));
+        assert_eq!(parse(r#"{"type":"edit","id":3,"text":"new"}"#), Ok(ClientFrame::Edit { id: 3, text: "new".into() }));
+        assert_eq!(parse(r#"{"type":"edit","id":"3","text":"new"}"#), Err(ErrorCode::BadJson));
+        assert_eq!(parse(r#"{"type":"edit","id":3}"#), Err(ErrorCode::BadJson));
+        assert_eq!(parse(r#"{"type":"react","id":3,"emoji":"👍"}"#), Ok(ClientFrame::React { id: 3, emoji: "👍".into() }));
+        assert_eq!(parse(r#"{"type":"react","emoji":"👍"}"#), Err(ErrorCode::BadJson));
+        assert_eq!(parse(r#"{"type":"typing"}"#), Ok(ClientFrame::Typing));
+        assert_eq!(parse(r#"{"type":"delete","id":3}"#), Ok(ClientFrame::Moderate(Action::Delete { id: 3 })));
     }
 
     #[test]
@@ -374,11 +491,24 @@ mod tests {
     fn json_len_is_what_serde_json_writes() {
         for text in ["hi", "", "\"quoted\" \\ back", "tab\tnew\nline\rcr", "\u{1}\u{8}\u{c}\u{1f}\u{7f}", "é✓😀", "</script>"] {
             for (id, at) in [(0, 0), (9, 10), (1 << 53, u64::MAX)] {
-                let message = ChatMessage { id, nick: "Ann-1".into(), text: text.into(), at, deleted: false, uid: None };
+                let message = ChatMessage { id, nick: "Ann-1".into(), text: text.into(), at, deleted: false, uid: None, ..Default::default() };
                 assert_eq!(message.json_len(), serde_json::to_string(&message).unwrap().len(), "{text:?}");
                 let ticketed = ChatMessage { uid: Some("u\"1".into()), ..message.clone() };
                 assert_eq!(ticketed.json_len(), serde_json::to_string(&ticketed).unwrap().len(), "{text:?}");
-                let tombstone = ChatMessage { text: String::new(), deleted: true, ..message };
+                let tombstone = ChatMessage { text: String::new(), deleted: true, ..message.clone() };
+                assert_eq!(tombstone.json_len(), serde_json::to_string(&tombstone).unwrap().len());
+                let reactions = [("👍".to_owned(), 3), ("🎉".to_owned(), 12)].into_iter().collect();
+                let rich = ChatMessage {
+                    seq: at,
+                    reply_to: Some(id),
+                    edited_at: Some(at),
+                    reactions,
+                    cid: Some("c-1".into()),
+                    ..message.clone()
+                };
+                assert_eq!(rich.json_len(), serde_json::to_string(&rich).unwrap().len(), "{text:?}");
+                let one = ChatMessage { reactions: [("❤️".to_owned(), 1)].into_iter().collect(), ..message };
+                assert_eq!(one.json_len(), serde_json::to_string(&one).unwrap().len());
                 assert_eq!(tombstone.json_len(), serde_json::to_string(&tombstone).unwrap().len());
             }
         }
@@ -392,8 +522,7 @@ mod tests {
             nick: "a".into(),
             text: "<img src=x onerror=alert(1)>".into(),
             at: 2,
-            deleted: false,
-            uid: None,
+            ..Default::default()
         };
         let value: Value = serde_json::from_str(&serde_json::to_string(&message).unwrap()).unwrap();
         assert_eq!(value["text"], "<img src=x onerror=alert(1)>");
@@ -401,25 +530,45 @@ mod tests {
 
     #[test]
     fn frames_have_the_documented_shape() {
-        let message = ChatMessage { id: 3, nick: "Ann".into(), text: "hi".into(), at: 9, deleted: false, uid: None };
+        let message = ChatMessage { id: 3, nick: "Ann".into(), text: "hi".into(), at: 9, seq: 4, ..Default::default() };
         let as_json = |f: ServerFrame| serde_json::from_str::<Value>(&f.to_json()).unwrap();
         assert_eq!(
             serde_json::to_string(&message).unwrap(),
-            r#"{"type":"message","id":3,"nick":"Ann","text":"hi","at":9}"#,
+            r#"{"type":"message","id":3,"nick":"Ann","text":"hi","at":9,"seq":4}"#,
             "exactly these fields, type once"
         );
         let ticketed = ChatMessage { uid: Some("u1".into()), ..message.clone() };
         assert_eq!(
             serde_json::to_string(&ticketed).unwrap(),
-            r#"{"type":"message","id":3,"nick":"Ann","text":"hi","at":9,"uid":"u1"}"#
+            r#"{"type":"message","id":3,"nick":"Ann","text":"hi","at":9,"seq":4,"uid":"u1"}"#
         );
         let tombstone = ChatMessage { text: String::new(), deleted: true, ..message.clone() };
         assert_eq!(
             serde_json::to_string(&tombstone).unwrap(),
-            r#"{"type":"message","id":3,"nick":"Ann","at":9,"deleted":true}"#,
+            r#"{"type":"message","id":3,"nick":"Ann","at":9,"seq":4,"deleted":true}"#,
             "a tombstone never carries text"
         );
-        assert_eq!(as_json(ServerFrame::Deleted { id: 3, at: 5 }), json!({"type": "deleted", "id": 3, "at": 5}));
+        assert_eq!(as_json(ServerFrame::Deleted { id: 3, at: 5, seq: 6 }), json!({"type": "deleted", "id": 3, "at": 5, "seq": 6}));
+        let rich = ChatMessage {
+            reply_to: Some(1),
+            edited_at: Some(10),
+            reactions: [("👍".to_owned(), 2)].into_iter().collect(),
+            cid: Some("c1".into()),
+            ..message.clone()
+        };
+        assert_eq!(
+            serde_json::to_string(&rich).unwrap(),
+            r#"{"type":"message","id":3,"nick":"Ann","text":"hi","at":9,"seq":4,"reply_to":1,"edited_at":10,"reactions":{"👍":2},"cid":"c1"}"#
+        );
+        assert_eq!(
+            as_json(ServerFrame::Edited { id: 3, text: "new".into(), edited_at: 7, seq: 8 }),
+            json!({"type": "edited", "id": 3, "text": "new", "edited_at": 7, "seq": 8})
+        );
+        assert_eq!(
+            as_json(ServerFrame::Reactions { id: 3, counts: [("👍".to_owned(), 2)].into_iter().collect(), seq: 9 }),
+            json!({"type": "reactions", "id": 3, "counts": {"👍": 2}, "seq": 9})
+        );
+        assert_eq!(as_json(ServerFrame::Typing { nick: "Ann".into(), until: 6 }), json!({"type": "typing", "nick": "Ann", "until": 6}));
         assert_eq!(
             as_json(ServerFrame::Moderated { action: "kick", target: Some("Bob".into()), by: "admin".into(), at: 5 }),
             json!({"type": "moderated", "action": "kick", "target": "Bob", "by": "admin", "at": 5})
@@ -431,10 +580,11 @@ mod tests {
                 users: vec!["Ann".into()],
                 history: vec![message],
                 you: You { nick: "Ann".into(), id: None, role: Role::Member },
+                seq: 4,
             }),
             json!({"type": "welcome", "room": "lobby", "nick": "Ann", "users": ["Ann"],
-                   "history": [{"type": "message", "id": 3, "nick": "Ann", "text": "hi", "at": 9}],
-                   "you": {"nick": "Ann", "id": null, "role": "member"}})
+                   "history": [{"type": "message", "id": 3, "nick": "Ann", "text": "hi", "at": 9, "seq": 4}],
+                   "you": {"nick": "Ann", "id": null, "role": "member"}, "seq": 4})
         );
         assert_eq!(as_json(ServerFrame::Joined { nick: "B".into(), at: 1 }), json!({"type": "joined", "nick": "B", "at": 1}));
         assert_eq!(as_json(ServerFrame::Left { nick: "B".into(), at: 1 }), json!({"type": "left", "nick": "B", "at": 1}));
@@ -457,6 +607,7 @@ mod tests {
         for expected in [
             "too_long", "empty", "bad_json", "bad_type", "unsupported", "bad_nick", "nick_taken", "rate_limited",
             "unavailable", "forbidden", "ticket_expired", "not_found", "slow_mode", "banned", "bad_text", "too_many_connections",
+            "too_late", "bad_emoji",
         ] {
             assert!(names.iter().any(|n| n == expected), "{expected} missing");
         }

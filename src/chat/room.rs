@@ -17,6 +17,9 @@
 use crate::chat::clients::{ClientKey, Clients};
 use crate::chat::close;
 use crate::chat::identity::{Identity, Role};
+use crate::chat::messages::{
+    check_delete, check_edit, live, sender_key, toggle_reaction, typing_allowed, Change, History, TYPING_FOR_MS,
+};
 use crate::chat::moderation::{Action, Sanction, SanctionKind, Sanctions, Target};
 use crate::edge::config::{RoomLimits, FLOOD_STRIKES};
 use crate::chat::nicknames::{self, validate_nick, MAX_NICK_CHARS};
@@ -42,6 +45,9 @@ pub struct Attachment {
     /// `moderation::address_key` of the client's IP, so that an anonymous client can be banned.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub address: Option<String>,
+    /// The client instance id the upgrade named (`?client=`): the sender key of an anonymous socket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
     /// Set once the server has closed the socket and announced its leave, so that a socket
     /// still finishing its close handshake is not restored as a member.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -56,6 +62,9 @@ struct Member {
     strikes: u32,
     identity: Option<Identity>,
     address: Option<String>,
+    client_id: Option<String>,
+    /// When this socket's last `typing` was told to the room.
+    last_typing: Option<u64>,
 }
 
 impl Member {
@@ -67,8 +76,13 @@ impl Member {
             client: self.client,
             identity: self.identity.clone(),
             address: self.address.clone(),
+            client_id: self.client_id.clone(),
             gone: false,
         }
+    }
+
+    fn sender_key(&self, id: &str) -> String {
+        sender_key(self.identity.as_ref(), self.client_id.as_deref(), id)
     }
 
     fn role(&self) -> Role {
@@ -123,8 +137,16 @@ pub enum Reaction {
     Nothing,
     /// Send this to the sender only.
     Reply(ServerFrame),
-    /// Store this message, then broadcast it to every socket, the sender included.
-    Post(ChatMessage),
+    /// Store this message with its `sender` key and `cid`, then broadcast it to every socket;
+    /// the sender's own copy carries its `cid`.
+    Post { message: ChatMessage, sender: String, cid: Option<String> },
+    /// A message sent again with a `cid` already stored: send the sender the stored message
+    /// (with its `cid`) again. Nothing is stored or broadcast.
+    Resend(ChatMessage),
+    /// Store the change to a message, then broadcast its frame to every socket.
+    Change(Change),
+    /// Send this `typing` frame to every socket but the sender's.
+    Typing(ServerFrame),
     /// Save the attachment on the sender, then broadcast the frame to every socket.
     Renamed { frame: ServerFrame, attachment: Attachment },
     /// Carry out a moderator's action (see `Moderation`).
@@ -151,6 +173,8 @@ pub struct Moderation {
     pub left: Option<ServerFrame>,
     pub imposed: Option<Sanction>,
     pub lifted: Vec<Sanction>,
+    /// The tombstone a `Delete` makes.
+    pub deleted: Option<Change>,
 }
 
 /// Why a socket may not join: the object accepts it, sends `error`, and closes it with `code`
@@ -201,13 +225,15 @@ pub struct Room {
     history_known: bool,
     last_id: u64,
     last_at: u64,
+    /// The room's sequence number of the latest change to its history.
+    last_seq: u64,
 }
 
 impl Room {
     /// A room whose stored history ends with message `last_id`, stamped `last_at`.
     pub fn new(limits: RoomLimits, last_id: u64, last_at: u64) -> Self {
         let mut room = Room::awaiting_history(limits);
-        room.resume_history(last_id, last_at);
+        room.resume_history(last_id, last_at, 0);
         room
     }
 
@@ -227,6 +253,7 @@ impl Room {
             history_known: false,
             last_id: 0,
             last_at: 0,
+            last_seq: 0,
         }
     }
 
@@ -234,12 +261,13 @@ impl Room {
         self.history_known
     }
 
-    /// The stored history ends with message `last_id` (0: there is none), stamped `last_at`.
-    /// Times never go backwards, also across a deleted history.
-    pub fn resume_history(&mut self, last_id: u64, last_at: u64) {
+    /// The stored history ends with message `last_id` (0: there is none), stamped `last_at`,
+    /// and its latest change was `last_seq`. Times never go backwards, also across a deleted history.
+    pub fn resume_history(&mut self, last_id: u64, last_at: u64, last_seq: u64) {
         self.history_known = true;
         self.last_id = last_id;
         self.last_at = self.last_at.max(last_at);
+        self.last_seq = last_seq;
     }
 
     /// Takes back a stored ban or mute.
@@ -259,6 +287,11 @@ impl Room {
     /// The newest message's id and time.
     pub fn last_message(&self) -> (u64, u64) {
         (self.last_id, self.last_at)
+    }
+
+    /// The sequence number of the latest change to the history (0: none yet).
+    pub fn last_seq(&self) -> u64 {
+        self.last_seq
     }
 
     /// The bans in force, for the operator.
@@ -324,16 +357,17 @@ impl Room {
         if attachment.gone {
             return false;
         }
-        let Attachment { id, nick, joined, client, identity, address, .. } = attachment;
-        self.insert(id, nick, joined, client, now, identity, address);
+        let Attachment { id, nick, joined, client, identity, address, client_id, .. } = attachment;
+        self.insert(id, nick, joined, client, now, identity, address, client_id);
         true
     }
 
     /// Adds a new socket of `client` (admitted first). A ticket identity gets its ticket's name (or, when another person
     /// holds or reserved it, the first free `name-2`, `name-3`...), or the nick it already has
     /// here through another socket. An anonymous socket gets the nick it asked for, or a
-    /// random one when it asked for none or for one that is invalid or taken. `entropy`
-    /// feeds the random nicks.
+    /// random one when it asked for none or for one that is invalid or taken. `client_id` is
+    /// the upgrade's `?client=`, already checked. `entropy` feeds the random nicks.
+    #[allow(clippy::too_many_arguments)]
     pub fn join(
         &mut self,
         id: SocketId,
@@ -341,6 +375,7 @@ impl Room {
         requested: Option<&str>,
         identity: Option<Identity>,
         address: Option<String>,
+        client_id: Option<String>,
         now: u64,
         entropy: impl FnMut() -> u64,
     ) -> Joined {
@@ -371,22 +406,32 @@ impl Room {
                 None => self.random_nick(entropy),
             },
         };
-        let member = self.insert(id.clone(), nick.clone(), now, client, now, identity, address);
+        let member = self.insert(id.clone(), nick.clone(), now, client, now, identity, address, client_id);
         let attachment = member.attachment(&id);
         let you = You { nick: nick.clone(), id: member.identity.as_ref().map(|u| u.id.clone()), role: member.role() };
         let announcement = first.then_some(ServerFrame::Joined { nick, at: now });
         Joined { attachment, refused_nick, announcement, you, reservation }
     }
 
-    /// Handles one frame from socket `id`. Every frame counts against its socket's and its
-    /// client's budget; only the socket's own one earns strikes, so that a client is never cut
-    /// off for what the other sockets behind its address sent.
-    pub fn receive(&mut self, id: &str, frame: Incoming<'_>, now: u64) -> Reaction {
+    /// Handles one frame from socket `id`, reading what it needs of the stored `history`.
+    /// Every frame but `typing` counts against its socket's and its client's budget; only the
+    /// socket's own one earns strikes, so that a client is never cut off for what the other
+    /// sockets behind its address sent.
+    pub fn receive(&mut self, id: &str, frame: Incoming<'_>, now: u64, history: &dyn History) -> Reaction {
         let rate = self.limits.rate;
         let Some(member) = self.members.get_mut(id) else { return Reaction::Nothing };
         // Checked first, so that nothing sent after expiry is stored.
         if member.identity.as_ref().is_some_and(|user| now >= user.expires_at) {
             return self.kick(id, now, ErrorCode::TicketExpired, close::UNAUTHORIZED, TICKET_EXPIRED_REASON);
+        }
+        let parsed = parse_client_frame(frame);
+        // Typing has a throttle of its own and costs no message budget: extra ones are dropped.
+        if matches!(parsed, Ok(ClientFrame::Typing)) {
+            if !member.role().may_speak() || !typing_allowed(member.last_typing, now) {
+                return Reaction::Nothing;
+            }
+            member.last_typing = Some(now);
+            return Reaction::Typing(ServerFrame::Typing { nick: member.nick.clone(), until: now + TYPING_FOR_MS });
         }
         if !member.bucket.try_take(rate, now) {
             member.strikes += 1;
@@ -400,16 +445,25 @@ impl Room {
             return Reaction::Reply(ServerFrame::error(ErrorCode::RateLimited));
         }
         let (role, ticketed) = (member.role(), member.identity.is_some());
-        let outcome = match parse_client_frame(frame) {
-            Ok(ClientFrame::Message { .. }) if !role.may_speak() => Err(ErrorCode::Forbidden),
-            Ok(ClientFrame::Message { text }) => self.post(id, &text, now),
+        let outcome = match parsed {
+            Ok(ClientFrame::Message { .. } | ClientFrame::Edit { .. } | ClientFrame::React { .. }) if !role.may_speak() => {
+                Err(ErrorCode::Forbidden)
+            }
+            Ok(ClientFrame::Message { text, cid, reply_to }) => self.post(id, &text, cid, reply_to, now, history),
+            Ok(ClientFrame::Edit { id: message, text }) => self.edit(id, message, &text, now, history),
+            Ok(ClientFrame::React { id: message, emoji }) => self.react(id, message, emoji, now, history),
+            Ok(ClientFrame::Typing) => Ok(Reaction::Nothing),
+            // A member deletes their own message; a moderator's delete is moderation.
+            Ok(ClientFrame::Moderate(Action::Delete { id: message })) if role != Role::Moderator => {
+                self.delete_own(id, message, now, history)
+            }
             // A ticketed nick is the application's to choose.
             Ok(ClientFrame::Nick { .. }) if ticketed || !role.may_speak() => Err(ErrorCode::Forbidden),
             Ok(ClientFrame::Nick { nick }) => self.rename(id, &nick, now),
             Ok(ClientFrame::Moderate(_)) if role != Role::Moderator => Err(ErrorCode::Forbidden),
             Ok(ClientFrame::Moderate(action)) => {
                 let by = self.members[id].nick.clone();
-                self.moderate(action, by, Some(id), now).map(Reaction::Moderate)
+                self.moderate(action, by, Some(id), now, history).map(Reaction::Moderate)
             }
             Err(code) => Err(code),
         };
@@ -435,7 +489,14 @@ impl Room {
 
     /// Decides a moderation action by `by` (a moderator's nick, or `admin` for the operator);
     /// `actor` is the moderator's socket, who may not act on themselves.
-    pub fn moderate(&mut self, action: Action, by: String, actor: Option<&str>, now: u64) -> Result<Moderation, ErrorCode> {
+    pub fn moderate(
+        &mut self,
+        action: Action,
+        by: String,
+        actor: Option<&str>,
+        now: u64,
+        history: &dyn History,
+    ) -> Result<Moderation, ErrorCode> {
         let mut moderation = Moderation {
             action: action.clone(),
             by,
@@ -445,9 +506,18 @@ impl Room {
             left: None,
             imposed: None,
             lifted: Vec::new(),
+            deleted: None,
         };
         match action {
-            Action::Delete { .. } | Action::Clear => {}
+            Action::Delete { id } => {
+                let stored = live(history.message(id)?)?;
+                if !self.history_known {
+                    return Err(ErrorCode::Unavailable);
+                }
+                moderation.target = Some(stored.message.nick);
+                moderation.deleted = Some(Change::Delete { id, at: now, seq: self.next_seq() });
+            }
+            Action::Clear => {}
             Action::Slow { seconds } => self.slow_ms = seconds * 1000,
             Action::Unban { nick } => {
                 moderation.lifted = self.sanctions.lift_bans(&nicknames::key(&nick), now);
@@ -506,13 +576,29 @@ impl Room {
         }
     }
 
-    fn post(&mut self, id: &str, text: &str, now: u64) -> Result<Reaction, ErrorCode> {
+    fn post(
+        &mut self,
+        id: &str,
+        text: &str,
+        cid: Option<String>,
+        reply_to: Option<u64>,
+        now: u64,
+        history: &dyn History,
+    ) -> Result<Reaction, ErrorCode> {
+        let sender = self.members[id].sender_key(id);
+        if let Some(cid) = &cid {
+            if let Some(original) = history.by_cid(&sender, cid)? {
+                return Ok(Reaction::Resend(ChatMessage { cid: Some(cid.clone()), ..original }));
+            }
+        }
         let text = clean_text(text)?;
-        let member = &self.members[id];
-        let user = member.identity.as_ref().map(|user| user.id.as_str());
-        if self.sanctions.applies(SanctionKind::Mute, user, member.address.as_deref(), now) {
+        if self.muted(id, now) {
             return Err(ErrorCode::Forbidden);
         }
+        if let Some(reply_to) = reply_to {
+            history.message(reply_to)?.ok_or(ErrorCode::NotFound)?;
+        }
+        let member = &self.members[id];
         if self.slow_ms > 0 && member.role() != Role::Moderator {
             let person = Holder::of(id, member.identity.as_ref());
             let key = match person {
@@ -532,15 +618,77 @@ impl Room {
         }
         self.last_id += 1;
         self.last_at = self.last_at.max(now);
+        let seq = self.next_seq();
         let member = &self.members[id];
-        Ok(Reaction::Post(ChatMessage {
+        let message = ChatMessage {
             id: self.last_id,
             nick: member.nick.clone(),
             text,
             at: self.last_at,
-            deleted: false,
+            seq,
             uid: member.identity.as_ref().map(|user| user.id.clone()),
-        }))
+            reply_to,
+            ..ChatMessage::default()
+        };
+        Ok(Reaction::Post { message, sender, cid })
+    }
+
+    fn edit(&mut self, id: &str, message: u64, text: &str, now: u64, history: &dyn History) -> Result<Reaction, ErrorCode> {
+        let text = clean_text(text)?;
+        if self.muted(id, now) {
+            return Err(ErrorCode::Forbidden);
+        }
+        let stored = live(history.message(message)?)?;
+        check_edit(&stored, &self.members[id].sender_key(id), now, self.limits.edit_window_ms)?;
+        self.take_room_budget(now)?;
+        let seq = self.next_seq();
+        Ok(Reaction::Change(Change::Edit { id: message, text, edited_at: now, seq }))
+    }
+
+    fn delete_own(&mut self, id: &str, message: u64, now: u64, history: &dyn History) -> Result<Reaction, ErrorCode> {
+        let stored = live(history.message(message)?)?;
+        check_delete(&stored, &self.members[id].sender_key(id))?;
+        self.take_room_budget(now)?;
+        let seq = self.next_seq();
+        Ok(Reaction::Change(Change::Delete { id: message, at: now, seq }))
+    }
+
+    fn react(&mut self, id: &str, message: u64, emoji: String, now: u64, history: &dyn History) -> Result<Reaction, ErrorCode> {
+        if !crate::chat::emoji::is_one_emoji(&emoji) {
+            return Err(ErrorCode::BadEmoji);
+        }
+        if self.muted(id, now) {
+            return Err(ErrorCode::Forbidden);
+        }
+        let stored = live(history.message(message)?)?;
+        let sender = self.members[id].sender_key(id);
+        let (added, counts) = toggle_reaction(&stored, &sender, &emoji)?;
+        self.take_room_budget(now)?;
+        let seq = self.next_seq();
+        Ok(Reaction::Change(Change::React { id: message, emoji, sender, added, counts, seq }))
+    }
+
+    fn muted(&self, id: &str, now: u64) -> bool {
+        let member = &self.members[id];
+        let user = member.identity.as_ref().map(|user| user.id.as_str());
+        self.sanctions.applies(SanctionKind::Mute, user, member.address.as_deref(), now)
+    }
+
+    /// A change to the history costs the room's budget like a post, and needs the stored
+    /// history's end known, so that its sequence number follows the stored ones.
+    fn take_room_budget(&mut self, now: u64) -> Result<(), ErrorCode> {
+        if !self.history_known {
+            return Err(ErrorCode::Unavailable);
+        }
+        if !self.posts.try_take(self.limits.room, now) {
+            return Err(ErrorCode::RateLimited);
+        }
+        Ok(())
+    }
+
+    fn next_seq(&mut self) -> u64 {
+        self.last_seq += 1;
+        self.last_seq
     }
 
     fn rename(&mut self, id: &str, wanted: &str, now: u64) -> Result<Reaction, ErrorCode> {
@@ -607,6 +755,7 @@ impl Room {
         })
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn insert(
         &mut self,
         id: SocketId,
@@ -616,6 +765,7 @@ impl Room {
         now: u64,
         identity: Option<Identity>,
         address: Option<String>,
+        client_id: Option<String>,
     ) -> &Member {
         let holder = Holder::of(&id, identity.as_ref());
         if let Some(user) = &identity {
@@ -624,7 +774,7 @@ impl Room {
         self.owners.insert(nicknames::key(&nick), Owner { nick: nick.clone(), holder });
         self.clients.add_socket(client, self.limits.client, now);
         let bucket = TokenBucket::full(self.limits.rate, now);
-        let member = Member { nick, joined, client, bucket, strikes: 0, identity, address };
+        let member = Member { nick, joined, client, bucket, strikes: 0, identity, address, client_id, last_typing: None };
         self.members.entry(id).insert_entry(member).into_mut()
     }
 }
@@ -633,6 +783,7 @@ impl Room {
 mod tests {
     use super::*;
     use crate::chat::rate_limit::RateLimit;
+    use crate::chat::messages::memory::MemoryHistory;
 
     fn room() -> Room {
         Room::new(RoomLimits::default(), 0, 0)
@@ -647,15 +798,15 @@ mod tests {
     }
 
     fn join(room: &mut Room, id: &str, nick: Option<&str>) -> Joined {
-        room.join(id.into(), ClientKey::of(id, [0, 0]), nick, None, Some(format!("addr-{id}")), 1_000, counter())
+        room.join(id.into(), ClientKey::of(id, [0, 0]), nick, None, Some(format!("addr-{id}")), None, 1_000, counter())
     }
 
     fn posted(reaction: &Reaction) -> bool {
-        matches!(reaction, Reaction::Post(_))
+        matches!(reaction, Reaction::Post { .. })
     }
 
     fn say(room: &mut Room, id: &str, text: &str, now: u64) -> Reaction {
-        room.receive(id, Incoming::Text(text), now)
+        room.receive(id, Incoming::Text(text), now, &MemoryHistory::default())
     }
 
     fn error_code(reaction: &Reaction) -> Option<ErrorCode> {
@@ -713,9 +864,9 @@ mod tests {
         let mut room: Room = Room::new(RoomLimits::default(), 41, 5_000);
         join(&mut room, "s1", Some("Ann"));
         let first = say(&mut room, "s1", r#"{"type":"message","text":"  hi  ","nick":"Mallory"}"#, 4_000);
-        assert_eq!(first, Reaction::Post(ChatMessage { id: 42, nick: "Ann".into(), text: "hi".into(), at: 5_000, deleted: false, uid: None }));
+        assert_eq!(first, Reaction::Post { message: ChatMessage { id: 42, nick: "Ann".into(), text: "hi".into(), at: 5_000, seq: 1, ..Default::default() }, sender: "s:s1".into(), cid: None });
         let second = say(&mut room, "s1", "plain text", 6_000);
-        assert_eq!(second, Reaction::Post(ChatMessage { id: 43, nick: "Ann".into(), text: "plain text".into(), at: 6_000, deleted: false, uid: None }));
+        assert_eq!(second, Reaction::Post { message: ChatMessage { id: 43, nick: "Ann".into(), text: "plain text".into(), at: 6_000, seq: 2, ..Default::default() }, sender: "s:s1".into(), cid: None });
     }
 
     #[test]
@@ -726,9 +877,9 @@ mod tests {
         assert_eq!(error_code(&say(&mut room, "s1", &"x".repeat(2001), 1)), Some(ErrorCode::TooLong));
         assert_eq!(error_code(&say(&mut room, "s1", "{oops", 1)), Some(ErrorCode::BadJson));
         assert_eq!(error_code(&say(&mut room, "s1", r#"{"type":"dance"}"#, 1)), Some(ErrorCode::BadType));
-        assert_eq!(error_code(&room.receive("s1", Incoming::Binary, 1)), Some(ErrorCode::Unsupported));
+        assert_eq!(error_code(&room.receive("s1", Incoming::Binary, 1, &MemoryHistory::default())), Some(ErrorCode::Unsupported));
         match say(&mut room, "s1", "ok", 1) {
-            Reaction::Post(message) => assert_eq!(message.id, 1),
+            Reaction::Post { message, .. } => assert_eq!(message.id, 1),
             other => panic!("{other:?}"),
         }
     }
@@ -773,13 +924,13 @@ mod tests {
         join(&mut room, "s1", Some("Ann"));
         join(&mut room, "s2", Some("Bob"));
         for _ in 0..20 {
-            assert!(matches!(say(&mut room, "s1", "spam", 1_000), Reaction::Post(_)));
+            assert!(matches!(say(&mut room, "s1", "spam", 1_000), Reaction::Post { .. }));
         }
         assert_eq!(error_code(&say(&mut room, "s1", "spam", 1_000)), Some(ErrorCode::RateLimited));
         // Others are unaffected.
-        assert!(matches!(say(&mut room, "s2", "hello", 1_000), Reaction::Post(_)));
+        assert!(matches!(say(&mut room, "s2", "hello", 1_000), Reaction::Post { .. }));
         // A token comes back every 200 ms, and a passing frame forgives earlier strikes.
-        assert!(matches!(say(&mut room, "s1", "later", 1_200), Reaction::Post(_)));
+        assert!(matches!(say(&mut room, "s1", "later", 1_200), Reaction::Post { .. }));
         for _ in 0..FLOOD_STRIKES - 1 {
             assert_eq!(error_code(&say(&mut room, "s1", "spam", 1_200)), Some(ErrorCode::RateLimited));
         }
@@ -803,7 +954,7 @@ mod tests {
         let mut room: Room = Room::new(limits, 0, 0);
         join(&mut room, "s1", None);
         assert_eq!(error_code(&say(&mut room, "s1", "", 0)), Some(ErrorCode::Empty));
-        assert!(matches!(say(&mut room, "s1", "one", 0), Reaction::Post(_)));
+        assert!(matches!(say(&mut room, "s1", "one", 0), Reaction::Post { .. }));
         assert_eq!(error_code(&say(&mut room, "s1", "two", 0)), Some(ErrorCode::RateLimited));
     }
 
@@ -817,7 +968,7 @@ mod tests {
         assert!(!after.restore(Attachment { gone: true, ..bob }, 50_000));
         assert_eq!(after.nicks(), ["Ann"]);
         assert_eq!(join(&mut after, "s3", Some("ann")).refused_nick, Some(ErrorCode::NickTaken));
-        assert!(matches!(say(&mut after, "s1", "back", 50_001), Reaction::Post(ChatMessage { id: 6, .. })));
+        assert!(matches!(say(&mut after, "s1", "back", 50_001), Reaction::Post { message: ChatMessage { id: 6, .. }, .. }));
     }
 
     fn user(id: &str, name: &str, role: Role) -> Identity {
@@ -825,7 +976,7 @@ mod tests {
     }
 
     fn join_as(room: &mut Room, id: &str, user: &Identity) -> Joined {
-        room.join(id.into(), ClientKey::of(id, [0, 0]), Some("Ignored"), Some(user.clone()), None, 1_000, counter())
+        room.join(id.into(), ClientKey::of(id, [0, 0]), Some("Ignored"), Some(user.clone()), None, None, 1_000, counter())
     }
 
     #[test]
@@ -878,7 +1029,7 @@ mod tests {
         assert_eq!(second.attachment.nick, "Ann");
         assert_eq!(room.nicks(), ["Ann"]);
         match say(&mut room, "tab2", "from tab 2", 2_000) {
-            Reaction::Post(message) => assert_eq!((message.nick.as_str(), message.uid.as_deref()), ("Ann", Some("u1"))),
+            Reaction::Post { message, .. } => assert_eq!((message.nick.as_str(), message.uid.as_deref()), ("Ann", Some("u1"))),
             other => panic!("{other:?}"),
         }
         assert_eq!(room.leave("tab1", 3_000), None, "still here in tab 2");
@@ -921,7 +1072,7 @@ mod tests {
         let ann = user("u1", "Ann", Role::Member);
         join_as(&mut room, "s1", &ann);
         join_as(&mut room, "s2", &ann);
-        assert!(matches!(say(&mut room, "s1", "in time", ann.expires_at - 1), Reaction::Post(_)));
+        assert!(matches!(say(&mut room, "s1", "in time", ann.expires_at - 1), Reaction::Post { .. }));
         match say(&mut room, "s1", "too late", ann.expires_at) {
             Reaction::Kick { error, attachment, code, left, .. } => {
                 assert_eq!(error, ServerFrame::error(ErrorCode::TicketExpired));
@@ -950,7 +1101,7 @@ mod tests {
     }
 
     fn moderate(room: &mut Room, action: Action) -> Result<Moderation, ErrorCode> {
-        room.moderate(action, "admin".into(), None, 5_000)
+        room.moderate(action, "admin".into(), None, 5_000, &MemoryHistory::default())
     }
 
     #[test]
@@ -1023,7 +1174,7 @@ mod tests {
         let muted = moderate(&mut room, Action::Mute { nick: "Bob".into(), duration_s: 10 }).unwrap();
         assert!(muted.ejected.is_empty(), "a mute keeps the socket");
         assert_eq!(error_code(&say(&mut room, "s1", "let me speak", 14_999)), Some(ErrorCode::Forbidden));
-        assert!(matches!(say(&mut room, "s1", "thanks", 15_000), Reaction::Post(_)));
+        assert!(matches!(say(&mut room, "s1", "thanks", 15_000), Reaction::Post { .. }));
     }
 
     #[test]
@@ -1032,20 +1183,20 @@ mod tests {
         join(&mut room, "s1", Some("Bob"));
         join_as(&mut room, "mod", &user("m1", "Mod", Role::Moderator));
         moderate(&mut room, Action::Slow { seconds: 10 }).unwrap();
-        assert!(matches!(say(&mut room, "s1", "one", 20_000), Reaction::Post(_)));
+        assert!(matches!(say(&mut room, "s1", "one", 20_000), Reaction::Post { .. }));
         assert_eq!(error_code(&say(&mut room, "s1", "two", 29_999)), Some(ErrorCode::SlowMode));
-        assert!(matches!(say(&mut room, "s1", "two", 30_000), Reaction::Post(_)));
-        assert!(matches!(say(&mut room, "mod", "a", 30_000), Reaction::Post(_)));
-        assert!(matches!(say(&mut room, "mod", "b", 30_001), Reaction::Post(_)), "moderators are not slowed");
+        assert!(matches!(say(&mut room, "s1", "two", 30_000), Reaction::Post { .. }));
+        assert!(matches!(say(&mut room, "mod", "a", 30_000), Reaction::Post { .. }));
+        assert!(matches!(say(&mut room, "mod", "b", 30_001), Reaction::Post { .. }), "moderators are not slowed");
         moderate(&mut room, Action::Slow { seconds: 0 }).unwrap();
-        assert!(matches!(say(&mut room, "s1", "three", 30_001), Reaction::Post(_)));
+        assert!(matches!(say(&mut room, "s1", "three", 30_001), Reaction::Post { .. }));
     }
 
     #[test]
     fn attachments_round_trip_and_stay_small() {
         let client = ClientKey::of("192.0.2.1", [7, 7]);
         let attachment =
-            Attachment { id: "abc".into(), nick: "Ann".into(), joined: 5, client, identity: None, address: None, gone: false };
+            Attachment { id: "abc".into(), nick: "Ann".into(), joined: 5, client, identity: None, address: None, client_id: None, gone: false };
         let json = serde_json::to_string(&attachment).unwrap();
         assert!(json.starts_with(r#"{"id":"abc","nick":"Ann","joined":5,"client":"#), "{json}");
         assert!(!json.contains("192.0.2.1"), "the address itself is never kept");
@@ -1061,14 +1212,14 @@ mod tests {
         let mut posts = 0;
         for socket in 0..5 {
             let id = format!("s{socket}");
-            room.join(id.clone(), client, None, None, None, 0, counter());
+            room.join(id.clone(), client, None, None, None, None, 0, counter());
             posts += (0..20).filter(|_| posted(&say(&mut room, &id, "spam", 0))).count();
             room.leave(&id, 0);
         }
         assert_eq!(posts, 60, "CLIENT_BURST, however many sockets it opens");
         join(&mut room, "other", None);
         assert!(posted(&say(&mut room, "other", "another client is not affected", 0)));
-        room.join("again".into(), client, None, None, None, 1_000, counter());
+        room.join("again".into(), client, None, None, None, None, 1_000, counter());
         assert_eq!((0..20).filter(|_| posted(&say(&mut room, "again", "spam", 1_000))).count(), 15, "15 per second");
     }
 
@@ -1077,12 +1228,12 @@ mod tests {
         let mut room = room();
         let client = ClientKey::of("198.51.100.9", [1, 1]);
         for socket in 0..3 {
-            room.join(format!("s{socket}"), client, None, None, None, 0, counter());
+            room.join(format!("s{socket}"), client, None, None, None, None, 0, counter());
             for _ in 0..20 {
                 say(&mut room, &format!("s{socket}"), "spam", 0);
             }
         }
-        room.join("calm".into(), client, Some("Calm"), None, None, 0, counter());
+        room.join("calm".into(), client, Some("Calm"), None, None, None, 0, counter());
         for _ in 0..FLOOD_STRIKES + 5 {
             assert_eq!(error_code(&say(&mut room, "calm", "hello?", 0)), Some(ErrorCode::RateLimited));
         }
@@ -1124,7 +1275,7 @@ mod tests {
         let client = ClientKey::of("203.0.113.1", [0, 0]);
         for socket in ["s1", "s2"] {
             assert_eq!(room.admit(client, None, None, 0), Ok(()));
-            room.join(socket.into(), client, None, None, None, 0, counter());
+            room.join(socket.into(), client, None, None, None, None, 0, counter());
         }
         let refusal = room.admit(client, None, None, 0).unwrap_err();
         assert_eq!(refusal.error, ServerFrame::error(ErrorCode::TooManyConnections));
@@ -1138,9 +1289,9 @@ mod tests {
         let mut room = Room::awaiting_history(RoomLimits::default());
         join(&mut room, "s1", None);
         assert_eq!(error_code(&say(&mut room, "s1", "hello", 1)), Some(ErrorCode::Unavailable));
-        room.resume_history(500, 7);
+        room.resume_history(500, 7, 0);
         match say(&mut room, "s1", "hello", 1) {
-            Reaction::Post(message) => assert_eq!((message.id, message.at), (501, 7)),
+            Reaction::Post { message, .. } => assert_eq!((message.id, message.at), (501, 7)),
             other => panic!("{other:?}"),
         }
     }
@@ -1162,7 +1313,178 @@ mod tests {
         join(&mut room, "s1", None);
         assert_eq!(error_code(&say(&mut room, "s1", "bell\u{7}", 1)), Some(ErrorCode::BadText));
         match say(&mut room, "s1", "line\r\nbreak", 1) {
-            Reaction::Post(message) => assert_eq!((message.id, message.text.as_str()), (1, "line\nbreak")),
+            Reaction::Post { message, .. } => assert_eq!((message.id, message.text.as_str()), (1, "line\nbreak")),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// A room and its stored history in memory: every decided post and change is stored.
+    struct Chat {
+        room: Room,
+        history: MemoryHistory,
+    }
+
+    impl Chat {
+        fn new() -> Chat {
+            Chat { room: room(), history: MemoryHistory::default() }
+        }
+
+        fn join(&mut self, socket: &str, client_id: Option<&str>) {
+            let client = ClientKey::of(socket, [0, 0]);
+            self.room.join(socket.into(), client, Some(socket), None, None, client_id.map(Into::into), 0, counter());
+        }
+
+        fn send(&mut self, socket: &str, frame: &str, now: u64) -> Reaction {
+            let reaction = self.room.receive(socket, Incoming::Text(frame), now, &self.history);
+            match &reaction {
+                Reaction::Post { message, sender, cid } => self.history.post(message, sender, cid.as_deref()),
+                Reaction::Change(change) => assert!(self.history.apply(change)),
+                Reaction::Moderate(Moderation { deleted: Some(change), .. }) => assert!(self.history.apply(change)),
+                _ => {}
+            }
+            reaction
+        }
+
+        fn post(&mut self, socket: &str, frame: &str, now: u64) -> ChatMessage {
+            match self.send(socket, frame, now) {
+                Reaction::Post { message, .. } => message,
+                other => panic!("{other:?}"),
+            }
+        }
+
+        fn change(&mut self, socket: &str, frame: &str, now: u64) -> Change {
+            match self.send(socket, frame, now) {
+                Reaction::Change(change) => change,
+                other => panic!("{other:?}"),
+            }
+        }
+
+        fn refused(&mut self, socket: &str, frame: &str, now: u64) -> Option<ErrorCode> {
+            error_code(&self.send(socket, frame, now))
+        }
+    }
+
+    #[test]
+    fn a_resend_with_the_same_sender_and_cid_posts_nothing_and_returns_the_original() {
+        let mut chat = Chat::new();
+        chat.join("tab1", Some("client-A"));
+        let frame = r#"{"type":"message","text":"once","cid":"m1"}"#;
+        let original = chat.post("tab1", frame, 1_000);
+        assert_eq!((original.id, original.seq, original.cid.as_deref()), (1, 1, None), "the broadcast carries no cid");
+        // The same client on a new socket (a reconnect) sends it again: the original comes back.
+        chat.room.leave("tab1", 2_000);
+        chat.join("tab2", Some("client-A"));
+        match chat.send("tab2", frame, 3_000) {
+            Reaction::Resend(again) => assert_eq!(again, ChatMessage { cid: Some("m1".into()), ..original.clone() }),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(chat.room.last_seq(), 1, "nothing changed");
+        // Another client may use the same cid; a socket without a client id is its own sender.
+        chat.join("other", Some("client-B"));
+        assert_eq!(chat.post("other", frame, 4_000).id, 2);
+        chat.join("anon", None);
+        assert_eq!(chat.post("anon", frame, 4_000).id, 3);
+        assert!(matches!(chat.send("anon", frame, 4_001), Reaction::Resend(_)));
+        assert_eq!(chat.post("tab2", r#"{"type":"message","text":"twice","cid":"m2"}"#, 5_000).id, 4);
+    }
+
+    #[test]
+    fn replies_name_a_message_in_the_window() {
+        let mut chat = Chat::new();
+        chat.join("s1", None);
+        chat.post("s1", "first", 1);
+        assert_eq!(chat.post("s1", r#"{"type":"message","text":"re","reply_to":1}"#, 2).reply_to, Some(1));
+        assert_eq!(chat.refused("s1", r#"{"type":"message","text":"re","reply_to":99}"#, 3), Some(ErrorCode::NotFound));
+        assert_eq!(chat.room.last_message().0, 2, "a refused reply takes no id");
+    }
+
+    #[test]
+    fn only_the_author_edits_within_the_window_and_deletes() {
+        let mut chat = Chat::new();
+        chat.join("ann", Some("ann-tab"));
+        chat.join("bob", None);
+        chat.post("ann", "helo", 10_000);
+        let edit = r#"{"type":"edit","id":1,"text":"hello"}"#;
+        assert_eq!(chat.refused("bob", edit, 10_001), Some(ErrorCode::Forbidden));
+        assert_eq!(chat.change("ann", edit, 10_000 + 900_000), Change::Edit { id: 1, text: "hello".into(), edited_at: 910_000, seq: 2 });
+        assert_eq!(chat.history.message(1).unwrap().unwrap().message.edited_at, Some(910_000));
+        assert_eq!(chat.refused("ann", edit, 10_000 + 900_001), Some(ErrorCode::TooLate));
+        assert_eq!(chat.refused("ann", r#"{"type":"edit","id":7,"text":"x"}"#, 10_001), Some(ErrorCode::NotFound));
+        assert_eq!(chat.refused("ann", r#"{"type":"edit","id":1,"text":"  "}"#, 10_001), Some(ErrorCode::Empty));
+        let delete = r#"{"type":"delete","id":1}"#;
+        assert_eq!(chat.refused("bob", delete, 10_002), Some(ErrorCode::Forbidden));
+        assert_eq!(chat.change("ann", delete, 2_000_000), Change::Delete { id: 1, at: 2_000_000, seq: 3 });
+        assert_eq!(chat.refused("ann", delete, 2_000_001), Some(ErrorCode::NotFound), "deleted already");
+        assert_eq!(chat.refused("ann", edit, 10_002), Some(ErrorCode::NotFound), "a tombstone is not edited");
+        assert_eq!(Change::Delete { id: 1, at: 5, seq: 3 }.frame(), ServerFrame::Deleted { id: 1, at: 5, seq: 3 });
+    }
+
+    #[test]
+    fn reactions_toggle_per_sender_and_carry_their_counts() {
+        let mut chat = Chat::new();
+        chat.join("ann", None);
+        chat.join("bob", Some("bob-tab"));
+        chat.post("ann", "react to me", 1);
+        let thumbs = r#"{"type":"react","id":1,"emoji":"👍"}"#;
+        let counts = |change: Change| match change.frame() {
+            ServerFrame::Reactions { counts, .. } => counts.into_iter().collect::<Vec<_>>(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(counts(chat.change("ann", thumbs, 2)), [("👍".to_owned(), 1)]);
+        assert_eq!(counts(chat.change("bob", thumbs, 3)), [("👍".to_owned(), 2)]);
+        assert_eq!(counts(chat.change("bob", thumbs, 4)), [("👍".to_owned(), 1)], "a toggle takes it back");
+        // Bob again from another tab with the same client id is the same sender.
+        chat.join("bob2", Some("bob-tab"));
+        assert_eq!(counts(chat.change("bob2", thumbs, 5)), [("👍".to_owned(), 2)]);
+        assert_eq!(counts(chat.change("bob", thumbs, 6)), [("👍".to_owned(), 1)]);
+        assert_eq!(chat.history.message(1).unwrap().unwrap().message.reactions.len(), 1);
+        assert_eq!(chat.refused("ann", r#"{"type":"react","id":1,"emoji":"ok"}"#, 7), Some(ErrorCode::BadEmoji));
+        assert_eq!(chat.refused("ann", r#"{"type":"react","id":9,"emoji":"👍"}"#, 7), Some(ErrorCode::NotFound));
+        chat.change("ann", r#"{"type":"delete","id":1}"#, 8);
+        assert_eq!(chat.refused("ann", thumbs, 9), Some(ErrorCode::NotFound), "a tombstone takes no reactions");
+        assert_eq!(chat.room.last_seq(), 7);
+    }
+
+    #[test]
+    fn a_moderator_delete_takes_a_seq_and_names_the_author() {
+        let mut chat = Chat::new();
+        chat.join("ann", None);
+        chat.post("ann", "rude", 1);
+        join_as(&mut chat.room, "mod", &user("m1", "Mod", Role::Moderator));
+        match chat.send("mod", r#"{"type":"delete","id":1}"#, 2) {
+            Reaction::Moderate(moderation) => {
+                assert_eq!(moderation.target.as_deref(), Some("ann"));
+                assert_eq!(moderation.deleted, Some(Change::Delete { id: 1, at: 2, seq: 2 }));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(chat.refused("mod", r#"{"type":"delete","id":1}"#, 3), Some(ErrorCode::NotFound), "deleted already");
+    }
+
+    #[test]
+    fn typing_is_told_to_others_throttled_and_costs_no_message_budget() {
+        let mut chat = Chat::new();
+        chat.join("ann", None);
+        let typing = r#"{"type":"typing"}"#;
+        assert_eq!(chat.send("ann", typing, 1_000), Reaction::Typing(ServerFrame::Typing { nick: "ann".into(), until: 7_000 }));
+        assert_eq!(chat.send("ann", typing, 2_999), Reaction::Nothing, "dropped silently");
+        assert!(matches!(chat.send("ann", typing, 3_000), Reaction::Typing(_)));
+        for _ in 0..20 {
+            chat.post("ann", "burst", 3_000);
+        }
+        assert_eq!(chat.refused("ann", "one too many", 3_000), Some(ErrorCode::RateLimited));
+        assert!(matches!(chat.send("ann", typing, 5_000), Reaction::Typing(_)), "its own throttle only");
+        join_as(&mut chat.room, "reader", &user("r1", "Reader", Role::Readonly));
+        assert_eq!(chat.send("reader", typing, 5_000), Reaction::Nothing, "a reader types nothing");
+    }
+
+    #[test]
+    fn seq_follows_the_stored_history_after_a_restart() {
+        let mut room = Room::awaiting_history(RoomLimits::default());
+        room.resume_history(10, 5, 42);
+        join(&mut room, "s1", None);
+        match say(&mut room, "s1", "after a restart", 6) {
+            Reaction::Post { message, .. } => assert_eq!((message.id, message.seq), (11, 43)),
             other => panic!("{other:?}"),
         }
     }

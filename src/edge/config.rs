@@ -2,6 +2,7 @@
 //! operator's mistake: it is reported and the default is used, so a typo cannot take the
 //! chat down.
 
+use crate::chat::messages::DEFAULT_EDIT_WINDOW_S;
 use crate::chat::rate_limit::RateLimit;
 
 pub const DEFAULT_MAX_ROOM_SOCKETS: usize = 1_000;
@@ -28,6 +29,8 @@ pub struct RoomLimits {
     /// Sockets one client may hold in a room at once.
     pub max_client_sockets: u32,
     pub max_sockets: usize,
+    /// How long after posting its author may edit a message (`EDIT_WINDOW_S`).
+    pub edit_window_ms: u64,
 }
 
 impl Default for RoomLimits {
@@ -39,6 +42,7 @@ impl Default for RoomLimits {
             client_joins: 10,
             max_client_sockets: 20,
             max_sockets: DEFAULT_MAX_ROOM_SOCKETS,
+            edit_window_ms: DEFAULT_EDIT_WINDOW_S * 1000,
         }
     }
 }
@@ -82,6 +86,9 @@ impl RoomConfig {
             }
         };
         let limits = &mut config.limits;
+        let mut edit_window_s = u32::try_from(DEFAULT_EDIT_WINDOW_S).unwrap_or(u32::MAX);
+        whole("EDIT_WINDOW_S", &mut edit_window_s);
+        limits.edit_window_ms = u64::from(edit_window_s) * 1000;
         let mut max_sockets = u32::try_from(limits.max_sockets).unwrap_or(u32::MAX);
         whole("RATE_BURST", &mut limits.rate.burst);
         whole("RATE_PER_SECOND", &mut limits.rate.per_second);
@@ -124,7 +131,16 @@ mod tests {
         assert_eq!((limits.client_joins, limits.max_sockets), (10, 1000));
         assert_eq!(config.idle_ttl_ms, 30 * 86_400_000);
         assert!(!config.instance_header);
+        assert_eq!(limits.edit_window_ms, 900_000);
         assert!(bad.is_empty());
+    }
+
+    #[test]
+    fn the_edit_window_is_a_whole_number_of_seconds() {
+        let (config, bad) = RoomConfig::from_vars(|name| (name == "EDIT_WINDOW_S").then(|| "2".into()));
+        assert_eq!((config.limits.edit_window_ms, bad.len()), (2_000, 0));
+        let (config, bad) = RoomConfig::from_vars(|name| (name == "EDIT_WINDOW_S").then(|| "soon".into()));
+        assert_eq!((config.limits.edit_window_ms, bad.len()), (900_000, 1));
     }
 
     #[test]

@@ -6,6 +6,7 @@ use crate::chat::close;
 use crate::chat::history;
 use crate::chat::identity::Identity;
 use crate::chat::moderation::Action;
+use crate::chat::protocol::is_client_token;
 use crate::edge::origin::AllowedOrigins;
 use base64::Engine;
 use serde::{Deserialize, Serialize};
@@ -60,7 +61,14 @@ pub enum Route {
     Join {
         room: String,
         nick: Option<String>,
+        /// `?since=ID`: the welcome's history is what came after message ID.
         since: Option<u64>,
+        /// `?after=SEQ`: the welcome's history is every message changed after SEQ (never with `since`).
+        #[serde(default)]
+        after: Option<u64>,
+        /// `?client=ID`: the client instance, the sender key of an anonymous socket.
+        #[serde(default)]
+        client_id: Option<String>,
         client: String,
         /// Set by the Worker once a ticket checked out; never parsed from the request itself.
         #[serde(default)]
@@ -104,6 +112,9 @@ pub enum RequestError {
     BadQuery,
     BadLimit,
     BadSince,
+    BadAfter,
+    BadBefore,
+    BadClient,
     NotFound,
     MethodNotAllowed,
     UpgradeRequired,
@@ -131,6 +142,9 @@ impl RequestError {
             | RequestError::BadQuery
             | RequestError::BadLimit
             | RequestError::BadSince
+            | RequestError::BadAfter
+            | RequestError::BadBefore
+            | RequestError::BadClient
             | RequestError::BadAction
             | RequestError::BadUpgrade => 400,
             RequestError::TicketRequired
@@ -155,6 +169,9 @@ impl RequestError {
             RequestError::BadQuery => "The query string is not valid percent-encoded UTF-8.",
             RequestError::BadLimit => "limit must be a whole number from 1 to 100.",
             RequestError::BadSince => "since must be a message id: a whole number of zero or more.",
+            RequestError::BadAfter => "after must be a sequence number (a whole number of zero or more), and not given with since.",
+            RequestError::BadBefore => "before must be a message id (a whole number of zero or more), and not given with since or after.",
+            RequestError::BadClient => "client must be 1 to 64 letters, digits, '_' or '-'.",
             RequestError::NotFound => "Nothing here. Chat lives at /chat/ROOM.",
             RequestError::MethodNotAllowed => "Only GET is supported here (POST for /chat/ROOM/admin).",
             RequestError::UpgradeRequired => "This is a WebSocket endpoint: connect with Upgrade: websocket.",
@@ -230,9 +247,14 @@ pub fn route(request: &RequestParts<'_>, allowed: &AllowedOrigins) -> Result<Rou
             let room = room_name(room)?;
             let query = Query::parse(request.query)?;
             let limit = history::parse_limit(query.get("limit")).ok_or(RequestError::BadLimit)?;
-            let window = match since(&query)? {
-                Some(since) => history::Window::After { since, limit },
-                None => history::Window::Latest { limit },
+            let (since, after) = resume(&query)?;
+            let before = number(&query, "before", RequestError::BadBefore)?;
+            let window = match (since, after, before) {
+                (None, None, Some(before)) => history::Window::Before { before, limit },
+                (_, _, Some(_)) => return Err(RequestError::BadBefore),
+                (_, Some(after), None) => history::Window::Changed { after, limit },
+                (Some(since), None, None) => history::Window::After { since, limit },
+                (None, None, None) => history::Window::Latest { limit },
             };
             Route::History { room, window }
         }
@@ -262,7 +284,14 @@ pub fn route(request: &RequestParts<'_>, allowed: &AllowedOrigins) -> Result<Rou
 fn join(room: String, request: &RequestParts<'_>) -> Result<Route, RequestError> {
     let query = Query::parse(request.query)?;
     let client = request.client_address.unwrap_or_default().to_owned();
-    Ok(Route::Join { room, since: since(&query)?, nick: query.get("nick").map(str::to_owned), client, identity: None })
+    let (since, after) = resume(&query)?;
+    let client_id = match query.get("client") {
+        Some(id) if is_client_token(id) => Some(id.to_owned()),
+        Some(_) => return Err(RequestError::BadClient),
+        None => None,
+    };
+    let nick = query.get("nick").map(str::to_owned);
+    Ok(Route::Join { room, since, after, client_id, nick, client, identity: None })
 }
 
 /// The ticket a request presents: `?ticket=` (the only way a browser's WebSocket can send
@@ -280,8 +309,18 @@ pub fn bearer(authorization: Option<&str>) -> Option<String> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_owned())
 }
 
-fn since(query: &Query) -> Result<Option<u64>, RequestError> {
-    query.get("since").map(|raw| raw.parse().map_err(|_| RequestError::BadSince)).transpose()
+/// `since` (a message id) or `after` (a sequence number), never both.
+fn resume(query: &Query) -> Result<(Option<u64>, Option<u64>), RequestError> {
+    let since = number(query, "since", RequestError::BadSince)?;
+    let after = number(query, "after", RequestError::BadAfter)?;
+    if since.is_some() && after.is_some() {
+        return Err(RequestError::BadAfter);
+    }
+    Ok((since, after))
+}
+
+fn number(query: &Query, key: &str, error: RequestError) -> Result<Option<u64>, RequestError> {
+    query.get(key).map(|raw| raw.parse().map_err(|_| error)).transpose()
 }
 
 /// Decodes and checks one room segment of the path.
@@ -366,7 +405,15 @@ mod tests {
     }
 
     fn join_route(room: &str, nick: Option<&str>, since: Option<u64>) -> Route {
-        Route::Join { room: room.into(), nick: nick.map(Into::into), since, client: "192.0.2.1".into(), identity: None }
+        Route::Join {
+            room: room.into(),
+            nick: nick.map(Into::into),
+            since,
+            after: None,
+            client_id: None,
+            client: "192.0.2.1".into(),
+            identity: None,
+        }
     }
 
     #[test]
@@ -382,7 +429,26 @@ mod tests {
         assert_eq!(get("/chat/a/history", Some("limit=7")), history(Window::Latest { limit: 7 }));
         assert_eq!(get("/chat/a/history", Some("since=9")), history(Window::After { since: 9, limit: 50 }));
         assert_eq!(get("/chat/a/history", Some("since=x")), Err(RequestError::BadSince));
+        assert_eq!(get("/chat/a/history", Some("before=9&limit=3")), history(Window::Before { before: 9, limit: 3 }));
+        assert_eq!(get("/chat/a/history", Some("after=4")), history(Window::Changed { after: 4, limit: 50 }));
+        assert_eq!(get("/chat/a/history", Some("before=x")), Err(RequestError::BadBefore));
+        assert_eq!(get("/chat/a/history", Some("before=9&since=1")), Err(RequestError::BadBefore));
+        assert_eq!(get("/chat/a/history", Some("after=1&since=1")), Err(RequestError::BadAfter));
+        assert_eq!(get("/chat/a/history", Some("after=-1")), Err(RequestError::BadAfter));
         assert_eq!(get("/health", None), Ok(Route::Health));
+    }
+
+    #[test]
+    fn upgrades_take_a_client_id_and_resume_by_id_or_by_seq() {
+        match upgrade("/chat/a", Some("client=tab-1_X&after=12"), None) {
+            Ok(Route::Join { client_id, after, since, .. }) => assert_eq!((client_id.as_deref(), after, since), (Some("tab-1_X"), Some(12), None)),
+            other => panic!("{other:?}"),
+        }
+        for bad in ["", "a%20b", "%C3%A9", &"x".repeat(65)] {
+            assert_eq!(upgrade("/chat/a", Some(&format!("client={bad}")), None), Err(RequestError::BadClient), "{bad:?}");
+        }
+        assert_eq!(upgrade("/chat/a", Some("since=1&after=2"), None), Err(RequestError::BadAfter));
+        assert_eq!(upgrade("/chat/a", Some("after=x"), None), Err(RequestError::BadAfter));
     }
 
     #[test]

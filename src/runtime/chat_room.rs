@@ -26,6 +26,7 @@ use crate::chat::identity::Identity;
 use crate::chat::moderation::{address_key, Action, Sanction};
 use crate::edge::config::RoomConfig;
 use crate::chat::history::{trim_cutoff, Window};
+use crate::chat::messages::Change;
 use crate::chat::outbox::{offers_batch, Batch, Delivery, Outbox, SocketAttachment, Step, BATCH_PROTOCOL};
 use crate::runtime::message_store::MessageStore;
 use crate::runtime::moderation_store::AuditEntry;
@@ -196,8 +197,9 @@ impl DurableObject for ChatRoom {
             .and_then(|json| serde_json::from_str::<Route>(&json).ok());
         let batch = offers_batch(request.headers().get(PROTOCOL_HEADER)?.as_deref());
         let response = match route {
-            Some(Route::Join { room, nick, since, client, identity }) => {
-                self.join(&room, nick.as_deref(), since, &client, identity, batch)
+            Some(Route::Join { room, nick, since, after, client_id, client, identity }) => {
+                let resume = Window::for_welcome(since, after);
+                self.join(&room, nick.as_deref(), resume, client_id, &client, identity, batch)
             }
             Some(Route::Users { room }) => self.users(&room),
             Some(Route::History { room, window }) => self.history(&room, window),
@@ -253,12 +255,21 @@ impl ChatRoom {
             Ok(None) => Incoming::Binary,
         };
         self.load_history();
-        let reaction = self.room.borrow_mut().receive(&id, incoming, now_ms());
+        let reaction = self.room.borrow_mut().receive(&id, incoming, now_ms(), &self.store);
         let socket = WebSocket::from(socket);
         match reaction {
             Reaction::Nothing => {}
             Reaction::Reply(frame) => self.reply(&socket, &frame),
-            Reaction::Post(message) => self.post(&socket, message),
+            Reaction::Post { message, sender, cid } => self.post(&socket, message, &sender, cid),
+            Reaction::Resend(message) => match serde_json::to_string(&message) {
+                Ok(json) => {
+                    self.flush();
+                    send_raw(&socket, &JsString::from(json));
+                }
+                Err(error) => worker::console_error!("edge-chat: encoding message {} failed: {error}", message.id),
+            },
+            Reaction::Change(change) => self.change(&socket, change),
+            Reaction::Typing(frame) => self.broadcast_except(&socket, &frame.to_json()),
             Reaction::Moderate(moderation) => {
                 if let Err(code) = self.enforce(moderation) {
                     self.reply(&socket, &ServerFrame::error(code));
@@ -309,11 +320,13 @@ fn open_sockets(state: &State) -> Vec<web_sys::WebSocket> {
 }
 
 impl ChatRoom {
+    #[allow(clippy::too_many_arguments)]
     fn join(
         &self,
         room_name: &str,
         nick: Option<&str>,
-        since: Option<u64>,
+        window: Window,
+        client_id: Option<String>,
         client: &str,
         identity: Option<Identity>,
         batch: bool,
@@ -339,13 +352,12 @@ impl ChatRoom {
         if let Err(refusal) = admitted {
             return refused_socket(&refusal.error.to_json(), refusal.code, refusal.reason, batch);
         }
-        let window = Window::for_welcome(since);
         let mut history = self.store.read(window).map_err(internal("reading history"))?;
         window.fit_budget(&mut history);
         let id = random_id();
         let pair = self.accept(&id)?;
         let mut room = self.room.borrow_mut();
-        let joined = room.join(id.clone(), client_key, nick, identity, address, now, random_u64);
+        let joined = room.join(id.clone(), client_key, nick, identity, address, client_id, now, random_u64);
         if let Some(reservation) = &joined.reservation {
             // The nick still belongs to its identity while the room is awake; only a later
             // wake would forget the reservation.
@@ -360,6 +372,7 @@ impl ChatRoom {
             users: room.nicks(),
             history,
             you: joined.you,
+            seq: room.last_seq(),
         };
         send_one(&pair.server, &welcome);
         if let Some(code) = joined.refused_nick {
@@ -444,7 +457,8 @@ impl ChatRoom {
             ErrorCode::NotFound => RequestError::NoSuchTarget,
             _ => RequestError::Internal,
         };
-        let moderation = self.room.borrow_mut().moderate(action, ADMIN.to_owned(), None, now_ms()).map_err(not_found)?;
+        let moderation =
+            self.room.borrow_mut().moderate(action, ADMIN.to_owned(), None, now_ms(), &self.store).map_err(not_found)?;
         let notice = self.enforce(moderation).map_err(not_found)?;
         json_response(200, format!(r#"{{"ok":true,"moderated":{}}}"#, notice.to_json()))
             .map_err(internal("answering an admin action"))
@@ -453,7 +467,7 @@ impl ChatRoom {
     /// Stores what a moderation action changed, closes the sockets it ejects and tells the
     /// room, returning the `moderated` notice; `not_found` when it deletes no message.
     fn enforce(&self, moderation: Moderation) -> Result<ServerFrame, ErrorCode> {
-        let Moderation { action, by, mut target, ejected, close, left, imposed, lifted } = moderation;
+        let Moderation { action, by, mut target, ejected, close, left, imposed, lifted, deleted } = moderation;
         let now = now_ms();
         let stored = (|| -> worker::Result<Option<ServerFrame>> {
             if let Some(sanction) = &imposed {
@@ -462,20 +476,21 @@ impl ChatRoom {
             for sanction in &lifted {
                 self.store.lift(sanction)?;
             }
-            Ok(match action {
-                Action::Delete { id } => match self.store.tombstone(id)? {
+            Ok(match (&action, deleted) {
+                (Action::Delete { .. }, Some(change @ Change::Delete { id, seq, .. })) => match self.store.tombstone(id, seq)? {
                     Some(author) => {
                         target = Some(author);
-                        Some(ServerFrame::Deleted { id, at: now })
+                        Some(change.frame())
                     }
                     None => None,
                 },
-                Action::Clear => {
-                    let (last_id, last_at) = self.room.borrow().last_message();
-                    self.store.clear(last_id, last_at)?;
+                (Action::Clear, _) => {
+                    let room = self.room.borrow();
+                    let (last_id, last_at) = room.last_message();
+                    self.store.clear(last_id, last_at, room.last_seq())?;
                     None
                 }
-                Action::Slow { seconds } => {
+                (Action::Slow { seconds }, _) => {
                     self.store.set_setting(SLOW_MODE, &seconds.to_string())?;
                     None
                 }
@@ -548,10 +563,11 @@ impl ChatRoom {
         found
     }
 
-    /// Stores the message, then broadcasts it. A message that could not be stored is not
-    /// broadcast: its sender is told to send it again.
-    fn post(&self, sender: &WebSocket, message: ChatMessage) {
-        if let Err(error) = self.store.insert(&message) {
+    /// Stores the message, then broadcasts it; a sender that named it with a `cid` gets its own
+    /// copy with the `cid`. A message that could not be stored is not broadcast: its sender is
+    /// told to send it again.
+    fn post(&self, sender: &WebSocket, message: ChatMessage, sender_key: &str, cid: Option<String>) {
+        if let Err(error) = self.store.insert(&message, sender_key, cid.as_deref()) {
             worker::console_error!("edge-chat: storing message {} failed: {error}", message.id);
             self.reply(sender, &ServerFrame::error(ErrorCode::Unavailable));
             return;
@@ -561,9 +577,37 @@ impl ChatRoom {
                 worker::console_error!("edge-chat: trimming history failed: {error}");
             }
         }
-        match serde_json::to_string(&message) {
-            Ok(json) => self.broadcast(json),
-            Err(error) => worker::console_error!("edge-chat: encoding message {} failed: {error}", message.id),
+        let Some(cid) = cid else {
+            match serde_json::to_string(&message) {
+                Ok(json) => self.broadcast(json),
+                Err(error) => worker::console_error!("edge-chat: encoding message {} failed: {error}", message.id),
+            }
+            return;
+        };
+        let id = message.id;
+        let mut echo = message;
+        let encoded = serde_json::to_string(&echo).and_then(|json| {
+            echo.cid = Some(cid);
+            Ok((json, serde_json::to_string(&echo)?))
+        });
+        match encoded {
+            Ok((json, own)) => {
+                self.broadcast_except(sender, &json);
+                send_raw(sender, &JsString::from(own));
+            }
+            Err(error) => worker::console_error!("edge-chat: encoding message {id} failed: {error}"),
+        }
+    }
+
+    /// Stores an edit, delete or reaction, then broadcasts it.
+    fn change(&self, sender: &WebSocket, change: Change) {
+        match self.store.apply(&change) {
+            Ok(true) => self.broadcast(change.frame().to_json()),
+            Ok(false) => self.reply(sender, &ServerFrame::error(ErrorCode::NotFound)),
+            Err(error) => {
+                worker::console_error!("edge-chat: storing a change to message {} failed: {error}", change.id());
+                self.reply(sender, &ServerFrame::error(ErrorCode::Unavailable));
+            }
         }
     }
 
@@ -600,9 +644,9 @@ impl ChatRoom {
             return true;
         }
         match self.store.last() {
-            Ok((last_id, last_at)) => {
+            Ok((last_id, last_at, last_seq)) => {
                 let mut room = self.room.borrow_mut();
-                room.resume_history(last_id, last_at);
+                room.resume_history(last_id, last_at, last_seq);
                 self.restore_moderation(&mut room);
                 true
             }
@@ -661,6 +705,16 @@ impl ChatRoom {
     fn broadcast(&self, json: String) {
         let step = self.outbox.borrow_mut().push(json);
         self.carry_out(step);
+    }
+
+    /// Sends one frame now to every member but `sender`, after what the outbox holds, so that
+    /// order holds; the sender gets its own frame (or none) from the caller.
+    fn broadcast_except(&self, sender: &WebSocket, json: &str) {
+        self.flush();
+        let skip = Set::new(&JsValue::UNDEFINED);
+        skip.add(sender.as_ref());
+        let frames = Array::of1(&JsString::from(json));
+        deliver(&self.members, &self.batched, &skip, &frames, &JsValue::UNDEFINED);
     }
 
     fn carry_out(&self, step: Step) {

@@ -8,7 +8,8 @@
 //! writes nothing, so asking about any number of unknown rooms stores nothing.
 
 use crate::chat::history::Window;
-use crate::chat::protocol::ChatMessage;
+use crate::chat::messages::{Change, History, Stored};
+use crate::chat::protocol::{ChatMessage, Counts, ErrorCode};
 use crate::chat::room::Reservation;
 use serde::Deserialize;
 use std::cell::Cell;
@@ -24,6 +25,7 @@ extern "C" {
     type RawSql;
 
     #[wasm_bindgen(method, catch, js_name = exec)]
+    #[allow(clippy::too_many_arguments)]
     fn exec_insert(
         this: &RawSql,
         query: &JsString,
@@ -32,14 +34,23 @@ extern "C" {
         text: &str,
         at: f64,
         uid: &JsValue,
+        seq: f64,
+        sender: &str,
+        cid: &JsValue,
+        reply_to: &JsValue,
     ) -> Result<JsValue, JsValue>;
 }
 
 /// The setting that keeps a cleared history's last id and time: `"ID AT"`.
 const CLEARED_AT: &str = "cleared_at";
+/// The setting that keeps a cleared history's last sequence number.
+const CLEARED_SEQ: &str = "cleared_seq";
 
+const INSERT: &str =
+    "INSERT INTO messages (id, nick, text, at, uid, seq, sender, cid, reply_to) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)";
 
-const INSERT: &str = "INSERT INTO messages (id, nick, text, at, uid) VALUES (?, ?, ?, ?, ?)";
+/// The columns a `Row` reads.
+const COLUMNS: &str = "id, nick, text, at, uid, deleted, seq, reply_to, edited_at, reactions";
 
 /// Ids above this cannot cross into JavaScript exactly; `since` is clamped to it.
 const MAX_SAFE_INTEGER: u64 = (1 << 53) - 1;
@@ -62,7 +73,41 @@ struct Row {
     #[serde(default)]
     uid: Option<String>,
     deleted: u8,
+    #[serde(default)]
+    seq: Option<u64>,
+    #[serde(default)]
+    reply_to: Option<u64>,
+    #[serde(default)]
+    edited_at: Option<u64>,
+    /// The counts as JSON, null when there are none.
+    #[serde(default)]
+    reactions: Option<String>,
+    /// Read only where the room decides on a change; never sent.
+    #[serde(default)]
+    sender: Option<String>,
 }
+
+impl Row {
+    fn message(self) -> ChatMessage {
+        let reactions: Counts = self.reactions.and_then(|json| serde_json::from_str(&json).ok()).unwrap_or_default();
+        ChatMessage {
+            id: self.id,
+            nick: self.nick,
+            text: self.text,
+            at: self.at,
+            seq: self.seq.unwrap_or(self.id),
+            deleted: self.deleted != 0,
+            uid: self.uid,
+            reply_to: self.reply_to,
+            edited_at: self.edited_at,
+            reactions,
+            cid: None,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct Changed {}
 
 #[derive(Deserialize)]
 struct ReservationRow {
@@ -74,6 +119,11 @@ struct ReservationRow {
 struct Last {
     id: u64,
     at: u64,
+}
+
+#[derive(Deserialize)]
+struct LastSeq {
+    seq: Option<u64>,
 }
 
 impl MessageStore {
@@ -110,12 +160,40 @@ impl MessageStore {
             )",
             None,
         )?;
-        // Rooms created before tickets and moderation lack these columns.
-        for (column, declaration) in [("uid", "uid TEXT"), ("deleted", "deleted INTEGER NOT NULL DEFAULT 0")] {
+        // Rooms created before tickets, moderation and message changes lack these columns.
+        for (column, declaration) in [
+            ("uid", "uid TEXT"),
+            ("deleted", "deleted INTEGER NOT NULL DEFAULT 0"),
+            ("seq", "seq INTEGER"),
+            ("sender", "sender TEXT"),
+            ("cid", "cid TEXT"),
+            ("reply_to", "reply_to INTEGER"),
+            ("edited_at", "edited_at INTEGER"),
+            ("reactions", "reactions TEXT"),
+        ] {
             if self.sql.exec(&format!("SELECT {column} FROM messages LIMIT 0"), None).is_err() {
                 self.sql.exec(&format!("ALTER TABLE messages ADD COLUMN {declaration}"), None)?;
+                if column == "seq" {
+                    // Before sequence numbers a message's only change was its post.
+                    self.sql.exec("UPDATE messages SET seq = id", None)?;
+                }
             }
         }
+        // One message per sender and cid, for as long as the message is stored: a resend finds it.
+        self.sql.exec(
+            "CREATE UNIQUE INDEX IF NOT EXISTS messages_cid ON messages (sender, cid) WHERE cid IS NOT NULL",
+            None,
+        )?;
+        self.sql.exec("CREATE INDEX IF NOT EXISTS messages_seq ON messages (seq)", None)?;
+        self.sql.exec(
+            "CREATE TABLE IF NOT EXISTS reactions (
+                message INTEGER NOT NULL,
+                emoji TEXT NOT NULL,
+                sender TEXT NOT NULL,
+                PRIMARY KEY (message, emoji, sender)
+            )",
+            None,
+        )?;
         self.sql.exec(
             "CREATE TABLE IF NOT EXISTS reservations (nick_key TEXT PRIMARY KEY, user TEXT NOT NULL)",
             None,
@@ -146,8 +224,9 @@ impl MessageStore {
         Ok(())
     }
 
-    /// The id and time of the newest message, or zeros for a room without messages. Reads only.
-    pub fn last(&self) -> worker::Result<(u64, u64)> {
+    /// The id and time of the newest message and the latest sequence number, or zeros for a
+    /// room without messages. Reads only.
+    pub fn last(&self) -> worker::Result<(u64, u64, u64)> {
         #[derive(Deserialize)]
         struct Table {}
         let tables: Vec<Table> = self
@@ -156,7 +235,7 @@ impl MessageStore {
             .to_array()?;
         if tables.is_empty() {
             self.schema.set(false);
-            return Ok((0, 0));
+            return Ok((0, 0, 0));
         }
         // A room that has storage gets the tables and columns it may lack from older versions.
         self.create_schema()?;
@@ -167,7 +246,12 @@ impl MessageStore {
             let (id, at) = value.split_once(' ')?;
             Some((id.parse().ok()?, at.parse().ok()?))
         });
-        Ok(cleared.map_or(stored, |cleared: (u64, u64)| stored.max(cleared)))
+        let (id, at) = cleared.map_or(stored, |cleared: (u64, u64)| stored.max(cleared));
+        // The newest message holds the latest change but after a clear; trims only take older ones.
+        let seqs: Vec<LastSeq> = self.sql.exec("SELECT MAX(seq) AS seq FROM messages", None)?.to_array()?;
+        let seq = seqs.first().and_then(|row| row.seq).unwrap_or(0);
+        let cleared_seq = self.setting(CLEARED_SEQ)?.and_then(|value| value.parse().ok()).unwrap_or(0);
+        Ok((id, at, seq.max(cleared_seq)))
     }
 
     /// A room setting (slow mode, the address salt, the id a cleared history ended at).
@@ -190,9 +274,10 @@ impl MessageStore {
         Ok(())
     }
 
-    /// Erases message `id`'s text, keeping its id, nick and time as a tombstone. Returns its
-    /// author's nick, or `None` when there is no such message (or it is deleted already).
-    pub fn tombstone(&self, id: u64) -> worker::Result<Option<String>> {
+    /// Erases message `id`'s text and reactions, keeping its id, nick and time as a tombstone
+    /// changed at `seq`. Returns its author's nick, or `None` when there is no such message (or
+    /// it is deleted already).
+    pub fn tombstone(&self, id: u64, seq: u64) -> worker::Result<Option<String>> {
         #[derive(Deserialize)]
         struct Author {
             nick: String,
@@ -203,17 +288,52 @@ impl MessageStore {
         let rows: Vec<Author> = self
             .sql
             .exec(
-                "UPDATE messages SET text = '', deleted = 1 WHERE id = ? AND deleted = 0 RETURNING nick",
-                vec![SqlStorageValue::from(id.min(MAX_SAFE_INTEGER) as i64)],
+                "UPDATE messages SET text = '', deleted = 1, edited_at = NULL, reactions = NULL, seq = ?
+                 WHERE id = ? AND deleted = 0 RETURNING nick",
+                vec![int(seq), int(id)],
             )?
             .to_array()?;
+        if !rows.is_empty() {
+            self.sql.exec("DELETE FROM reactions WHERE message = ?", vec![int(id)])?;
+        }
         Ok(rows.into_iter().next().map(|row| row.nick))
     }
 
-    /// Deletes every message, remembering the last id and time so that ids keep growing.
-    pub fn clear(&self, last_id: u64, last_at: u64) -> worker::Result<()> {
+    /// Stores a change the room decided (see `messages::Change`). False when its message is
+    /// gone (deleted meanwhile, or trimmed).
+    pub fn apply(&self, change: &Change) -> worker::Result<bool> {
+        self.ensure_schema()?;
+        match change {
+            Change::Delete { id, seq, .. } => Ok(self.tombstone(*id, *seq)?.is_some()),
+            Change::Edit { id, text, edited_at, seq } => {
+                let query = "UPDATE messages SET text = ?, edited_at = ?, seq = ? WHERE id = ? AND deleted = 0 RETURNING id";
+                let bindings = vec![text.as_str().into(), int(*edited_at), int(*seq), int(*id)];
+                Ok(!self.sql.exec(query, bindings)?.to_array::<Changed>()?.is_empty())
+            }
+            Change::React { id, emoji, sender, added, counts, seq } => {
+                let bindings = vec![int(*id), emoji.as_str().into(), sender.as_str().into()];
+                if *added {
+                    self.sql.exec("INSERT OR IGNORE INTO reactions (message, emoji, sender) VALUES (?, ?, ?)", bindings)?;
+                } else {
+                    self.sql.exec("DELETE FROM reactions WHERE message = ? AND emoji = ? AND sender = ?", bindings)?;
+                }
+                let counts = match counts.is_empty() {
+                    true => SqlStorageValue::Null,
+                    false => serde_json::to_string(counts).map_err(|e| worker::Error::RustError(e.to_string()))?.into(),
+                };
+                let query = "UPDATE messages SET reactions = ?, seq = ? WHERE id = ? AND deleted = 0 RETURNING id";
+                Ok(!self.sql.exec(query, vec![counts, int(*seq), int(*id)])?.to_array::<Changed>()?.is_empty())
+            }
+        }
+    }
+
+    /// Deletes every message, remembering the last id, time and sequence number so that they
+    /// keep growing.
+    pub fn clear(&self, last_id: u64, last_at: u64, last_seq: u64) -> worker::Result<()> {
         self.set_setting(CLEARED_AT, &format!("{last_id} {last_at}"))?;
+        self.set_setting(CLEARED_SEQ, &last_seq.to_string())?;
         self.sql.exec("DELETE FROM messages", None)?;
+        self.sql.exec("DELETE FROM reactions", None)?;
         Ok(())
     }
 
@@ -235,21 +355,37 @@ impl MessageStore {
         Ok(())
     }
 
-    pub fn insert(&self, message: &ChatMessage) -> worker::Result<()> {
+    /// Stores a new message from `sender` (its key), with the `cid` it named it by.
+    pub fn insert(&self, message: &ChatMessage, sender: &str, cid: Option<&str>) -> worker::Result<()> {
         self.ensure_schema()?;
         // They cross as JS numbers, exact only up to 2^53 - 1.
-        if message.id > MAX_SAFE_INTEGER || message.at > MAX_SAFE_INTEGER {
+        if message.id > MAX_SAFE_INTEGER || message.at > MAX_SAFE_INTEGER || message.seq > MAX_SAFE_INTEGER {
             return Err(worker::Error::RustError(format!("message {} is beyond JS's exact integers", message.id)));
         }
         let raw: &RawSql = self.sql.as_ref().unchecked_ref();
         let uid = message.uid.as_deref().map_or(JsValue::NULL, JsValue::from_str);
-        raw.exec_insert(&self.insert, message.id as f64, &message.nick, &message.text, message.at as f64, &uid)?;
+        let cid = cid.map_or(JsValue::NULL, JsValue::from_str);
+        let reply_to = message.reply_to.map_or(JsValue::NULL, |id| JsValue::from_f64(id.min(MAX_SAFE_INTEGER) as f64));
+        raw.exec_insert(
+            &self.insert,
+            message.id as f64,
+            &message.nick,
+            &message.text,
+            message.at as f64,
+            &uid,
+            message.seq as f64,
+            sender,
+            &cid,
+            &reply_to,
+        )?;
         Ok(())
     }
 
-    /// Deletes every message with an id at or below `cutoff`.
+    /// Deletes every message with an id at or below `cutoff`, and their reactions: their cids
+    /// go with them.
     pub fn trim(&self, cutoff: u64) -> worker::Result<()> {
-        self.sql.exec("DELETE FROM messages WHERE id <= ?", vec![SqlStorageValue::try_from_i64(cutoff as i64)?])?;
+        self.sql.exec("DELETE FROM messages WHERE id <= ?", vec![int(cutoff)])?;
+        self.sql.exec("DELETE FROM reactions WHERE message <= ?", vec![int(cutoff)])?;
         Ok(())
     }
 
@@ -260,18 +396,78 @@ impl MessageStore {
         }
         let cursor = match window {
             Window::Latest { limit } => self.sql.exec(
-                "SELECT * FROM (SELECT id, nick, text, at, uid, deleted FROM messages ORDER BY id DESC LIMIT ?) ORDER BY id",
-                vec![SqlStorageValue::from(limit as i64)],
+                &format!("SELECT * FROM (SELECT {COLUMNS} FROM messages ORDER BY id DESC LIMIT ?) ORDER BY id"),
+                vec![int(limit.into())],
             )?,
             Window::After { since, limit } => self.sql.exec(
-                "SELECT id, nick, text, at, uid, deleted FROM messages WHERE id > ? ORDER BY id LIMIT ?",
-                vec![SqlStorageValue::from(since.min(MAX_SAFE_INTEGER) as i64), SqlStorageValue::from(limit as i64)],
+                &format!("SELECT {COLUMNS} FROM messages WHERE id > ? ORDER BY id LIMIT ?"),
+                vec![int(since), int(limit.into())],
+            )?,
+            Window::Before { before, limit } => self.sql.exec(
+                &format!("SELECT * FROM (SELECT {COLUMNS} FROM messages WHERE id < ? ORDER BY id DESC LIMIT ?) ORDER BY id"),
+                vec![int(before), int(limit.into())],
+            )?,
+            Window::Changed { after, limit } => self.sql.exec(
+                &format!("SELECT * FROM (SELECT {COLUMNS} FROM messages WHERE seq > ? ORDER BY seq LIMIT ?) ORDER BY id"),
+                vec![int(after), int(limit.into())],
             )?,
         };
         let rows: Vec<Row> = cursor.to_array()?;
-        Ok(rows
-            .into_iter()
-            .map(|r| ChatMessage { id: r.id, nick: r.nick, text: r.text, at: r.at, deleted: r.deleted != 0, uid: r.uid })
-            .collect())
+        Ok(rows.into_iter().map(Row::message).collect())
     }
+
+    fn stored(&self, id: u64) -> worker::Result<Option<Stored>> {
+        #[derive(Deserialize)]
+        struct Reactor {
+            emoji: String,
+            sender: String,
+        }
+        if !self.schema.get() {
+            return Ok(None);
+        }
+        let query = format!("SELECT {COLUMNS}, sender FROM messages WHERE id = ?");
+        let Some(mut row) = self.sql.exec(&query, vec![int(id)])?.to_array::<Row>()?.into_iter().next() else { return Ok(None) };
+        let sender = row.sender.take();
+        let reactors: Vec<Reactor> = self
+            .sql
+            .exec("SELECT emoji, sender FROM reactions WHERE message = ? ORDER BY rowid", vec![int(id)])?
+            .to_array()?;
+        Ok(Some(Stored {
+            message: row.message(),
+            sender,
+            reactors: reactors.into_iter().map(|r| (r.emoji, r.sender)).collect(),
+        }))
+    }
+
+    fn stored_by_cid(&self, sender: &str, cid: &str) -> worker::Result<Option<ChatMessage>> {
+        if !self.schema.get() {
+            return Ok(None);
+        }
+        let query = format!("SELECT {COLUMNS} FROM messages WHERE sender = ? AND cid = ?");
+        let rows: Vec<Row> = self.sql.exec(&query, vec![sender.into(), cid.into()])?.to_array()?;
+        Ok(rows.into_iter().next().map(Row::message))
+    }
+}
+
+/// The room reads its stored history through this when it decides on a change.
+impl History for MessageStore {
+    fn message(&self, id: u64) -> Result<Option<Stored>, ErrorCode> {
+        self.stored(id).map_err(unavailable("reading a message"))
+    }
+
+    fn by_cid(&self, sender: &str, cid: &str) -> Result<Option<ChatMessage>, ErrorCode> {
+        self.stored_by_cid(sender, cid).map_err(unavailable("looking up a cid"))
+    }
+}
+
+fn unavailable(what: &'static str) -> impl Fn(worker::Error) -> ErrorCode {
+    move |error| {
+        worker::console_error!("edge-chat: {what} failed: {error}");
+        ErrorCode::Unavailable
+    }
+}
+
+/// An id, seq or time as SQLite takes it: exact only up to 2^53 - 1, where they are clamped.
+fn int(n: u64) -> SqlStorageValue {
+    SqlStorageValue::from(n.min(MAX_SAFE_INTEGER) as i64)
 }
