@@ -278,7 +278,7 @@ export interface ConnectOptions {
   catchUpPages?: number;
   /**
    * This client instance's id (`?client=`), 1 to 64 of `A-Z a-z 0-9 _ -`: authorship and resend
-   * dedupe go by it. Default: one per tab in sessionStorage, else one per process.
+   * dedupe go by it. Default: one per tab in sessionStorage, else one per `ChatRoom`.
    */
   clientId?: string;
 }

@@ -32,8 +32,6 @@ const TYPING_SHOWN_MS = 6_000;
 // Own message ids remembered per room in sessionStorage (so a reloaded tab still knows what it may edit).
 const OWN_IDS_KEPT = 200;
 const CLIENT_STORAGE_KEY = 'edge-chat:client';
-// Where there is no sessionStorage (Node, sandboxed frames): one id for this process or page.
-let memoryClientId = null;
 // Close codes after which reconnecting with the same credentials cannot help: 1008 (closed for
 // flooding), 4000 (kicked by a moderator), 4401 (ticket problem), 4403 (forbidden: wrong room,
 // banned), 4429 (too many connections).
@@ -1035,7 +1033,11 @@ function session() {
   }
 }
 
-/** One client id per tab (sessionStorage), so that a reload is the same client; in memory where there is none. */
+/**
+ * One client id per tab (sessionStorage), so that a reload is the same client. Where there is no
+ * sessionStorage (Node, sandboxed frames), a new one per `ChatRoom`: several rooms in one process may
+ * be several people (bots), and each keeps its id across its own reconnects.
+ */
 function tabClientId() {
   const storage = session();
   try {
@@ -1043,12 +1045,11 @@ function tabClientId() {
     if (isValidClientId(stored)) return stored;
     const id = randomId();
     storage?.setItem(CLIENT_STORAGE_KEY, id);
-    if (storage) return id;
+    return id;
   } catch {
-    // storage full or refused: fall back to memory
+    // storage full or refused: this instance's own id
+    return randomId();
   }
-  memoryClientId ??= randomId();
-  return memoryClientId;
 }
 
 function loadOwnIds(room) {
