@@ -174,13 +174,18 @@ describe('messages in the browser client', () => {
     for (const page of [ann, bob]) await see(entry(page, 'final text').locator('.ec-reaction', { hasText: '👍 2' }));
     assert.deepEqual((await storedMessages(server, room))[0].reactions, { '👍': 2 });
 
-    // Typing: the page tells the others while its user types, and a message ends it.
+    // Typing: the page tells the others while its user types (at most every few seconds, so Bob
+    // keeps typing until Ann's page shows it), and a message ends it.
     const bobInput = bob.getByLabel(/^Message #/);
-    await bobInput.fill('thinking');
     const typing = ann.locator('.ec-typing');
-    await see(typing.filter({ hasText: exactly('Bob is typing…') }));
+    let keystrokes = 0;
+    await waitFor(async () => {
+      await bobInput.fill(`thinking${'.'.repeat(++keystrokes)}`);
+      return (await typing.textContent()) === 'Bob is typing…';
+    }, { what: 'Ann\'s page to show Bob typing', everyMs: 200 });
+    const thought = await bobInput.inputValue();
     await bobInput.press('Enter');
-    await see(entry(ann, 'thinking'));
+    await see(entry(ann, thought));
     await waitFor(async () => (await typing.textContent()) === '', { what: 'Bob\'s message to end his typing' });
     // One name, two names, then several; a message drops its author, and the rest expire on their own.
     const [cy, di, ed] = await Promise.all(['Cy', 'Di', 'Ed'].map((nick) => rawClient(room, nick)));
@@ -262,6 +267,10 @@ describe('messages in the browser client', () => {
     await see(changed.locator('.ec-reaction', { hasText: '🎉 1' }));
     assert.deepEqual(await shownTexts(bob), expected);
     for (const page of [ann, bob]) {
+      // One loss and one return, also when the return included a catch-up.
+      await see(page.locator('.ec-system', { hasText: 'Reconnected.' }));
+      assert.equal(await page.locator('.ec-system', { hasText: 'Connection lost' }).count(), 1);
+      assert.equal(await page.locator('.ec-system', { hasText: 'Reconnected.' }).count(), 1);
       const resumed = page.link.urls.slice(1).filter((url) => url.searchParams.has('after'));
       assert.ok(resumed.length > 0, `reconnected with after=SEQ: ${page.link.urls.map((url) => url.search)}`);
       assert.ok(!resumed.some((url) => url.searchParams.has('since')), 'after instead of since');

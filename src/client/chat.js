@@ -160,9 +160,14 @@ class Chat {
 
   onStatus() {
     const conn = this.conn;
-    if (conn.status === 'reconnecting' && this.welcomed && !this.outage) {
+    // A catch-up after a resumed welcome is part of coming back, not another loss.
+    if (conn.status === 'reconnecting' && this.welcomed && !this.outage && !conn.catchingUp) {
       this.outage = true;
       this.system(['Connection lost. Reconnecting…'], Date.now(), 'ec-conn');
+    }
+    if (conn.status === 'open' && this.outage) {
+      this.outage = false;
+      this.system(['Reconnected.'], Date.now(), 'ec-conn');
     }
     if (conn.status === 'closed' && this.status !== 'closed') {
       // Closed for good (kicked, banned, refused): the library does not retry, and neither does the page.
@@ -258,10 +263,6 @@ class Chat {
     this.renderNick();
     this.renderRole();
     this.renderUsers();
-    if (this.outage) {
-      this.outage = false;
-      this.system(['Reconnected.'], Date.now(), 'ec-conn');
-    }
   }
 
   onJoined({ nick, at }) {
@@ -416,8 +417,8 @@ class Chat {
   /** Reply, React, and on own messages Edit (within the edit window) and Delete; a moderator's Delete on others'. */
   messageActions(message, nick, mine) {
     const { id } = message;
-    const action = (key, text, label, onclick, extra = {}) =>
-      h('button', { type: 'button', class: `ec-act ${extra.class ?? ''}`.trim(), 'data-key': key, 'aria-label': label, ...extra, onclick }, text);
+    const action = (key, text, label, onclick, { class: extraClass = '', ...extra } = {}) =>
+      h('button', { type: 'button', class: `ec-act ${extraClass}`.trim(), 'data-key': key, 'aria-label': label, ...extra, onclick }, text);
     return h('div', { class: 'ec-actions' },
       action('reply', 'Reply', `Reply to ${nick}`, () => this.startReply(message)),
       action('react', 'React', `React to the message by ${nick}`, () => this.togglePicker(id), {

@@ -26,8 +26,10 @@ const PING_TIMEOUT_MS = 10_000;
 const OPEN = 1;
 // The server's default edit window, for servers whose welcome does not say.
 const DEFAULT_EDIT_WINDOW_S = 900;
-// A `typing` frame goes out at most this often; the server shows it for 6 s.
+// A `typing` frame goes out at most this often; the server shows it for 6 s, and drops more than
+// one per socket in 2 s.
 const TYPING_EVERY_MS = 3_000;
+const SERVER_TYPING_EVERY_MS = 2_000;
 const TYPING_SHOWN_MS = 6_000;
 // Own message ids remembered per room in sessionStorage (so a reloaded tab still knows what it may edit).
 const OWN_IDS_KEPT = 200;
@@ -117,6 +119,8 @@ export class ChatRoom extends EventTarget {
   #typingView = Object.freeze([]);
   #typingTimer = null;
   #typingSentAt = 0;
+  /** An own message was sent since the last `typing`: for the others, this client stopped typing. */
+  #typingEnded = false;
 
   constructor({ url, room, nick, ticket, getTicket, WebSocket, batch = true, maxMessages, catchUpPages, clientId } = {}) {
     super();
@@ -241,6 +245,7 @@ export class ChatRoom extends EventTarget {
   send(text, { replyTo } = {}) {
     const cid = randomId();
     const frame = { type: 'message', text: String(text), cid };
+    this.#typingEnded = true;
     if (replyTo !== undefined && replyTo !== null) frame.reply_to = replyTo;
     const entry = Object.freeze({ cid, text: frame.text, replyTo: frame.reply_to ?? null, queuedAt: Date.now() });
     const sent = this.#submit('message', frame, { kind: 'message', text: frame.text, cid }, entry);
@@ -265,8 +270,12 @@ export class ChatRoom extends EventTarget {
    */
   typing() {
     const now = Date.now();
-    if (this.#status !== 'open' || now - this.#typingSentAt < TYPING_EVERY_MS) return false;
+    // After an own message, which ends this client's typing for the others, the next keystroke says
+    // so again as soon as the server's throttle lets it through.
+    const every = this.#typingEnded ? SERVER_TYPING_EVERY_MS : TYPING_EVERY_MS;
+    if (this.#status !== 'open' || now - this.#typingSentAt < every) return false;
     this.#typingSentAt = now;
+    this.#typingEnded = false;
     this.#ws.send('{"type":"typing"}');
     return true;
   }
