@@ -425,11 +425,13 @@ impl Room {
             return self.kick(id, now, ErrorCode::TicketExpired, close::UNAUTHORIZED, TICKET_EXPIRED_REASON);
         }
         let parsed = parse_client_frame(frame);
-        // Typing has a throttle of its own and costs no message budget: extra ones are dropped.
+        // Typing has a throttle of its own and costs no message budget: extra ones are dropped,
+        // as are those of people who may not post.
         if matches!(parsed, Ok(ClientFrame::Typing)) {
-            if !member.role().may_speak() || !typing_allowed(member.last_typing, now) {
+            if !member.role().may_speak() || !typing_allowed(member.last_typing, now) || self.muted(id, now) {
                 return Reaction::Nothing;
             }
+            let member = self.members.get_mut(id).expect("a member");
             member.last_typing = Some(now);
             return Reaction::Typing(ServerFrame::Typing { nick: member.nick.clone(), until: now + TYPING_FOR_MS });
         }
@@ -1331,7 +1333,8 @@ mod tests {
 
         fn join(&mut self, socket: &str, client_id: Option<&str>) {
             let client = ClientKey::of(socket, [0, 0]);
-            self.room.join(socket.into(), client, Some(socket), None, None, client_id.map(Into::into), 0, counter());
+            let address = Some(format!("addr-{socket}"));
+            self.room.join(socket.into(), client, Some(socket), None, address, client_id.map(Into::into), 0, counter());
         }
 
         fn send(&mut self, socket: &str, frame: &str, now: u64) -> Reaction {
@@ -1476,6 +1479,8 @@ mod tests {
         assert!(matches!(chat.send("ann", typing, 5_000), Reaction::Typing(_)), "its own throttle only");
         join_as(&mut chat.room, "reader", &user("r1", "Reader", Role::Readonly));
         assert_eq!(chat.send("reader", typing, 5_000), Reaction::Nothing, "a reader types nothing");
+        chat.room.moderate(Action::Mute { nick: "ann".into(), duration_s: 60 }, "admin".into(), None, 5_000, &chat.history).unwrap();
+        assert_eq!(chat.send("ann", typing, 8_000), Reaction::Nothing, "nor does a muted person");
     }
 
     #[test]
