@@ -160,17 +160,17 @@ pub mod memory {
         }
 
         fn by_cid(&self, sender: &str, cid: &str) -> Result<Option<ChatMessage>, ErrorCode> {
-            Ok(self
-                .messages
-                .values()
-                .find(|(stored, stored_cid)| stored.sender.as_deref() == Some(sender) && stored_cid.as_deref() == Some(cid))
-                .map(|(stored, _)| stored.message.clone()))
+            let named = |(stored, stored_cid): &&(Stored, Option<String>)| {
+                stored.sender.as_deref() == Some(sender) && stored_cid.as_deref() == Some(cid)
+            };
+            Ok(self.messages.values().find(named).map(|(stored, _)| stored.message.clone()))
         }
     }
 
     impl MemoryHistory {
         pub fn post(&mut self, message: &ChatMessage, sender: &str, cid: Option<&str>) {
-            let stored = Stored { message: ChatMessage { cid: None, ..message.clone() }, sender: Some(sender.into()), reactors: vec![] };
+            let uncited = ChatMessage { cid: None, ..message.clone() };
+            let stored = Stored { message: uncited, sender: Some(sender.into()), reactors: vec![] };
             self.messages.insert(message.id, (stored, cid.map(str::to_owned)));
         }
 
@@ -209,7 +209,8 @@ mod tests {
     use crate::chat::identity::Role;
 
     fn stored(at: u64, sender: &str) -> Stored {
-        Stored { message: ChatMessage { id: 1, nick: "Ann".into(), text: "hi".into(), at, ..Default::default() }, sender: Some(sender.into()), reactors: vec![] }
+        let message = ChatMessage { id: 1, nick: "Ann".into(), text: "hi".into(), at, ..Default::default() };
+        Stored { message, sender: Some(sender.into()), reactors: vec![] }
     }
 
     #[test]

@@ -71,7 +71,8 @@ impl<'de> Deserialize<'de> for SocketAttachment {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let SocketAttachmentFields { id, nick, joined, client, identity, address, client_id, gone, batch } =
             Deserialize::deserialize(deserializer)?;
-        Ok(SocketAttachment { member: Attachment { id, nick, joined, client, identity, address, client_id, gone }, batch })
+        let member = Attachment { id, nick, joined, client, identity, address, client_id, gone };
+        Ok(SocketAttachment { member, batch })
     }
 }
 

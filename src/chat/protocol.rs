@@ -24,7 +24,8 @@ pub const MAX_TOKEN_CHARS: usize = 64;
 
 /// Whether `token` is a valid `cid` or `client` id: 1 to 64 of `A-Z a-z 0-9 _ -`.
 pub fn is_client_token(token: &str) -> bool {
-    (1..=MAX_TOKEN_CHARS).contains(&token.len()) && token.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    let allowed = |b: u8| b.is_ascii_alphanumeric() || b == b'_' || b == b'-';
+    (1..=MAX_TOKEN_CHARS).contains(&token.len()) && token.bytes().all(allowed)
 }
 
 /// A message's reactions: each emoji to how many senders chose it.
@@ -191,9 +192,11 @@ impl ChatMessage {
         let uid = self.uid.as_deref().map_or(0, |uid| UID + escaped_len(uid));
         let reply_to = self.reply_to.map_or(0, |id| REPLY_TO + digits(id));
         let edited_at = self.edited_at.map_or(0, |at| EDITED_AT + digits(at));
+        // `"EMOJI":COUNT`, comma-separated.
+        let pair = |(emoji, count): (&String, &u32)| escaped_len(emoji) + 3 + digits(u64::from(*count));
         let reactions = match self.reactions.len() {
             0 => 0,
-            n => REACTIONS + n - 1 + self.reactions.iter().map(|(emoji, count)| escaped_len(emoji) + 3 + digits(u64::from(*count))).sum::<usize>(),
+            n => REACTIONS + n - 1 + self.reactions.iter().map(pair).sum::<usize>(),
         };
         let cid = self.cid.as_deref().map_or(0, |cid| CID + escaped_len(cid));
         FIXED + digits(self.id) + digits(self.at) + digits(self.seq) + escaped_len(&self.nick) + text + deleted + uid

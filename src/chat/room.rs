@@ -32,6 +32,9 @@ use std::collections::HashMap;
 
 pub type SocketId = String;
 
+/// What a frame led to, or why it was refused.
+type Outcome = Result<Reaction, ErrorCode>;
+
 /// What a socket carries through hibernation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Attachment {
@@ -448,7 +451,9 @@ impl Room {
         }
         let (role, ticketed) = (member.role(), member.identity.is_some());
         let outcome = match parsed {
-            Ok(ClientFrame::Message { .. } | ClientFrame::Edit { .. } | ClientFrame::React { .. }) if !role.may_speak() => {
+            Ok(ClientFrame::Message { .. } | ClientFrame::Edit { .. } | ClientFrame::React { .. })
+                if !role.may_speak() =>
+            {
                 Err(ErrorCode::Forbidden)
             }
             Ok(ClientFrame::Message { text, cid, reply_to }) => self.post(id, &text, cid, reply_to, now, history),
@@ -635,7 +640,7 @@ impl Room {
         Ok(Reaction::Post { message, sender, cid })
     }
 
-    fn edit(&mut self, id: &str, message: u64, text: &str, now: u64, history: &dyn History) -> Result<Reaction, ErrorCode> {
+    fn edit(&mut self, id: &str, message: u64, text: &str, now: u64, history: &dyn History) -> Outcome {
         let text = clean_text(text)?;
         if self.muted(id, now) {
             return Err(ErrorCode::Forbidden);
@@ -647,7 +652,7 @@ impl Room {
         Ok(Reaction::Change(Change::Edit { id: message, text, edited_at: now, seq }))
     }
 
-    fn delete_own(&mut self, id: &str, message: u64, now: u64, history: &dyn History) -> Result<Reaction, ErrorCode> {
+    fn delete_own(&mut self, id: &str, message: u64, now: u64, history: &dyn History) -> Outcome {
         let stored = live(history.message(message)?)?;
         check_delete(&stored, &self.members[id].sender_key(id))?;
         self.take_room_budget(now)?;
@@ -655,7 +660,7 @@ impl Room {
         Ok(Reaction::Change(Change::Delete { id: message, at: now, seq }))
     }
 
-    fn react(&mut self, id: &str, message: u64, emoji: String, now: u64, history: &dyn History) -> Result<Reaction, ErrorCode> {
+    fn react(&mut self, id: &str, message: u64, emoji: String, now: u64, history: &dyn History) -> Outcome {
         if !crate::chat::emoji::is_one_emoji(&emoji) {
             return Err(ErrorCode::BadEmoji);
         }
@@ -776,7 +781,8 @@ impl Room {
         self.owners.insert(nicknames::key(&nick), Owner { nick: nick.clone(), holder });
         self.clients.add_socket(client, self.limits.client, now);
         let bucket = TokenBucket::full(self.limits.rate, now);
-        let member = Member { nick, joined, client, bucket, strikes: 0, identity, address, client_id, last_typing: None };
+        let member =
+            Member { nick, joined, client, bucket, strikes: 0, identity, address, client_id, last_typing: None };
         self.members.entry(id).insert_entry(member).into_mut()
     }
 }

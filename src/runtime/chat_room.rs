@@ -477,13 +477,12 @@ impl ChatRoom {
                 self.store.lift(sanction)?;
             }
             Ok(match (&action, deleted) {
-                (Action::Delete { .. }, Some(change @ Change::Delete { id, seq, .. })) => match self.store.tombstone(id, seq)? {
-                    Some(author) => {
+                (Action::Delete { .. }, Some(change @ Change::Delete { id, seq, .. })) => {
+                    self.store.tombstone(id, seq)?.map(|author| {
                         target = Some(author);
-                        Some(change.frame())
-                    }
-                    None => None,
-                },
+                        change.frame()
+                    })
+                }
                 (Action::Clear, _) => {
                     let room = self.room.borrow();
                     let (last_id, last_at) = room.last_message();
