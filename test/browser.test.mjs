@@ -383,9 +383,10 @@ describe('the chat page', () => {
     await see(messageText(page, 'after catching up'));
 
     await assertShownOnce(page, ['before the restart', ...missed, 'after catching up']);
+    // Resumed from the last change seen (its sequence number), not from a message id.
     assert.ok(
-      sockets.some((url) => new URL(url).searchParams.get('since') === String(before.id)),
-      `reconnected with since=${before.id}: ${sockets.join(', ')}`,
+      sockets.some((url) => new URL(url).searchParams.get('after') === String(before.seq)),
+      `reconnected with after=${before.seq}: ${sockets.join(', ')}`,
     );
     assert.ok(historyFetches.length > 0, 'more than a welcome\'s worth was fetched from the history route');
     assert.equal(await page.locator('.ec-my-nick').textContent(), 'Phoenix', 'the nick survives the restart');
@@ -549,7 +550,7 @@ describe('the widget', () => {
     // from the history route, which the Worker lets an allowed host origin read (CORS).
     const sockets = [];
     const pages = [];
-    partner.on('websocket', (socket) => sockets.push(new URL(socket.url()).searchParams.get('since')));
+    partner.on('websocket', (socket) => sockets.push(new URL(socket.url()).searchParams.get('after')));
     partner.on('response', (response) => {
       if (new URL(response.url()).pathname.endsWith('/history')) pages.push(response.status());
     });
@@ -561,8 +562,8 @@ describe('the widget', () => {
     await online(partner);
     await assertShownOnce(partner, ['hello from the full page', 'hello back from the widget', ...missed]);
     assert.ok(pages.length >= 1 && pages.every((status) => status === 200), `paged over HTTP: ${pages}`);
-    const sinces = new Set(sockets.filter(Boolean));
-    assert.equal(sinces.size, 1, `no reconnect with a later since was needed: ${[...sinces]}`);
+    const resumes = new Set(sockets.filter(Boolean));
+    assert.equal(resumes.size, 1, `no reconnect with a later after was needed: ${[...resumes]}`);
 
     await screenshot(partner, 'widget-host');
     await screenshot(full, 'widget-full-page');
@@ -602,7 +603,9 @@ describe('the widget', () => {
     const hostileMounted = page.locator('[data-edge-chat-nick]').evaluateAll((all) => all.filter((e) => e.shadowRoot));
     assert.equal((await hostileMounted).length, 0);
     const opened = await page.evaluate(() => window.openedSockets.map((url) => url.slice(url.indexOf('/chat/'))));
-    assert.deepEqual(opened, [`/chat/${room}?nick=Widgeteer`], 'one socket, the host\'s');
+    // Every socket names its tab's client instance (`client`), which is not the host's to choose.
+    const paths = opened.map((path) => path.replace(/&client=[A-Za-z0-9_-]{1,64}$/, ''));
+    assert.deepEqual(paths, [`/chat/${room}?nick=Widgeteer`], 'one socket, the host\'s');
     assert.deepEqual(await users(room), ['Widgeteer']);
     for (const label of ['before-0', 'after-0', 'later-0']) assert.deepEqual(await users(`${room}-${label}`), []);
 

@@ -46,14 +46,22 @@ after(() => {
 /**
  * A WebSocket class for the library whose network a test can cut: while `down`, every attempt goes
  * to a port nobody listens on and fails as an unreachable server does. Records every URL asked for.
+ * A socket whose `lost` is set loses whatever the server sends it from then on, as a network that
+ * dies after carrying a frame out but before carrying the answer back.
  */
 function network() {
   const net = { down: false, urls: [], sockets: [] };
   net.WebSocket = class extends WebSocket {
     constructor(url, protocols) {
       super(net.down ? `ws://127.0.0.1:${deadPort}/` : url, protocols);
+      this.lost = false;
       net.urls.push(new URL(url));
       net.sockets.push(this);
+    }
+
+    addEventListener(type, listener, options) {
+      const deliver = type === 'message' ? (event) => this.lost || listener(event) : listener;
+      return super.addEventListener(type, deliver, options);
     }
   };
   /** Cuts the network: open sockets die without a close frame, new ones fail. */
@@ -62,6 +70,7 @@ function network() {
     for (const socket of net.sockets) socket.terminate();
   };
   net.sinces = () => net.urls.map((url) => url.searchParams.get('since'));
+  net.afters = () => net.urls.map((url) => url.searchParams.get('after'));
   return net;
 }
 
@@ -100,7 +109,7 @@ function assertExactlyStored(chat, all) {
 }
 
 describe('edge-chat-client against the Worker', () => {
-  test('after a runtime restart it resumes with since and pages the history: no gap, no duplicate', async () => {
+  test('after a runtime restart it resumes with after=SEQ and pages the history: no gap, no duplicate', async () => {
     const room = 'restart';
     const chat = open(lifted, room, { nick: 'Lib' });
     await opened(chat);
@@ -118,7 +127,8 @@ describe('edge-chat-client against the Worker', () => {
     await waitFor(() => chat.lastId === late.id, WAIT);
 
     assertExactlyStored(chat, await storedMessages(lifted, room));
-    assert.ok(chat.net.sinces().includes(String(first.id)), `resumed with since=${first.id}: ${chat.net.sinces()}`);
+    assert.ok(chat.net.afters().includes(String(first.seq)), `resumed with after=${first.seq}: ${chat.net.afters()}`);
+    assert.deepEqual(chat.net.sinces().filter(Boolean), [], 'never since with a server that numbers changes');
     assert.ok(chat.sources.includes('history'), 'what the welcome could not hold came from the history route');
     assert.equal(chat.nick, 'Lib', 'the nick survives the restart');
     assert.deepEqual([...chat.users], ['Lib']);
@@ -146,8 +156,8 @@ describe('edge-chat-client against the Worker', () => {
 
     assertExactlyStored(chat, await storedMessages(lifted, room));
     // 250 missed: a welcome of 100 and one page of 100, then a new socket from the 200th on.
-    const resumes = chat.net.sinces().filter((since) => since !== null && since !== String(first.id));
-    assert.deepEqual(resumes.slice(-1), [String(missed[199].id)], `resumed after one page: ${chat.net.sinces()}`);
+    const resumes = chat.net.afters().filter((after) => after !== null && after !== String(first.seq));
+    assert.deepEqual(resumes.slice(-1), [String(missed[199].seq)], `resumed after one page: ${chat.net.afters()}`);
     // getTicket ran before every attempt, and its ticket went out as ?ticket=.
     const sent = chat.net.urls.map((url) => url.searchParams.get('ticket'));
     assert.deepEqual(sent, minted);
@@ -168,7 +178,9 @@ describe('edge-chat-client against the Worker', () => {
     assert.ok(results[0].id < results[1].id && results[1].id < results[2].id);
     const seen = await observer.next({ type: 'message', text: 'three' });
     assert.equal(seen.id, results[2].id, 'the id others see');
-    assert.deepEqual(await storedMessages(lifted, room), results);
+    // The answers carry the cid each was sent with; nobody else's copy does.
+    assert.ok(results.every((m) => /^[0-9a-f]{32}$/.test(m.cid)) && new Set(results.map((m) => m.cid)).size === 3);
+    assert.deepEqual(await storedMessages(lifted, room), results.map(({ cid, ...stored }) => stored));
 
     assert.equal(await chat.rename('Renamed'), 'Renamed');
     assert.equal(chat.nick, 'Renamed');
@@ -221,7 +233,7 @@ describe('edge-chat-client against the Worker', () => {
     const pages = [];
     const realFetch = globalThis.fetch;
     globalThis.fetch = (url, ...rest) => {
-      if (String(url).includes(`/chat/${room}/history`)) pages.push(new URL(url).searchParams.get('since'));
+      if (String(url).includes(`/chat/${room}/history`)) pages.push(new URL(url).searchParams.get('after'));
       return realFetch(url, ...rest);
     };
     const chat = open(lifted, room, { nick: 'Reader' });
@@ -242,10 +254,10 @@ describe('edge-chat-client against the Worker', () => {
     globalThis.fetch = realFetch;
 
     // However many the welcome held (all 50, or fewer once the server's byte budget cuts it), the library
-    // asked the history route for what follows its last one, and took every message once.
+    // asked the history route for the changes after its last one, and took every message once.
     const resumed = welcomes.at(-1);
     assert.ok(resumed > 0 && resumed < 100, `a resumed welcome short of 100: ${resumed}`);
-    assert.equal(pages[0], String(missed[resumed - 1].id), `paged on from the welcome's last message: ${pages}`);
+    assert.equal(pages[0], String(missed[resumed - 1].seq), `paged on from the welcome's last change: ${pages}`);
     assertExactlyStored(chat, await storedMessages(lifted, room));
     chat.close();
     writer.close();
@@ -268,13 +280,19 @@ describe('edge-chat-client against the Worker', () => {
     await assert.rejects(bob.delete(gone.id), (error) => error instanceof ChatError && error.code === 'forbidden');
     bob.close();
     const deletions = [];
-    ann.addEventListener('deleted', (event) => deletions.push([event.detail.id, event.message]));
+    const deletionSeqs = [];
+    ann.addEventListener('deleted', (event) => {
+      deletions.push([event.detail.id, event.message]);
+      deletionSeqs.push(event.detail.seq);
+    });
     const notices = [];
     ann.addEventListener('moderated', ({ detail }) => notices.push(`${detail.by} ${detail.action} ${detail.target}`));
     const deleted = await mod.delete(gone.id);
     assert.deepEqual([deleted.type, deleted.action, deleted.target, deleted.by], ['moderated', 'delete', 'Ann', 'Mod']);
     await waitFor(() => deletions.length === 1 && notices.length === 1, WAIT);
-    const tombstone = { type: 'message', id: gone.id, nick: 'Ann', deleted: true, at: gone.at, uid: 'ann-1' };
+    // A deletion is a change with a seq of its own, after the last post.
+    assert.ok(deletionSeqs[0] > kept.seq, `the deletion's seq ${deletionSeqs[0]} follows ${kept.seq}`);
+    const tombstone = { type: 'message', id: gone.id, nick: 'Ann', deleted: true, at: gone.at, uid: 'ann-1', seq: deletionSeqs[0] };
     assert.deepEqual(deletions, [[gone.id, tombstone]]);
     assert.deepEqual(ann.messages.slice(-2), [tombstone, kept], 'the window holds the tombstone in its place');
     assert.deepEqual(notices, ['Mod delete Ann']);
@@ -316,6 +334,67 @@ describe('edge-chat-client against the Worker', () => {
     assert.equal(ann.net.urls.length, 1, 'no connection attempt after the kick');
     assert.equal(late.net.urls.length, 1, 'no connection attempt after the ban');
     mod.close();
+  });
+
+  test('a message whose echo was lost is resent after the catch-up and stored once; changes made while away arrive by seq', async () => {
+    const room = 'outbox';
+    const ann = open(lifted, room, { nick: 'Ann' });
+    const bob = open(lifted, room, { nick: 'Bob' });
+    await Promise.all([opened(ann), opened(bob)]);
+    assert.match(ann.clientId, /^[A-Za-z0-9_-]{1,64}$/);
+    assert.ok(ann.net.urls.every((url) => url.searchParams.get('client') === ann.clientId));
+    const edited = await bob.send('edit me');
+    const removed = await bob.send('delete me');
+    const reply = await bob.send('a reply', { replyTo: edited.id });
+    assert.equal(reply.reply_to, edited.id);
+    await waitFor(() => ann.lastId === reply.id, WAIT);
+    assert.deepEqual([bob.isOwn(edited), ann.isOwn(edited), bob.canEdit(edited), ann.canEdit(edited)], [true, false, true, false]);
+    await assert.rejects(ann.edit(edited.id, 'not mine'), (error) => error.code === 'forbidden');
+    await assert.rejects(ann.react(edited.id, 'no'), (error) => error.code === 'bad_emoji');
+
+    // Ann's next message is stored, but its echo never reaches her.
+    ann.net.sockets.at(-1).lost = true;
+    const lost = ann.send('echo lost');
+    assert.deepEqual(ann.outbox.map((entry) => entry.text), ['echo lost']);
+    await waitFor(() => bob.messages.some((message) => message.text === 'echo lost'), WAIT);
+    const seqBefore = ann.lastSeq;
+    ann.net.cut();
+    const offline = ann.send('sent while offline');
+    assert.deepEqual(ann.outbox.map((entry) => entry.text), ['echo lost', 'sent while offline']);
+    // Bob changes older messages while Ann is away.
+    const edit = await bob.edit(edited.id, 'edited while Ann was away');
+    assert.equal(edit.type, 'edited');
+    assert.deepEqual((await bob.react(edited.id, '👍')).counts, { '👍': 1 });
+    assert.equal((await bob.delete(removed.id)).type, 'deleted');
+    ann.net.down = false;
+
+    const [first, second] = await Promise.all([lost, offline]);
+    const seenByBob = bob.messages.find((message) => message.text === 'echo lost');
+    assert.deepEqual([first.id, first.at], [seenByBob.id, seenByBob.at], 'the resend is answered with the original');
+    assert.ok(second.id > first.id);
+    assert.deepEqual(ann.outbox, []);
+    const texts = (await storedMessages(lifted, room)).map((message) => message.text ?? '(deleted)');
+    assert.deepEqual(texts, ['edited while Ann was away', '(deleted)', 'a reply', 'echo lost', 'sent while offline']);
+    await opened(ann);
+    const resumed = ann.net.urls.at(-1);
+    assert.equal(resumed.searchParams.get('after'), String(seqBefore), `resumed after the last seq seen: ${ann.net.urls.map((url) => url.search)}`);
+    assert.equal(resumed.searchParams.has('since'), false);
+    const byId = new Map(ann.messages.map((message) => [message.id, message]));
+    assert.equal(byId.get(edited.id).text, 'edited while Ann was away');
+    assert.equal(typeof byId.get(edited.id).edited_at, 'number');
+    assert.deepEqual(byId.get(edited.id).reactions, { '👍': 1 });
+    assert.equal(byId.get(removed.id).deleted, true);
+    assert.deepEqual(ann.messages.map((message) => message.id), [...byId.keys()].sort((a, b) => a - b));
+    assert.equal(ann.seen.filter((message) => message.text === 'echo lost').length, 1, 'taken once');
+    assert.ok(ann.isOwn(first) && ann.canEdit(first));
+
+    // Typing: at most one frame every 3 s; the other side shows it until the typist's message.
+    assert.equal(bob.typing(), true);
+    assert.equal(bob.typing(), false, 'at most every 3 s');
+    await waitFor(() => ann.typingUsers.some((typist) => typist.nick === 'Bob'), WAIT);
+    assert.deepEqual(bob.typingUsers, [], 'nobody else typed');
+    await bob.send('typed');
+    await waitFor(() => ann.typingUsers.length === 0, WAIT);
   });
 
   test('an expired ticket is replaced: on 4401 getTicket is asked again and the room reconnects once', async () => {

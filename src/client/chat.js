@@ -41,6 +41,10 @@ const CLOSE_SENTENCES = {
 };
 // Refusals that say nothing about the message itself: the status line tells about the connection.
 const CONNECTION_CODES = new Set(['connection_lost', 'closed', 'not_connected']);
+// The reaction picker: common emoji, each with the name a screen reader says.
+const REACTIONS = [['👍', 'thumbs up'], ['❤️', 'heart'], ['😂', 'laughing'], ['🎉', 'party'], ['😮', 'surprised'], ['😢', 'sad']];
+// How much of a message a reply's quote shows.
+const QUOTE_CHARS = 80;
 
 /**
  * Renders the chat of `room` into `element` and connects it.
@@ -108,6 +112,12 @@ class Chat {
     this.ticketed = false;
     this.moderating = null;
     this.lastError = null;
+    // Per-message UI state: the message being edited (with its draft), whose picker is open, what a reply answers.
+    this.editing = null;
+    this.picking = null;
+    this.replyTo = null;
+    // Newer versions of messages queued for rendering but not yet on screen.
+    this.pendingVersions = new Map();
   }
 
   // ---- connection ---------------------------------------------------------------------
@@ -133,7 +143,9 @@ class Chat {
     on('joined', ({ detail }) => this.onJoined(detail));
     on('left', ({ detail }) => this.onLeft(detail));
     on('renamed', (event) => this.onRenamed(event));
-    on('deleted', ({ detail }) => this.onDeleted(detail));
+    on('updated', ({ detail }) => this.onUpdated(detail));
+    on('outbox', ({ detail }) => this.renderOutbox(detail));
+    on('typing', ({ detail }) => this.renderTyping(detail));
     on('moderated', ({ detail }) => this.onModerated(detail));
     on('error', (event) => this.onServerError(event));
     this.onStatus();
@@ -148,9 +160,14 @@ class Chat {
 
   onStatus() {
     const conn = this.conn;
-    if (conn.status === 'reconnecting' && this.welcomed && !this.outage) {
+    // A catch-up after a resumed welcome is part of coming back, not another loss.
+    if (conn.status === 'reconnecting' && this.welcomed && !this.outage && !conn.catchingUp) {
       this.outage = true;
       this.system(['Connection lost. Reconnecting…'], Date.now(), 'ec-conn');
+    }
+    if (conn.status === 'open' && this.outage) {
+      this.outage = false;
+      this.system(['Reconnected.'], Date.now(), 'ec-conn');
     }
     if (conn.status === 'closed' && this.status !== 'closed') {
       // Closed for good (kicked, banned, refused): the library does not retry, and neither does the page.
@@ -183,20 +200,24 @@ class Chat {
       return;
     }
     if (this.status === 'closed') return;
-    if (this.status !== 'online') {
-      this.showSendError('Not connected right now: your message stays here until the chat is back.', 'offline');
-      return;
-    }
+    // While offline the message waits in the library's outbox (shown as "sending…") and goes out,
+    // once, when the chat is back.
     const conn = this.conn;
-    conn.send(text).catch((error) => this.conn === conn && this.onSendRefused(text, error));
+    const replyTo = this.replyTo?.id;
+    conn.send(text, replyTo === undefined ? {} : { replyTo }).then(
+      // Known as ours now (its echo carried our cid): show its Edit and Delete if it is on screen already.
+      (stored) => this.conn === conn && this.rerender(stored.id),
+      (error) => this.conn === conn && this.onSendRefused(text, error),
+    );
     this.input.value = '';
     this.autosize();
     this.showSendError('');
+    this.cancelReply();
   }
 
   /** The server did not store the message: give it back to the writer, with the reason. */
   onSendRefused(text, error) {
-    if (CONNECTION_CODES.has(error.code)) return;
+    if (error.code === 'closed') return;
     if (!this.input.value.trim()) {
       this.input.value = text;
       this.autosize();
@@ -212,6 +233,9 @@ class Chat {
     this.room = room;
     this.resetRoomState();
     this.list.replaceChildren();
+    this.outboxList.replaceChildren();
+    this.typingLine.replaceChildren();
+    this.cancelReply();
     this.hideJump();
     this.showSendError('');
     this.showNickNote('');
@@ -239,10 +263,6 @@ class Chat {
     this.renderNick();
     this.renderRole();
     this.renderUsers();
-    if (this.outage) {
-      this.outage = false;
-      this.system(['Reconnected.'], Date.now(), 'ec-conn');
-    }
   }
 
   onJoined({ nick, at }) {
@@ -266,10 +286,25 @@ class Chat {
     }
   }
 
-  /** A moderator deleted a message: what is on screen becomes its tombstone. */
-  onDeleted({ id }) {
-    const entry = this.list.querySelector(`.ec-msg[data-id="${Number(id)}"]`);
-    if (entry) entry.replaceWith(this.messageEntry(entry.tombstone));
+  /** A message changed (edited, reacted to, deleted): its entry, and the quotes of replies to it, show the new version. */
+  onUpdated(message) {
+    const id = Number(message.id);
+    if (!this.rerender(id, message)) this.pendingVersions.set(id, message);
+    if (message.deleted && this.editing?.id === id) this.editing = null;
+    if (message.deleted && this.replyTo?.id === id) this.cancelReply();
+    for (const reply of this.list.querySelectorAll(`.ec-msg[data-reply-to="${id}"]`)) this.rerender(Number(reply.dataset.id));
+  }
+
+  /** Renders message `id` again (its newest version, or `message`); false if it is not on screen. */
+  rerender(id, message) {
+    const entry = this.list.querySelector(`.ec-msg[data-id="${id}"]`);
+    if (!entry) return false;
+    const focused = entry.contains(this.shadow.activeElement) ? this.shadow.activeElement.dataset.key : undefined;
+    const fresh = this.messageEntry({ ...entry.state, message: message ?? entry.state.message, live: false });
+    entry.replaceWith(fresh);
+    // Keep the keyboard where it was: on the same control of the new entry.
+    if (focused) fresh.querySelector(`[data-key="${focused}"]`)?.focus();
+    return true;
   }
 
   onModerated({ action, target, by, at }) {
@@ -293,14 +328,11 @@ class Chat {
 
   /** Runs a moderator's action; a refusal (not_found, forbidden…) shows under the message box. */
   moderate(act) {
-    const conn = this.conn;
-    if (!conn || this.status !== 'online') {
-      this.showSendError('Not connected right now: try again in a moment.', 'offline');
-      return;
+    if (this.conn && this.status === 'online') {
+      this.moderating = null;
+      this.renderUsers();
     }
-    this.moderating = null;
-    this.renderUsers();
-    act(conn).catch((error) => this.conn === conn && !CONNECTION_CODES.has(error.code) && this.showSendError(error.message));
+    this.whenOnline(act);
   }
 
   /** Errors that answer a send or a rename reach their promise; the rest are shown here. */
@@ -331,6 +363,9 @@ class Chat {
   }
 
   appendMessage(message, own, live) {
+    // It may have changed since it arrived (an edit in the same burst).
+    message = this.pendingVersions.get(message.id) ?? message;
+    this.pendingVersions.delete(message.id);
     const nick = String(message.nick);
     const previous = this.lastEntry;
     const continues =
@@ -341,30 +376,239 @@ class Chat {
   }
 
   /**
-   * One message's entry; a deleted one (a tombstone) keeps its author and time and says so. A
-   * moderator's Delete button is in every live entry, shown by the stylesheet only to moderators.
+   * One message's entry: the quote of what it answers, author, time, an "edited" marker, its text
+   * (or its editor), reactions, and its actions (Reply, React, and on own messages Edit and
+   * Delete). A deleted one (a tombstone) keeps its author and time and says so. A moderator's
+   * Delete button is in every other live entry, shown by the stylesheet only to moderators.
    */
-  messageEntry({ message: { id, nick, text, at, deleted }, own, continues, live }) {
-    nick = String(nick);
+  messageEntry(state) {
+    const { message, own, continues, live } = state;
+    const { id, text, at, deleted } = message;
+    const nick = String(message.nick);
+    const mine = this.conn?.isOwn(message) ?? false;
     const classes = ['ec-msg', own && 'ec-own', continues && 'ec-cont', live && 'ec-new', deleted && 'ec-deleted'];
-    const entry = h('li', { class: classes.filter(Boolean).join(' '), 'data-id': String(id) },
-      avatar(nick),
-      h('div', { class: 'ec-bubble' },
-        h('p', { class: 'ec-meta' },
-          h('span', { class: 'ec-author', dir: 'auto' }, nick),
-          own ? h('span', { class: 'ec-own-label ec-sr' }, OWN_LABEL) : '',
-          ' ', timeElement(at)),
-        deleted
-          ? h('p', { class: 'ec-text ec-tombstone' }, 'message deleted')
+    const editing = !deleted && this.editing?.id === id;
+    const edited = !deleted && Number.isFinite(message.edited_at);
+    const entry = h('li', {
+      class: classes.filter(Boolean).join(' '), 'data-id': String(id), tabindex: '-1',
+      'data-reply-to': Number.isSafeInteger(message.reply_to) ? String(message.reply_to) : null,
+    },
+    avatar(nick),
+    h('div', { class: 'ec-bubble' },
+      !deleted && Number.isSafeInteger(message.reply_to) ? this.quote(message.reply_to) : '',
+      h('p', { class: 'ec-meta' },
+        h('span', { class: 'ec-author', dir: 'auto' }, nick),
+        own ? h('span', { class: 'ec-own-label ec-sr' }, OWN_LABEL) : '',
+        ' ', timeElement(at),
+        edited ? h('span', { class: 'ec-edited', title: `edited ${fullFormat.format(new Date(message.edited_at))}` }, '(edited)') : ''),
+      deleted
+        ? h('p', { class: 'ec-text ec-tombstone' }, 'message deleted')
+        : editing
+          ? this.editForm(message)
           : h('p', { class: 'ec-text', dir: 'auto' }, String(text)),
-        deleted ? '' : h('button', {
-          type: 'button', class: 'ec-mod ec-delete', 'aria-label': `Delete message by ${nick}`,
-          onclick: () => this.moderate((conn) => conn.delete(id)),
-        }, 'Delete')));
+      deleted ? '' : this.reactionButtons(message),
+      deleted || editing ? '' : this.messageActions(message, nick, mine),
+      !deleted && this.picking === id ? this.picker(id) : ''));
     entry.style.setProperty('--ec-hue', String(hue(nick)));
-    // What the entry becomes once deleted, with the same place in its group.
-    entry.tombstone = { message: { id, nick, at, deleted: true }, own, continues, live: false };
+    entry.state = state;
     return entry;
+  }
+
+  /** Reply, React, and on own messages Edit (within the edit window) and Delete; a moderator's Delete on others'. */
+  messageActions(message, nick, mine) {
+    const { id } = message;
+    const action = (key, text, label, onclick, { class: extraClass = '', ...extra } = {}) =>
+      h('button', { type: 'button', class: `ec-act ${extraClass}`.trim(), 'data-key': key, 'aria-label': label, ...extra, onclick }, text);
+    return h('div', { class: 'ec-actions' },
+      action('reply', 'Reply', `Reply to ${nick}`, () => this.startReply(message)),
+      action('react', 'React', `React to the message by ${nick}`, () => this.togglePicker(id), {
+        'aria-expanded': String(this.picking === id),
+      }),
+      mine && this.conn.canEdit(message) ? action('edit', 'Edit', 'Edit your message', () => this.startEdit(message)) : '',
+      mine ? action('delete', 'Delete', 'Delete your message', () => this.deleteOwn(id), { class: 'ec-own-delete' }) : '',
+      mine ? '' : h('button', {
+        type: 'button', class: 'ec-mod ec-delete', 'data-key': 'mod-delete', 'aria-label': `Delete message by ${nick}`,
+        onclick: () => this.moderate((conn) => conn.delete(id)),
+      }, 'Delete'));
+  }
+
+  /** The quote a reply starts with: who and what it answers; a click goes to the original. */
+  quote(replyTo) {
+    const original = this.conn?.messages.find((message) => message.id === replyTo);
+    const who = original ? String(original.nick) : '';
+    const what = !original ? 'an earlier message' : original.deleted ? 'message deleted' : preview(original.text);
+    return h('button', {
+      type: 'button', class: 'ec-quote', 'data-key': 'quote',
+      'aria-label': `In reply to ${who ? `${who}: ` : ''}${what}. Show the original`,
+      onclick: () => this.showOriginal(replyTo),
+    },
+    who ? h('span', { class: 'ec-quote-nick', dir: 'auto' }, who) : '',
+    h('span', { class: 'ec-quote-text', dir: 'auto' }, what));
+  }
+
+  /** Scrolls to the message a reply answers, and marks it for a moment. */
+  showOriginal(id) {
+    const entry = this.list.querySelector(`.ec-msg[data-id="${id}"]`);
+    if (!entry) {
+      this.announce('The original message is no longer shown here.');
+      return;
+    }
+    entry.scrollIntoView({ block: 'center' });
+    entry.focus({ preventScroll: true });
+    entry.classList.remove('ec-flash');
+    // Restart the highlight's animation.
+    void entry.offsetWidth;
+    entry.classList.add('ec-flash');
+  }
+
+  reactionButtons(message) {
+    const counts = Object.entries(message.reactions ?? {});
+    if (!counts.length) return '';
+    return h('div', { class: 'ec-reactions', role: 'group', 'aria-label': 'Reactions' },
+      ...counts.map(([emoji, count]) => h('button', {
+        type: 'button', class: 'ec-reaction', 'data-key': `reaction ${emoji}`,
+        'aria-label': `${emoji} ${count}: add or remove yours`,
+        onclick: () => this.react(message.id, emoji),
+      }, h('span', { 'aria-hidden': 'true' }, emoji), ' ', String(count))));
+  }
+
+  picker(id) {
+    return h('div', {
+      class: 'ec-picker', role: 'group', 'aria-label': 'Pick a reaction',
+      onkeydown: (event) => {
+        if (event.key !== 'Escape') return;
+        event.preventDefault();
+        this.togglePicker(id);
+      },
+    },
+    ...REACTIONS.map(([emoji, name]) => h('button', {
+      type: 'button', class: 'ec-pick', 'data-key': `pick ${emoji}`, 'aria-label': `React with ${name}`,
+      onclick: () => {
+        this.picking = null;
+        this.rerender(id);
+        this.react(id, emoji);
+      },
+    }, emoji)));
+  }
+
+  togglePicker(id) {
+    const previous = this.picking;
+    this.picking = previous === id ? null : id;
+    if (previous !== null && previous !== id) this.rerender(previous);
+    this.rerender(id);
+    const entry = this.list.querySelector(`.ec-msg[data-id="${id}"]`);
+    entry?.querySelector(this.picking === id ? '.ec-pick' : '[data-key="react"]')?.focus();
+  }
+
+  react(id, emoji) {
+    this.whenOnline((conn) => conn.react(id, emoji));
+  }
+
+  deleteOwn(id) {
+    this.whenOnline((conn) => conn.delete(id));
+  }
+
+  /** Runs a change to a message now; refusals (too_late, not_found…) show under the message box. */
+  whenOnline(act) {
+    const conn = this.conn;
+    if (!conn || this.status !== 'online') {
+      this.showSendError('Not connected right now: try again in a moment.', 'offline');
+      return;
+    }
+    act(conn).catch((error) => this.conn === conn && !CONNECTION_CODES.has(error.code) && this.showSendError(error.message));
+  }
+
+  startEdit(message) {
+    this.editing = { id: message.id, draft: String(message.text) };
+    this.picking = null;
+    this.rerender(message.id);
+    const input = this.list.querySelector(`.ec-msg[data-id="${message.id}"] .ec-edit-input`);
+    input?.focus();
+    input?.setSelectionRange(input.value.length, input.value.length);
+  }
+
+  /** The editor that stands in for an own message's text. */
+  editForm(message) {
+    const { id } = message;
+    const inputId = `ec-edit-${id}`;
+    const input = h('textarea', {
+      id: inputId, class: 'ec-edit-input', rows: '2', 'data-key': 'edit-input', dir: 'auto',
+      oninput: () => {
+        this.editing.draft = input.value;
+      },
+      onkeydown: (event) => {
+        if (event.key === 'Escape') {
+          event.preventDefault();
+          this.cancelEdit(id);
+        } else if (event.key === 'Enter' && !event.shiftKey && !event.isComposing && event.keyCode !== 229) {
+          event.preventDefault();
+          this.saveEdit(id);
+        }
+      },
+    });
+    input.value = this.editing.draft;
+    return h('form', {
+      class: 'ec-edit-form', novalidate: true,
+      onsubmit: (event) => {
+        event.preventDefault();
+        this.saveEdit(id);
+      },
+    },
+    h('label', { for: inputId, class: 'ec-sr' }, 'Edit your message'),
+    input,
+    h('div', { class: 'ec-edit-buttons' },
+      h('button', { type: 'submit', class: 'ec-btn', 'data-key': 'edit-save' }, 'Save'),
+      h('button', { type: 'button', class: 'ec-btn ec-btn-quiet', 'data-key': 'edit-cancel', onclick: () => this.cancelEdit(id) }, 'Cancel')));
+  }
+
+  saveEdit(id) {
+    const text = this.editing?.draft.trim() ?? '';
+    const current = this.conn?.messages.find((message) => message.id === id);
+    if (!text || !current || current.deleted) return this.cancelEdit(id);
+    if (text === current.text) return this.cancelEdit(id);
+    this.cancelEdit(id);
+    this.whenOnline((conn) => conn.edit(id, text));
+  }
+
+  cancelEdit(id) {
+    this.editing = null;
+    this.rerender(id);
+    this.list.querySelector(`.ec-msg[data-id="${id}"] [data-key="edit"]`)?.focus();
+  }
+
+  startReply(message) {
+    this.replyTo = { id: message.id, nick: String(message.nick) };
+    this.replyText.replaceChildren('Replying to ', bold(String(message.nick)), ': ',
+      h('span', { dir: 'auto' }, preview(message.text ?? '')));
+    this.replyBar.hidden = false;
+    this.input.focus();
+  }
+
+  cancelReply() {
+    this.replyTo = null;
+    this.replyBar.hidden = true;
+    this.replyText.replaceChildren();
+  }
+
+  /** Messages sent and not yet stored, below the log, each marked "sending…". */
+  renderOutbox(entries) {
+    const stick = this.nearBottom();
+    this.outboxList.replaceChildren(...entries.map((entry) => h('li', { class: 'ec-pending ec-own', 'data-cid': entry.cid },
+      h('div', { class: 'ec-bubble' },
+        entry.replyTo === null ? '' : this.quote(entry.replyTo),
+        h('p', { class: 'ec-meta' }, h('span', { class: 'ec-sending' }, 'sending…')),
+        h('p', { class: 'ec-text', dir: 'auto' }, entry.text)))));
+    if (stick) this.scrollToBottom();
+  }
+
+  /** "Ann is typing…", "Ann and Bob are typing…", "Several people are typing…". */
+  renderTyping(typists) {
+    const nicks = typists.map((typist) => typist.nick).filter((nick) => nick !== this.nick);
+    const parts = nicks.length === 0 ? []
+      : nicks.length === 1 ? [bold(nicks[0]), ' is typing…']
+        : nicks.length === 2 ? [bold(nicks[0]), ' and ', bold(nicks[1]), ' are typing…']
+          : ['Several people are typing…'];
+    this.typingLine.replaceChildren(...parts);
   }
 
   /** A quiet line for joins, leaves, renames and the connection. */
@@ -713,10 +957,11 @@ class Chat {
 
     // Body: the message log and who is online.
     this.list = h('ol', { class: 'ec-list' });
+    this.outboxList = h('ol', { class: 'ec-outbox', 'aria-label': 'Sending' });
     this.log = h('section', {
       class: 'ec-log', 'aria-label': 'Messages', tabindex: '0',
       onscroll: () => this.nearBottom() && this.hideJump(),
-    }, this.list);
+    }, this.list, this.outboxList);
     this.jump = h('button', { type: 'button', class: 'ec-jump', hidden: true, onclick: () => this.scrollToBottom() });
     const headCount = h('span', { class: 'ec-count' });
     this.counts = [toggleCount, headCount];
@@ -765,14 +1010,26 @@ class Chat {
       oninput: () => {
         this.autosize();
         this.showSendError('');
+        if (this.input.value.trim()) this.conn?.typing();
       },
       onkeydown: (event) => {
         if (event.key === 'Enter' && !event.shiftKey && !event.isComposing && event.keyCode !== 229) {
           event.preventDefault();
           this.send();
+        } else if (event.key === 'Escape' && this.replyTo) {
+          event.preventDefault();
+          this.cancelReply();
         }
       },
     });
+    this.typingLine = h('p', { class: 'ec-typing' });
+    this.replyText = h('span', { class: 'ec-reply-text' });
+    this.replyBar = h('div', { class: 'ec-reply-bar', hidden: true },
+      this.replyText,
+      h('button', { type: 'button', class: 'ec-link', 'aria-label': 'Cancel reply', onclick: () => {
+        this.cancelReply();
+        this.input.focus();
+      } }, 'Cancel'));
     this.sendError = h('p', { id: 'ec-send-error', class: 'ec-field-error', role: 'alert' });
     this.roleBadge = h('span', { class: 'ec-role', hidden: true });
     this.closedNote = h('p', { class: 'ec-closed-note', role: 'alert', hidden: true });
@@ -788,6 +1045,8 @@ class Chat {
       this.closedNote,
       this.readonlyNote,
       this.nickForm,
+      this.typingLine,
+      this.replyBar,
       h('form', { class: 'ec-send', onsubmit: submit(() => this.send()) },
         this.inputLabel,
         this.input,
@@ -841,6 +1100,13 @@ function avatar(nick) {
   const element = h('span', { class: 'ec-avatar', 'aria-hidden': 'true' }, initial(nick));
   element.style.setProperty('--ec-hue', String(hue(nick)));
   return element;
+}
+
+/** The start of a message, on one line, for quotes. */
+function preview(text) {
+  const line = String(text).replace(/\s+/g, ' ').trim();
+  const chars = [...line];
+  return chars.length > QUOTE_CHARS ? `${chars.slice(0, QUOTE_CHARS - 1).join('')}…` : line;
 }
 
 function initial(nick) {

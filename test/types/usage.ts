@@ -7,6 +7,8 @@ import {
   TERMINAL_CLOSE_CODES,
   type ChatMessage,
   type ClientFrame,
+  type OutboxEntry,
+  type TypingUser,
   type HistoryResponse,
   type ServerData,
   type ServerFrame,
@@ -48,6 +50,19 @@ room.addEventListener('status', ({ detail }) => {
   if (detail.retryAt !== null) console.log(new Date(detail.retryAt));
 });
 room.addEventListener('frame', ({ detail }) => detail.type);
+room.addEventListener('edited', ({ detail, message }) => `${detail.id} ${detail.text} ${detail.edited_at} ${message?.text}`);
+room.addEventListener('reactions', ({ detail, message }) => Object.entries(detail.counts).length + (message?.reactions?.['👍'] ?? 0));
+room.addEventListener('updated', ({ detail, previous }) => (detail.deleted ? previous.id : detail.edited_at ?? detail.reply_to));
+room.addEventListener('typing', ({ detail }) => detail.map((typist: TypingUser) => `${typist.nick} until ${typist.until}`));
+room.addEventListener('outbox', ({ detail }) => detail.map((entry: OutboxEntry) => `${entry.cid}: ${entry.text} ${entry.replyTo}`));
+
+async function change(message: StoredMessage): Promise<void> {
+  if (room.canEdit(message)) await room.edit(message.id, 'fixed').then((edited) => edited.edited_at);
+  const counts = (await room.react(message.id, '👍')).counts;
+  if (room.isOwn(message)) await room.delete(message.id);
+  room.typing();
+  console.log(counts['👍'], room.lastSeq, room.clientId, room.editWindowMs, room.outbox.length, room.typingUsers);
+}
 
 async function post(): Promise<number> {
   try {
@@ -62,7 +77,7 @@ async function post(): Promise<number> {
 const newNick: Promise<string> = room.rename('Bob');
 const window: readonly StoredMessage[] = room.messages;
 if (room.you?.role === 'moderator') {
-  void room.delete(41).then((done) => done.action);
+  void room.delete(41).then((done) => (done.type === 'moderated' ? done.action : done.seq));
   void room.kick('Troll');
   void room.ban('Troll', { duration: 3600 });
   void room.ban('Troll');
@@ -91,6 +106,12 @@ function describe(data: ServerData): string {
           return `${frame.from}→${frame.to}`;
         case 'deleted':
           return `-${frame.id}`;
+        case 'edited':
+          return `${frame.id}: ${frame.text}`;
+        case 'reactions':
+          return JSON.stringify(frame.counts);
+        case 'typing':
+          return `${frame.nick}…`;
         case 'moderated':
           return `${frame.by}: ${frame.action} ${frame.target}`;
         case 'error':
@@ -100,7 +121,10 @@ function describe(data: ServerData): string {
     .join();
 }
 const outgoing: ClientFrame[] = [
-  { type: 'message', text: 'hi', reply_to: 1 },
+  { type: 'message', text: 'hi', reply_to: 1, cid: 'a1' },
+  { type: 'edit', id: 1, text: 'hello' },
+  { type: 'react', id: 1, emoji: '🎉' },
+  { type: 'typing' },
   { type: 'nick', nick: 'Cy' },
   { type: 'ban', nick: 'Troll', duration: 60 },
   { type: 'clear' },
@@ -121,8 +145,12 @@ room.send(42);
 room.users.push('Mallory');
 // @ts-expect-error: a mute needs a duration
 room.mute('Troll');
+// @ts-expect-error: an edit needs the new text
+room.edit(41);
+// @ts-expect-error: the outbox is the library's
+room.outbox.pop();
 // @ts-expect-error: a tombstone has no text
 room.messages.filter((m) => m.deleted).map((m): string => m.text);
 
 room.close();
-export { post, newNick, window, terminal, describe, outgoing, page, wrong };
+export { change, post, newNick, window, terminal, describe, outgoing, page, wrong };

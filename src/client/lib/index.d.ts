@@ -14,6 +14,16 @@ export interface ChatMessage {
   at: number;
   /** The sender's ticket identity (`sub`); absent for anonymous senders. */
   uid?: string;
+  /** The room-wide sequence number of this message's latest change (post, edit, reaction). */
+  seq?: number;
+  /** The id of the message this one answers. */
+  reply_to?: number;
+  /** When its author last edited it (Unix ms); absent if never edited. */
+  edited_at?: number;
+  /** How many people reacted with each emoji; absent when nobody did. */
+  reactions?: Record<string, number>;
+  /** Only on the echo to its sender (and in `send()`'s answer): the client's id for it. */
+  cid?: string;
   deleted?: never;
 }
 
@@ -26,6 +36,7 @@ export interface DeletedMessage {
   /** When the message was posted. */
   at: number;
   uid?: string;
+  seq?: number;
   text?: never;
 }
 
@@ -56,6 +67,10 @@ export interface WelcomeFrame {
    */
   history: StoredMessage[];
   you: You;
+  /** The room's latest sequence number when the welcome was built (0 for an empty room); the next `after`. */
+  seq?: number;
+  /** How long authors may edit their messages, if the server says (else 900 s). */
+  edit_window_s?: number;
 }
 
 export interface JoinedFrame {
@@ -93,14 +108,41 @@ export type ErrorCode =
   | 'not_found'
   | 'slow_mode'
   | 'banned'
+  | 'too_late'
+  | 'bad_emoji'
   | (string & {});
 
-/** Message `id` was deleted by a moderator: it is now a tombstone. */
+/** Message `id` was deleted (by its author or a moderator): it is now a tombstone. */
 export interface DeletedFrame {
   type: 'deleted';
   id: number;
   /** When it was deleted. */
-  at: number;
+  at?: number;
+  seq?: number;
+}
+
+/** Message `id` was edited by its author. */
+export interface EditedFrame {
+  type: 'edited';
+  id: number;
+  text: string;
+  edited_at: number;
+  seq: number;
+}
+
+/** The reactions on message `id` changed: the count of each emoji (empty when none is left). */
+export interface ReactionsFrame {
+  type: 'reactions';
+  id: number;
+  counts: Record<string, number>;
+  seq: number;
+}
+
+/** `nick` is typing, until `until` (the server's Unix ms; 6 s after their last `typing`). */
+export interface TypingFrame {
+  type: 'typing';
+  nick: string;
+  until: number;
 }
 
 export type ModerationAction = 'delete' | 'kick' | 'ban' | 'unban' | 'mute' | 'slow' | 'clear';
@@ -130,6 +172,9 @@ export type ServerFrame =
   | StoredMessage
   | RenamedFrame
   | DeletedFrame
+  | EditedFrame
+  | ReactionsFrame
+  | TypingFrame
   | ModeratedFrame
   | ErrorFrame;
 
@@ -141,9 +186,17 @@ export type ServerData = ServerFrame | ServerFrame[];
 export interface ClientMessageFrame {
   type: 'message';
   text: string;
-  /** The id of the message this one answers (ignored by servers before replies landed). */
+  /** The id of the message this one answers. */
   reply_to?: number;
+  /** 1 to 64 of `A-Z a-z 0-9 _ -`, unique per client: a resend with the same one posts nothing. */
+  cid?: string;
 }
+
+/** An author's own messages: edit (within the edit window), delete; and anyone's reaction toggle. */
+export type ClientChangeFrame =
+  | { type: 'edit'; id: number; text: string }
+  | { type: 'react'; id: number; emoji: string }
+  | { type: 'typing' };
 
 export interface ClientNickFrame {
   type: 'nick';
@@ -161,11 +214,11 @@ export type ClientModerationFrame =
   | { type: 'clear' };
 
 /** The text frame `ping` is answered `pong` by the runtime without waking the room. */
-export type ClientFrame = ClientMessageFrame | ClientNickFrame | ClientModerationFrame | 'ping';
+export type ClientFrame = ClientMessageFrame | ClientNickFrame | ClientModerationFrame | ClientChangeFrame | 'ping';
 
 // ---- HTTP answers -------------------------------------------------------------------------
 
-/** `GET /chat/ROOM/history?since=ID&limit=N` and `?limit=N`. */
+/** `GET /chat/ROOM/history?since=ID&limit=N`, `?before=ID&limit=N` and `?limit=N`. */
 export interface HistoryResponse {
   room: string;
   messages: StoredMessage[];
@@ -223,6 +276,27 @@ export interface ConnectOptions {
   maxMessages?: number;
   /** History pages one catch-up reads at most before resuming on a new socket. Default 10. */
   catchUpPages?: number;
+  /**
+   * This client instance's id (`?client=`), 1 to 64 of `A-Z a-z 0-9 _ -`: authorship and resend
+   * dedupe go by it. Default: one per tab in sessionStorage, else one per `ChatRoom`.
+   */
+  clientId?: string;
+}
+
+/** A message sent and not yet stored (it shows as "sending…"). */
+export interface OutboxEntry {
+  /** The client message id the server dedupes resends by. */
+  cid: string;
+  text: string;
+  replyTo: number | null;
+  /** When `send()` was called (local ms). */
+  queuedAt: number;
+}
+
+/** Someone typing: `until` is when the indicator expires (local ms). */
+export interface TypingUser {
+  nick: string;
+  until: number;
 }
 
 /** Client-side refusal codes, next to the server's own. */
@@ -259,7 +333,10 @@ export interface MessagesDetail {
 
 /** What a refused request was, for `error` events. */
 export type RequestInfo =
-  | { kind: 'message'; text: string }
+  | { kind: 'message'; text: string; cid: string }
+  | { kind: 'edit'; id: number; text: string }
+  | { kind: 'react'; id: number; emoji: string }
+  | { kind: 'delete'; id: number }
   | { kind: 'nick'; nick: string; reclaim?: boolean }
   | { kind: 'join'; nick: string; reconnect: boolean }
   | { kind: 'moderate'; action: ClientModerationFrame['type']; frame: ClientModerationFrame };
@@ -272,6 +349,19 @@ export interface ChatRoomEventMap {
   message: ChatEvent<StoredMessage> & { readonly source: MessageSource };
   /** A message was deleted; `message` is its tombstone, now in `messages`, or null if the window did not hold it. */
   deleted: ChatEvent<DeletedFrame> & { readonly message: DeletedMessage | null };
+  /** Message `id` was edited; `message` is the new version, now in `messages`, or null if the window does not hold it. */
+  edited: ChatEvent<EditedFrame> & { readonly message: ChatMessage | null };
+  /** The reactions on a message changed; `message` as for `edited`. */
+  reactions: ChatEvent<ReactionsFrame> & { readonly message: ChatMessage | null };
+  /**
+   * A message in `messages` was replaced by a newer version (edited, reacted to, deleted, or
+   * brought up to date by a resumed welcome): `detail` is the new one, `previous` the old one.
+   */
+  updated: ChatEvent<StoredMessage> & { readonly previous: StoredMessage };
+  /** Who is typing changed (someone started, stopped, posted, left, or an indicator expired). */
+  typing: ChatEvent<readonly TypingUser[]>;
+  /** The outbox changed: a message was sent, stored or refused. */
+  outbox: ChatEvent<readonly OutboxEntry[]>;
   /** A moderation action; after `clear`, `messages` is already empty. */
   moderated: ChatEvent<ModeratedFrame>;
   /** `mine` when this client was renamed. */
@@ -299,15 +389,41 @@ export declare class ChatRoom extends EventTarget {
   readonly users: readonly string[];
   readonly messages: readonly StoredMessage[];
   readonly lastId: number | null;
+  /** The highest sequence number seen: the `after` of the next reconnect (null before a server that has them). */
+  readonly lastSeq: number | null;
+  /** This client instance's id, sent as `?client=`. */
+  readonly clientId: string;
+  /** Messages sent and not yet stored, oldest first. */
+  readonly outbox: readonly OutboxEntry[];
+  /** Who is typing, in the order they started. */
+  readonly typingUsers: readonly TypingUser[];
+  /** How long authors may edit, in ms (the welcome's `edit_window_s`, else 900 s). */
+  readonly editWindowMs: number;
+  /** Whether this client wrote `message` (its ticket identity, or a message this tab posted). */
+  isOwn(message: StoredMessage): boolean;
+  /** Whether this client may still edit `message`: its own, not deleted, within the edit window. */
+  canEdit(message: StoredMessage, now?: number): boolean;
 
-  /** Resolves with the stored message; rejects with a `ChatError`. Waits while not connected. */
+  /**
+   * Resolves with the stored message; rejects with a `ChatError`. Waits in the outbox while not
+   * connected, and is resent after a reconnect (the server posts it once, by its `cid`).
+   */
   send(text: string, options?: { replyTo?: number }): Promise<ChatMessage>;
+  /** Replaces the text of an own message within the edit window; resolves with the `edited` frame. */
+  edit(id: number, text: string): Promise<EditedFrame>;
+  /** Toggles this client's reaction; resolves with the `reactions` frame (`bad_emoji`, `not_found` reject). */
+  react(id: number, emoji: string): Promise<ReactionsFrame>;
+  /** Says this client is typing: sends at most every 3 s, only while open; returns whether it sent. */
+  typing(): boolean;
   /** Resolves with the new nick once the room announced it; rejects with a `ChatError`. */
   rename(nick: string): Promise<string>;
+  /**
+   * Deletes a message, leaving a tombstone: an author's own (resolves with the `deleted` frame) or,
+   * for a moderator, anyone's (resolves with the `moderated` frame).
+   */
+  delete(id: number): Promise<ModeratedFrame | DeletedFrame>;
   // Moderators only: each resolves with the `moderated` frame of the action, or rejects with a
   // `ChatError` (`forbidden`, `not_found`, …). They wait while not connected, as `send()` does.
-  /** Deletes a message, leaving a tombstone. */
-  delete(id: number): Promise<ModeratedFrame>;
   /** Closes every socket of `nick` with 4000. */
   kick(nick: string): Promise<ModeratedFrame>;
   /** Kicks and refuses `nick` for `duration` seconds, or for good without one. */
@@ -349,5 +465,7 @@ export declare class ChatRoom extends EventTarget {
 export declare function connect(options: ConnectOptions): ChatRoom;
 export declare function isValidRoom(name: unknown): name is string;
 export declare function isValidNick(nick: unknown): nick is string;
+/** 1 to 64 of `A-Z a-z 0-9 _ -`: a valid `clientId` (and `cid`). */
+export declare function isValidClientId(id: unknown): id is string;
 export declare const BATCH_PROTOCOL: 'edge-chat.batch';
 export declare const TERMINAL_CLOSE_CODES: readonly [1008, 4000, 4401, 4403, 4429];

@@ -1,8 +1,10 @@
 // edge-chat-client: the protocol of an edge chat room without any UI. One `ChatRoom` keeps one
-// room connected: it reconnects with jittered backoff, resumes with `since`, pages the HTTP
-// history when a welcome cannot hold everything that was missed, takes each message once in id
-// order, keeps the users list current, answers `send()` with the stored message, and carries out
-// a moderator's actions.
+// room connected: it reconnects with jittered backoff, resumes with `after` (the last change
+// seen; `since` with servers that have no sequence numbers), pages the HTTP history when a welcome
+// cannot hold everything that was missed, takes each message once in id order and applies its
+// later edits, deletion and reactions, keeps the users list and who is typing current, keeps an
+// outbox whose messages are resent after a reconnect (posted once thanks to their `cid`), answers
+// `send()` with the stored message, and carries out a moderator's actions.
 // No dependencies: it runs in browsers and in Node 20+ (pass `WebSocket` where there is no global one).
 
 export const BATCH_PROTOCOL = 'edge-chat.batch';
@@ -22,6 +24,16 @@ const MAX_BACKOFF_MS = 10_000;
 const PING_EVERY_MS = 25_000;
 const PING_TIMEOUT_MS = 10_000;
 const OPEN = 1;
+// The server's default edit window, for servers whose welcome does not say.
+const DEFAULT_EDIT_WINDOW_S = 900;
+// A `typing` frame goes out at most this often; the server shows it for 6 s, and drops more than
+// one per socket in 2 s.
+const TYPING_EVERY_MS = 3_000;
+const SERVER_TYPING_EVERY_MS = 2_000;
+const TYPING_SHOWN_MS = 6_000;
+// Own message ids remembered per room in sessionStorage (so a reloaded tab still knows what it may edit).
+const OWN_IDS_KEPT = 200;
+const CLIENT_STORAGE_KEY = 'edge-chat:client';
 // Close codes after which reconnecting with the same credentials cannot help: 1008 (closed for
 // flooding), 4000 (kicked by a moderator), 4401 (ticket problem), 4403 (forbidden: wrong room,
 // banned), 4429 (too many connections).
@@ -93,8 +105,24 @@ export class ChatRoom extends EventTarget {
   #users = Object.freeze([]);
   #messages = Object.freeze([]);
   #lastId = null;
+  /** The highest `seq` seen: the `after` of the next reconnect. */
+  #seq = null;
+  /** The server numbers changes (its welcome has `seq`), and so dedupes resends by `cid`. */
+  #sequenced = false;
+  #editWindowS = DEFAULT_EDIT_WINDOW_S;
+  #clientId;
+  /** Messages sent (or waiting to be) whose echo has not come yet, in the order sent. */
+  #outbox = [];
+  #outboxView = Object.freeze([]);
+  #ownIds;
+  #typing = new Map();
+  #typingView = Object.freeze([]);
+  #typingTimer = null;
+  #typingSentAt = 0;
+  /** An own message was sent since the last `typing`: for the others, this client stopped typing. */
+  #typingEnded = false;
 
-  constructor({ url, room, nick, ticket, getTicket, WebSocket, batch = true, maxMessages, catchUpPages } = {}) {
+  constructor({ url, room, nick, ticket, getTicket, WebSocket, batch = true, maxMessages, catchUpPages, clientId } = {}) {
     super();
     if (!isValidRoom(room)) throw new TypeError(`edge-chat-client: ${JSON.stringify(room)} is not a room name`);
     const base = new URL(String(url));
@@ -114,6 +142,11 @@ export class ChatRoom extends EventTarget {
       catchUpPages: positive(catchUpPages, DEFAULT_CATCH_UP_PAGES),
     };
     this.#wantedNick = nick ?? null;
+    if (clientId !== undefined && !isValidClientId(clientId)) {
+      throw new TypeError('edge-chat-client: clientId must be 1 to 64 of A-Z a-z 0-9 _ -');
+    }
+    this.#clientId = clientId ?? tabClientId();
+    this.#ownIds = new Set(loadOwnIds(room));
     this.#watchBrowser();
     this.#open();
   }
@@ -162,9 +195,46 @@ export class ChatRoom extends EventTarget {
     return this.#messages;
   }
 
-  /** The id of the newest message taken, the `since` of the next reconnect. */
+  /** The id of the newest message taken. */
   get lastId() {
     return this.#lastId;
+  }
+
+  /** The highest sequence number seen (the `after` of the next reconnect), or null before a server that has them. */
+  get lastSeq() {
+    return this.#seq;
+  }
+
+  /** This client instance's id, sent as `?client=`: the server knows this tab by it (authorship, dedupe). */
+  get clientId() {
+    return this.#clientId;
+  }
+
+  /** Messages sent and not yet stored, oldest first: `{ cid, text, replyTo, queuedAt }`; a new frozen array after each change. */
+  get outbox() {
+    return this.#outboxView;
+  }
+
+  /** Who is typing, in the order they started: `{ nick, until }` (until: local ms); a new frozen array after each change. */
+  get typingUsers() {
+    return this.#typingView;
+  }
+
+  /** How long after posting its author may edit a message, in ms (the welcome's `edit_window_s`, else 900 s). */
+  get editWindowMs() {
+    return this.#editWindowS * 1000;
+  }
+
+  /** Whether this client wrote `message`: its ticket identity, or a message this tab posted. */
+  isOwn(message) {
+    if (!message) return false;
+    if (this.#you?.id != null && message.uid === this.#you.id) return true;
+    return this.#ownIds.has(message.id);
+  }
+
+  /** Whether this client may still edit `message` (its own, not deleted, within the edit window). */
+  canEdit(message, now = Date.now()) {
+    return this.isOwn(message) && !message.deleted && now - message.at < this.editWindowMs;
   }
 
   /**
@@ -173,9 +243,41 @@ export class ChatRoom extends EventTarget {
    * waits and goes out once the room is open again.
    */
   send(text, { replyTo } = {}) {
-    const frame = { type: 'message', text: String(text) };
+    const cid = randomId();
+    const frame = { type: 'message', text: String(text), cid };
+    this.#typingEnded = true;
     if (replyTo !== undefined && replyTo !== null) frame.reply_to = replyTo;
-    return this.#submit('message', frame, { kind: 'message', text: frame.text });
+    const entry = Object.freeze({ cid, text: frame.text, replyTo: frame.reply_to ?? null, queuedAt: Date.now() });
+    const sent = this.#submit('message', frame, { kind: 'message', text: frame.text, cid }, entry);
+    // Out of the outbox once answered, either way; the rejection is the caller's to handle.
+    sent.catch(() => {}).finally(() => this.#leaveOutbox(cid));
+    return sent;
+  }
+
+  /** Replaces the text of own message `id` (within the edit window); resolves with the `edited` frame. */
+  edit(id, text) {
+    return this.#submit('edit', { type: 'edit', id, text: String(text) }, { kind: 'edit', id, text: String(text) });
+  }
+
+  /** Toggles this client's reaction `emoji` on message `id`; resolves with the `reactions` frame it caused. */
+  react(id, emoji) {
+    return this.#submit('react', { type: 'react', id, emoji: String(emoji) }, { kind: 'react', id, emoji: String(emoji) });
+  }
+
+  /**
+   * Tells the others this client is typing: sends `typing` at most every 3 s, and only while open.
+   * Returns whether a frame went out. Call it on every keystroke.
+   */
+  typing() {
+    const now = Date.now();
+    // After an own message, which ends this client's typing for the others, the next keystroke says
+    // so again as soon as the server's throttle lets it through.
+    const every = this.#typingEnded ? SERVER_TYPING_EVERY_MS : TYPING_EVERY_MS;
+    if (this.#status !== 'open' || now - this.#typingSentAt < every) return false;
+    this.#typingSentAt = now;
+    this.#typingEnded = false;
+    this.#ws.send('{"type":"typing"}');
+    return true;
   }
 
   /** Asks for another nick; resolves with it once the room announces the rename. */
@@ -193,9 +295,13 @@ export class ChatRoom extends EventTarget {
   // Each resolves with the `moderated` frame the room broadcasts for it, and rejects with a
   // `ChatError` carrying the server's code (`forbidden`, `not_found`, …) as `send()` does.
 
-  /** Deletes message `id`: everyone gets `deleted`, and history keeps only its tombstone. */
+  /**
+   * Deletes message `id`: everyone gets `deleted`, and history keeps only its tombstone. A
+   * moderator's delete resolves with the `moderated` frame; an author's own, with the `deleted` frame.
+   */
   delete(id) {
-    return this.#moderate({ type: 'delete', id });
+    if (this.#you?.role === 'moderator') return this.#moderate({ type: 'delete', id });
+    return this.#submit('delete', { type: 'delete', id }, { kind: 'delete', id });
   }
 
   /** Closes every socket of `nick` with 4000. */
@@ -270,12 +376,16 @@ export class ChatRoom extends EventTarget {
     url.protocol = url.protocol === 'https:' ? 'wss:' : 'ws:';
     const nick = this.#nick ?? this.#wantedNick;
     if (nick) url.searchParams.set('nick', nick);
-    // Once in the room, ask for what came after the last message seen; 0 when there was none.
-    const since = this.#lastId ?? (this.#welcomed ? 0 : null);
+    // Once in the room, ask for every change after the last one seen; from a server without
+    // sequence numbers, for the messages after the last one seen (0 when there was none).
+    const after = this.#sequenced ? this.#seq : null;
+    const since = after !== null ? null : this.#lastId ?? (this.#welcomed ? 0 : null);
+    if (after !== null) url.searchParams.set('after', String(after));
     if (since !== null) url.searchParams.set('since', String(since));
+    url.searchParams.set('client', this.#clientId);
     // Tickets travel in the query: browsers cannot set headers on a WebSocket.
     if (ticket) url.searchParams.set('ticket', String(ticket));
-    this.#request = { nick, since, ticket, reconnect: this.#welcomed };
+    this.#request = { nick, since, after, ticket, reconnect: this.#welcomed };
     this.#lastError = null;
 
     let ws;
@@ -315,7 +425,11 @@ export class ChatRoom extends EventTarget {
     this.#retryLater();
   }
 
-  /** Lets go of the current socket: what it had in flight may or may not have been stored. */
+  /**
+   * Lets go of the current socket: what it had in flight may or may not have been stored. Messages
+   * go back to the outbox, to be resent once the next socket has caught up: a server that numbers
+   * changes dedupes them by `cid`. Anything else is refused (`connection_lost`).
+   */
   #forgetSocket() {
     this.#ws = null;
     this.#generation++;
@@ -325,9 +439,13 @@ export class ChatRoom extends EventTarget {
     this.#held = null;
     this.#catchingUp = false;
     this.#expectJoinError = false;
+    const resend = [];
     for (const pending of this.#inFlight.splice(0)) {
-      pending.reject(new ChatError('connection_lost', 'The connection dropped before the server answered.'));
+      if (pending.kind === 'message' && this.#sequenced) resend.push(pending);
+      else pending.reject(new ChatError('connection_lost', 'The connection dropped before the server answered.'));
     }
+    this.#queue.unshift(...resend);
+    this.#setTyping(() => this.#typing.clear());
   }
 
   #retryLater() {
@@ -402,16 +520,32 @@ export class ChatRoom extends EventTarget {
 
   // ---- requests -----------------------------------------------------------------------
 
-  #submit(kind, frame, request) {
+  #submit(kind, frame, request, outboxEntry) {
     if (this.#status === 'closed') return Promise.reject(new ChatError('closed', 'The room is closed.'));
     if (this.#status !== 'open' && this.#queue.length >= MAX_QUEUED) {
       return Promise.reject(new ChatError('not_connected', 'Not connected, and too many messages are waiting.'));
     }
     return new Promise((resolve, reject) => {
       const pending = { kind, frame, request, resolve, reject };
+      if (outboxEntry) {
+        this.#outbox.push(outboxEntry);
+        this.#publishOutbox();
+      }
       if (this.#status === 'open') this.#transmit(pending);
       else this.#queue.push(pending);
     });
+  }
+
+  #leaveOutbox(cid) {
+    const index = this.#outbox.findIndex((entry) => entry.cid === cid);
+    if (index < 0) return;
+    this.#outbox.splice(index, 1);
+    this.#publishOutbox();
+  }
+
+  #publishOutbox() {
+    this.#outboxView = Object.freeze([...this.#outbox]);
+    this.#emit('outbox', this.#outboxView);
   }
 
   // The room handles one socket's frames in order and answers each in order: a stored message
@@ -422,8 +556,9 @@ export class ChatRoom extends EventTarget {
     this.#ws.send(JSON.stringify(pending.frame));
   }
 
-  #answer(kind, value) {
-    if (this.#inFlight[0]?.kind !== kind) return;
+  #answer(kind, value, id) {
+    const pending = this.#inFlight[0];
+    if (pending?.kind !== kind || (id !== undefined && pending.frame.id !== id)) return;
     this.#inFlight.shift().resolve(value);
   }
 
@@ -466,14 +601,30 @@ export class ChatRoom extends EventTarget {
       case 'deleted':
       case 'moderated':
         return this.#onModeration(frame);
+      case 'edited':
+        this.#answer('edit', frame, frame.id);
+        return this.#onChange(frame);
+      case 'reactions':
+        this.#answer('react', frame, frame.id);
+        return this.#onChange(frame);
+      case 'typing':
+        return this.#onTyping(frame);
       case 'error':
         return this.#onError(frame);
     }
   }
 
   #onWelcome(frame) {
-    const { nick: asked, since, reconnect } = this.#request;
+    const { nick: asked, since, after, reconnect } = this.#request;
     this.#welcomed = true;
+    const history = Array.isArray(frame.history) ? frame.history : [];
+    if (Number.isSafeInteger(frame.seq)) {
+      this.#sequenced = true;
+      // A welcome after `after` may hold only the earliest of the changes: the catch-up below reads
+      // on until none is left. Otherwise (nothing changed, or a first welcome) the room's seq is ours.
+      if (after === null || history.length === 0) this.#noteSeq(frame.seq);
+    }
+    if (Number.isSafeInteger(frame.edit_window_s) && frame.edit_window_s >= 0) this.#editWindowS = frame.edit_window_s;
     this.#nick = String(frame.nick);
     const you = frame.you && typeof frame.you === 'object' ? frame.you : {};
     this.#you = Object.freeze({
@@ -485,9 +636,14 @@ export class ChatRoom extends EventTarget {
     this.#expectJoinError = asked != null && asked !== this.#nick;
     this.#emit('welcome', frame, { resumed: reconnect });
     this.#setUsers(Array.isArray(frame.users) ? frame.users.map(String) : [this.#nick]);
-    const history = Array.isArray(frame.history) ? frame.history : [];
-    // After `since`, a welcome that brought anything may have been cut short (at 100 messages,
-    // or earlier by the server's byte budget): the history route tells whether more is missed.
+    // After `after`, a welcome that brought any change may have been cut short (at 100 messages,
+    // or earlier by the server's byte budget): the history route tells whether more changed.
+    if (after !== null && history.length > 0) {
+      this.#held = [];
+      this.#catchUpChanges(this.#ws, history);
+      return;
+    }
+    // After `since` likewise, for the messages after the last one seen.
     if (since !== null && history.length > 0) {
       this.#held = [];
       this.#take(history, 'welcome');
@@ -511,15 +667,8 @@ export class ChatRoom extends EventTarget {
     try {
       for (let pages = 0; pages < this.#options.catchUpPages && !complete; pages++) {
         const since = this.#lastId;
-        const url = new URL(`chat/${encodeURIComponent(this.room)}/history`, withSlash(this.#options.base));
-        url.searchParams.set('since', String(since));
-        url.searchParams.set('limit', String(PAGE_SIZE));
-        if (this.#request.ticket) url.searchParams.set('ticket', String(this.#request.ticket));
-        const response = await fetch(url);
-        if (!response.ok) throw new Error(`history answered ${response.status}`);
-        const { messages } = await response.json();
+        const messages = await this.#historyPage('since', since);
         if (this.#ws !== ws) return;
-        if (!Array.isArray(messages)) throw new Error('history without messages');
         complete = messages.length === 0;
         this.#take(messages, 'history');
         if (!complete && this.#lastId === since) throw new Error('a history page that does not advance');
@@ -540,6 +689,66 @@ export class ChatRoom extends EventTarget {
     this.#becomeOpen();
   }
 
+  /**
+   * Reads every change after the resumed welcome's from the history route (`after=SEQ`, pages of
+   * the changes with the lowest seq), then takes them all at once in id order: a message posted
+   * while away may come on a later page than a newer one (if it was also edited later), and must
+   * still be taken as new. Bounded and failing like `#catchUp`; on failure nothing was taken, so
+   * the next socket resumes from the same seq.
+   */
+  async #catchUpChanges(ws, first) {
+    this.#catchingUp = true;
+    this.#setStatus(this.#status);
+    const changed = new Map();
+    let seq = this.#seq;
+    const merge = (messages) => {
+      for (const message of messages) {
+        if (!isMessage(message)) continue;
+        if (!(changed.get(message.id)?.seq >= message.seq)) changed.set(message.id, message);
+        if (Number.isSafeInteger(message.seq) && message.seq > seq) seq = message.seq;
+      }
+    };
+    merge(first);
+    let complete = false;
+    try {
+      for (let pages = 0; pages < this.#options.catchUpPages && !complete; pages++) {
+        const from = seq;
+        const messages = await this.#historyPage('after', from);
+        if (this.#ws !== ws) return;
+        complete = messages.length === 0;
+        merge(messages);
+        if (!complete && seq === from) throw new Error('a history page that does not advance');
+      }
+    } catch {
+      if (this.#ws === ws) this.#drop();
+      return;
+    }
+    this.#take([...changed.values()].sort((a, b) => a.id - b.id), 'history');
+    if (!complete) {
+      // Still behind after the bound: resume from the later seq on a new socket at once.
+      this.#attempt = 0;
+      this.#drop();
+      return;
+    }
+    const held = this.#held;
+    this.#held = null;
+    this.#release(held);
+    this.#becomeOpen();
+  }
+
+  /** One page of the history route: `key` is `since` (an id) or `after` (a seq). */
+  async #historyPage(key, value) {
+    const url = new URL(`chat/${encodeURIComponent(this.room)}/history`, withSlash(this.#options.base));
+    url.searchParams.set(key, String(value));
+    url.searchParams.set('limit', String(PAGE_SIZE));
+    if (this.#request.ticket) url.searchParams.set('ticket', String(this.#request.ticket));
+    const response = await fetch(url);
+    if (!response.ok) throw new Error(`history answered ${response.status}`);
+    const { messages } = await response.json();
+    if (!Array.isArray(messages)) throw new Error('history without messages');
+    return messages;
+  }
+
   #becomeOpen() {
     this.#attempt = 0;
     this.#freshTicketTried = false;
@@ -553,7 +762,17 @@ export class ChatRoom extends EventTarget {
   }
 
   #onMessage(frame) {
-    if (frame.nick === this.#nick) this.#answer('message', frame);
+    if (typeof frame.cid === 'string') {
+      // Our echo (the server sends `cid` to its sender alone), or the original again after a resend.
+      this.#rememberOwn(frame.id);
+      const index = this.#inFlight.findIndex((pending) => pending.request.cid === frame.cid);
+      if (index >= 0) this.#inFlight.splice(index, 1)[0].resolve(frame);
+      this.#leaveOutbox(frame.cid);
+    } else if (!this.#sequenced && frame.nick === this.#nick) {
+      // A server without cids answers in order.
+      this.#answer('message', frame);
+    }
+    if (this.#typing.has(frame.nick)) this.#setTyping(() => this.#typing.delete(frame.nick));
     if (this.#held) this.#held.push(frame);
     else this.#take([frame], 'live');
   }
@@ -568,14 +787,83 @@ export class ChatRoom extends EventTarget {
       }
       this.#take(messages, 'live');
       messages = [];
-      this.#applyModeration(frame);
+      if (frame.type === 'edited' || frame.type === 'reactions') this.#applyChange(frame);
+      else this.#applyModeration(frame);
     }
     this.#take(messages, 'live');
+  }
+
+  // `edited` and `reactions` change a message in the window; during a catch-up they wait in order.
+  #onChange(frame) {
+    if (this.#held) this.#held.push(frame);
+    else this.#applyChange(frame);
+  }
+
+  #applyChange(frame) {
+    this.#noteSeq(frame.seq);
+    const message = this.#update(frame.id, (old) => {
+      // Already newer (a catch-up page brought its later state).
+      if (old.deleted || old.seq >= frame.seq) return null;
+      if (frame.type === 'edited') {
+        return { ...old, text: String(frame.text), edited_at: frame.edited_at, ...seqOf(frame) };
+      }
+      const { reactions, ...rest } = old;
+      const counts = frame.counts && typeof frame.counts === 'object' ? frame.counts : {};
+      return { ...rest, ...(Object.keys(counts).length ? { reactions: counts } : {}), ...seqOf(frame) };
+    });
+    this.#emit(frame.type, frame, { message });
+  }
+
+  /** Replaces message `id` in the window with `change(old)` (unless null); returns the new one or null. */
+  #update(id, change) {
+    const index = this.#messages.findIndex((message) => message.id === id);
+    if (index < 0) return null;
+    const previous = this.#messages[index];
+    const message = change(previous);
+    if (!message) return null;
+    const messages = [...this.#messages];
+    messages[index] = message;
+    this.#messages = Object.freeze(messages);
+    this.#emit('updated', message, { previous });
+    return message;
+  }
+
+  #onTyping(frame) {
+    const nick = String(frame.nick);
+    if (nick === this.#nick) return;
+    // `until` is the server's clock; a client whose clock is off still shows it for the usual 6 s.
+    const left = Number(frame.until) - Date.now();
+    const until = Date.now() + (left > 0 && left <= TYPING_SHOWN_MS ? left : TYPING_SHOWN_MS);
+    this.#setTyping(() => {
+      this.#typing.delete(nick);
+      this.#typing.set(nick, until);
+    });
+  }
+
+  /** Runs `change` on the typing set, drops what expired, and announces a change. */
+  #setTyping(change) {
+    const before = this.#typingView;
+    change();
+    const now = Date.now();
+    for (const [nick, until] of this.#typing) if (until <= now) this.#typing.delete(nick);
+    clearTimeout(this.#typingTimer);
+    this.#typingTimer = null;
+    if (this.#typing.size) {
+      const next = Math.min(...this.#typing.values());
+      this.#typingTimer = setTimeout(() => this.#setTyping(() => {}), next - now + 1);
+    }
+    const view = [...this.#typing].map(([nick, until]) => Object.freeze({ nick, until }));
+    const same = view.length === before.length && view.every((entry, i) => entry.nick === before[i].nick &&
+      entry.until === before[i].until);
+    if (same) return;
+    this.#typingView = Object.freeze(view);
+    this.#emit('typing', this.#typingView);
   }
 
   // `deleted` and `moderated` change the window (a tombstone, a cleared history), so while a
   // catch-up holds messages back they wait with them.
   #onModeration(frame) {
+    if (frame.type === 'deleted') this.#answer('delete', frame, frame.id);
     if (frame.type === 'moderated' && frame.by === this.#nick) {
       const pending = this.#inFlight[0];
       const target = pending?.frame.nick;
@@ -590,15 +878,12 @@ export class ChatRoom extends EventTarget {
 
   #applyModeration(frame) {
     if (frame.type === 'deleted') {
-      const index = this.#messages.findIndex((message) => message.id === frame.id);
-      let tombstone = null;
-      if (index >= 0 && !this.#messages[index].deleted) {
-        const { id, nick, at, uid } = this.#messages[index];
-        tombstone = { type: 'message', id, nick, deleted: true, at, ...(uid === undefined ? {} : { uid }) };
-        const messages = [...this.#messages];
-        messages[index] = tombstone;
-        this.#messages = Object.freeze(messages);
-      }
+      this.#noteSeq(frame.seq);
+      const tombstone = this.#update(frame.id, (old) => {
+        if (old.deleted || old.seq >= frame.seq) return null;
+        const { id, nick, at, uid } = old;
+        return { type: 'message', id, nick, deleted: true, at, ...(uid === undefined ? {} : { uid }), ...seqOf(frame) };
+      });
       this.#emit('deleted', frame, { message: tombstone });
       return;
     }
@@ -616,6 +901,7 @@ export class ChatRoom extends EventTarget {
     const nick = String(frame.nick);
     this.#emit('left', frame);
     this.#setUsers(this.#users.filter((user) => user !== nick));
+    if (this.#typing.has(nick)) this.#setTyping(() => this.#typing.delete(nick));
     // After a reconnect the old socket may have held our nick a little longer: take it back.
     if (this.#reclaimNick && sameNick(nick, this.#reclaimNick) && this.#status === 'open') {
       const wanted = this.#reclaimNick;
@@ -633,6 +919,7 @@ export class ChatRoom extends EventTarget {
       if (this.#you) this.#you = Object.freeze({ ...this.#you, nick: to });
     }
     const users = this.#users.map((user) => (user === from ? to : user));
+    if (this.#typing.has(from)) this.#setTyping(() => this.#typing.delete(from));
     this.#emit('renamed', frame, { mine });
     this.#setUsers(users.includes(to) ? users : [...users, to]);
     if (mine) this.#answer('nick', to);
@@ -657,11 +944,20 @@ export class ChatRoom extends EventTarget {
 
   // ---- state ----------------------------------------------------------------------------
 
-  /** Takes each message once, in id order: only ids above the last one taken count. */
+  /**
+   * Takes each message once, in id order: only ids above the last one taken are new. An older one
+   * with a later `seq` (a resumed welcome brings the current state of what changed) replaces the
+   * one in the window.
+   */
   #take(list, source) {
     const added = [];
     for (const message of list) {
-      if (!isMessage(message) || (this.#lastId !== null && message.id <= this.#lastId)) continue;
+      if (!isMessage(message)) continue;
+      this.#noteSeq(message.seq);
+      if (this.#lastId !== null && message.id <= this.#lastId) {
+        if (Number.isSafeInteger(message.seq)) this.#update(message.id, (old) => (old.seq >= message.seq ? null : message));
+        continue;
+      }
       this.#lastId = message.id;
       added.push(message);
     }
@@ -692,6 +988,16 @@ export class ChatRoom extends EventTarget {
     });
   }
 
+  #noteSeq(seq) {
+    if (Number.isSafeInteger(seq) && (this.#seq === null || seq > this.#seq)) this.#seq = seq;
+  }
+
+  #rememberOwn(id) {
+    if (!Number.isSafeInteger(id) || this.#ownIds.has(id)) return;
+    this.#ownIds.add(id);
+    saveOwnIds(this.room, [...this.#ownIds].slice(-OWN_IDS_KEPT));
+  }
+
   #emit(type, detail, extra) {
     this.dispatchEvent(new ChatEvent(type, detail, extra));
   }
@@ -710,6 +1016,66 @@ function isMessage(value) {
     typeof value.nick === 'string' &&
     (typeof value.text === 'string' || value.deleted === true)
   );
+}
+
+function seqOf(frame) {
+  return Number.isSafeInteger(frame.seq) ? { seq: frame.seq } : {};
+}
+
+export function isValidClientId(id) {
+  return typeof id === 'string' && /^[A-Za-z0-9_-]{1,64}$/.test(id);
+}
+
+/** 128 random bits as 32 hex digits: a `cid` or a client id (getRandomValues works outside secure contexts too). */
+function randomId() {
+  const bytes = new Uint8Array(16);
+  globalThis.crypto.getRandomValues(bytes);
+  return Array.from(bytes, (byte) => byte.toString(16).padStart(2, '0')).join('');
+}
+
+function session() {
+  try {
+    return globalThis.sessionStorage ?? null;
+  } catch {
+    // A sandboxed frame throws on access.
+    return null;
+  }
+}
+
+/**
+ * One client id per tab (sessionStorage), so that a reload is the same client. Where there is no
+ * sessionStorage (Node, sandboxed frames), a new one per `ChatRoom`: several rooms in one process may
+ * be several people (bots), and each keeps its id across its own reconnects.
+ */
+function tabClientId() {
+  const storage = session();
+  try {
+    const stored = storage?.getItem(CLIENT_STORAGE_KEY);
+    if (isValidClientId(stored)) return stored;
+    const id = randomId();
+    storage?.setItem(CLIENT_STORAGE_KEY, id);
+    return id;
+  } catch {
+    // storage full or refused: this instance's own id
+    return randomId();
+  }
+}
+
+function loadOwnIds(room) {
+  try {
+    const ids = JSON.parse(session()?.getItem(`edge-chat:own:${room}`) ?? '[]');
+    return Array.isArray(ids) ? ids.filter(Number.isSafeInteger) : [];
+  } catch {
+    return [];
+  }
+}
+
+function saveOwnIds(room, ids) {
+  try {
+    session()?.setItem(`edge-chat:own:${room}`, JSON.stringify(ids));
+  } catch {
+    // not remembered across reloads, that is all
+  }
 }
 
 function sameNick(a, b) {
