@@ -17,6 +17,7 @@
 use crate::chat::clients::ClientKey;
 use crate::chat::identity::Identity;
 use crate::chat::room::Attachment;
+use crate::chat::socketio::SocketIoAttachment;
 use serde::{Deserialize, Serialize};
 
 /// The WebSocket subprotocol a client offers to receive batches.
@@ -38,6 +39,8 @@ pub fn offers_batch(header: Option<&str>) -> bool {
 pub struct SocketAttachment {
     pub member: Attachment,
     pub batch: bool,
+    /// A Socket.IO client's state; `None` for a native socket.
+    pub socketio: Option<SocketIoAttachment>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -55,20 +58,24 @@ struct SocketAttachmentFields {
     gone: bool,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     batch: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    socketio: Option<SocketIoAttachment>,
 }
 
 impl Serialize for SocketAttachment {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let Attachment { id, nick, joined, client, identity, address, gone } = self.member.clone();
-        SocketAttachmentFields { id, nick, joined, client, identity, address, gone, batch: self.batch }.serialize(serializer)
+        let (batch, socketio) = (self.batch, self.socketio.clone());
+        SocketAttachmentFields { id, nick, joined, client, identity, address, gone, batch, socketio }.serialize(serializer)
     }
 }
 
 impl<'de> Deserialize<'de> for SocketAttachment {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let SocketAttachmentFields { id, nick, joined, client, identity, address, gone, batch } =
+        let SocketAttachmentFields { id, nick, joined, client, identity, address, gone, batch, socketio } =
             Deserialize::deserialize(deserializer)?;
-        Ok(SocketAttachment { member: Attachment { id, nick, joined, client, identity, address, gone }, batch })
+        let member = Attachment { id, nick, joined, client, identity, address, gone };
+        Ok(SocketAttachment { member, batch, socketio })
     }
 }
 
@@ -331,11 +338,15 @@ mod tests {
             address: None,
             gone: false,
         };
-        let batched = SocketAttachment { member: member.clone(), batch: true };
+        let batched = SocketAttachment { member: member.clone(), batch: true, socketio: None };
         let json = serde_json::to_string(&batched).unwrap();
         assert_eq!(json, r#"{"id":"a","nick":"Ann","joined":5,"client":0,"batch":true}"#);
         assert_eq!(serde_json::from_str::<SocketAttachment>(&json).unwrap(), batched);
         let old: SocketAttachment = serde_json::from_str(r#"{"id":"a","nick":"Ann","joined":5}"#).unwrap();
-        assert_eq!(old, SocketAttachment { member, batch: false });
+        assert_eq!(old, SocketAttachment { member: member.clone(), batch: false, socketio: None });
+        let socketio = Some(SocketIoAttachment { room: "r".into(), since: None, namespaces: 2 });
+        let sio = SocketAttachment { member, batch: false, socketio };
+        let json = serde_json::to_string(&sio).unwrap();
+        assert_eq!(serde_json::from_str::<SocketAttachment>(&json).unwrap(), sio);
     }
 }

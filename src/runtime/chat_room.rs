@@ -34,7 +34,7 @@ use crate::chat::room::{Attachment, Moderation, Reaction, Room};
 use crate::edge::routes::{RequestError, Route};
 use crate::runtime::worker::{error_response, internal, json_response, refused_socket, PROTOCOL_HEADER, ROUTE_HEADER};
 use serde::Serialize;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use wasm_bindgen::closure::Closure;
 use wasm_bindgen::prelude::wasm_bindgen;
@@ -96,6 +96,11 @@ extern "C" {
     fn send(this: &RawSocket, data: &JsString) -> Result<(), JsValue>;
 }
 
+#[path = "socketio.rs"]
+pub(crate) mod socketio;
+use socketio::{Answer, SocketIoSockets};
+use crate::chat::socketio::Heartbeat;
+
 #[durable_object(alarm)]
 pub struct ChatRoom {
     state: State,
@@ -120,6 +125,11 @@ pub struct ChatRoom {
     idle_ttl_ms: u64,
     /// Random per construction: shows in `x-room-instance` (when enabled) when the object was rebuilt.
     instance: Option<String>,
+    /// The Socket.IO members, apart from `members` (see `socketio`).
+    sio: Rc<SocketIoSockets>,
+    heartbeat: Heartbeat,
+    /// This object has set the alarm for the next ping round.
+    ping_armed: Cell<bool>,
 }
 
 impl DurableObject for ChatRoom {
@@ -128,20 +138,31 @@ impl DurableObject for ChatRoom {
         for bad in bad_vars {
             worker::console_error!("edge-chat: {}={:?} is {}", bad.name, bad.value, bad.why);
         }
+        let (heartbeat, bad_vars) = Heartbeat::from_vars(|name| env.var(name).ok().map(|v| v.to_string()));
+        for bad in bad_vars {
+            worker::console_error!("edge-chat: {}={:?} is {}", bad.name, bad.value, bad.why);
+        }
         let store = MessageStore::new(state.storage().sql());
+        let sio = Rc::new(SocketIoSockets::default());
         let mut room = Room::awaiting_history(config.limits);
         let (members, batched, sockets) = (Map::new(), Set::new(&JsValue::UNDEFINED), Set::new(&JsValue::UNDEFINED));
         let now = now_ms();
         for socket in open_sockets(&state) {
             sockets.add(socket.as_ref());
             let socket = WebSocket::from(socket);
-            if let Ok(Some(SocketAttachment { member, batch })) = socket.deserialize_attachment() {
+            if let Ok(Some(SocketAttachment { member, batch, socketio })) = socket.deserialize_attachment() {
                 let id = JsValue::from_str(&member.id);
-                if room.restore(member, now) {
-                    members.set(socket.as_ref(), &id);
-                    if batch {
-                        batched.add(socket.as_ref());
-                    }
+                let member_id = member.id.clone();
+                if !room.restore(member, now) {
+                    continue;
+                }
+                if let Some(state) = socketio {
+                    sio.add(socket.as_ref(), &member_id, state.namespaces);
+                    continue;
+                }
+                members.set(socket.as_ref(), &id);
+                if batch {
+                    batched.add(socket.as_ref());
                 }
             }
         }
@@ -149,16 +170,16 @@ impl DurableObject for ChatRoom {
         let newcomers = Rc::new(Newcomers::default());
         let tick = {
             let (outbox, newcomers) = (outbox.clone(), newcomers.clone());
-            let (members, batched) = (members.clone(), batched.clone());
+            let (members, batched, sio) = (members.clone(), batched.clone(), sio.clone());
             Closure::new(move || {
                 let step = outbox.borrow_mut().tick();
                 match step {
                     Step::SendAndTick(delivery) => {
-                        carry_out(&members, &batched, &newcomers, delivery);
+                        carry_out(&members, &batched, &newcomers, &sio, delivery);
                         true
                     }
                     Step::Send(delivery) => {
-                        carry_out(&members, &batched, &newcomers, delivery);
+                        carry_out(&members, &batched, &newcomers, &sio, delivery);
                         false
                     }
                     Step::Wait => {
@@ -186,6 +207,9 @@ impl DurableObject for ChatRoom {
             client_salt: [random_u64(), random_u64()],
             idle_ttl_ms: config.idle_ttl_ms,
             instance: config.instance_header.then(random_id),
+            sio,
+            heartbeat,
+            ping_armed: Cell::new(false),
         }
     }
 
@@ -196,8 +220,9 @@ impl DurableObject for ChatRoom {
             .and_then(|json| serde_json::from_str::<Route>(&json).ok());
         let batch = offers_batch(request.headers().get(PROTOCOL_HEADER)?.as_deref());
         let response = match route {
-            Some(Route::Join { room, nick, since, client, identity }) => {
-                self.join(&room, nick.as_deref(), since, &client, identity, batch)
+            Some(Route::Join { room, nick, since, client, identity, socketio }) => {
+                let socketio = socketio.map(|_| socketio::upgrade_state(&room, since));
+                self.join(&room, nick.as_deref(), since, &client, identity, batch, socketio)
             }
             Some(Route::Users { room }) => self.users(&room),
             Some(Route::History { room, window }) => self.history(&room, window),
@@ -219,6 +244,9 @@ impl DurableObject for ChatRoom {
     /// Set when the last member leaves (see `schedule_expiry_if_empty`): a room that has had
     /// no socket since, and so no message, deletes everything it stored.
     async fn alarm(&self) -> worker::Result<Response> {
+        if self.ping_round() {
+            return Response::empty();
+        }
         if !self.room.borrow().is_empty() {
             // Somebody came back; the next time the room empties sets the alarm again.
             return Response::empty();
@@ -239,6 +267,9 @@ impl DurableObject for ChatRoom {
 impl ChatRoom {
     #[wasm_bindgen(js_name = webSocketMessage)]
     pub fn websocket_message(&self, socket: web_sys::WebSocket, message: JsValue) {
+        if let Some(id) = self.sio.id_of(&socket) {
+            return self.socketio_message(WebSocket::from(socket), &id, message);
+        }
         let Some(id) = self.member_id(&socket) else { return };
         // A JS string's length in UTF-16 units is at most its UTF-8 length: an oversized frame
         // is known as such without being copied into WASM memory.
@@ -254,34 +285,7 @@ impl ChatRoom {
         };
         self.load_history();
         let reaction = self.room.borrow_mut().receive(&id, incoming, now_ms());
-        let socket = WebSocket::from(socket);
-        match reaction {
-            Reaction::Nothing => {}
-            Reaction::Reply(frame) => self.reply(&socket, &frame),
-            Reaction::Post(message) => self.post(&socket, message),
-            Reaction::Moderate(moderation) => {
-                if let Err(code) = self.enforce(moderation) {
-                    self.reply(&socket, &ServerFrame::error(code));
-                }
-            }
-            Reaction::Renamed { frame, attachment } => {
-                self.attach(&socket, attachment);
-                self.broadcast(frame.to_json());
-            }
-            Reaction::Kick { error, attachment, code, reason, left } => {
-                self.reply(&socket, &error);
-                self.attach(&socket, attachment);
-                self.members.delete(socket.as_ref());
-                self.batched.delete(socket.as_ref());
-                if let Err(error) = socket.close(Some(code), Some(reason)) {
-                    worker::console_error!("edge-chat: closing a socket ({code}) failed: {error}");
-                }
-                if let Some(left) = left {
-                    self.broadcast(left.to_json());
-                }
-                self.schedule_expiry_if_empty();
-            }
-        }
+        self.react(&WebSocket::from(socket), reaction, &Answer::Native);
     }
 
     #[wasm_bindgen(js_name = webSocketClose)]
@@ -309,6 +313,56 @@ fn open_sockets(state: &State) -> Vec<web_sys::WebSocket> {
 }
 
 impl ChatRoom {
+    /// Carries out what the room decided about a frame from `socket`, answering it natively or as
+    /// Socket.IO events.
+    fn react(&self, socket: &WebSocket, reaction: Reaction, answer: &Answer) {
+        match reaction {
+            Reaction::Nothing => {}
+            Reaction::Reply(frame) => self.answer(socket, answer, &frame),
+            Reaction::Post(message) => self.post(socket, message, answer),
+            Reaction::Moderate(moderation) => match self.enforce(moderation) {
+                Err(code) => self.answer(socket, answer, &ServerFrame::error(code)),
+                Ok(_) => self.acknowledge(socket, answer, "{}"),
+            },
+            Reaction::Renamed { frame, attachment } => {
+                self.attach(socket, attachment);
+                self.broadcast(frame.to_json());
+                self.acknowledge(socket, answer, "{}");
+            }
+            Reaction::Kick { error, attachment, code, reason, left } => {
+                self.answer(socket, answer, &error);
+                self.attach(socket, attachment);
+                self.members.delete(socket.as_ref());
+                self.batched.delete(socket.as_ref());
+                let was_socketio = self.sio.remove(socket.as_ref());
+                if let Err(error) = socket.close(Some(code), Some(reason)) {
+                    worker::console_error!("edge-chat: closing a socket ({code}) failed: {error}");
+                }
+                if let Some(left) = left {
+                    self.broadcast(left.to_json());
+                }
+                let expiry_set = self.schedule_expiry_if_empty();
+                if was_socketio {
+                    self.socketio_departed(expiry_set);
+                }
+            }
+        }
+    }
+
+    fn answer(&self, socket: &WebSocket, answer: &Answer, frame: &ServerFrame) {
+        match answer {
+            Answer::Native => self.reply(socket, frame),
+            Answer::SocketIo { namespace, ack } => self.answer_socketio(socket, *namespace, *ack, frame),
+        }
+    }
+
+    /// Answers an emit that waits for an ack; native frames have none.
+    fn acknowledge(&self, socket: &WebSocket, answer: &Answer, payload: &str) {
+        if let Some((namespace, id)) = answer.ack_ok() {
+            send_raw(socket, &JsString::from(crate::chat::socketio::ack(namespace, id, payload)));
+        }
+    }
+
     fn join(
         &self,
         room_name: &str,
@@ -317,6 +371,7 @@ impl ChatRoom {
         client: &str,
         identity: Option<Identity>,
         batch: bool,
+        socketio: Option<crate::chat::socketio::SocketIoAttachment>,
     ) -> Result<Response, RequestError> {
         if !self.load_history() {
             return Err(RequestError::Unavailable);
@@ -337,6 +392,13 @@ impl ChatRoom {
         let now = now_ms();
         let admitted = self.room.borrow_mut().admit(client_key, identity.as_ref(), address.as_deref(), now);
         if let Err(refusal) = admitted {
+            if socketio.is_some() {
+                let code = match &refusal.error {
+                    ServerFrame::Error { code, .. } => crate::chat::socketio::code_name(*code),
+                    _ => String::new(),
+                };
+                return socketio::refused_socket(&code, refusal.reason, refusal.code);
+            }
             return refused_socket(&refusal.error.to_json(), refusal.code, refusal.reason, batch);
         }
         let window = Window::for_welcome(since);
@@ -353,7 +415,18 @@ impl ChatRoom {
                 worker::console_error!("edge-chat: storing a nick reservation failed: {error}");
             }
         }
-        attach(&pair.server, &SocketAttachment { member: joined.attachment.clone(), batch });
+        let is_socketio = socketio.is_some();
+        attach(&pair.server, &SocketAttachment { member: joined.attachment.clone(), batch, socketio });
+        if is_socketio {
+            // Its welcome waits for the namespace it joins; nobody else waits for it.
+            drop(room);
+            self.socketio_open(&pair.server, &id);
+            if let Some(announcement) = &joined.announcement {
+                let step = self.outbox.borrow_mut().push(announcement.to_json());
+                self.carry_out(step);
+            }
+            return Response::from_websocket(pair.client).map_err(internal("answering the upgrade"));
+        }
         let welcome = ServerFrame::Welcome {
             room: room_name.to_owned(),
             nick: joined.attachment.nick.clone(),
@@ -497,6 +570,7 @@ impl ChatRoom {
             self.attach(&socket, attachment.clone());
             self.members.delete(socket.as_ref());
             self.batched.delete(socket.as_ref());
+            self.sio.remove(socket.as_ref());
             if let Err(error) = socket.close(Some(close.0), Some(close.1)) {
                 worker::console_error!("edge-chat: closing an ejected socket failed: {error}");
             }
@@ -506,7 +580,8 @@ impl ChatRoom {
             self.broadcast(frame.to_json());
         }
         if !ejected.is_empty() {
-            self.schedule_expiry_if_empty();
+            let expiry_set = self.schedule_expiry_if_empty();
+            self.socketio_departed(expiry_set);
         }
         let entry = AuditEntry { at: now, action: action.name().to_owned(), target, by };
         if let Err(error) = self.store.audit(&entry) {
@@ -539,6 +614,9 @@ impl ChatRoom {
 
     /// A member's socket by its id: a moderator's action names few, so a scan is fine.
     fn socket_of(&self, id: &str) -> Option<WebSocket> {
+        if let Some(socket) = self.sio.socket_of(id) {
+            return Some(socket);
+        }
         let mut found = None;
         self.members.for_each(&mut |value, key| {
             if found.is_none() && value.as_string().as_deref() == Some(id) {
@@ -550,10 +628,10 @@ impl ChatRoom {
 
     /// Stores the message, then broadcasts it. A message that could not be stored is not
     /// broadcast: its sender is told to send it again.
-    fn post(&self, sender: &WebSocket, message: ChatMessage) {
+    fn post(&self, sender: &WebSocket, message: ChatMessage, answer: &Answer) {
         if let Err(error) = self.store.insert(&message) {
             worker::console_error!("edge-chat: storing message {} failed: {error}", message.id);
-            self.reply(sender, &ServerFrame::error(ErrorCode::Unavailable));
+            self.answer(sender, answer, &ServerFrame::error(ErrorCode::Unavailable));
             return;
         }
         if let Some(cutoff) = trim_cutoff(message.id) {
@@ -565,6 +643,8 @@ impl ChatRoom {
             Ok(json) => self.broadcast(json),
             Err(error) => worker::console_error!("edge-chat: encoding message {} failed: {error}", message.id),
         }
+        // Stored and sent: a Socket.IO emit waiting for an ack learns the id.
+        self.acknowledge(sender, answer, &format!(r#"{{"id":{}}}"#, message.id));
     }
 
     /// Whether the room holds as many sockets as it may. The count of sockets still closing
@@ -616,16 +696,25 @@ impl ChatRoom {
     /// When the last member has left, sets the alarm that deletes the room's storage after
     /// `ROOM_TTL_DAYS` without sockets (and so without messages): one storage write per
     /// emptying, one wake per idle room. A room that never stored anything has nothing to delete.
-    fn schedule_expiry_if_empty(&self) {
+    /// True if it set the alarm.
+    fn schedule_expiry_if_empty(&self) -> bool {
         let empty = self.room.borrow().is_empty();
         if !empty || !self.load_history() || !self.store.has_schema() {
-            return;
+            return false;
         }
-        let at = js_sys::Date::new(&JsValue::from_f64((now_ms() + self.idle_ttl_ms) as f64));
+        self.set_alarm(now_ms() + self.idle_ttl_ms)
+    }
+
+    /// The room's one alarm, shared by expiry and the Socket.IO heartbeat: each sets it when it
+    /// next needs a wake, which never overlap (expiry only in an empty room).
+    fn set_alarm(&self, at_ms: u64) -> bool {
+        let at = js_sys::Date::new(&JsValue::from_f64(at_ms as f64));
         let storage = self.state.as_raw().storage().and_then(|storage| storage.set_alarm(at, js_sys::Object::new()));
         if let Err(error) = storage {
-            worker::console_error!("edge-chat: setting the expiry alarm failed: {}", worker::Error::from(error));
+            worker::console_error!("edge-chat: setting the alarm failed: {}", worker::Error::from(error));
+            return false;
         }
+        true
     }
 
     /// Takes back what the room stored besides messages: nick reservations, bans and mutes
@@ -647,14 +736,19 @@ impl ChatRoom {
 
     fn depart(&self, socket: &WebSocket) {
         self.sockets.delete(socket.as_ref());
-        let Some(id) = self.member_id(socket.as_ref()) else { return };
+        let sio_id = self.sio.id_of(socket.as_ref());
+        let Some(id) = sio_id.clone().or_else(|| self.member_id(socket.as_ref())) else { return };
         self.members.delete(socket.as_ref());
         self.batched.delete(socket.as_ref());
+        self.sio.remove(socket.as_ref());
         let left = self.room.borrow_mut().leave(&id, now_ms());
         if let Some(left) = left {
             self.broadcast(left.to_json());
         }
-        self.schedule_expiry_if_empty();
+        let expiry_set = self.schedule_expiry_if_empty();
+        if sio_id.is_some() {
+            self.socketio_departed(expiry_set);
+        }
     }
 
     /// Sends one frame to every member, now or batched with others (see `outbox`).
@@ -666,9 +760,9 @@ impl ChatRoom {
     fn carry_out(&self, step: Step) {
         match step {
             Step::Wait => {}
-            Step::Send(delivery) => carry_out(&self.members, &self.batched, &self.newcomers, delivery),
+            Step::Send(delivery) => carry_out(&self.members, &self.batched, &self.newcomers, &self.sio, delivery),
             Step::SendAndTick(delivery) => {
-                carry_out(&self.members, &self.batched, &self.newcomers, delivery);
+                carry_out(&self.members, &self.batched, &self.newcomers, &self.sio, delivery);
                 schedule(&self.tick);
             }
         }
@@ -678,7 +772,7 @@ impl ChatRoom {
     fn flush(&self) {
         let delivery = self.outbox.borrow_mut().flush();
         match delivery {
-            Some(delivery) => carry_out(&self.members, &self.batched, &self.newcomers, delivery),
+            Some(delivery) => carry_out(&self.members, &self.batched, &self.newcomers, &self.sio, delivery),
             None => self.newcomers.clear(),
         }
     }
@@ -689,7 +783,11 @@ impl ChatRoom {
     }
 
     fn attach(&self, socket: &WebSocket, member: Attachment) {
-        attach(socket, &SocketAttachment { member, batch: self.batched.has(socket.as_ref()) });
+        let socketio = match socket.deserialize_attachment::<SocketAttachment>() {
+            Ok(Some(previous)) => previous.socketio,
+            _ => None,
+        };
+        attach(socket, &SocketAttachment { member, batch: self.batched.has(socket.as_ref()), socketio });
     }
 
     /// The id of a member's socket; `None` for a socket that is not (or no longer) a member.
@@ -723,8 +821,9 @@ impl Newcomers {
 
 /// A batch crosses into JS once: each frame as one JS string, the array as another. Newcomers
 /// get their own, shorter batches.
-fn carry_out(members: &Map, batched: &Set, newcomers: &Newcomers, delivery: Delivery) {
+fn carry_out(members: &Map, batched: &Set, newcomers: &Newcomers, sio: &SocketIoSockets, delivery: Delivery) {
     let Delivery { batch: Batch { frames, array }, newcomers: later } = delivery;
+    sio.deliver(&frames);
     if let (None, [frame], true) = (&array, frames.as_slice(), later.is_empty()) {
         broadcast(members, &JsString::from(frame.as_str()));
     } else {

@@ -6,7 +6,8 @@
 use crate::edge::access::AccessPolicy;
 use crate::edge::origin::AllowedOrigins;
 use crate::edge::request_url::RequestUrl;
-use crate::edge::routes::{self, Handshake, RequestError, RequestParts, Route};
+use crate::edge::routes::{self, Handshake, RequestError, RequestParts, Route, Transport};
+use crate::runtime::chat_room::socketio;
 use crate::chat::close;
 use crate::chat::moderation;
 use crate::chat::outbox::{offers_batch, BATCH_PROTOCOL};
@@ -62,7 +63,7 @@ async fn handle(mut request: Request, env: &Env) -> Result<Response, RequestErro
     };
     if !within_request_budget(env, client_address.as_deref()).await {
         return match route {
-            Route::Join { .. } => refuse_socket(RequestError::RateLimited, offers_batch(protocols.as_deref())),
+            Route::Join { .. } => refuse_join(&route, RequestError::RateLimited, protocols.as_deref()),
             _ => Err(RequestError::RateLimited),
         };
     }
@@ -79,7 +80,7 @@ async fn handle(mut request: Request, env: &Env) -> Result<Response, RequestErro
         let identity = match access_policy(env).admit(&room, ticket.as_deref(), now_s()) {
             Ok(identity) => identity,
             Err(refusal) if matches!(route, Route::Join { .. }) => {
-                return refuse_socket(refusal, offers_batch(protocols.as_deref()));
+                return refuse_join(&route, refusal, protocols.as_deref());
             }
             Err(refusal) => return Err(refusal),
         };
@@ -141,6 +142,19 @@ fn check_admin_token(env: &Env, authorization: Option<&str>) -> Result<(), Reque
         Ok(())
     } else {
         Err(RequestError::Unauthorized)
+    }
+}
+
+/// Refuses a join: a native or Socket.IO upgrade with the socket a browser can read, a Socket.IO
+/// poll with the plain HTTP error (its client reads the status).
+fn refuse_join(route: &Route, refusal: RequestError, protocols: Option<&str>) -> Result<Response, RequestError> {
+    match (route.socketio().map(|request| request.transport), refusal.close_code()) {
+        (None, _) => refuse_socket(refusal, offers_batch(protocols)),
+        (Some(Transport::Websocket), Some(code)) => {
+            let name = serde_json::to_value(refusal).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+            socketio::refused_socket(&name, refusal.message(), code)
+        }
+        (Some(_), _) => Err(refusal),
     }
 }
 

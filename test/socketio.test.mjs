@@ -1,0 +1,141 @@
+// Socket.IO v4 clients (the real socket.io-client from npm) in the same rooms as native sockets:
+// both transports, both namespaces, acks, the heartbeat, restarts, and the two NestJS gateways'
+// front-ends reproduced from their event names with only the URL changed.
+
+import assert from 'node:assert/strict';
+import { after, afterEach, describe, test } from 'node:test';
+import { io } from 'socket.io-client';
+import { ChatClient } from './support/client.mjs';
+import { assertProtocolKept, fetchJson } from './support/protocol.mjs';
+import { ChatServer, MANY_CLIENTS_ONE_ADDRESS, waitFor } from './support/server.mjs';
+
+const servers = [];
+const sockets = [];
+after(async () => {
+  for (const socket of sockets) socket.disconnect();
+  await Promise.all(servers.map((s) => s.stop('SIGKILL')));
+});
+afterEach(assertProtocolKept);
+
+async function startServer(vars = {}) {
+  const server = new ChatServer({ vars: { ...MANY_CLIENTS_ONE_ADDRESS, ROOM_INSTANCE_HEADER: '1', ...vars } });
+  servers.push(server);
+  return server.start();
+}
+
+/**
+ * A socket.io-client socket that records every event it receives, so a test waits for the event
+ * it expects. `namespace` is '' or '/chat'; the room and nick ride in the URL's query, as a
+ * migrated front-end would pass them.
+ */
+function connect(server, { room, nick, namespace = '', transports, ...options } = {}) {
+  const query = new URLSearchParams({ room, ...(nick ? { nick } : {}) });
+  const socket = io(`${server.url}${namespace}?${query}`, { forceNew: true, transports, ...options });
+  sockets.push(socket);
+  socket.events = [];
+  socket.onAny((name, ...args) => socket.events.push({ name, args }));
+  socket.on('connect_error', (error) => socket.events.push({ name: 'connect_error', args: [error] }));
+  return socket;
+}
+
+/** Waits for the `name` event whose first argument `match`es, received after the `from`-th event. */
+function nextEvent(socket, name, match = () => true, { from = 0, timeoutMs = 10_000 } = {}) {
+  return waitFor(
+    () => socket.events.slice(from).find((event) => event.name === name && match(event.args[0]))?.args[0],
+    { timeoutMs, what: `a ${name} event on ${socket.nsp}`, everyMs: 20 },
+  );
+}
+
+const connected = (socket) => waitFor(() => socket.connected, { what: 'the socket to connect', everyMs: 20 });
+
+describe('WebSocket-only clients', () => {
+  test('join, chat both ways with the same ids, and leave alongside a native socket', async () => {
+    const server = await startServer();
+    const room = 'ws-only';
+    const native = await ChatClient.connect(`${server.wsUrl}/chat/${room}?nick=Nat`);
+    await native.welcome();
+
+    const ann = connect(server, { room, nick: 'Ann', transports: ['websocket'] });
+    const welcome = await nextEvent(ann, 'welcome');
+    assert.equal(ann.id, 'Ann', 'the sid is the nick');
+    assert.equal(welcome.nick, 'Ann');
+    assert.deepEqual(welcome.users, ['Ann', 'Nat']);
+    assert.deepEqual(await nextEvent(ann, 'activeUsers'), ['Ann', 'Nat']);
+    await native.next({ type: 'joined', nick: 'Ann' });
+
+    ann.emit('message', 'hello from socket.io');
+    const seen = await native.next({ type: 'message', nick: 'Ann' });
+    const echo = await nextEvent(ann, 'message', (m) => m.id === seen.id);
+    assert.equal(echo.text, 'hello from socket.io');
+    assert.equal(echo.clientId, 'Ann');
+    assert.equal(echo.msg, 'hello from socket.io');
+    assert.equal(echo.user, 'Ann');
+    assert.match(echo.time, /^\d\d:\d\d$/);
+    const clock = new Date(echo.at);
+    assert.equal(echo.time, `${String(clock.getUTCHours()).padStart(2, '0')}:${String(clock.getUTCMinutes()).padStart(2, '0')}`);
+
+    ann.emit('message', { text: 'as an object' });
+    await native.next({ type: 'message', text: 'as an object' });
+    const reply = await native.sayAndWait('hello from native');
+    const got = await nextEvent(ann, 'message', (m) => m.id === reply.id);
+    assert.equal(got.nick, 'Nat');
+
+    ann.emit('nick', 'Anne');
+    await native.next({ type: 'renamed', from: 'Ann', to: 'Anne' });
+    await nextEvent(ann, 'renamed', (r) => r.to === 'Anne');
+
+    // Native sockets see nothing of Engine.IO: every frame they got is a documented JSON frame.
+    assert.ok(native.raw.every((frame) => frame.startsWith('{')), native.raw.join('\n'));
+
+    native.close();
+    assert.equal((await nextEvent(ann, 'left')).nick, 'Nat');
+    assert.deepEqual(await nextEvent(ann, 'user-left'), { message: 'User left the chat: Nat', clientId: 'Nat' });
+    assert.equal(await nextEvent(ann, 'userDisconnected'), 'Nat');
+
+    const other = await ChatClient.connect(`${server.wsUrl}/chat/${room}?nick=Obs`);
+    await other.welcome();
+    assert.deepEqual(await nextEvent(ann, 'user-joined'), { message: 'New user joined the chat: Obs', clientId: 'Obs' });
+    assert.equal(await nextEvent(ann, 'userConnected'), 'Obs');
+    ann.disconnect();
+    await other.next({ type: 'left', nick: 'Anne' });
+    other.close();
+  });
+
+  test('emitWithAck answers with the stored id, or the error code', async () => {
+    const server = await startServer();
+    const room = 'acks';
+    const native = await ChatClient.connect(`${server.wsUrl}/chat/${room}?nick=Nat`);
+    await native.welcome();
+    const ann = connect(server, { room, nick: 'Ann', transports: ['websocket'] });
+    await nextEvent(ann, 'welcome');
+    const stored = await ann.timeout(5_000).emitWithAck('message', 'acknowledged');
+    const seen = await native.next({ type: 'message', text: 'acknowledged' });
+    assert.deepEqual(stored, { id: seen.id });
+    assert.deepEqual(await ann.timeout(5_000).emitWithAck('message', '   '), { error: 'empty' });
+    assert.deepEqual(await ann.timeout(5_000).emitWithAck('message', 'x'.repeat(2_001)), { error: 'too_long' });
+    assert.deepEqual(await ann.timeout(5_000).emitWithAck('bogus', {}), { error: 'bad_type' });
+    // Without an ack, a refusal is an `error` event, the native error frame.
+    ann.emit('message', '');
+    assert.equal((await nextEvent(ann, 'error')).code, 'empty');
+    native.close();
+  });
+
+  test('namespace /chat works; other namespaces get CONNECT_ERROR; binary is refused and the socket stays', async () => {
+    const server = await startServer();
+    const room = 'spaces';
+    const chat = connect(server, { room, nick: 'Cat', namespace: '/chat', transports: ['websocket'] });
+    assert.equal((await nextEvent(chat, 'welcome')).nick, 'Cat');
+    assert.equal(chat.id, 'Cat');
+    assert.deepEqual(await nextEvent(chat, 'message', (m) => m.msg?.startsWith('Welcome')), { msg: 'Welcome #Cat', currUserId: 'Cat' });
+
+    const admin = connect(server, { room, namespace: '/admin', transports: ['websocket'] });
+    const refused = await nextEvent(admin, 'connect_error');
+    assert.equal(refused.message, 'Invalid namespace');
+
+    chat.emit('message', Buffer.from('binary'));
+    assert.equal((await nextEvent(chat, 'error')).code, 'unsupported');
+    const { id } = await chat.timeout(5_000).emitWithAck('message', 'still here');
+    assert.ok(id > 0);
+    assert.equal(chat.connected, true);
+  });
+});
