@@ -139,3 +139,48 @@ describe('WebSocket-only clients', () => {
     assert.equal(chat.connected, true);
   });
 });
+
+describe('heartbeat', () => {
+  test('the room pings: a silent connection stays open past pingInterval + pingTimeout', async () => {
+    const server = await startServer({ SIO_PING_INTERVAL_MS: '300', SIO_PING_TIMEOUT_MS: '300' });
+    const quiet = connect(server, { room: 'quiet', transports: ['websocket'] });
+    await nextEvent(quiet, 'welcome');
+    // What the open packet advertised (engine.io-client keeps it in these fields).
+    assert.equal(quiet.io.engine._pingInterval, 300);
+    assert.equal(quiet.io.engine._pingTimeout, 300);
+    let pings = 0;
+    let dropped = null;
+    quiet.io.on('ping', () => pings++);
+    quiet.on('disconnect', (reason) => (dropped = reason));
+    // Without the room's pings the client gives up after 600 ms; wait for 8 of them (2.4 s).
+    await waitFor(() => pings >= 8 || dropped, { what: 'eight pings', everyMs: 20 });
+    assert.equal(dropped, null);
+    assert.equal(quiet.connected, true);
+  });
+
+  test('a room left with only native sockets stops waking and is evicted while idle', async () => {
+    const server = await startServer({ SIO_PING_INTERVAL_MS: '300', SIO_PING_TIMEOUT_MS: '300' });
+    const room = 'evicted';
+    const native = await ChatClient.connect(`${server.wsUrl}/chat/${room}?nick=Nat`);
+    await native.welcome();
+    const visitor = connect(server, { room, nick: 'Sio', transports: ['websocket'] });
+    await nextEvent(visitor, 'welcome');
+    let pings = 0;
+    visitor.io.on('ping', () => pings++);
+    await waitFor(() => pings >= 2, { what: 'two pings', everyMs: 20 });
+    visitor.disconnect();
+    await native.next({ type: 'left', nick: 'Sio' });
+    const before = (await fetchJson(server.url, `/chat/${room}/users`)).headers.get('x-room-instance');
+    // Idleness is the point here: with the heartbeat still armed (every 300 ms) the object
+    // would never be evicted; without it workerd evicts it after about 10 s.
+    let instance = before;
+    for (const idleMs of [12_000, 20_000]) {
+      await new Promise((done) => setTimeout(done, idleMs));
+      instance = (await fetchJson(server.url, `/chat/${room}/users`)).headers.get('x-room-instance');
+      if (instance !== before) break;
+    }
+    assert.notEqual(instance, before, 'the room was evicted');
+    assert.equal(native.closeInfo, null, 'the native socket stayed open through hibernation');
+    native.close();
+  });
+});
