@@ -184,3 +184,90 @@ describe('heartbeat', () => {
     native.close();
   });
 });
+
+describe('long-polling, then the upgrade (what a default io(url) does)', () => {
+  test('a default client starts polling, upgrades to WebSocket, and chats with a native socket throughout', async () => {
+    const server = await startServer();
+    const room = 'default';
+    const native = await ChatClient.connect(`${server.wsUrl}/chat/${room}?nick=Nat`);
+    await native.welcome();
+    const pol = connect(server, { room, nick: 'Pol' });
+    const transports = [];
+    pol.io.on('open', () => {
+      transports.push(pol.io.engine.transport.name);
+      pol.io.engine.on('upgrade', (transport) => transports.push(transport.name));
+    });
+    assert.deepEqual((await nextEvent(pol, 'welcome')).users, ['Nat', 'Pol']);
+    await native.next({ type: 'joined', nick: 'Pol' });
+    const first = await native.sayAndWait('before or after the upgrade');
+    assert.equal((await nextEvent(pol, 'message', (m) => m.id === first.id)).text, 'before or after the upgrade');
+    await waitFor(() => transports.includes('websocket'), { what: 'the upgrade', everyMs: 20 });
+    assert.deepEqual(transports, ['polling', 'websocket']);
+    const { id } = await pol.timeout(5_000).emitWithAck('message', 'over the upgraded socket');
+    assert.equal((await native.next({ type: 'message', text: 'over the upgraded socket' })).id, id);
+    const second = await native.sayAndWait('and back');
+    await nextEvent(pol, 'message', (m) => m.id === second.id);
+    pol.disconnect();
+    await native.next({ type: 'left', nick: 'Pol' });
+    native.close();
+  });
+
+  test('polling only: posts, held polls carrying what piled up, and the heartbeat', async () => {
+    const server = await startServer({ SIO_PING_INTERVAL_MS: '300', SIO_PING_TIMEOUT_MS: '300' });
+    const room = 'polling';
+    const native = await ChatClient.connect(`${server.wsUrl}/chat/${room}?nick=Nat`);
+    await native.welcome();
+    const pol = connect(server, { room, nick: 'Pol', transports: ['polling'] });
+    await nextEvent(pol, 'welcome');
+    let pings = 0;
+    let dropped = null;
+    pol.io.on('ping', () => pings++);
+    pol.on('disconnect', (reason) => (dropped = reason));
+    const sent = [];
+    for (let i = 0; i < 5; i++) sent.push(pol.timeout(5_000).emitWithAck('message', `poll ${i}`));
+    const ids = (await Promise.all(sent)).map((ack) => ack.id);
+    for (let i = 0; i < 5; i++) assert.equal((await native.next({ type: 'message', text: `poll ${i}` })).id, ids[i]);
+    const reply = await native.sayAndWait('to the poller');
+    await nextEvent(pol, 'message', (m) => m.id === reply.id);
+    await waitFor(() => pings >= 6 || dropped, { what: 'six pings', everyMs: 20 });
+    assert.equal(dropped, null);
+    assert.equal(pol.io.engine.transport.name, 'polling');
+    pol.disconnect();
+    await native.next({ type: 'left', nick: 'Pol' });
+    native.close();
+  });
+
+  test('polling answers carry CORS for allowed origins; other origins and unknown sessions are refused', async () => {
+    const server = await startServer({ ALLOWED_ORIGINS: 'https://friend.example' });
+    const handshake = (origin) =>
+      fetch(`${server.url}/socket.io/?EIO=4&transport=polling&room=cors`, { headers: origin ? { origin } : {} });
+    const allowed = await handshake('https://friend.example');
+    assert.equal(allowed.status, 200);
+    assert.equal(allowed.headers.get('access-control-allow-origin'), 'https://friend.example');
+    const open = JSON.parse((await allowed.text()).slice(1));
+    assert.deepEqual(open.upgrades, ['websocket']);
+    assert.equal(open.pingInterval, 30_000);
+    assert.equal(open.pingTimeout, 60_000);
+    const refused = await handshake('https://evil.example');
+    assert.equal(refused.status, 403);
+    assert.equal((await refused.json()).error.code, 'forbidden_origin');
+    const unknown = await fetch(`${server.url}/socket.io/?EIO=4&transport=polling&room=cors&sid=nosuchsession`);
+    assert.equal(unknown.status, 400);
+    assert.equal((await unknown.json()).error.code, 'unknown_session');
+    const wrongVersion = await fetch(`${server.url}/socket.io/?EIO=3&transport=polling`);
+    assert.equal((await wrongVersion.json()).error.code, 'bad_transport');
+    // Posting packets: answered `ok`, and a too large body 413.
+    const sid = open.sid;
+    const post = (body) =>
+      fetch(`${server.url}/socket.io/?EIO=4&transport=polling&room=cors&sid=${sid}`, { method: 'POST', body });
+    const ok = await post('40\x1e42["message","posted"]');
+    assert.equal(await ok.text(), 'ok');
+    const poll = await fetch(`${server.url}/socket.io/?EIO=4&transport=polling&room=cors&sid=${sid}`);
+    const packets = (await poll.text()).split('\x1e');
+    assert.ok(packets[0].startsWith('40{"sid":'), packets[0]);
+    assert.ok(packets.some((p) => p.startsWith('42["welcome"')), 'the welcome came in the same answer');
+    assert.ok(packets.some((p) => p.startsWith('42["message"') && p.includes('"posted"')), 'and the message');
+    assert.equal((await post('4'.repeat(20_000))).status, 413);
+    assert.equal(await (await post('1')).text(), 'ok');
+  });
+});

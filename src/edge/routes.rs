@@ -143,6 +143,8 @@ pub enum RequestError {
     BadTransport,
     /// A Socket.IO request for an Engine.IO session this room does not hold (any more).
     UnknownSession,
+    /// A Socket.IO long-polling POST over `maxPayload`.
+    PayloadTooLarge,
     ForbiddenOrigin,
     RoomFull,
     TicketRequired,
@@ -177,6 +179,7 @@ impl RequestError {
             RequestError::ForbiddenOrigin | RequestError::WrongRoom => 403,
             RequestError::NotFound | RequestError::NoSuchTarget => 404,
             RequestError::MethodNotAllowed => 405,
+            RequestError::PayloadTooLarge => 413,
             RequestError::UpgradeRequired => 426,
             RequestError::RateLimited => 429,
             RequestError::Internal => 500,
@@ -199,6 +202,7 @@ impl RequestError {
                 "Not a valid WebSocket handshake: it needs Connection: Upgrade, Sec-WebSocket-Version: 13 and a Sec-WebSocket-Key."
             }
             RequestError::BadTransport => "Socket.IO clients connect with EIO=4 and transport=websocket or polling.",
+            RequestError::PayloadTooLarge => "A Socket.IO POST may carry at most 16384 bytes of packets.",
             RequestError::UnknownSession => "No such Socket.IO session in this room (it ended): connect again.",
             RequestError::ForbiddenOrigin => "Pages from this origin may not open chat sockets (see ALLOWED_ORIGINS).",
             RequestError::RoomFull => "This room is full: try again later or pick another room.",

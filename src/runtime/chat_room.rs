@@ -31,7 +31,7 @@ use crate::runtime::message_store::MessageStore;
 use crate::runtime::moderation_store::AuditEntry;
 use crate::chat::protocol::{ChatMessage, ErrorCode, Incoming, ServerFrame, MAX_FRAME_BYTES};
 use crate::chat::room::{Attachment, Moderation, Reaction, Room};
-use crate::edge::routes::{RequestError, Route};
+use crate::edge::routes::{EngineRequest, RequestError, Route, Transport};
 use crate::runtime::worker::{error_response, internal, json_response, refused_socket, PROTOCOL_HEADER, ROUTE_HEADER};
 use serde::Serialize;
 use std::cell::{Cell, RefCell};
@@ -42,7 +42,7 @@ use wasm_bindgen::{JsCast, JsValue};
 use worker::js_sys::{self, Array, JsString, Map, Set};
 use worker::worker_sys::web_sys;
 use worker::worker_sys::WebSocketRequestResponsePair;
-use worker::{durable_object, DurableObject, Env, Request, Response, State, WebSocket, WebSocketPair};
+use worker::{durable_object, DurableObject, Env, Headers, Request, Response, State, WebSocket, WebSocketPair};
 
 #[wasm_bindgen(inline_js = "
 export function broadcast(members, frame) {
@@ -98,7 +98,7 @@ extern "C" {
 
 #[path = "socketio.rs"]
 pub(crate) mod socketio;
-use socketio::{Answer, SocketIoSockets};
+use socketio::{Answer, Peer, SocketIoSockets};
 use crate::chat::socketio::Heartbeat;
 
 #[durable_object(alarm)]
@@ -220,8 +220,11 @@ impl DurableObject for ChatRoom {
             .and_then(|json| serde_json::from_str::<Route>(&json).ok());
         let batch = offers_batch(request.headers().get(PROTOCOL_HEADER)?.as_deref());
         let response = match route {
+            Some(Route::Join { socketio: Some(EngineRequest { sid: Some(sid), transport, post }), .. }) => {
+                self.socketio_session(&sid, transport, post, request).await
+            }
             Some(Route::Join { room, nick, since, client, identity, socketio }) => {
-                let socketio = socketio.map(|_| socketio::upgrade_state(&room, since));
+                let socketio = socketio.map(|engine| (socketio::upgrade_state(&room, since), engine.transport));
                 self.join(&room, nick.as_deref(), since, &client, identity, batch, socketio)
             }
             Some(Route::Users { room }) => self.users(&room),
@@ -270,6 +273,9 @@ impl ChatRoom {
         if let Some(id) = self.sio.id_of(&socket) {
             return self.socketio_message(WebSocket::from(socket), &id, message);
         }
+        if let Some(sid) = self.sio.probe_of(&socket) {
+            return self.socketio_probe(WebSocket::from(socket), &sid, message);
+        }
         let Some(id) = self.member_id(&socket) else { return };
         // A JS string's length in UTF-16 units is at most its UTF-8 length: an oversized frame
         // is known as such without being copied into WASM memory.
@@ -285,7 +291,7 @@ impl ChatRoom {
         };
         self.load_history();
         let reaction = self.room.borrow_mut().receive(&id, incoming, now_ms());
-        self.react(&WebSocket::from(socket), reaction, &Answer::Native);
+        self.react(Peer::Socket(&WebSocket::from(socket)), reaction, &Answer::Native);
     }
 
     #[wasm_bindgen(js_name = webSocketClose)]
@@ -313,31 +319,40 @@ fn open_sockets(state: &State) -> Vec<web_sys::WebSocket> {
 }
 
 impl ChatRoom {
-    /// Carries out what the room decided about a frame from `socket`, answering it natively or as
+    /// Carries out what the room decided about a frame from `peer`, answering it natively or as
     /// Socket.IO events.
-    fn react(&self, socket: &WebSocket, reaction: Reaction, answer: &Answer) {
+    fn react(&self, peer: Peer<'_>, reaction: Reaction, answer: &Answer) {
         match reaction {
             Reaction::Nothing => {}
-            Reaction::Reply(frame) => self.answer(socket, answer, &frame),
-            Reaction::Post(message) => self.post(socket, message, answer),
+            Reaction::Reply(frame) => self.answer(peer, answer, &frame),
+            Reaction::Post(message) => self.post(peer, message, answer),
             Reaction::Moderate(moderation) => match self.enforce(moderation) {
-                Err(code) => self.answer(socket, answer, &ServerFrame::error(code)),
-                Ok(_) => self.acknowledge(socket, answer, "{}"),
+                Err(code) => self.answer(peer, answer, &ServerFrame::error(code)),
+                Ok(_) => self.acknowledge(peer, answer, "{}"),
             },
             Reaction::Renamed { frame, attachment } => {
-                self.attach(socket, attachment);
+                match peer {
+                    Peer::Socket(socket) => self.attach(socket, attachment),
+                    Peer::Session(sid) => self.sio.rename_session(sid, attachment),
+                }
                 self.broadcast(frame.to_json());
-                self.acknowledge(socket, answer, "{}");
+                self.acknowledge(peer, answer, "{}");
             }
             Reaction::Kick { error, attachment, code, reason, left } => {
-                self.answer(socket, answer, &error);
-                self.attach(socket, attachment);
-                self.members.delete(socket.as_ref());
-                self.batched.delete(socket.as_ref());
-                let was_socketio = self.sio.remove(socket.as_ref());
-                if let Err(error) = socket.close(Some(code), Some(reason)) {
-                    worker::console_error!("edge-chat: closing a socket ({code}) failed: {error}");
-                }
+                self.answer(peer, answer, &error);
+                let was_socketio = match peer {
+                    Peer::Socket(socket) => {
+                        self.attach(socket, attachment);
+                        self.members.delete(socket.as_ref());
+                        self.batched.delete(socket.as_ref());
+                        let was_socketio = self.sio.remove(socket.as_ref());
+                        if let Err(error) = socket.close(Some(code), Some(reason)) {
+                            worker::console_error!("edge-chat: closing a socket ({code}) failed: {error}");
+                        }
+                        was_socketio
+                    }
+                    Peer::Session(sid) => self.sio.end_session(sid),
+                };
                 if let Some(left) = left {
                     self.broadcast(left.to_json());
                 }
@@ -349,17 +364,18 @@ impl ChatRoom {
         }
     }
 
-    fn answer(&self, socket: &WebSocket, answer: &Answer, frame: &ServerFrame) {
-        match answer {
-            Answer::Native => self.reply(socket, frame),
-            Answer::SocketIo { namespace, ack } => self.answer_socketio(socket, *namespace, *ack, frame),
+    fn answer(&self, peer: Peer<'_>, answer: &Answer, frame: &ServerFrame) {
+        match (answer, peer) {
+            (Answer::Native, Peer::Socket(socket)) => self.reply(socket, frame),
+            (Answer::SocketIo { namespace, ack }, peer) => self.answer_socketio(peer, *namespace, *ack, frame),
+            (Answer::Native, Peer::Session(_)) => {}
         }
     }
 
     /// Answers an emit that waits for an ack; native frames have none.
-    fn acknowledge(&self, socket: &WebSocket, answer: &Answer, payload: &str) {
+    fn acknowledge(&self, peer: Peer<'_>, answer: &Answer, payload: &str) {
         if let Some((namespace, id)) = answer.ack_ok() {
-            send_raw(socket, &JsString::from(crate::chat::socketio::ack(namespace, id, payload)));
+            self.socketio_send(peer, crate::chat::socketio::ack(namespace, id, payload));
         }
     }
 
@@ -371,7 +387,7 @@ impl ChatRoom {
         client: &str,
         identity: Option<Identity>,
         batch: bool,
-        socketio: Option<crate::chat::socketio::SocketIoAttachment>,
+        socketio: Option<(crate::chat::socketio::SocketIoAttachment, Transport)>,
     ) -> Result<Response, RequestError> {
         if !self.load_history() {
             return Err(RequestError::Unavailable);
@@ -392,14 +408,13 @@ impl ChatRoom {
         let now = now_ms();
         let admitted = self.room.borrow_mut().admit(client_key, identity.as_ref(), address.as_deref(), now);
         if let Err(refusal) = admitted {
-            if socketio.is_some() {
-                let code = match &refusal.error {
-                    ServerFrame::Error { code, .. } => crate::chat::socketio::code_name(*code),
-                    _ => String::new(),
-                };
-                return socketio::refused_socket(&code, refusal.reason, refusal.code);
+            if let Some((_, transport)) = socketio {
+                return socketio::refused(&refusal, transport);
             }
             return refused_socket(&refusal.error.to_json(), refusal.code, refusal.reason, batch);
+        }
+        if let Some((state, transport)) = socketio {
+            return self.socketio_join(state, transport, client_key, nick, identity, address, now);
         }
         let window = Window::for_welcome(since);
         let mut history = self.store.read(window).map_err(internal("reading history"))?;
@@ -415,18 +430,7 @@ impl ChatRoom {
                 worker::console_error!("edge-chat: storing a nick reservation failed: {error}");
             }
         }
-        let is_socketio = socketio.is_some();
-        attach(&pair.server, &SocketAttachment { member: joined.attachment.clone(), batch, socketio });
-        if is_socketio {
-            // Its welcome waits for the namespace it joins; nobody else waits for it.
-            drop(room);
-            self.socketio_open(&pair.server, &id);
-            if let Some(announcement) = &joined.announcement {
-                let step = self.outbox.borrow_mut().push(announcement.to_json());
-                self.carry_out(step);
-            }
-            return Response::from_websocket(pair.client).map_err(internal("answering the upgrade"));
-        }
+        attach(&pair.server, &SocketAttachment { member: joined.attachment.clone(), batch, socketio: None });
         let welcome = ServerFrame::Welcome {
             room: room_name.to_owned(),
             nick: joined.attachment.nick.clone(),
@@ -566,7 +570,10 @@ impl ChatRoom {
             return Err(ErrorCode::NotFound);
         }
         for attachment in &ejected {
-            let Some(socket) = self.socket_of(&attachment.id) else { continue };
+            let Some(socket) = self.socket_of(&attachment.id) else {
+                self.sio.end_session(&attachment.id);
+                continue;
+            };
             self.attach(&socket, attachment.clone());
             self.members.delete(socket.as_ref());
             self.batched.delete(socket.as_ref());
@@ -628,7 +635,7 @@ impl ChatRoom {
 
     /// Stores the message, then broadcasts it. A message that could not be stored is not
     /// broadcast: its sender is told to send it again.
-    fn post(&self, sender: &WebSocket, message: ChatMessage, answer: &Answer) {
+    fn post(&self, sender: Peer<'_>, message: ChatMessage, answer: &Answer) {
         if let Err(error) = self.store.insert(&message) {
             worker::console_error!("edge-chat: storing message {} failed: {error}", message.id);
             self.answer(sender, answer, &ServerFrame::error(ErrorCode::Unavailable));
@@ -736,6 +743,7 @@ impl ChatRoom {
 
     fn depart(&self, socket: &WebSocket) {
         self.sockets.delete(socket.as_ref());
+        self.sio.forget_probe(socket.as_ref());
         let sio_id = self.sio.id_of(socket.as_ref());
         let Some(id) = sio_id.clone().or_else(|| self.member_id(socket.as_ref())) else { return };
         self.members.delete(socket.as_ref());

@@ -7,6 +7,7 @@ use crate::edge::access::AccessPolicy;
 use crate::edge::origin::AllowedOrigins;
 use crate::edge::request_url::RequestUrl;
 use crate::edge::routes::{self, Handshake, RequestError, RequestParts, Route, Transport};
+use crate::chat::socketio::MAX_PAYLOAD;
 use crate::runtime::chat_room::socketio;
 use crate::chat::close;
 use crate::chat::moderation;
@@ -45,6 +46,7 @@ async fn handle(mut request: Request, env: &Env) -> Result<Response, RequestErro
     let (connection, key, version) = (header("connection"), header("sec-websocket-key"), header("sec-websocket-version"));
     // Set by Cloudflare's edge (and by wrangler dev locally) to the client's address.
     let client_address = header("cf-connecting-ip");
+    let content_length = header("content-length");
     let method = request.method();
     let parts = RequestParts {
         method: method.as_ref(),
@@ -92,10 +94,23 @@ async fn handle(mut request: Request, env: &Env) -> Result<Response, RequestErro
         .durable_object("ROOMS")
         .and_then(|rooms| rooms.get_by_name(&room))
         .map_err(internal("finding the room's object"))?;
-    let request = to_room(&route, upgrade.is_some(), protocols.as_deref())?;
+    // A Socket.IO long-polling POST carries packets; its size is known before it is read.
+    let body = match route.socketio() {
+        Some(engine) if engine.post => {
+            let length = content_length.as_deref().and_then(|length| length.trim().parse::<usize>().ok());
+            if length.is_some_and(|length| length > MAX_PAYLOAD) {
+                return Err(RequestError::PayloadTooLarge);
+            }
+            Some(request.text().await.map_err(|_| RequestError::BadTransport)?)
+        }
+        _ => None,
+    };
+    let polling = route.socketio().is_some_and(|engine| engine.transport == Transport::Polling);
+    let request = to_room(&route, upgrade.is_some() && !polling, protocols.as_deref(), body)?;
     let response = stub.fetch_with_request(request).await.map_err(internal("calling the room"))?;
+    // Socket.IO polls from allowed pages are read by scripts, as users and history are.
     match allowed.cors_origin(origin.as_deref(), &url.origin) {
-        Some(cors) if !matches!(route, Route::Join { .. }) => allow_origin(response, cors),
+        Some(cors) if polling || !matches!(route, Route::Join { .. }) => allow_origin(response, cors),
         _ => Ok(response),
     }
 }
@@ -199,7 +214,7 @@ fn allow_origin(response: Response, origin: &str) -> Result<Response, RequestErr
 
 /// The request the room's object receives: the route as JSON, and the upgrade header that
 /// lets the object answer with a WebSocket, with the subprotocols the client offered.
-fn to_room(route: &Route, upgrade: bool, protocols: Option<&str>) -> Result<Request, RequestError> {
+fn to_room(route: &Route, upgrade: bool, protocols: Option<&str>, body: Option<String>) -> Result<Request, RequestError> {
     let headers = Headers::new();
     let route_json = serde_json::to_string(route).map_err(internal("encoding the route"))?;
     headers.set(ROUTE_HEADER, &route_json).map_err(internal("setting the route header"))?;
@@ -210,7 +225,10 @@ fn to_room(route: &Route, upgrade: bool, protocols: Option<&str>) -> Result<Requ
         }
     }
     let mut init = RequestInit::new();
-    init.with_method(Method::Get).with_headers(headers);
+    init.with_method(if body.is_some() { Method::Post } else { Method::Get }).with_headers(headers);
+    if let Some(body) = body {
+        init.with_body(Some(body.into()));
+    }
     Request::new_with_init("https://room.internal/", &init).map_err(internal("building the room request"))
 }
 
