@@ -271,3 +271,122 @@ describe('long-polling, then the upgrade (what a default io(url) does)', () => {
     assert.equal(await (await post('1')).text(), 'ok');
   });
 });
+
+describe('restarts', () => {
+  test('a client reconnects by itself after a runtime restart and chats on, ids still growing', async () => {
+    const server = await startServer();
+    const room = 'restart';
+    const ann = connect(server, { room, nick: 'Ann', transports: ['websocket'] });
+    await nextEvent(ann, 'welcome');
+    const before = await ann.timeout(5_000).emitWithAck('message', 'before the restart');
+    const from = ann.events.length;
+    await server.restart('SIGTERM');
+    const welcome = await nextEvent(ann, 'welcome', () => true, { from, timeoutMs: 30_000 });
+    assert.equal(welcome.nick, 'Ann');
+    assert.ok(welcome.history.some((m) => m.id === before.id && m.text === 'before the restart'));
+    const native = await ChatClient.connect(`${server.wsUrl}/chat/${room}?nick=Nat`);
+    await native.welcome();
+    const after = await ann.timeout(5_000).emitWithAck('message', 'after the restart');
+    assert.ok(after.id > before.id);
+    assert.equal((await native.next({ type: 'message', text: 'after the restart' })).id, after.id);
+    native.close();
+  });
+});
+
+/**
+ * The first gateway's front-end (namespace `/`), written from its event names: it announces
+ * `user-joined` / `user-left` notices, emits `newMessage` with `{text, clientId}`, and tells its
+ * own messages by `message.clientId === socket.id`. Only its server URL changed.
+ */
+class FirstGatewayFrontEnd {
+  constructor(url) {
+    this.lines = [];
+    this.socket = io(url, { forceNew: true });
+    sockets.push(this.socket);
+    this.socket.on('user-joined', ({ message }) => this.lines.push({ kind: 'notice', text: message }));
+    this.socket.on('user-left', ({ message }) => this.lines.push({ kind: 'notice', text: message }));
+    this.socket.on('message', (message) =>
+      this.lines.push({ kind: message.clientId === this.socket.id ? 'mine' : 'theirs', text: message.text }),
+    );
+  }
+
+  send(text) {
+    this.socket.emit('newMessage', { text, clientId: this.socket.id });
+  }
+
+  line(kind, text) {
+    return waitFor(() => this.lines.find((l) => l.kind === kind && l.text === text), { what: `${kind}: ${text}`, everyMs: 20 });
+  }
+}
+
+/**
+ * The second gateway's front-end (namespace `/chat`): it learns its nick from the welcome
+ * notice's `currUserId`, keeps the users list from `activeUsers`, `userConnected` and
+ * `userDisconnected`, shows `message` events as `{msg, user, time}` lines, and emits `message`
+ * with the text.
+ */
+class SecondGatewayFrontEnd {
+  constructor(url) {
+    this.lines = [];
+    this.users = [];
+    this.me = null;
+    this.socket = io(url, { forceNew: true });
+    sockets.push(this.socket);
+    this.socket.on('message', ({ msg, user, time, currUserId }) => {
+      if (currUserId) this.me = currUserId;
+      this.lines.push(user ? `[${time}] ${user}: ${msg}` : msg);
+    });
+    this.socket.on('activeUsers', (users) => (this.users = users));
+    this.socket.on('userConnected', (nick) => (this.users = [...new Set([...this.users, nick])]));
+    this.socket.on('userDisconnected', (nick) => (this.users = this.users.filter((u) => u !== nick)));
+  }
+
+  send(text) {
+    this.socket.emit('message', text);
+  }
+
+  line(match) {
+    return waitFor(() => this.lines.find((l) => match.test(l)), { what: `a line like ${match}`, everyMs: 20 });
+  }
+}
+
+describe('the gateways\' front-ends, only the URL changed', () => {
+  test('the first gateway\'s front-end (namespace /) chats with a native client', async () => {
+    const server = await startServer();
+    const room = 'gateway-one';
+    const front = new FirstGatewayFrontEnd(`${server.url}/?room=${room}`);
+    await waitFor(() => front.socket.connected, { what: 'the front-end to connect', everyMs: 20 });
+    const native = await ChatClient.connect(`${server.wsUrl}/chat/${room}?nick=Nat`);
+    await native.welcome();
+    await front.line('notice', 'New user joined the chat: Nat');
+    front.send('hi from the old front-end');
+    const got = await native.next({ type: 'message', text: 'hi from the old front-end' });
+    assert.equal(got.nick, front.socket.id);
+    await front.line('mine', 'hi from the old front-end');
+    await native.sayAndWait('hi from native');
+    await front.line('theirs', 'hi from native');
+    native.close();
+    await front.line('notice', 'User left the chat: Nat');
+  });
+
+  test('the second gateway\'s front-end (namespace /chat) chats with a native client', async () => {
+    const server = await startServer();
+    const room = 'gateway-two';
+    const front = new SecondGatewayFrontEnd(`${server.url}/chat?room=${room}`);
+    await front.line(/^Welcome #/);
+    assert.equal(front.me, front.socket.id);
+    assert.deepEqual(front.users, [front.me]);
+    const native = await ChatClient.connect(`${server.wsUrl}/chat/${room}?nick=Nat`);
+    await native.welcome();
+    await front.line(/^Nat connected to the chat$/);
+    assert.deepEqual(front.users.sort(), [front.me, 'Nat'].sort());
+    front.send('hello from /chat');
+    assert.equal((await native.next({ type: 'message', text: 'hello from /chat' })).nick, front.me);
+    await front.line(new RegExp(`^\\[\\d\\d:\\d\\d\\] ${front.me}: hello from /chat$`));
+    await native.sayAndWait('hello back');
+    await front.line(/^\[\d\d:\d\d\] Nat: hello back$/);
+    native.close();
+    await front.line(/^~ Nat disconnected$/);
+    assert.deepEqual(front.users, [front.me]);
+  });
+});
