@@ -5,6 +5,7 @@
 import assert from 'node:assert/strict';
 import { after, afterEach, describe, test } from 'node:test';
 import { io } from 'socket.io-client';
+import { mintTicket } from '../scripts/ticket.mjs';
 import { ChatClient } from './support/client.mjs';
 import { assertProtocolKept, fetchJson } from './support/protocol.mjs';
 import { ChatServer, MANY_CLIENTS_ONE_ADDRESS, waitFor } from './support/server.mjs';
@@ -28,8 +29,8 @@ async function startServer(vars = {}) {
  * it expects. `namespace` is '' or '/chat'; the room and nick ride in the URL's query, as a
  * migrated front-end would pass them.
  */
-function connect(server, { room, nick, namespace = '', transports, ...options } = {}) {
-  const query = new URLSearchParams({ room, ...(nick ? { nick } : {}) });
+function connect(server, { room, nick, namespace = '', transports, query: extra = {}, ...options } = {}) {
+  const query = new URLSearchParams({ room, ...(nick ? { nick } : {}), ...extra });
   const socket = io(`${server.url}${namespace}?${query}`, { forceNew: true, transports, ...options });
   sockets.push(socket);
   socket.events = [];
@@ -137,6 +138,25 @@ describe('WebSocket-only clients', () => {
     const { id } = await chat.timeout(5_000).emitWithAck('message', 'still here');
     assert.ok(id > 0);
     assert.equal(chat.connected, true);
+  });
+});
+
+describe('tickets', () => {
+  test('private rooms take Socket.IO clients with a ticket, and refuse others with a connect_error carrying the code', async () => {
+    const secret = 'a-test-secret-of-at-least-thirty-two-bytes';
+    const server = await startServer({ PRIVATE_ROOMS: 'staff', TICKET_SECRET: secret });
+    const ticket = mintTicket({ sub: 'u1', name: 'Tess', room: 'staff', exp: Math.floor(Date.now() / 1000) + 600 }, secret);
+    for (const transports of [['websocket'], ['polling']]) {
+      const member = connect(server, { room: 'staff', transports, query: { ticket } });
+      const welcome = await nextEvent(member, 'welcome');
+      assert.deepEqual(welcome.you, { nick: 'Tess', id: 'u1', role: 'member' });
+      assert.equal(member.id, 'Tess');
+      member.disconnect();
+    }
+    const stranger = connect(server, { room: 'staff', transports: ['websocket'] });
+    const refused = await nextEvent(stranger, 'connect_error');
+    assert.equal(refused.data.code, 'ticket_required');
+    assert.equal(stranger.active, false, 'socket.io-client does not retry a refused namespace');
   });
 });
 
