@@ -153,10 +153,12 @@ describe('tickets', () => {
       assert.equal(member.id, 'Tess');
       member.disconnect();
     }
-    const stranger = connect(server, { room: 'staff', transports: ['websocket'] });
-    const refused = await nextEvent(stranger, 'connect_error');
-    assert.equal(refused.data.code, 'ticket_required');
-    assert.equal(stranger.active, false, 'socket.io-client does not retry a refused namespace');
+    for (const transports of [['websocket'], ['polling']]) {
+      const stranger = connect(server, { room: 'staff', transports });
+      const refused = await nextEvent(stranger, 'connect_error');
+      assert.equal(refused.data?.code, 'ticket_required', transports[0]);
+      assert.equal(stranger.active, false, 'socket.io-client does not retry a refused namespace');
+    }
   });
 });
 

@@ -613,8 +613,8 @@ fn text_response(body: String) -> Result<Response, RequestError> {
     Ok(Response::ok(body).map_err(internal("answering a poll"))?.with_headers(headers))
 }
 
-/// A Socket.IO client the room refused (banned, too many connections...): a WebSocket gets the
-/// refusal as Engine.IO packets (see `refused_socket`), a polling handshake an HTTP error.
+/// A Socket.IO client the room refused (banned, too many connections...), on either transport
+/// (see `refused_socket`).
 pub(super) fn refused(refusal: &Refusal, transport: Transport) -> Result<Response, RequestError> {
     let code = match &refusal.error {
         ServerFrame::Error { code, .. } => socketio::code_name(*code),
@@ -622,22 +622,27 @@ pub(super) fn refused(refusal: &Refusal, transport: Transport) -> Result<Respons
     };
     match transport {
         Transport::Websocket => refused_socket(&code, refusal.reason, refusal.code),
-        Transport::Polling => {
-            let status = if refusal.code == close::TRY_LATER { 429 } else { 403 };
-            let body = format!(r#"{{"error":{{"code":"{code}","message":{}}}}}"#, serde_json::Value::from(refusal.reason));
-            json_response(status, body).map_err(internal("refusing a poll"))
-        }
+        Transport::Polling => refused_poll(&code, refusal.reason),
     }
 }
 
-/// A Socket.IO upgrade refused (ticket, budget, ban...): the client gets Engine.IO's open and a
-/// CONNECT_ERROR carrying the code, which socket.io-client reports as `connect_error` and does not
-/// retry, then the close code a native socket would get.
+/// The packets that refuse a Socket.IO client: Engine.IO's open, then a CONNECT_ERROR with the
+/// code for each namespace, which socket.io-client reports as `connect_error` and does not retry.
+fn refusal_packets(code: &str, message: &str, can_upgrade: bool) -> [String; 3] {
+    let [root, chat] = socketio::refusal(code, message);
+    [Heartbeat::default().open_packet("refused", can_upgrade), root, chat]
+}
+
+/// A refused polling handshake: the refusal packets as its answer, as a WebSocket would get them.
+pub(crate) fn refused_poll(code: &str, message: &str) -> Result<Response, RequestError> {
+    text_response(socketio::join_payload(&refusal_packets(code, message, false)))
+}
+
+/// A refused Socket.IO upgrade: the refusal packets, then the close code a native socket would get.
 pub(crate) fn refused_socket(code: &str, message: &str, close_code: u16) -> Result<Response, RequestError> {
     let pair = WebSocketPair::new().map_err(internal("creating a WebSocket pair"))?;
     pair.server.accept().map_err(internal("accepting a refused socket"))?;
-    let open = Heartbeat::default().open_packet("refused", false);
-    for packet in std::iter::once(open).chain(socketio::refusal(code, message)) {
+    for packet in refusal_packets(code, message, false) {
         pair.server.send_with_str(packet).map_err(internal("sending a refusal"))?;
     }
     pair.server.close(Some(close_code), Some(close::reply_reason(message))).map_err(internal("closing a refused socket"))?;

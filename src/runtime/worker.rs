@@ -160,16 +160,19 @@ fn check_admin_token(env: &Env, authorization: Option<&str>) -> Result<(), Reque
     }
 }
 
-/// Refuses a join: a native or Socket.IO upgrade with the socket a browser can read, a Socket.IO
-/// poll with the plain HTTP error (its client reads the status).
+/// Refuses a join the way its client reads best: a native upgrade with an error frame and a close
+/// code, a Socket.IO handshake (either transport) with a CONNECT_ERROR carrying the code, and a
+/// request of a Socket.IO session already open with the plain HTTP error.
 fn refuse_join(route: &Route, refusal: RequestError, protocols: Option<&str>) -> Result<Response, RequestError> {
-    match (route.socketio().map(|request| request.transport), refusal.close_code()) {
+    let name = || serde_json::to_value(refusal).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+    match (route.socketio(), refusal.close_code()) {
         (None, _) => refuse_socket(refusal, offers_batch(protocols)),
-        (Some(Transport::Websocket), Some(code)) => {
-            let name = serde_json::to_value(refusal).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
-            socketio::refused_socket(&name, refusal.message(), code)
-        }
-        (Some(_), _) => Err(refusal),
+        (Some(_), None) => Err(refusal),
+        (Some(engine), Some(code)) => match (engine.transport, &engine.sid) {
+            (Transport::Websocket, _) => socketio::refused_socket(&name(), refusal.message(), code),
+            (Transport::Polling, None) => socketio::refused_poll(&name(), refusal.message()),
+            (Transport::Polling, Some(_)) => Err(refusal),
+        },
     }
 }
 
