@@ -90,6 +90,9 @@ impl SocketIoSockets {
             joined.delete(socket);
         }
         self.probes.delete(socket);
+        if let Some(id) = self.id_of(socket) {
+            self.connects.borrow_mut().remove(&id);
+        }
         self.ids.delete(socket)
     }
 
@@ -224,6 +227,7 @@ impl SocketIoSockets {
     /// True if there was one.
     pub(super) fn end_session(&self, sid: &str) -> bool {
         let Some(mut session) = self.sessions.borrow_mut().remove(sid) else { return false };
+        self.connects.borrow_mut().remove(sid);
         session.queue.push("1".to_owned());
         self.holding.set(false);
         self.release(&mut session);
