@@ -162,6 +162,33 @@ describe('tickets', () => {
   });
 });
 
+describe('moderation', () => {
+  test('a kicked Socket.IO client is disconnected by the server and does not reconnect, on either transport', async () => {
+    const token = 'operator-token-for-sio-tests';
+    const server = await startServer({ ADMIN_TOKEN: token });
+    const room = 'kicks';
+    const native = await ChatClient.connect(`${server.wsUrl}/chat/${room}?nick=Nat`);
+    await native.welcome();
+    for (const [nick, transports] of [['Wes', ['websocket']], ['Pol', ['polling']]]) {
+      const troll = connect(server, { room, nick, transports });
+      await nextEvent(troll, 'welcome');
+      let reason = null;
+      troll.on('disconnect', (why) => (reason = why));
+      const kicked = await fetchJson(server.url, `/chat/${room}/admin`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${token}` },
+        json: { action: 'kick', nick },
+      });
+      assert.equal(kicked.status, 200);
+      await native.next({ type: 'left', nick });
+      await waitFor(() => reason, { what: `${nick}'s disconnect`, everyMs: 20 });
+      assert.equal(reason, 'io server disconnect', transports[0]);
+      assert.equal(troll.active, false, 'it does not reconnect');
+    }
+    native.close();
+  });
+});
+
 describe('heartbeat', () => {
   test('the room pings: a silent connection stays open past pingInterval + pingTimeout', async () => {
     const server = await startServer({ SIO_PING_INTERVAL_MS: '300', SIO_PING_TIMEOUT_MS: '300' });

@@ -239,6 +239,11 @@ pub fn connect_ack(namespace: Namespace, nick: &str) -> String {
     format!(r#"40{}{{"sid":{}}}"#, namespace.prefix(), json_string(nick))
 }
 
+/// `41`: the server ends the client's session in a namespace; socket.io-client does not reconnect.
+pub fn disconnect(namespace: Namespace) -> String {
+    format!("41{}", namespace.prefix())
+}
+
 /// `44/name,{"message":..}`: no such namespace here.
 pub fn unknown_namespace(name: &str) -> String {
     format!(r#"44{name},{{"message":"Invalid namespace"}}"#)
@@ -406,6 +411,8 @@ mod tests {
         assert_eq!(connect_ack(Namespace::Root, "Ann"), r#"40{"sid":"Ann"}"#);
         assert_eq!(connect_ack(Namespace::Chat, "Ann"), r#"40/chat,{"sid":"Ann"}"#);
         assert_eq!(parse("41/chat,"), Inbound::Disconnect(Namespace::Chat));
+        assert_eq!(disconnect(Namespace::Root), "41");
+        assert_eq!(disconnect(Namespace::Chat), "41/chat,");
     }
 
     #[test]

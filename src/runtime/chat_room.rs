@@ -340,6 +340,7 @@ impl ChatRoom {
             }
             Reaction::Kick { error, attachment, code, reason, left } => {
                 self.answer(peer, answer, &error);
+                self.socketio_goodbye(peer);
                 let was_socketio = match peer {
                     Peer::Socket(socket) => {
                         self.attach(socket, attachment);
@@ -571,9 +572,11 @@ impl ChatRoom {
         }
         for attachment in &ejected {
             let Some(socket) = self.socket_of(&attachment.id) else {
+                self.socketio_goodbye(Peer::Session(&attachment.id));
                 self.sio.end_session(&attachment.id);
                 continue;
             };
+            self.socketio_goodbye(Peer::Socket(&socket));
             self.attach(&socket, attachment.clone());
             self.members.delete(socket.as_ref());
             self.batched.delete(socket.as_ref());

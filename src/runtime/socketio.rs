@@ -458,6 +458,16 @@ impl ChatRoom {
         }
     }
 
+    /// Before the room closes a Socket.IO client for good (kicked, banned, flooding, ticket expired): a
+    /// DISCONNECT for each namespace it joined, which socket.io-client takes as "io server disconnect"
+    /// and does not reconnect from, as a native client stops on those close codes.
+    pub(super) fn socketio_goodbye(&self, peer: Peer<'_>) {
+        let joined = self.sio.namespaces(peer);
+        for namespace in Namespace::ALL.into_iter().filter(|ns| joined & ns.bit() != 0) {
+            self.socketio_send(peer, socketio::disconnect(namespace));
+        }
+    }
+
     /// A polling session ends (its client closed or went silent): it leaves the room.
     fn depart_session(&self, sid: &str) {
         if !self.sio.end_session(sid) {
