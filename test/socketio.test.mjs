@@ -118,6 +118,12 @@ describe('WebSocket-only clients', () => {
     // Without an ack, a refusal is an `error` event, the native error frame.
     ann.emit('message', '');
     assert.equal((await nextEvent(ann, 'error')).code, 'empty');
+    // A taken nick: a random one, as for native sockets, and the error after the welcome.
+    const twin = connect(server, { room, nick: 'nat', transports: ['websocket'] });
+    const welcome = await nextEvent(twin, 'welcome');
+    assert.notEqual(welcome.nick.toLowerCase(), 'nat');
+    assert.equal(twin.id, welcome.nick);
+    assert.equal((await nextEvent(twin, 'error')).code, 'nick_taken');
     native.close();
   });
 

@@ -344,7 +344,7 @@ mod tests {
         assert_eq!(serde_json::from_str::<SocketAttachment>(&json).unwrap(), batched);
         let old: SocketAttachment = serde_json::from_str(r#"{"id":"a","nick":"Ann","joined":5}"#).unwrap();
         assert_eq!(old, SocketAttachment { member: member.clone(), batch: false, socketio: None });
-        let socketio = Some(SocketIoAttachment { room: "r".into(), since: None, namespaces: 2 });
+        let socketio = Some(SocketIoAttachment { room: "r".into(), since: None, namespaces: 2, refused_nick: None });
         let sio = SocketAttachment { member, batch: false, socketio };
         let json = serde_json::to_string(&sio).unwrap();
         assert_eq!(serde_json::from_str::<SocketAttachment>(&json).unwrap(), sio);

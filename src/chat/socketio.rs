@@ -74,6 +74,9 @@ pub struct SocketIoAttachment {
     pub since: Option<u64>,
     #[serde(default)]
     pub namespaces: Namespaces,
+    /// Why the nick asked for was not given (the native `error` frame), for the first namespace joined.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused_nick: Option<String>,
 }
 
 /// The Socket.IO heartbeat's timing, from `SIO_PING_INTERVAL_MS` and `SIO_PING_TIMEOUT_MS`.

@@ -265,7 +265,7 @@ impl ChatRoom {
     #[allow(clippy::too_many_arguments)]
     pub(super) fn socketio_join(
         &self,
-        state: SocketIoAttachment,
+        mut state: SocketIoAttachment,
         transport: Transport,
         client_key: ClientKey,
         nick: Option<&str>,
@@ -279,6 +279,7 @@ impl ChatRoom {
             Transport::Polling => None,
         };
         let joined = self.room.borrow_mut().join(id.clone(), client_key, nick, identity, address, now, random_u64);
+        state.refused_nick = joined.refused_nick.map(|code| ServerFrame::error(code).to_json());
         if let Some(reservation) = &joined.reservation {
             if let Err(error) = self.store.reserve(reservation) {
                 worker::console_error!("edge-chat: storing a nick reservation failed: {error}");
@@ -544,12 +545,35 @@ impl ChatRoom {
         drop(room);
         let mut packets = vec![socketio::connect_ack(namespace, &nick)];
         packets.extend(socketio::welcome(namespace, &welcome.to_json(), &nick, &users));
+        // As after a native welcome: why the nick asked for was not given, once.
+        if let Some(error) = &state.refused_nick {
+            packets.push(socketio::event(namespace, "error", error));
+            self.socketio_forget_refused_nick(peer);
+        }
         match peer {
             Peer::Socket(socket) => packets.iter().for_each(|packet| send_raw(socket, &JsString::from(packet.as_str()))),
             Peer::Session(sid) => self.sio.queue(sid, packets),
         }
         self.sio.set_namespaces(peer, id, namespaces | namespace.bit());
         self.socketio_attach(peer);
+    }
+
+    fn socketio_forget_refused_nick(&self, peer: Peer<'_>) {
+        match peer {
+            Peer::Socket(socket) => {
+                if let Ok(Some(mut attachment)) = socket.deserialize_attachment::<SocketAttachment>() {
+                    if let Some(state) = attachment.socketio.as_mut() {
+                        state.refused_nick = None;
+                    }
+                    attach(socket, &attachment);
+                }
+            }
+            Peer::Session(sid) => {
+                if let Some(session) = self.sio.sessions.borrow_mut().get_mut(sid) {
+                    session.state.refused_nick = None;
+                }
+            }
+        }
     }
 
     /// Saves a WebSocket's joined namespaces in its attachment, for after hibernation.
@@ -617,7 +641,7 @@ impl ChatRoom {
 
 /// A Socket.IO client's state at the upgrade or handshake: no namespace joined yet.
 pub(super) fn upgrade_state(room: &str, since: Option<u64>) -> SocketIoAttachment {
-    SocketIoAttachment { room: room.to_owned(), since, namespaces: 0 }
+    SocketIoAttachment { room: room.to_owned(), since, namespaces: 0, refused_nick: None }
 }
 
 fn text_response(body: String) -> Result<Response, RequestError> {
