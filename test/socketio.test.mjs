@@ -198,6 +198,13 @@ describe('moderation', () => {
 describe('heartbeat', () => {
   test('the room pings: a silent connection stays open past pingInterval + pingTimeout', async () => {
     const server = await startServer({ SIO_PING_INTERVAL_MS: '300', SIO_PING_TIMEOUT_MS: '300' });
+    // A first visitor posts and leaves: the emptied room hands its alarm to expiry, and the
+    // heartbeat must take it back for the next Socket.IO client.
+    const visitor = connect(server, { room: 'quiet', transports: ['websocket'] });
+    await nextEvent(visitor, 'welcome');
+    await visitor.timeout(5_000).emitWithAck('message', 'stored, so the room has something to expire');
+    visitor.disconnect();
+    await waitFor(async () => (await fetchJson(server.url, '/chat/quiet/users')).body.count === 0, { what: 'an empty room' });
     const quiet = connect(server, { room: 'quiet', transports: ['websocket'] });
     await nextEvent(quiet, 'welcome');
     // What the open packet advertised (engine.io-client keeps it in these fields).

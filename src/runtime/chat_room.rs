@@ -4,8 +4,10 @@
 //! rebuilds the room from the sockets' attachments and the last stored message.
 //!
 //! Every event does the same three things: ask the room what to do, store what must be
-//! stored, then send. Nothing here awaits, so events never interleave (the one exception is
-//! the alarm, which deletes the storage of a room idle for `ROOM_TTL_DAYS`). Broadcasts go through
+//! stored, then send. Nothing here awaits, so events never interleave (the exceptions are
+//! the alarm, which deletes the storage of a room idle for `ROOM_TTL_DAYS`, and a Socket.IO
+//! long-polling request, which awaits its body or its held answer and reads the room's state
+//! only after that: see `socketio`). Broadcasts go through
 //! the room's `Outbox`, which sends at once when the room is quiet and batches frames when it
 //! falls behind; this object only runs the zero-delay timer it asks for (see `outbox`).
 //!

@@ -617,10 +617,13 @@ impl ChatRoom {
     /// After a Socket.IO client left: with none left the heartbeat's alarm goes, unless the room's
     /// expiry has taken it over.
     pub(super) fn socketio_departed(&self, expiry_set: bool) {
-        if self.sio.count() > 0 || expiry_set {
+        if self.sio.count() > 0 {
             return;
         }
         self.ping_armed.set(false);
+        if expiry_set {
+            return;
+        }
         if let Err(error) = self.state.as_raw().storage().and_then(|storage| storage.delete_alarm(js_sys::Object::new())) {
             worker::console_error!("edge-chat: deleting the heartbeat alarm failed: {}", worker::Error::from(error));
         }
