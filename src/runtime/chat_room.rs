@@ -572,17 +572,18 @@ impl ChatRoom {
         if matches!(action, Action::Delete { .. }) && deleted.is_none() {
             return Err(ErrorCode::NotFound);
         }
+        let mut ejected_socketio = false;
         for attachment in &ejected {
             let Some(socket) = self.socket_of(&attachment.id) else {
                 self.socketio_goodbye(Peer::Session(&attachment.id));
-                self.sio.end_session(&attachment.id);
+                ejected_socketio |= self.sio.end_session(&attachment.id);
                 continue;
             };
             self.socketio_goodbye(Peer::Socket(&socket));
             self.attach(&socket, attachment.clone());
             self.members.delete(socket.as_ref());
             self.batched.delete(socket.as_ref());
-            self.sio.remove(socket.as_ref());
+            ejected_socketio |= self.sio.remove(socket.as_ref());
             if let Err(error) = socket.close(Some(close.0), Some(close.1)) {
                 worker::console_error!("edge-chat: closing an ejected socket failed: {error}");
             }
@@ -593,7 +594,9 @@ impl ChatRoom {
         }
         if !ejected.is_empty() {
             let expiry_set = self.schedule_expiry_if_empty();
-            self.socketio_departed(expiry_set);
+            if ejected_socketio {
+                self.socketio_departed(expiry_set);
+            }
         }
         let entry = AuditEntry { at: now, action: action.name().to_owned(), target, by };
         if let Err(error) = self.store.audit(&entry) {
@@ -656,7 +659,9 @@ impl ChatRoom {
             Err(error) => worker::console_error!("edge-chat: encoding message {} failed: {error}", message.id),
         }
         // Stored and sent: a Socket.IO emit waiting for an ack learns the id.
-        self.acknowledge(sender, answer, &format!(r#"{{"id":{}}}"#, message.id));
+        if answer.ack_ok().is_some() {
+            self.acknowledge(sender, answer, &format!(r#"{{"id":{}}}"#, message.id));
+        }
     }
 
     /// Whether the room holds as many sockets as it may. The count of sockets still closing
