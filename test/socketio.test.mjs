@@ -247,6 +247,33 @@ describe('heartbeat', () => {
   });
 });
 
+describe('hibernation', () => {
+  test('a Socket.IO WebSocket outlives its room\'s eviction: the rebuilt room knows its nick and namespaces', async () => {
+    const server = await startServer();
+    const room = 'hibernating';
+    const sio = connect(server, { room, nick: 'Sio', namespace: '/chat', transports: ['websocket'] });
+    await nextEvent(sio, 'welcome');
+    const before = (await fetchJson(server.url, `/chat/${room}/users`)).headers.get('x-room-instance');
+    // Idleness is the point: workerd evicts the object after about 10 s without events (the
+    // heartbeat's 30 s pings come later), while the socket stays open.
+    let instance = before;
+    for (const idleMs of [12_000, 20_000]) {
+      await new Promise((done) => setTimeout(done, idleMs));
+      instance = (await fetchJson(server.url, `/chat/${room}/users`)).headers.get('x-room-instance');
+      if (instance !== before) break;
+    }
+    assert.notEqual(instance, before, 'the room was evicted');
+    const native = await ChatClient.connect(`${server.wsUrl}/chat/${room}?nick=Nat`);
+    assert.deepEqual((await native.welcome()).users, ['Nat', 'Sio']);
+    const { id } = await sio.timeout(5_000).emitWithAck('message', 'after hibernation');
+    assert.equal((await native.next({ type: 'message', text: 'after hibernation' })).id, id);
+    const reply = await native.sayAndWait('welcome back');
+    await nextEvent(sio, 'message', (m) => m.id === reply.id);
+    assert.equal(sio.connected, true);
+    native.close();
+  });
+});
+
 describe('long-polling, then the upgrade (what a default io(url) does)', () => {
   test('a default client starts polling, upgrades to WebSocket, and chats with a native socket throughout', async () => {
     const server = await startServer();
