@@ -14,6 +14,7 @@ pub mod outbox;
 pub mod protocol;
 pub mod rate_limit;
 pub mod room;
+pub mod socketio;
 
 #[cfg(test)]
 mod properties;

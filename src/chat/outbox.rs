@@ -17,6 +17,7 @@
 use crate::chat::clients::ClientKey;
 use crate::chat::identity::Identity;
 use crate::chat::room::Attachment;
+use crate::chat::socketio::SocketIoAttachment;
 use serde::{Deserialize, Serialize};
 
 /// The WebSocket subprotocol a client offers to receive batches.
@@ -31,15 +32,17 @@ pub fn offers_batch(header: Option<&str>) -> bool {
     header.is_some_and(|list| list.split(',').any(|protocol| protocol.trim() == BATCH_PROTOCOL))
 }
 
-/// What a socket carries through hibernation: the room's attachment, whether it batches, and
-/// when it last sent a frame (ms; see `idle`). Serialised as the attachment's fields plus `batch`
-/// and `seen` (written out rather than with `#[serde(flatten)]`, whose buffering costs the WASM
+/// What a socket carries through hibernation: the room's attachment, whether it batches, when
+/// it last sent a frame (ms; see `idle`) and, for a Socket.IO client, its state. Serialised as the
+/// attachment's fields plus `batch`, `seen` and `socketio` (written out rather than with `#[serde(flatten)]`, whose buffering costs the WASM
 /// module more than this).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SocketAttachment {
     pub member: Attachment,
     pub batch: bool,
     pub seen: u64,
+    /// A Socket.IO client's state; `None` for a native socket.
+    pub socketio: Option<SocketIoAttachment>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -62,24 +65,26 @@ struct SocketAttachmentFields {
     /// Absent in attachments from before idle sweeps: the join time stands in.
     #[serde(default)]
     seen: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    socketio: Option<SocketIoAttachment>,
 }
 
 impl Serialize for SocketAttachment {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let Attachment { id, nick, joined, client, identity, address, client_id, gone } = self.member.clone();
-        let (batch, seen) = (self.batch, Some(self.seen));
-        SocketAttachmentFields { id, nick, joined, client, identity, address, client_id, gone, batch, seen }
+        let (batch, seen, socketio) = (self.batch, Some(self.seen), self.socketio.clone());
+        SocketAttachmentFields { id, nick, joined, client, identity, address, client_id, gone, batch, seen, socketio }
             .serialize(serializer)
     }
 }
 
 impl<'de> Deserialize<'de> for SocketAttachment {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let SocketAttachmentFields { id, nick, joined, client, identity, address, client_id, gone, batch, seen } =
+        let SocketAttachmentFields { id, nick, joined, client, identity, address, client_id, gone, batch, seen, socketio } =
             Deserialize::deserialize(deserializer)?;
         let seen = seen.unwrap_or(joined);
         let member = Attachment { id, nick, joined, client, identity, address, client_id, gone };
-        Ok(SocketAttachment { member, batch, seen })
+        Ok(SocketAttachment { member, batch, seen, socketio })
     }
 }
 
@@ -343,11 +348,15 @@ mod tests {
             client_id: None,
             gone: false,
         };
-        let batched = SocketAttachment { member: member.clone(), batch: true, seen: 9 };
+        let batched = SocketAttachment { member: member.clone(), batch: true, seen: 9, socketio: None };
         let json = serde_json::to_string(&batched).unwrap();
         assert_eq!(json, r#"{"id":"a","nick":"Ann","joined":5,"client":0,"batch":true,"seen":9}"#);
         assert_eq!(serde_json::from_str::<SocketAttachment>(&json).unwrap(), batched);
         let old: SocketAttachment = serde_json::from_str(r#"{"id":"a","nick":"Ann","joined":5}"#).unwrap();
-        assert_eq!(old, SocketAttachment { member, batch: false, seen: 5 }, "last seen when it joined");
+        assert_eq!(old, SocketAttachment { member: member.clone(), batch: false, seen: 5, socketio: None }, "last seen when it joined");
+        let socketio = Some(SocketIoAttachment { room: "r".into(), since: None, after: Some(3), namespaces: 2, refused_nick: None });
+        let sio = SocketAttachment { member, batch: false, seen: 7, socketio };
+        let json = serde_json::to_string(&sio).unwrap();
+        assert_eq!(serde_json::from_str::<SocketAttachment>(&json).unwrap(), sio);
     }
 }

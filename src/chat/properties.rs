@@ -16,7 +16,8 @@ use crate::chat::messages::memory::MemoryHistory;
 use crate::chat::room::{Reaction, Room};
 use crate::edge::routes::{route, Handshake, RequestError, RequestParts, Route};
 use proptest::prelude::*;
-use serde_json::Value;
+use crate::chat::socketio;
+use serde_json::{json, Value};
 
 fn arbitrary_json() -> impl Strategy<Value = Value> {
     let leaf = prop_oneof![
@@ -196,8 +197,8 @@ proptest! {
 
     #[test]
     fn any_request_routes_or_is_refused_with_a_status(
-        path in "(/chat(/[^/?#]{0,70}){0,3})|(/[ -~]{0,40})",
-        query in proptest::option::of("[ -~]{0,60}"),
+        path in "(/chat(/[^/?#]{0,70}){0,3})|(/[ -~]{0,40})|(/socket\\.io/?)",
+        query in proptest::option::of(prop_oneof!["[ -~]{0,60}", "EIO=4&transport=(websocket|polling)&[ -~]{0,60}"]),
         origin in proptest::option::of("[ -~]{0,30}"),
         upgrade in any::<bool>(),
         connection in proptest::option::of("[ -~]{0,20}"),
@@ -248,6 +249,49 @@ proptest! {
     fn any_nick_is_accepted_only_when_valid(nick in ".{0,40}") {
         if let Ok(valid) = validate_nick(&nick) {
             prop_assert!(valid.len() <= 32 && valid.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b)));
+        }
+    }
+
+    #[test]
+    fn any_socket_io_packet_is_read_or_refused_without_panicking(
+        packet in prop_oneof![
+            "[0-6]{0,2}(/[ -~]{0,10},)?[0-9]{0,20}.{0,40}",
+            ("4[0-6](/chat,)?[0-9]{0,3}", arbitrary_json()).prop_map(|(head, json)| format!("{head}{json}")),
+            ("42(/chat,)?", ".{0,8}", arbitrary_json()).prop_map(|(head, name, arg)| format!("{head}{}", json!([name, arg]))),
+            any::<Vec<u8>>().prop_map(|b| String::from_utf8_lossy(&b).into_owned()),
+        ],
+    ) {
+        match socketio::parse(&packet) {
+            socketio::Inbound::Event { frame: Ok(frame), .. } => {
+                // What the room reads next is a native frame: it parses or is refused with a documented code.
+                let value: Value = serde_json::from_str(&frame).unwrap();
+                prop_assert!(value["type"].is_string());
+                if let Err(code) = parse_client_frame(Incoming::Text(&frame)) {
+                    prop_assert!(ErrorCode::ALL.contains(&code));
+                }
+            }
+            socketio::Inbound::Event { frame: Err(code), .. } => prop_assert!(ErrorCode::ALL.contains(&code)),
+            socketio::Inbound::Connect(Err(name)) => prop_assert!(name.len() <= 64 && !name.contains(['"', ',', '\\'])),
+            _ => {}
+        }
+        for body in [packet.as_str(), &format!("{packet}\x1e{packet}")] {
+            prop_assert!(socketio::split_payload(body).all(|p| !p.is_empty() && !p.contains('\x1e')));
+        }
+    }
+
+    #[test]
+    fn any_broadcast_frame_encodes_without_panicking(frame in arbitrary_json(), at in any::<u64>()) {
+        let mut frame = frame;
+        if let Value::Object(fields) = &mut frame {
+            fields.insert("at".into(), json!(at));
+        }
+        for packets in socketio::broadcast(&frame.to_string()) {
+            for packet in packets {
+                prop_assert!(packet.starts_with("42"));
+                let data = packet.trim_start_matches("42").trim_start_matches("/chat,");
+                let event: Value = serde_json::from_str(data).unwrap();
+                prop_assert!(event[0].is_string());
+            }
         }
     }
 }

@@ -359,6 +359,12 @@ impl Room {
         nicks
     }
 
+    /// Who a member is, as a welcome tells it; `None` for a socket that is not a member.
+    pub fn you(&self, id: &str) -> Option<You> {
+        let member = self.members.get(id)?;
+        Some(You { nick: member.nick.clone(), id: member.identity.as_ref().map(|u| u.id.clone()), role: member.role() })
+    }
+
     /// Takes back a socket that was a member before the object hibernated. Returns false for
     /// one the server had already closed.
     pub fn restore(&mut self, attachment: Attachment, now: u64) -> bool {

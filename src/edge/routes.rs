@@ -7,6 +7,7 @@ use crate::chat::history;
 use crate::chat::identity::Identity;
 use crate::chat::moderation::Action;
 use crate::chat::protocol::is_client_token;
+use crate::chat::socketio;
 use crate::edge::origin::AllowedOrigins;
 use base64::Engine;
 use serde::{Deserialize, Serialize};
@@ -73,6 +74,9 @@ pub enum Route {
         /// Set by the Worker once a ticket checked out; never parsed from the request itself.
         #[serde(default)]
         identity: Option<Identity>,
+        /// Set for `/socket.io/`: the Socket.IO client's transport and session.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        socketio: Option<EngineRequest>,
     },
     Users { room: String },
     History { room: String, window: history::Window },
@@ -104,6 +108,33 @@ impl Route {
     }
 }
 
+/// A Socket.IO client's request (Engine.IO 4): its transport, and the session it continues.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EngineRequest {
+    pub transport: Transport,
+    /// The Engine.IO session id; none on a handshake.
+    pub sid: Option<String>,
+    /// A long-polling POST (packets from the client) rather than a GET (waiting for packets).
+    pub post: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    Websocket,
+    Polling,
+}
+
+impl Route {
+    /// The Socket.IO request this route carries, if it is one.
+    pub fn socketio(&self) -> Option<&EngineRequest> {
+        match self {
+            Route::Join { socketio, .. } => socketio.as_ref(),
+            _ => None,
+        }
+    }
+}
+
 /// Every way a request can be refused, with its status and a sentence for humans.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -119,6 +150,12 @@ pub enum RequestError {
     MethodNotAllowed,
     UpgradeRequired,
     BadUpgrade,
+    /// A Socket.IO request without `EIO=4` and a known `transport`.
+    BadTransport,
+    /// A Socket.IO request for an Engine.IO session this room does not hold (any more).
+    UnknownSession,
+    /// A Socket.IO long-polling POST over `maxPayload`.
+    PayloadTooLarge,
     ForbiddenOrigin,
     RoomFull,
     TicketRequired,
@@ -146,7 +183,9 @@ impl RequestError {
             | RequestError::BadBefore
             | RequestError::BadClient
             | RequestError::BadAction
-            | RequestError::BadUpgrade => 400,
+            | RequestError::BadUpgrade
+            | RequestError::BadTransport
+            | RequestError::UnknownSession => 400,
             RequestError::TicketRequired
             | RequestError::BadTicket
             | RequestError::TicketExpired
@@ -154,6 +193,7 @@ impl RequestError {
             RequestError::ForbiddenOrigin | RequestError::WrongRoom => 403,
             RequestError::NotFound | RequestError::NoSuchTarget => 404,
             RequestError::MethodNotAllowed => 405,
+            RequestError::PayloadTooLarge => 413,
             RequestError::UpgradeRequired => 426,
             RequestError::RateLimited => 429,
             RequestError::Internal => 500,
@@ -178,6 +218,9 @@ impl RequestError {
             RequestError::BadUpgrade => {
                 "Not a valid WebSocket handshake: it needs Connection: Upgrade, Sec-WebSocket-Version: 13 and a Sec-WebSocket-Key."
             }
+            RequestError::BadTransport => "Socket.IO clients connect with EIO=4 and transport=websocket or polling.",
+            RequestError::PayloadTooLarge => "A Socket.IO POST may carry at most 25024 bytes of packets.",
+            RequestError::UnknownSession => "No such Socket.IO session in this room (it ended): connect again.",
             RequestError::ForbiddenOrigin => "Pages from this origin may not open chat sockets (see ALLOWED_ORIGINS).",
             RequestError::RoomFull => "This room is full: try again later or pick another room.",
             RequestError::TicketRequired => "This room is private: connect with a ticket from the application.",
@@ -258,6 +301,7 @@ pub fn route(request: &RequestParts<'_>, allowed: &AllowedOrigins) -> Result<Rou
             };
             Route::History { room, window }
         }
+        [socketio::PATH] | [socketio::PATH, ""] => return socket_io(request, allowed),
         ["chat", room, "admin"] => Route::AdminAction { room: room_name(room)? },
         ["chat", room, "admin", "bans"] => Route::Bans { room: room_name(room)? },
         ["chat", room, "admin", "audit"] => Route::Audit { room: room_name(room)? },
@@ -284,14 +328,64 @@ pub fn route(request: &RequestParts<'_>, allowed: &AllowedOrigins) -> Result<Rou
 fn join(room: String, request: &RequestParts<'_>) -> Result<Route, RequestError> {
     let query = Query::parse(request.query)?;
     let client = request.client_address.unwrap_or_default().to_owned();
-    let (since, after) = resume(&query)?;
+    let (since, after, client_id, nick) = member_query(&query)?;
+    Ok(Route::Join { room, since, after, client_id, nick, client, identity: None, socketio: None })
+}
+
+/// What a joining client's query says besides its room: `since` or `after`, `client`, `nick`.
+#[allow(clippy::type_complexity)]
+fn member_query(query: &Query) -> Result<(Option<u64>, Option<u64>, Option<String>, Option<String>), RequestError> {
+    let (since, after) = resume(query)?;
     let client_id = match query.get("client") {
         Some(id) if is_client_token(id) => Some(id.to_owned()),
         Some(_) => return Err(RequestError::BadClient),
         None => None,
     };
-    let nick = query.get("nick").map(str::to_owned);
-    Ok(Route::Join { room, since, after, client_id, nick, client, identity: None })
+    Ok((since, after, client_id, query.get("nick").map(str::to_owned)))
+}
+
+/// `/socket.io/?EIO=4&transport=websocket|polling&room=R[&sid=S]`: a Socket.IO client, joined
+/// like `/chat/ROOM` (room from the query, default `lobby`; `nick`, `since`, `after`, `client`
+/// and `ticket` as there). The same Origin policy holds for both transports; polling answers
+/// carry CORS.
+fn socket_io(request: &RequestParts<'_>, allowed: &AllowedOrigins) -> Result<Route, RequestError> {
+    let query = Query::parse(request.query)?;
+    let transport = match (query.get("EIO"), query.get("transport")) {
+        (Some("4"), Some("websocket")) => Transport::Websocket,
+        (Some("4"), Some("polling")) => Transport::Polling,
+        _ => return Err(RequestError::BadTransport),
+    };
+    let room = match query.get("room") {
+        Some(room) => valid_room(room.to_owned())?,
+        None => DEFAULT_ROOM.to_owned(),
+    };
+    let sid = match query.get("sid") {
+        Some(sid) if sid.len() <= 64 && sid.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-')) => {
+            Some(sid.to_owned())
+        }
+        Some(_) => return Err(RequestError::UnknownSession),
+        None => None,
+    };
+    let post = match (transport, request.method) {
+        (Transport::Polling, "POST") if sid.is_some() => true,
+        (_, "GET") => false,
+        _ => return Err(RequestError::MethodNotAllowed),
+    };
+    if transport == Transport::Websocket {
+        if !request.upgrade.is_some_and(|u| u.trim().eq_ignore_ascii_case("websocket")) {
+            return Err(RequestError::UpgradeRequired);
+        }
+        if !request.handshake.is_valid() {
+            return Err(RequestError::BadUpgrade);
+        }
+    }
+    if !allowed.admits(request.origin, request.own_origin) {
+        return Err(RequestError::ForbiddenOrigin);
+    }
+    let client = request.client_address.unwrap_or_default().to_owned();
+    let (since, after, client_id, nick) = member_query(&query)?;
+    let socketio = Some(EngineRequest { transport, sid, post });
+    Ok(Route::Join { room, since, after, client_id, nick, client, identity: None, socketio })
 }
 
 /// The ticket a request presents: `?ticket=` (the only way a browser's WebSocket can send
@@ -325,7 +419,11 @@ fn number(query: &Query, key: &str, error: RequestError) -> Result<Option<u64>, 
 
 /// Decodes and checks one room segment of the path.
 pub fn room_name(segment: &str) -> Result<String, RequestError> {
-    let room = percent_decode(segment).ok_or(RequestError::BadRoom)?;
+    valid_room(percent_decode(segment).ok_or(RequestError::BadRoom)?)
+}
+
+/// Checks a decoded room name.
+fn valid_room(room: String) -> Result<String, RequestError> {
     let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-');
     let only_dots = room.chars().all(|c| c == '.');
     if room.is_empty() || room.len() > MAX_ROOM_CHARS || !room.chars().all(allowed) || only_dots {
@@ -413,7 +511,48 @@ mod tests {
             client_id: None,
             client: "192.0.2.1".into(),
             identity: None,
+            socketio: None,
         }
+    }
+
+    #[test]
+    fn socket_io_routes() {
+        let sio = |transport, sid: Option<&str>, post| {
+            Some(EngineRequest { transport, sid: sid.map(Into::into), post })
+        };
+        let with = |room: &str, nick: Option<&str>, socketio| match join_route(room, nick, None) {
+            Route::Join { room, nick, since, after, client_id, client, identity, .. } => {
+                Route::Join { room, nick, since, after, client_id, client, identity, socketio }
+            }
+            _ => unreachable!(),
+        };
+        let ws = |query| upgrade("/socket.io/", Some(query), None);
+        assert_eq!(ws("EIO=4&transport=websocket"), Ok(with("lobby", None, sio(Transport::Websocket, None, false))));
+        assert_eq!(
+            ws("EIO=4&transport=websocket&room=dev&nick=Ann&sid=abc"),
+            Ok(with("dev", Some("Ann"), sio(Transport::Websocket, Some("abc"), false)))
+        );
+        assert_eq!(ws("EIO=3&transport=websocket"), Err(RequestError::BadTransport));
+        assert_eq!(ws("EIO=4&transport=webtransport"), Err(RequestError::BadTransport));
+        assert_eq!(ws("EIO=4&transport=websocket&room=a%252Fb"), Err(RequestError::BadRoom));
+        assert_eq!(ws("EIO=4&transport=websocket&room=.."), Err(RequestError::BadRoom));
+        assert_eq!(ws("EIO=4&transport=websocket&sid=a%22b"), Err(RequestError::UnknownSession));
+        assert_eq!(upgrade("/socket.io/", Some("EIO=4&transport=websocket"), Some("https://evil.example")), Err(RequestError::ForbiddenOrigin));
+        assert_eq!(get("/socket.io/", Some("EIO=4&transport=websocket")), Err(RequestError::UpgradeRequired));
+        let poll = get("/socket.io/", Some("EIO=4&transport=polling&room=r"));
+        assert_eq!(poll, Ok(with("r", None, sio(Transport::Polling, None, false))));
+        let post = |query| route(&RequestParts { method: "POST", ..parts("/socket.io/", Some(query)) }, &AllowedOrigins::default());
+        assert_eq!(post("EIO=4&transport=polling&sid=s1"), Ok(with("lobby", None, sio(Transport::Polling, Some("s1"), true))));
+        assert_eq!(post("EIO=4&transport=polling"), Err(RequestError::MethodNotAllowed), "a handshake is a GET");
+        let origin = RequestParts { origin: Some("https://evil.example"), ..parts("/socket.io/", Some("EIO=4&transport=polling")) };
+        assert_eq!(route(&origin, &AllowedOrigins::default()), Err(RequestError::ForbiddenOrigin));
+        assert_eq!(get("/socket.io/x", Some("EIO=4&transport=polling")), Err(RequestError::NotFound));
+        match ws("EIO=4&transport=websocket&client=tab-1&after=7") {
+            Ok(Route::Join { client_id, after, .. }) => assert_eq!((client_id.as_deref(), after), (Some("tab-1"), Some(7))),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(ws("EIO=4&transport=websocket&client=a%20b"), Err(RequestError::BadClient));
+        assert_eq!(ws("EIO=4&transport=websocket&since=1&after=2"), Err(RequestError::BadAfter));
     }
 
     #[test]

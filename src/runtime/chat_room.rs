@@ -4,12 +4,15 @@
 //! rebuilds the room from the sockets' attachments and the last stored message.
 //!
 //! Every event does the same three things: ask the room what to do, store what must be
-//! stored, then send. Nothing here awaits, so events never interleave (the one exception is
-//! the alarm, which deletes the storage of a room idle for `ROOM_TTL_DAYS`).
+//! stored, then send. Nothing here awaits, so events never interleave (the exceptions are
+//! the alarm, which deletes the storage of a room idle for `ROOM_TTL_DAYS`, and a Socket.IO
+//! long-polling request, which awaits its body or its held answer and reads the room's state
+//! only after that: see `socketio`).
 //!
 //! The room's one alarm serves every feature that needs a wake (`plan_alarm`): the idle check
-//! while the room has members (see `idle`: sockets silent for `IDLE_TIMEOUT_S` are closed), and
-//! the expiry once it has none. Broadcasts go through
+//! while the room has native members (see `idle`: sockets silent for `IDLE_TIMEOUT_S` are
+//! closed), the Socket.IO heartbeat while it has Socket.IO clients (see `socketio`), and the
+//! expiry once it has none. Broadcasts go through
 //! the room's `Outbox`, which sends at once when the room is quiet and batches frames when it
 //! falls behind; this object only runs the zero-delay timer it asks for (see `outbox`).
 //!
@@ -37,10 +40,10 @@ use crate::runtime::message_store::MessageStore;
 use crate::runtime::moderation_store::AuditEntry;
 use crate::chat::protocol::{ChatMessage, ErrorCode, Incoming, ServerFrame, MAX_FRAME_BYTES};
 use crate::chat::room::{Attachment, Moderation, Reaction, Room};
-use crate::edge::routes::{RequestError, Route};
+use crate::edge::routes::{EngineRequest, RequestError, Route, Transport};
 use crate::runtime::worker::{error_response, internal, json_response, refused_socket, PROTOCOL_HEADER, ROUTE_HEADER};
 use serde::Serialize;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use wasm_bindgen::closure::Closure;
 use wasm_bindgen::prelude::wasm_bindgen;
@@ -48,7 +51,7 @@ use wasm_bindgen::{JsCast, JsValue};
 use worker::js_sys::{self, Array, JsString, Map, Set};
 use worker::worker_sys::web_sys;
 use worker::worker_sys::WebSocketRequestResponsePair;
-use worker::{durable_object, DurableObject, Env, Request, Response, State, WebSocket, WebSocketPair};
+use worker::{durable_object, DurableObject, Env, Headers, Request, Response, State, WebSocket, WebSocketPair};
 
 #[wasm_bindgen(inline_js = "
 export function broadcast(members, frame) {
@@ -110,6 +113,11 @@ extern "C" {
     fn auto_response_timestamp(this: &RoomState, socket: &web_sys::WebSocket) -> Result<Option<js_sys::Date>, JsValue>;
 }
 
+#[path = "socketio.rs"]
+pub(crate) mod socketio;
+use socketio::{Answer, Peer, SocketIoSockets};
+use crate::chat::socketio::Heartbeat;
+
 #[durable_object(alarm)]
 pub struct ChatRoom {
     state: State,
@@ -136,6 +144,12 @@ pub struct ChatRoom {
     liveness: RefCell<Liveness>,
     /// Random per construction: shows in `x-room-instance` (when enabled) when the object was rebuilt.
     instance: Option<String>,
+    /// The Socket.IO members, apart from `members` (see `socketio`).
+    sio: Rc<SocketIoSockets>,
+    heartbeat: Heartbeat,
+    /// When the heartbeat's next ping round is planned; `None` while the room has no Socket.IO
+    /// client, and after a wake (the alarm then pings, not knowing when the last round was).
+    next_ping: Cell<Option<u64>>,
 }
 
 impl DurableObject for ChatRoom {
@@ -144,7 +158,12 @@ impl DurableObject for ChatRoom {
         for bad in bad_vars {
             worker::console_error!("edge-chat: {}={:?} is {}", bad.name, bad.value, bad.why);
         }
+        let (heartbeat, bad_vars) = Heartbeat::from_vars(|name| env.var(name).ok().map(|v| v.to_string()));
+        for bad in bad_vars {
+            worker::console_error!("edge-chat: {}={:?} is {}", bad.name, bad.value, bad.why);
+        }
         let store = MessageStore::new(state.storage().sql());
+        let sio = Rc::new(SocketIoSockets::default());
         let mut room = Room::awaiting_history(config.limits);
         let (members, batched, sockets) = (Map::new(), Set::new(&JsValue::UNDEFINED), Set::new(&JsValue::UNDEFINED));
         let now = now_ms();
@@ -152,14 +171,20 @@ impl DurableObject for ChatRoom {
         for socket in open_sockets(&state) {
             sockets.add(socket.as_ref());
             let socket = WebSocket::from(socket);
-            if let Ok(Some(SocketAttachment { member, batch, seen })) = socket.deserialize_attachment() {
+            if let Ok(Some(SocketAttachment { member, batch, seen, socketio })) = socket.deserialize_attachment() {
                 let id = member.id.clone();
-                if room.restore(member, now) {
-                    liveness.restored(&id, seen, now);
-                    members.set(socket.as_ref(), &JsValue::from_str(&id));
-                    if batch {
-                        batched.add(socket.as_ref());
-                    }
+                if !room.restore(member, now) {
+                    continue;
+                }
+                // Socket.IO clients answer the room's Engine.IO pings: the idle sweep leaves them out.
+                if let Some(state) = socketio {
+                    sio.add(socket.as_ref(), &id, state.namespaces);
+                    continue;
+                }
+                liveness.restored(&id, seen, now);
+                members.set(socket.as_ref(), &JsValue::from_str(&id));
+                if batch {
+                    batched.add(socket.as_ref());
                 }
             }
         }
@@ -167,16 +192,16 @@ impl DurableObject for ChatRoom {
         let newcomers = Rc::new(Newcomers::default());
         let tick = {
             let (outbox, newcomers) = (outbox.clone(), newcomers.clone());
-            let (members, batched) = (members.clone(), batched.clone());
+            let (members, batched, sio) = (members.clone(), batched.clone(), sio.clone());
             Closure::new(move || {
                 let step = outbox.borrow_mut().tick();
                 match step {
                     Step::SendAndTick(delivery) => {
-                        carry_out(&members, &batched, &newcomers, delivery);
+                        carry_out(&members, &batched, &newcomers, &sio, delivery);
                         true
                     }
                     Step::Send(delivery) => {
-                        carry_out(&members, &batched, &newcomers, delivery);
+                        carry_out(&members, &batched, &newcomers, &sio, delivery);
                         false
                     }
                     Step::Wait => {
@@ -205,6 +230,9 @@ impl DurableObject for ChatRoom {
             idle_ttl_ms: config.idle_ttl_ms,
             liveness: RefCell::new(liveness),
             instance: config.instance_header.then(random_id),
+            sio,
+            heartbeat,
+            next_ping: Cell::new(None),
         }
     }
 
@@ -215,9 +243,13 @@ impl DurableObject for ChatRoom {
             .and_then(|json| serde_json::from_str::<Route>(&json).ok());
         let batch = offers_batch(request.headers().get(PROTOCOL_HEADER)?.as_deref());
         let response = match route {
-            Some(Route::Join { room, nick, since, after, client_id, client, identity }) => {
+            Some(Route::Join { socketio: Some(EngineRequest { sid: Some(sid), transport, post }), .. }) => {
+                self.socketio_session(&sid, transport, post, request).await
+            }
+            Some(Route::Join { room, nick, since, after, client_id, client, identity, socketio }) => {
                 let resume = Window::for_welcome(since, after);
-                self.join(&room, nick.as_deref(), resume, client_id, &client, identity, batch)
+                let socketio = socketio.map(|engine| (socketio::upgrade_state(&room, since, after), engine.transport));
+                self.join(&room, nick.as_deref(), resume, client_id, &client, identity, batch, socketio)
             }
             Some(Route::Users { room }) => self.users(&room),
             Some(Route::History { room, window }) => self.history(&room, window),
@@ -236,12 +268,14 @@ impl DurableObject for ChatRoom {
         Ok(response)
     }
 
-    /// While the room has members, the idle check: closes the sockets silent for too long and
-    /// asks for the next check. Once it has none (see `plan_alarm`), the expiry: a room that has
-    /// had no socket since, and so no message, deletes everything it stored.
+    /// Runs every feature whose time has come (see `plan_alarm`): the Socket.IO heartbeat's ping
+    /// round, and while the room has members the idle check, which closes the sockets silent for
+    /// too long; then asks for the next wake. Once it has none, the expiry: a room that has had
+    /// no socket since, and so no message, deletes everything it stored.
     async fn alarm(&self) -> worker::Result<Response> {
+        let now = now_ms();
+        self.ping_round(now);
         if !self.room.borrow().is_empty() {
-            let now = now_ms();
             self.sweep_if_due(now);
             // A sweep that emptied the room planned its expiry already.
             if !self.room.borrow().is_empty() {
@@ -252,7 +286,6 @@ impl DurableObject for ChatRoom {
         // Empty: the expiry, if the time it recorded has come. An idle check's alarm can still
         // find the room empty when its members went without a close event (a restart): then
         // the expiry is planned from now, never taken from an older emptying.
-        let now = now_ms();
         if !self.load_history() {
             // Storage cannot say what the room holds: the runtime retries a failed alarm.
             return Err(worker::Error::RustError("the room's storage is unavailable".into()));
@@ -291,6 +324,12 @@ impl DurableObject for ChatRoom {
 impl ChatRoom {
     #[wasm_bindgen(js_name = webSocketMessage)]
     pub fn websocket_message(&self, socket: web_sys::WebSocket, message: JsValue) {
+        if let Some(id) = self.sio.id_of(&socket) {
+            return self.socketio_message(WebSocket::from(socket), &id, message);
+        }
+        if let Some(sid) = self.sio.probe_of(&socket) {
+            return self.socketio_probe(WebSocket::from(socket), &sid, message);
+        }
         let Some(id) = self.member_id(&socket) else { return };
         let now = now_ms();
         let record_frame = self.liveness.borrow_mut().frame(&id, now);
@@ -309,42 +348,7 @@ impl ChatRoom {
         self.load_history();
         let reaction = self.room.borrow_mut().receive(&id, incoming, now, &self.store);
         let socket = WebSocket::from(socket);
-        match reaction {
-            Reaction::Nothing => {}
-            Reaction::Reply(frame) => self.reply(&socket, &frame),
-            Reaction::Post { message, sender, cid } => self.post(&socket, message, &sender, cid),
-            Reaction::Resend(message) => match serde_json::to_string(&message) {
-                Ok(json) => {
-                    self.flush();
-                    send_raw(&socket, &JsString::from(json));
-                }
-                Err(error) => worker::console_error!("edge-chat: encoding message {} failed: {error}", message.id),
-            },
-            Reaction::Change(change) => self.change(&socket, change),
-            Reaction::Typing(frame) => self.broadcast_except(&socket, &frame.to_json()),
-            Reaction::Moderate(moderation) => {
-                if let Err(code) = self.enforce(moderation) {
-                    self.reply(&socket, &ServerFrame::error(code));
-                }
-            }
-            Reaction::Renamed { frame, attachment } => {
-                self.attach(&socket, attachment);
-                self.broadcast(frame.to_json());
-            }
-            Reaction::Kick { error, attachment, code, reason, left } => {
-                self.reply(&socket, &error);
-                self.attach(&socket, attachment);
-                self.members.delete(socket.as_ref());
-                self.batched.delete(socket.as_ref());
-                if let Err(error) = socket.close(Some(code), Some(reason)) {
-                    worker::console_error!("edge-chat: closing a socket ({code}) failed: {error}");
-                }
-                if let Some(left) = left {
-                    self.broadcast(left.to_json());
-                }
-                self.schedule_expiry_if_empty();
-            }
-        }
+        self.react(Peer::Socket(&socket), reaction, &Answer::Native);
         if record_frame {
             // Still a member: its attachment records the frame, for after a hibernation.
             let attachment = self.room.borrow().attachment(&id);
@@ -381,6 +385,84 @@ fn open_sockets(state: &State) -> Vec<web_sys::WebSocket> {
 }
 
 impl ChatRoom {
+    /// Carries out what the room decided about a frame from `peer`, answering it natively or as
+    /// Socket.IO events.
+    fn react(&self, peer: Peer<'_>, reaction: Reaction, answer: &Answer) {
+        match reaction {
+            Reaction::Nothing => {}
+            Reaction::Reply(frame) => self.answer(peer, answer, &frame),
+            Reaction::Post { message, sender, cid } => self.post(peer, message, &sender, cid, answer),
+            Reaction::Resend(message) => self.resend(peer, &message, answer),
+            Reaction::Change(change) => self.change(peer, change, answer),
+            Reaction::Typing(frame) => {
+                self.broadcast_except(peer, &frame.to_json());
+                self.acknowledge(peer, answer, "{}");
+            }
+            Reaction::Moderate(moderation) => match self.enforce(moderation) {
+                Err(code) => self.answer(peer, answer, &ServerFrame::error(code)),
+                Ok(_) => self.acknowledge(peer, answer, "{}"),
+            },
+            Reaction::Renamed { frame, attachment } => {
+                match peer {
+                    Peer::Socket(socket) => self.attach(socket, attachment),
+                    Peer::Session(sid) => self.sio.rename_session(sid, attachment),
+                }
+                self.broadcast(frame.to_json());
+                self.acknowledge(peer, answer, "{}");
+            }
+            Reaction::Kick { error, attachment, code, reason, left } => {
+                self.answer(peer, answer, &error);
+                self.socketio_goodbye(peer);
+                let was_socketio = match peer {
+                    Peer::Socket(socket) => {
+                        self.attach(socket, attachment);
+                        self.members.delete(socket.as_ref());
+                        self.batched.delete(socket.as_ref());
+                        let was_socketio = self.sio.remove(socket.as_ref());
+                        if let Err(error) = socket.close(Some(code), Some(reason)) {
+                            worker::console_error!("edge-chat: closing a socket ({code}) failed: {error}");
+                        }
+                        was_socketio
+                    }
+                    Peer::Session(sid) => self.sio.end_session(sid),
+                };
+                if let Some(left) = left {
+                    self.broadcast(left.to_json());
+                }
+                self.schedule_expiry_if_empty();
+                if was_socketio {
+                    self.socketio_departed();
+                }
+            }
+        }
+    }
+
+    fn answer(&self, peer: Peer<'_>, answer: &Answer, frame: &ServerFrame) {
+        match (answer, peer) {
+            (Answer::Native, Peer::Socket(socket)) => self.reply(socket, frame),
+            (Answer::SocketIo { namespace, ack }, peer) => self.answer_socketio(peer, *namespace, *ack, frame),
+            (Answer::Native, Peer::Session(_)) => {}
+        }
+    }
+
+    /// Answers an emit that waits for an ack; native frames have none.
+    fn acknowledge(&self, peer: Peer<'_>, answer: &Answer, payload: &str) {
+        if let Some((namespace, id)) = answer.ack_ok() {
+            self.socketio_send(peer, crate::chat::socketio::ack(namespace, id, payload));
+        }
+    }
+
+    /// A frame for the sender alone (its own message with its `cid`), sent after what the outbox
+    /// holds: the native frame, or the events a broadcast of it makes in the sender's namespaces.
+    fn send_own(&self, peer: Peer<'_>, answer: &Answer, json: &str) {
+        self.flush();
+        match (answer, peer) {
+            (Answer::Native, Peer::Socket(socket)) => send_raw(socket, &JsString::from(json)),
+            (Answer::SocketIo { .. }, peer) => self.socketio_own(peer, json),
+            (Answer::Native, Peer::Session(_)) => {}
+        }
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn join(
         &self,
@@ -391,6 +473,7 @@ impl ChatRoom {
         client: &str,
         identity: Option<Identity>,
         batch: bool,
+        socketio: Option<(crate::chat::socketio::SocketIoAttachment, Transport)>,
     ) -> Result<Response, RequestError> {
         if !self.load_history() {
             return Err(RequestError::Unavailable);
@@ -412,7 +495,13 @@ impl ChatRoom {
         let first = self.room.borrow().is_empty();
         let admitted = self.room.borrow_mut().admit(client_key, identity.as_ref(), address.as_deref(), now);
         if let Err(refusal) = admitted {
+            if let Some((_, transport)) = socketio {
+                return socketio::refused(&refusal, transport);
+            }
             return refused_socket(&refusal.error.to_json(), refusal.code, refusal.reason, batch);
+        }
+        if let Some((state, transport)) = socketio {
+            return self.socketio_join(state, transport, client_key, nick, identity, address, client_id, first, now);
         }
         let mut history = self.store.read(window).map_err(internal("reading history"))?;
         window.fit_budget(&mut history);
@@ -427,7 +516,7 @@ impl ChatRoom {
                 worker::console_error!("edge-chat: storing a nick reservation failed: {error}");
             }
         }
-        attach(&pair.server, &SocketAttachment { member: joined.attachment.clone(), batch, seen: now });
+        attach(&pair.server, &SocketAttachment { member: joined.attachment.clone(), batch, seen: now, socketio: None });
         self.liveness.borrow_mut().joined(&id, now);
         let welcome = ServerFrame::Welcome {
             room: room_name.to_owned(),
@@ -461,13 +550,9 @@ impl ChatRoom {
             self.carry_out(step);
         }
         if first {
-            // The first member: the idle check needs the alarm from now on, and the room no
-            // longer expires (see `alarm`).
-            if self.store.has_schema() {
-                if let Err(error) = self.store.set_setting(EXPIRES_AT, "0") {
-                    worker::console_error!("edge-chat: clearing the room's expiry failed: {error}");
-                }
-            }
+            self.keep(now);
+        } else if self.members.size() == 1 {
+            // The first native member of a room of Socket.IO clients: the idle check starts.
             self.plan_alarm(now);
         }
         self.sweep_if_due(now);
@@ -476,6 +561,17 @@ impl ChatRoom {
             response.headers_mut().set(PROTOCOL_HEADER, BATCH_PROTOCOL).map_err(internal("answering the subprotocol"))?;
         }
         Ok(response)
+    }
+
+    /// The room's first member joined: it no longer expires (see `alarm`), and the features it
+    /// brings need the alarm from now on.
+    fn keep(&self, now: u64) {
+        if self.store.has_schema() {
+            if let Err(error) = self.store.set_setting(EXPIRES_AT, "0") {
+                worker::console_error!("edge-chat: clearing the room's expiry failed: {error}");
+            }
+        }
+        self.plan_alarm(now);
     }
 
     fn users(&self, room_name: &str) -> Result<Response, RequestError> {
@@ -582,11 +678,18 @@ impl ChatRoom {
         if matches!(action, Action::Delete { .. }) && deleted.is_none() {
             return Err(ErrorCode::NotFound);
         }
+        let mut ejected_socketio = false;
         for attachment in &ejected {
-            let Some(socket) = self.socket_of(&attachment.id) else { continue };
+            let Some(socket) = self.socket_of(&attachment.id) else {
+                self.socketio_goodbye(Peer::Session(&attachment.id));
+                ejected_socketio |= self.sio.end_session(&attachment.id);
+                continue;
+            };
+            self.socketio_goodbye(Peer::Socket(&socket));
             self.attach(&socket, attachment.clone());
             self.members.delete(socket.as_ref());
             self.batched.delete(socket.as_ref());
+            ejected_socketio |= self.sio.remove(socket.as_ref());
             if let Err(error) = socket.close(Some(close.0), Some(close.1)) {
                 worker::console_error!("edge-chat: closing an ejected socket failed: {error}");
             }
@@ -597,6 +700,9 @@ impl ChatRoom {
         }
         if !ejected.is_empty() {
             self.schedule_expiry_if_empty();
+            if ejected_socketio {
+                self.socketio_departed();
+            }
         }
         let entry = AuditEntry { at: now, action: action.name().to_owned(), target, by };
         if let Err(error) = self.store.audit(&entry) {
@@ -629,6 +735,9 @@ impl ChatRoom {
 
     /// A member's socket by its id: a moderator's action names few, so a scan is fine.
     fn socket_of(&self, id: &str) -> Option<WebSocket> {
+        if let Some(socket) = self.sio.socket_of(id) {
+            return Some(socket);
+        }
         let mut found = None;
         self.members.for_each(&mut |value, key| {
             if found.is_none() && value.as_string().as_deref() == Some(id) {
@@ -639,12 +748,12 @@ impl ChatRoom {
     }
 
     /// Stores the message, then broadcasts it; a sender that named it with a `cid` gets its own
-    /// copy with the `cid`. A message that could not be stored is not broadcast: its sender is
-    /// told to send it again.
-    fn post(&self, sender: &WebSocket, message: ChatMessage, sender_key: &str, cid: Option<String>) {
+    /// copy with the `cid`, and a Socket.IO emit waiting for an ack its id. A message that could
+    /// not be stored is not broadcast: its sender is told to send it again.
+    fn post(&self, sender: Peer<'_>, message: ChatMessage, sender_key: &str, cid: Option<String>, answer: &Answer) {
         if let Err(error) = self.store.insert(&message, sender_key, cid.as_deref()) {
             worker::console_error!("edge-chat: storing message {} failed: {error}", message.id);
-            self.reply(sender, &ServerFrame::error(ErrorCode::Unavailable));
+            self.answer(sender, answer, &ServerFrame::error(ErrorCode::Unavailable));
             return;
         }
         if let Some(cutoff) = trim_cutoff(message.id) {
@@ -652,36 +761,59 @@ impl ChatRoom {
                 worker::console_error!("edge-chat: trimming history failed: {error}");
             }
         }
-        let Some(cid) = cid else {
-            match serde_json::to_string(&message) {
-                Ok(json) => self.broadcast(json),
-                Err(error) => worker::console_error!("edge-chat: encoding message {} failed: {error}", message.id),
-            }
-            return;
-        };
         let id = message.id;
-        let mut echo = message;
-        let encoded = serde_json::to_string(&echo).and_then(|json| {
-            echo.cid = Some(cid);
-            Ok((json, serde_json::to_string(&echo)?))
-        });
-        match encoded {
-            Ok((json, own)) => {
-                self.broadcast_except(sender, &json);
-                send_raw(sender, &JsString::from(own));
+        match cid {
+            None => match serde_json::to_string(&message) {
+                Ok(json) => self.broadcast(json),
+                Err(error) => worker::console_error!("edge-chat: encoding message {id} failed: {error}"),
+            },
+            Some(cid) => {
+                let mut echo = message;
+                let encoded = serde_json::to_string(&echo).and_then(|json| {
+                    echo.cid = Some(cid);
+                    Ok((json, serde_json::to_string(&echo)?))
+                });
+                match encoded {
+                    Ok((json, own)) => {
+                        self.broadcast_except(sender, &json);
+                        self.send_own(sender, answer, &own);
+                    }
+                    Err(error) => worker::console_error!("edge-chat: encoding message {id} failed: {error}"),
+                }
             }
-            Err(error) => worker::console_error!("edge-chat: encoding message {id} failed: {error}"),
+        }
+        // Stored and sent: a Socket.IO emit waiting for an ack learns the id.
+        if answer.ack_ok().is_some() {
+            self.acknowledge(sender, answer, &format!(r#"{{"id":{id}}}"#));
         }
     }
 
-    /// Stores an edit, delete or reaction, then broadcasts it.
-    fn change(&self, sender: &WebSocket, change: Change) {
+    /// A message sent again with a `cid` already stored: the sender alone gets the stored one
+    /// (same id, `at` and `seq`, with its `cid`) again, and an emit waiting for an ack its id.
+    fn resend(&self, sender: Peer<'_>, message: &ChatMessage, answer: &Answer) {
+        match serde_json::to_string(message) {
+            Ok(json) => self.send_own(sender, answer, &json),
+            Err(error) => worker::console_error!("edge-chat: encoding message {} failed: {error}", message.id),
+        }
+        if answer.ack_ok().is_some() {
+            self.acknowledge(sender, answer, &format!(r#"{{"id":{}}}"#, message.id));
+        }
+    }
+
+    /// Stores an edit, delete or reaction, then broadcasts it; an emit waiting for an ack gets
+    /// the message's id.
+    fn change(&self, sender: Peer<'_>, change: Change, answer: &Answer) {
         match self.store.apply(&change) {
-            Ok(true) => self.broadcast(change.frame().to_json()),
-            Ok(false) => self.reply(sender, &ServerFrame::error(ErrorCode::NotFound)),
+            Ok(true) => {
+                self.broadcast(change.frame().to_json());
+                if answer.ack_ok().is_some() {
+                    self.acknowledge(sender, answer, &format!(r#"{{"id":{}}}"#, change.id()));
+                }
+            }
+            Ok(false) => self.answer(sender, answer, &ServerFrame::error(ErrorCode::NotFound)),
             Err(error) => {
                 worker::console_error!("edge-chat: storing a change to message {} failed: {error}", change.id());
-                self.reply(sender, &ServerFrame::error(ErrorCode::Unavailable));
+                self.answer(sender, answer, &ServerFrame::error(ErrorCode::Unavailable));
             }
         }
     }
@@ -742,13 +874,17 @@ impl ChatRoom {
     }
 
     /// Sets the room's one alarm to the earliest time a feature needs it, or deletes it when
-    /// none does: the idle check while the room has members (`Liveness::alarm_need`), the expiry
-    /// once it has none, if it stored anything. Called when that changes (the first member
-    /// joins, the last leaves) and after each alarm, so an empty room is never woken for idle
-    /// checks and an occupied one at most once per `IDLE_TIMEOUT_S`.
+    /// none does: the idle check while the room has native members (`Liveness::alarm_need`), the
+    /// Socket.IO heartbeat while it has Socket.IO clients (`Heartbeat::next_wake`, kept once
+    /// planned, so that re-planning never postpones a ping round), the expiry once it has none,
+    /// if it stored anything. Called when that changes (the first member joins, the last leaves,
+    /// the first or last Socket.IO client comes or goes) and after each alarm, so an empty room
+    /// is never woken for idle checks and an occupied one at most once per `IDLE_TIMEOUT_S`.
     fn plan_alarm(&self, now: u64) {
         let occupied = !self.room.borrow().is_empty();
-        let idle_check = self.liveness.borrow().alarm_need(occupied, now);
+        let idle_check = self.liveness.borrow().alarm_need(self.members.size() > 0, now);
+        let ping = self.next_ping.get().or_else(|| self.heartbeat.next_wake(self.sio.count(), now));
+        self.next_ping.set(ping.filter(|_| self.sio.count() > 0));
         let expiry = (!occupied && self.load_history() && self.store.has_schema()).then(|| now + self.idle_ttl_ms);
         if let Some(at) = expiry {
             // Recorded, so that the alarm can tell its expiry from an idle check's.
@@ -756,7 +892,7 @@ impl ChatRoom {
                 worker::console_error!("edge-chat: recording when the room expires failed: {error}");
             }
         }
-        match idle_check.into_iter().chain(expiry).min() {
+        match idle_check.into_iter().chain(self.next_ping.get()).chain(expiry).min() {
             Some(at) => self.set_alarm(at),
             None => {
                 let deleted = self.state.as_raw().storage().and_then(|storage| storage.delete_alarm(js_sys::Object::new()));
@@ -830,14 +966,20 @@ impl ChatRoom {
 
     fn depart(&self, socket: &WebSocket) {
         self.sockets.delete(socket.as_ref());
-        let Some(id) = self.member_id(socket.as_ref()) else { return };
+        self.sio.forget_probe(socket.as_ref());
+        let sio_id = self.sio.id_of(socket.as_ref());
+        let Some(id) = sio_id.clone().or_else(|| self.member_id(socket.as_ref())) else { return };
         self.members.delete(socket.as_ref());
         self.batched.delete(socket.as_ref());
+        self.sio.remove(socket.as_ref());
         let left = self.room.borrow_mut().leave(&id, now_ms());
         if let Some(left) = left {
             self.broadcast(left.to_json());
         }
         self.schedule_expiry_if_empty();
+        if sio_id.is_some() {
+            self.socketio_departed();
+        }
     }
 
     /// Sends one frame to every member, now or batched with others (see `outbox`).
@@ -846,22 +988,26 @@ impl ChatRoom {
         self.carry_out(step);
     }
 
-    /// Sends one frame now to every member but `sender`, after what the outbox holds, so that
-    /// order holds; the sender gets its own frame (or none) from the caller.
-    fn broadcast_except(&self, sender: &WebSocket, json: &str) {
+    /// Sends one frame now to every member but `sender` (native sockets and Socket.IO clients,
+    /// each wire format encoded once), after what the outbox holds, so that order holds; the
+    /// sender gets its own frame (or none) from the caller.
+    fn broadcast_except(&self, sender: Peer<'_>, json: &str) {
         self.flush();
         let skip = Set::new(&JsValue::UNDEFINED);
-        skip.add(sender.as_ref());
+        if let Peer::Socket(socket) = sender {
+            skip.add(socket.as_ref());
+        }
         let frames = Array::of1(&JsString::from(json));
         deliver(&self.members, &self.batched, &skip, &frames, &JsValue::UNDEFINED);
+        self.sio.deliver(std::slice::from_ref(&json.to_owned()), Some(sender));
     }
 
     fn carry_out(&self, step: Step) {
         match step {
             Step::Wait => {}
-            Step::Send(delivery) => carry_out(&self.members, &self.batched, &self.newcomers, delivery),
+            Step::Send(delivery) => carry_out(&self.members, &self.batched, &self.newcomers, &self.sio, delivery),
             Step::SendAndTick(delivery) => {
-                carry_out(&self.members, &self.batched, &self.newcomers, delivery);
+                carry_out(&self.members, &self.batched, &self.newcomers, &self.sio, delivery);
                 schedule(&self.tick);
             }
         }
@@ -871,7 +1017,7 @@ impl ChatRoom {
     fn flush(&self) {
         let delivery = self.outbox.borrow_mut().flush();
         match delivery {
-            Some(delivery) => carry_out(&self.members, &self.batched, &self.newcomers, delivery),
+            Some(delivery) => carry_out(&self.members, &self.batched, &self.newcomers, &self.sio, delivery),
             None => self.newcomers.clear(),
         }
     }
@@ -883,7 +1029,11 @@ impl ChatRoom {
 
     fn attach(&self, socket: &WebSocket, member: Attachment) {
         let seen = self.liveness.borrow_mut().seen(&member.id, now_ms());
-        attach(socket, &SocketAttachment { member, batch: self.batched.has(socket.as_ref()), seen });
+        let socketio = match socket.deserialize_attachment::<SocketAttachment>() {
+            Ok(Some(previous)) => previous.socketio,
+            _ => None,
+        };
+        attach(socket, &SocketAttachment { member, batch: self.batched.has(socket.as_ref()), seen, socketio });
     }
 
     /// The id of a member's socket; `None` for a socket that is not (or no longer) a member.
@@ -917,8 +1067,9 @@ impl Newcomers {
 
 /// A batch crosses into JS once: each frame as one JS string, the array as another. Newcomers
 /// get their own, shorter batches.
-fn carry_out(members: &Map, batched: &Set, newcomers: &Newcomers, delivery: Delivery) {
+fn carry_out(members: &Map, batched: &Set, newcomers: &Newcomers, sio: &SocketIoSockets, delivery: Delivery) {
     let Delivery { batch: Batch { frames, array }, newcomers: later } = delivery;
+    sio.deliver(&frames, None);
     if let (None, [frame], true) = (&array, frames.as_slice(), later.is_empty()) {
         broadcast(members, &JsString::from(frame.as_str()));
     } else {

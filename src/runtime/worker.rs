@@ -6,7 +6,9 @@
 use crate::edge::access::AccessPolicy;
 use crate::edge::origin::AllowedOrigins;
 use crate::edge::request_url::RequestUrl;
-use crate::edge::routes::{self, Handshake, RequestError, RequestParts, Route};
+use crate::edge::routes::{self, Handshake, RequestError, RequestParts, Route, Transport};
+use crate::chat::socketio::MAX_PAYLOAD;
+use crate::runtime::chat_room::socketio;
 use crate::chat::close;
 use crate::chat::moderation;
 use crate::chat::outbox::{offers_batch, BATCH_PROTOCOL};
@@ -44,6 +46,7 @@ async fn handle(mut request: Request, env: &Env) -> Result<Response, RequestErro
     let (connection, key, version) = (header("connection"), header("sec-websocket-key"), header("sec-websocket-version"));
     // Set by Cloudflare's edge (and by wrangler dev locally) to the client's address.
     let client_address = header("cf-connecting-ip");
+    let content_length = header("content-length");
     let method = request.method();
     let parts = RequestParts {
         method: method.as_ref(),
@@ -62,7 +65,7 @@ async fn handle(mut request: Request, env: &Env) -> Result<Response, RequestErro
     };
     if !within_request_budget(env, client_address.as_deref()).await {
         return match route {
-            Route::Join { .. } => refuse_socket(RequestError::RateLimited, offers_batch(protocols.as_deref())),
+            Route::Join { .. } => refuse_join(&route, RequestError::RateLimited, protocols.as_deref()),
             _ => Err(RequestError::RateLimited),
         };
     }
@@ -79,7 +82,7 @@ async fn handle(mut request: Request, env: &Env) -> Result<Response, RequestErro
         let identity = match access_policy(env).admit(&room, ticket.as_deref(), now_s()) {
             Ok(identity) => identity,
             Err(refusal) if matches!(route, Route::Join { .. }) => {
-                return refuse_socket(refusal, offers_batch(protocols.as_deref()));
+                return refuse_join(&route, refusal, protocols.as_deref());
             }
             Err(refusal) => return Err(refusal),
         };
@@ -91,10 +94,23 @@ async fn handle(mut request: Request, env: &Env) -> Result<Response, RequestErro
         .durable_object("ROOMS")
         .and_then(|rooms| rooms.get_by_name(&room))
         .map_err(internal("finding the room's object"))?;
-    let request = to_room(&route, upgrade.is_some(), protocols.as_deref())?;
+    // A Socket.IO long-polling POST carries packets; its size is known before it is read.
+    let body = match route.socketio() {
+        Some(engine) if engine.post => {
+            let length = content_length.as_deref().and_then(|length| length.trim().parse::<usize>().ok());
+            if length.is_some_and(|length| length > MAX_PAYLOAD) {
+                return Err(RequestError::PayloadTooLarge);
+            }
+            Some(request.text().await.map_err(|_| RequestError::BadTransport)?)
+        }
+        _ => None,
+    };
+    let polling = route.socketio().is_some_and(|engine| engine.transport == Transport::Polling);
+    let request = to_room(&route, upgrade.is_some() && !polling, protocols.as_deref(), body)?;
     let response = stub.fetch_with_request(request).await.map_err(internal("calling the room"))?;
+    // Socket.IO polls from allowed pages are read by scripts, as users and history are.
     match allowed.cors_origin(origin.as_deref(), &url.origin) {
-        Some(cors) if !matches!(route, Route::Join { .. }) => allow_origin(response, cors),
+        Some(cors) if polling || !matches!(route, Route::Join { .. }) => allow_origin(response, cors),
         _ => Ok(response),
     }
 }
@@ -144,6 +160,22 @@ fn check_admin_token(env: &Env, authorization: Option<&str>) -> Result<(), Reque
     }
 }
 
+/// Refuses a join the way its client reads best: a native upgrade with an error frame and a close
+/// code, a Socket.IO handshake (either transport) with a CONNECT_ERROR carrying the code, and a
+/// request of a Socket.IO session already open with the plain HTTP error.
+fn refuse_join(route: &Route, refusal: RequestError, protocols: Option<&str>) -> Result<Response, RequestError> {
+    let name = || serde_json::to_value(refusal).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+    match (route.socketio(), refusal.close_code()) {
+        (None, _) => refuse_socket(refusal, offers_batch(protocols)),
+        (Some(_), None) => Err(refusal),
+        (Some(engine), Some(code)) => match (engine.transport, &engine.sid) {
+            (Transport::Websocket, _) => socketio::refused_socket(&name(), refusal.message(), code),
+            (Transport::Polling, None) => socketio::refused_poll(&name(), refusal.message()),
+            (Transport::Polling, Some(_)) => Err(refusal),
+        },
+    }
+}
+
 /// Refuses an upgrade the way a browser can see: it cannot read the status of a refused
 /// handshake, so the Worker accepts the socket itself (no room is touched), sends one
 /// `error` frame and closes with the refusal's close code. Refusals without one (the
@@ -185,7 +217,7 @@ fn allow_origin(response: Response, origin: &str) -> Result<Response, RequestErr
 
 /// The request the room's object receives: the route as JSON, and the upgrade header that
 /// lets the object answer with a WebSocket, with the subprotocols the client offered.
-fn to_room(route: &Route, upgrade: bool, protocols: Option<&str>) -> Result<Request, RequestError> {
+fn to_room(route: &Route, upgrade: bool, protocols: Option<&str>, body: Option<String>) -> Result<Request, RequestError> {
     let headers = Headers::new();
     let route_json = serde_json::to_string(route).map_err(internal("encoding the route"))?;
     headers.set(ROUTE_HEADER, &route_json).map_err(internal("setting the route header"))?;
@@ -196,7 +228,10 @@ fn to_room(route: &Route, upgrade: bool, protocols: Option<&str>) -> Result<Requ
         }
     }
     let mut init = RequestInit::new();
-    init.with_method(Method::Get).with_headers(headers);
+    init.with_method(if body.is_some() { Method::Post } else { Method::Get }).with_headers(headers);
+    if let Some(body) = body {
+        init.with_body(Some(body.into()));
+    }
     Request::new_with_init("https://room.internal/", &init).map_err(internal("building the room request"))
 }
 

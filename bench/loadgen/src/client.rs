@@ -32,6 +32,8 @@ pub struct Room {
     pub size: u64,
     /// Its clients offer the `edge-chat.batch` subprotocol, so frames may come as JSON arrays.
     pub batch: bool,
+    /// Every second client speaks Socket.IO (see `spawn`).
+    pub socketio: bool,
     /// WebSocket frames that carried at least one message: deliveries over this is the mean batch.
     pub message_frames: AtomicU64,
     /// Every frame after the welcome, and the WebSocket frames they came in (arrays count once).
@@ -60,6 +62,32 @@ pub struct Room {
 impl Room {
     pub fn new(size: usize, batch: bool) -> Arc<Room> {
         Arc::new(Room { size: size as u64, batch, ..Room::default() })
+    }
+
+    /// A room whose odd-numbered clients are Socket.IO clients.
+    pub fn mixed(size: usize) -> Arc<Room> {
+        Arc::new(Room { size: size as u64, socketio: true, ..Room::default() })
+    }
+
+    /// One Socket.IO packet over WebSocket: events count as frames, a `message` event as a message.
+    fn on_socketio_text(&self, text: &str, me: usize) {
+        self.ws_frames.fetch_add(1, Relaxed);
+        // The answer to this client's own Engine.IO ping: what `pong` is to a native client.
+        if text == "3" {
+            self.pongs.fetch_add(1, Relaxed);
+            self.changed.notify_one();
+            return;
+        }
+        if let Some(event) = text.strip_prefix("42") {
+            self.frames.fetch_add(1, Relaxed);
+            if event.starts_with("[\"message\",") {
+                self.message_frames.fetch_add(1, Relaxed);
+                self.on_message(event, me);
+            } else if event.starts_with("[\"error\",") {
+                self.errors.fetch_add(1, Relaxed);
+                self.changed.notify_one();
+            }
+        }
     }
 
     /// Deliveries still owed for the messages sent so far.
@@ -110,22 +138,7 @@ impl Room {
     /// Counts one frame; true for a message.
     fn on_text(&self, text: &str, me: usize) -> bool {
         if text.starts_with("{\"type\":\"message\"") {
-            self.delivered.fetch_add(1, Relaxed);
-            if self.outstanding() < self.wake_below.load(Relaxed) {
-                self.progress.notify_one();
-            }
-            if self.recording.load(Relaxed) {
-                if let Some((sender, sent_us)) = stamp(text) {
-                    if sent_us >= self.record_from_us.load(Relaxed) {
-                        let latency = now_us().saturating_sub(sent_us).min(u64::from(u32::MAX)) as u32;
-                        self.latencies_us.lock().expect("latency lock").push(latency);
-                        if sender == me && latency > 1_000_000 {
-                            self.slow_echoes.fetch_add(1, Relaxed);
-                        }
-                    }
-                }
-            }
-            self.changed.notify_one();
+            self.on_message(text, me);
             return true;
         } else if text.starts_with("{\"type\":\"error\"") {
             self.errors.fetch_add(1, Relaxed);
@@ -136,6 +149,26 @@ impl Room {
         }
         self.changed.notify_one();
         false
+    }
+
+    /// A delivered message (a native frame, or a Socket.IO event's data), timed from its stamp.
+    fn on_message(&self, text: &str, me: usize) {
+        self.delivered.fetch_add(1, Relaxed);
+        if self.outstanding() < self.wake_below.load(Relaxed) {
+            self.progress.notify_one();
+        }
+        if self.recording.load(Relaxed) {
+            if let Some((sender, sent_us)) = stamp(text) {
+                if sent_us >= self.record_from_us.load(Relaxed) {
+                    let latency = now_us().saturating_sub(sent_us).min(u64::from(u32::MAX)) as u32;
+                    self.latencies_us.lock().expect("latency lock").push(latency);
+                    if sender == me && latency > 1_000_000 {
+                        self.slow_echoes.fetch_add(1, Relaxed);
+                    }
+                }
+            }
+        }
+        self.changed.notify_one();
     }
 }
 
@@ -172,9 +205,19 @@ pub type Welcomed = Result<Duration, String>;
 
 /// Starts a client of `room` at `url`. `number` tags its messages; `welcomed` reports the join.
 pub fn spawn(url: String, number: usize, room: Arc<Room>) -> (Client, oneshot::Receiver<Welcomed>) {
+    spawn_as(url, number, room, false)
+}
+
+/// Starts a Socket.IO client (Engine.IO 4 over WebSocket, namespace `/`) of `room`; `url` is its
+/// `/socket.io/` URL.
+pub fn spawn_socketio(url: String, number: usize, room: Arc<Room>) -> (Client, oneshot::Receiver<Welcomed>) {
+    spawn_as(url, number, room, true)
+}
+
+fn spawn_as(url: String, number: usize, room: Arc<Room>, socketio: bool) -> (Client, oneshot::Receiver<Welcomed>) {
     let (commands, inbox) = mpsc::unbounded_channel();
     let (tell, welcomed) = oneshot::channel();
-    let task = tokio::spawn(run(url, number, room, inbox, tell));
+    let task = tokio::spawn(run(url, number, room, inbox, tell, socketio));
     (Client { commands, task }, welcomed)
 }
 
@@ -184,6 +227,7 @@ async fn run(
     room: Arc<Room>,
     mut inbox: mpsc::UnboundedReceiver<Command>,
     welcomed: oneshot::Sender<Welcomed>,
+    socketio: bool,
 ) {
     let started = Instant::now();
     let socket = match tokio::time::timeout(Duration::from_secs(60), connect(&url, room.batch)).await {
@@ -192,19 +236,38 @@ async fn run(
         Err(_) => return drop(welcomed.send(Err("connect timed out".into()))),
     };
     let (mut sink, mut stream) = socket.split();
-    match tokio::time::timeout(Duration::from_secs(60), stream.next()).await {
-        Ok(Some(Ok(Message::Text(text)))) if text.starts_with("{\"type\":\"welcome\"") => {
-            room.welcomed.fetch_add(1, Relaxed);
-            room.changed.notify_one();
-            let _ = welcomed.send(Ok(started.elapsed()));
+    // A Socket.IO client joins namespace `/` after Engine.IO's open; its welcome is an event.
+    let welcome = if socketio { "42[\"welcome\"" } else { "{\"type\":\"welcome\"" };
+    let mut joined = false;
+    loop {
+        match tokio::time::timeout(Duration::from_secs(60), stream.next()).await {
+            Ok(Some(Ok(Message::Text(text)))) if text.starts_with(welcome) => {
+                room.welcomed.fetch_add(1, Relaxed);
+                room.changed.notify_one();
+                let _ = welcomed.send(Ok(started.elapsed()));
+                break;
+            }
+            Ok(Some(Ok(Message::Text(text)))) if socketio && text.starts_with('0') && !joined => {
+                joined = true;
+                if sink.send(Message::text("40")).await.is_err() {
+                    return drop(welcomed.send(Err("the Socket.IO connect failed".into())));
+                }
+            }
+            Ok(Some(Ok(Message::Text(text)))) if socketio && text.starts_with("40") => {}
+            other => return drop(welcomed.send(Err(format!("expected a welcome, got {other:?}")))),
         }
-        other => return drop(welcomed.send(Err(format!("expected a welcome, got {other:?}")))),
     }
     let mut seq = 0u64;
     let mut inbox_open = true;
     loop {
         tokio::select! {
             frame = stream.next() => match frame {
+                Some(Ok(Message::Text(text))) if socketio => {
+                    if text.as_str() == "2" && sink.send(Message::text("3")).await.is_err() {
+                        break;
+                    }
+                    room.on_socketio_text(text.as_str(), number);
+                }
                 Some(Ok(Message::Text(text))) => room.on_ws_text(text.as_str(), number),
                 Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,
                 Some(Ok(_)) => {}
@@ -214,8 +277,13 @@ async fn run(
                     Some(Command::Say) => {
                         seq += 1;
                         let text = format!("{number} {seq} {} {PAD}", now_us());
-                        Message::text(format!("{{\"type\":\"message\",\"text\":\"{text}\"}}"))
+                        if socketio {
+                            Message::text(format!("42[\"message\",\"{text}\"]"))
+                        } else {
+                            Message::text(format!("{{\"type\":\"message\",\"text\":\"{text}\"}}"))
+                        }
                     }
+                    Some(Command::Ping) if socketio => Message::text("2"),
                     Some(Command::Ping) => Message::text("ping"),
                     Some(Command::Close) => Message::Close(None),
                     None => {

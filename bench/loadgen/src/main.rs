@@ -4,7 +4,7 @@
 //!
 //!   loadgen --root DIR --workerd PATH [--quick] [--targets rust,reference,floor] [SCENARIO...]
 //!
-//! Scenarios: fanout latency rooms stall storm memory start (the default set), and soak (only when
+//! Scenarios: fanout mixed latency rooms stall storm memory start (the default set), and soak (only when
 //! named). The client is one single-threaded process: on a 2-core machine the runtime's
 //! isolate gets the other core, and each scenario reports both processes' CPU use, which
 //! shows which side was the bottleneck.
@@ -22,7 +22,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 use target::Target;
 
-const DEFAULT_SCENARIOS: [&str; 7] = ["fanout", "latency", "rooms", "stall", "storm", "memory", "start"];
+const DEFAULT_SCENARIOS: [&str; 8] = ["fanout", "mixed", "latency", "rooms", "stall", "storm", "memory", "start"];
 const FANOUT_SIZES: [usize; 3] = [10, 100, 1000];
 
 struct Args {
@@ -81,6 +81,7 @@ fn load_target(root: &std::path::Path, name: &str) -> Result<Target, String> {
         "batched" => Target::load("batched", &root.join("wrangler.toml")),
         "reference" => Target::load("reference", &root.join("bench/fixtures/reference/wrangler.toml")),
         "floor" => Target::load("floor", &root.join("bench/fixtures/floor/wrangler.toml")),
+        "mixed" => Target::load("mixed", &root.join("wrangler.toml")),
         other => Err(format!("unknown target {other}")),
     }
 }
@@ -123,6 +124,26 @@ fn jobs(args: &Args, plan: &Plan) -> Vec<Job> {
                         },
                     });
                 }
+            }
+            "mixed" => {
+                // Issue 12: a room of 100 where every second client is a Socket.IO client, against the
+                // all-native room, the two taking turns.
+                let senders = plan.fanout_senders;
+                jobs.push(Job {
+                    id: "mixed-100".into(),
+                    title: "1b mixed-room fan-out, 100 clients in one room, half of them Socket.IO".into(),
+                    params: format!(
+                        "{senders} senders (native and Socket.IO alike), {} msgs in flight; rust (all native) against mixed; {}",
+                        plan.fanout_window,
+                        slicing(plan.key_slices)
+                    ),
+                    shape: Shape::Alternate {
+                        rooms: 1,
+                        size: 100,
+                        load: Load::Window { senders, window: plan.fanout_window },
+                        slices: plan.key_slices,
+                    },
+                });
             }
             "latency" => jobs.push(Job {
                 id: "latency".into(),
@@ -281,6 +302,12 @@ async fn run(args: Args) -> i32 {
     for job in jobs(&args, &plan) {
         eprintln!("[{:>4.0} s] {}", started.elapsed().as_secs_f64(), job.title);
         let results = match job.shape {
+            Shape::Alternate { rooms, size, load, slices } if job.id == "mixed-100" => {
+                match ["rust", "mixed"].iter().map(|name| load_target(&root, name)).collect::<Result<Vec<_>, _>>() {
+                    Ok(pair) => scenarios::alternate(&bench, &pair, &job.id, rooms, size, load, slices).await,
+                    Err(error) => vec![("mixed".to_owned(), Err(error))],
+                }
+            }
             Shape::Alternate { rooms, size, load, slices } => {
                 scenarios::alternate(&bench, &targets, &job.id, rooms, size, load, slices).await
             }
@@ -331,7 +358,10 @@ async fn run(args: Args) -> i32 {
     meta.insert("cpus".into(), json!(std::thread::available_parallelism().map_or(0, |n| n.get())));
     meta.insert("workerd".into(), json!(workerd.display().to_string()));
     meta.insert("duration_s".into(), json!(started.elapsed().as_secs()));
-    let names = targets.iter().map(|t| t.name.to_owned()).collect();
+    let mut names: Vec<String> = targets.iter().map(|t| t.name.to_owned()).collect();
+    if args.scenarios.iter().any(|s| s == "mixed") {
+        names.push("mixed".into());
+    }
     let report = Report { targets: names, sections, meta };
     println!("{}", report.table());
     println!("{}", report.goals_table());

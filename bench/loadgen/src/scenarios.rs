@@ -125,11 +125,17 @@ impl Bench<'_> {
 /// time, and returns once every one has its welcome.
 async fn join(server: &Server, name: &str, count: usize, first: usize, room: &Arc<Room>, batch: usize) -> Result<Vec<Client>, String> {
     let url = server.ws_url(&format!("/chat/{name}"));
+    let socketio_url = server.ws_url(&format!("/socket.io/?EIO=4&transport=websocket&room={name}"));
     let mut clients = Vec::with_capacity(count);
     for start in (0..count).step_by(batch.max(1)) {
         let mut pending = Vec::new();
         for number in start..(start + batch).min(count) {
-            let (client, welcomed) = client::spawn(format!("{url}?nick=c{}", first + number), first + number, room.clone());
+            let n = first + number;
+            let (client, welcomed) = if room.socketio && n % 2 == 1 {
+                client::spawn_socketio(format!("{socketio_url}&nick=c{n}"), n, room.clone())
+            } else {
+                client::spawn(format!("{url}?nick=c{n}"), n, room.clone())
+            };
             clients.push(client);
             pending.push(welcomed);
         }
@@ -267,7 +273,7 @@ async fn rig(bench: &Bench<'_>, target: &Target, rooms: usize, size: usize) -> R
     let server = bench.start(target).await?;
     let mut rig = Rig { server, rooms: Vec::new(), clients: Vec::new() };
     for r in 0..rooms {
-        let room = Room::new(size, target.batch);
+        let room = if target.socketio { Room::mixed(size) } else { Room::new(size, target.batch) };
         let members = join(&rig.server, &format!("load{r}"), size, 0, &room, 100).await?;
         rig.rooms.push(room);
         rig.clients.push(members);

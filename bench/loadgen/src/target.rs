@@ -50,6 +50,8 @@ pub struct Target {
     pub name: &'static str,
     /// Its clients offer the `edge-chat.batch` subprotocol.
     pub batch: bool,
+    /// Every second client of a room is a Socket.IO client (over WebSocket, namespace `/`).
+    pub socketio: bool,
     config: WranglerConfig,
     /// The entry module, then every `.wasm` module beside it (how worker-build lays out build/).
     modules: Vec<PathBuf>,
@@ -72,7 +74,9 @@ impl Target {
         modules.extend(wasm);
         // The same Worker with clients that opt in to batched delivery: "batched", "old-batched".
         let batch = name.ends_with("batched");
-        Ok(Target { name, batch, config, modules })
+        // The same Worker with a mixed room: half its clients speak Socket.IO ("mixed").
+        let socketio = name.ends_with("mixed");
+        Ok(Target { name, batch, socketio, config, modules })
     }
 
     /// Bytes of each module, for the bundle figures.
