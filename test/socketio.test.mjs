@@ -418,6 +418,23 @@ describe('long-polling, then the upgrade (what a default io(url) does)', () => {
     assert.deepEqual([tooLarge.status, tooLarge.body.error.code], [413, 'payload_too_large']);
     assert.equal(await (await post('1')).text(), 'ok');
   });
+
+  test('a session that stops polling in a busy room is ended once 1,000 packets wait for it', async () => {
+    const server = await startServer({ RATE_BURST: '100000', RATE_PER_SECOND: '100000' });
+    const base = `${server.url}/socket.io/?EIO=4&transport=polling&room=busy`;
+    const { sid } = JSON.parse((await (await fetch(base)).text()).slice(1));
+    assert.equal(await (await fetch(`${base}&sid=${sid}`, { method: 'POST', body: '40' })).text(), 'ok');
+    const native = await ChatClient.connect(`${server.wsUrl}/chat/busy?nick=Nat`);
+    await native.welcome();
+    for (let i = 0; i < 1_000; i++) native.say(`piling up ${i}`);
+    await native.next({ type: 'message', text: 'piling up 999' });
+    // The session never polled: its next poll is Engine.IO's close, and then it is unknown.
+    assert.equal(await (await fetch(`${base}&sid=${sid}`)).text(), '1');
+    await native.next({ type: 'left' });
+    const gone = await fetchJson(server.url, `/socket.io/?EIO=4&transport=polling&room=busy&sid=${sid}`);
+    assert.deepEqual([gone.status, gone.body.error.code], [400, 'unknown_session']);
+    native.close();
+  });
 });
 
 describe('restarts', () => {

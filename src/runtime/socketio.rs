@@ -30,6 +30,11 @@ extern "C" {
 /// welcome with history, which must not be a way around the rate limit.
 const MAX_CONNECTS: u32 = 8;
 
+/// Packets a polling session may have waiting: a client that stops polling in a busy room must not
+/// grow the object's memory until its silence is noticed. Past it the session is over (its next
+/// poll gets Engine.IO's close, and socket.io-client connects again).
+const MAX_QUEUED_PACKETS: usize = 1_000;
+
 /// Where a Socket.IO client's packets go: its WebSocket, or its long-polling session (by sid,
 /// which is also its member id).
 #[derive(Clone, Copy)]
@@ -50,6 +55,8 @@ struct Session {
     last_seen: u64,
     /// Probing a WebSocket: polls are answered with `noop` at once.
     upgrading: bool,
+    /// More than `MAX_QUEUED_PACKETS` piled up: nothing more is queued, and the session ends.
+    overflowed: bool,
 }
 
 /// The room's Socket.IO clients. WebSockets are kept apart from `members` (native sockets), so
@@ -164,7 +171,7 @@ impl SocketIoSockets {
         }
         if !self.sessions.borrow().is_empty() {
             let mut sessions = self.sessions.borrow_mut();
-            for (sid, session) in sessions.iter_mut() {
+            for (sid, session) in sessions.iter_mut().filter(|(_, session)| !session.overflowed) {
                 if matches!(skip, Some(Peer::Session(skipped)) if skipped == sid) {
                     continue;
                 }
@@ -174,6 +181,10 @@ impl SocketIoSockets {
                     }
                 }
                 self.release(session);
+                if session.queue.len() > MAX_QUEUED_PACKETS {
+                    session.overflowed = true;
+                    session.queue = Vec::new();
+                }
             }
         }
         let skip = match skip {
@@ -224,10 +235,13 @@ impl SocketIoSockets {
         }
     }
 
-    /// Sessions that neither hold a poll nor made a request for `silence_ms`: their client is gone.
+    /// Sessions that neither hold a poll nor made a request for `silence_ms` (their client is gone),
+    /// and those that overflowed.
     fn silent_sessions(&self, now: u64, silence_ms: u64) -> Vec<String> {
         let sessions = self.sessions.borrow();
-        let silent = sessions.iter().filter(|(_, s)| s.waiting.is_none() && now.saturating_sub(s.last_seen) > silence_ms);
+        let silent = sessions
+            .iter()
+            .filter(|(_, s)| s.overflowed || (s.waiting.is_none() && now.saturating_sub(s.last_seen) > silence_ms));
         silent.map(|(sid, _)| sid.clone()).collect()
     }
 
@@ -304,8 +318,15 @@ impl ChatRoom {
                 Response::from_websocket(pair.client).map_err(internal("answering the upgrade"))?
             }
             None => {
-                let session =
-                    Session { member: joined.attachment, state, queue: Vec::new(), waiting: None, last_seen: now, upgrading: false };
+                let session = Session {
+                    member: joined.attachment,
+                    state,
+                    queue: Vec::new(),
+                    waiting: None,
+                    last_seen: now,
+                    upgrading: false,
+                    overflowed: false,
+                };
                 self.sio.sessions.borrow_mut().insert(id.clone(), session);
                 text_response(self.heartbeat.open_packet(&id, true))?
             }
@@ -343,8 +364,16 @@ impl ChatRoom {
             self.sio.probes.set(pair.server.as_ref(), &JsValue::from_str(sid));
             return Response::from_websocket(pair.client).map_err(internal("answering the upgrade"));
         }
-        if let Some(session) = self.sio.sessions.borrow_mut().get_mut(sid) {
-            session.last_seen = now_ms();
+        let overflowed = match self.sio.sessions.borrow_mut().get_mut(sid) {
+            Some(session) => {
+                session.last_seen = now_ms();
+                session.overflowed
+            }
+            None => false,
+        };
+        if overflowed {
+            self.depart_session(sid);
+            return if post { text_response("ok".to_owned()) } else { text_response("1".to_owned()) };
         }
         if post {
             let body = request.text().await.map_err(|_| RequestError::BadTransport)?;
