@@ -5,13 +5,13 @@
 //!
 //! Every event does the same three things: ask the room what to do, store what must be
 //! stored, then send. Nothing here awaits, so events never interleave (the one exception is
-//! the alarm, which deletes the storage of a room idle for `ROOM_TTL_DAYS`).
+//! the alarm, which deletes the storage of a room idle for `ROOM_TTL_DAYS`). Broadcasts go through
+//! the room's `Outbox`, which sends at once when the room is quiet and batches frames when it
+//! falls behind; this object only runs the zero-delay timer it asks for (see `outbox`).
 //!
 //! The room's one alarm serves every feature that needs a wake (`plan_alarm`): the idle check
 //! while the room has members (see `idle`: sockets silent for `IDLE_TIMEOUT_S` are closed), and
-//! the expiry once it has none. Broadcasts go through
-//! the room's `Outbox`, which sends at once when the room is quiet and batches frames when it
-//! falls behind; this object only runs the zero-delay timer it asks for (see `outbox`).
+//! the expiry once it has none.
 //!
 //! Storage is touched lazily: where the stored history ends (and the room's bans, mutes, nick
 //! reservations and slow mode) is read on the first join, frame or history read, and read
