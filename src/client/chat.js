@@ -255,7 +255,11 @@ class Chat {
 
   // ---- what the room tells ------------------------------------------------------------
 
-  onWelcome({ resumed }) {
+  onWelcome({ detail, resumed }) {
+    if (detail.cleared === true) {
+      this.list.replaceChildren();
+      this.lastEntry = null;
+    }
     this.welcomed = true;
     this.resumed = resumed;
     this.role = this.conn.you?.role ?? 'member';

@@ -416,6 +416,11 @@ impl ChatRoom {
         }
         let mut history = self.store.read(window).map_err(internal("reading history"))?;
         window.fit_budget(&mut history);
+        // Only a resume can have missed a clear: a first join reads no setting for it.
+        let cleared = match window {
+            Window::Latest { .. } => false,
+            _ => window.missed_clear(self.store.last_clear().map_err(internal("reading the last clear"))?),
+        };
         let id = random_id();
         let pair = self.accept(&id)?;
         let mut room = self.room.borrow_mut();
@@ -436,6 +441,7 @@ impl ChatRoom {
             history,
             you: joined.you,
             seq: room.last_seq(),
+            cleared,
         };
         drop(room);
         send_one(&pair.server, &welcome);

@@ -69,6 +69,11 @@ export interface WelcomeFrame {
   you: You;
   /** The room's latest sequence number when the welcome was built (0 for an empty room); the next `after`. */
   seq?: number;
+  /**
+   * Present (true) when a resumed client may hold messages a moderator's clear removed while it was
+   * away: the client drops them (`messages` is emptied) before taking `history`.
+   */
+  cleared?: boolean;
   /** How long authors may edit their messages, if the server says (else 900 s). */
   edit_window_s?: number;
 }

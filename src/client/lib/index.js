@@ -625,6 +625,8 @@ export class ChatRoom extends EventTarget {
       if (after === null || history.length === 0) this.#noteSeq(frame.seq);
     }
     if (Number.isSafeInteger(frame.edit_window_s) && frame.edit_window_s >= 0) this.#editWindowS = frame.edit_window_s;
+    // A moderator cleared the history while this client was away: what it holds is gone.
+    if (frame.cleared === true) this.#messages = Object.freeze([]);
     this.#nick = String(frame.nick);
     const you = frame.you && typeof frame.you === 'object' ? frame.you : {};
     this.#you = Object.freeze({
