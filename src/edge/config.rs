@@ -3,6 +3,7 @@
 //! chat down.
 
 use crate::chat::rate_limit::RateLimit;
+use crate::chat::sse;
 
 pub const DEFAULT_MAX_ROOM_SOCKETS: usize = 1_000;
 
@@ -51,11 +52,21 @@ pub struct RoomConfig {
     pub idle_ttl_ms: u64,
     /// Whether answers carry `x-room-instance`, which shows when a room was rebuilt.
     pub instance_header: bool,
+    /// Open event streams per room (`MAX_ROOM_STREAMS`).
+    pub max_streams: u32,
+    /// How often an open event stream gets a comment line (`SSE_KEEPALIVE_MS`).
+    pub keepalive_ms: u32,
 }
 
 impl Default for RoomConfig {
     fn default() -> Self {
-        RoomConfig { limits: RoomLimits::default(), idle_ttl_ms: 30 * DAY_MS as u64, instance_header: false }
+        RoomConfig {
+            limits: RoomLimits::default(),
+            idle_ttl_ms: 30 * DAY_MS as u64,
+            instance_header: false,
+            max_streams: sse::DEFAULT_MAX_ROOM_STREAMS,
+            keepalive_ms: sse::DEFAULT_KEEPALIVE_MS,
+        }
     }
 }
 
@@ -68,7 +79,7 @@ pub struct BadVar {
 }
 
 impl RoomConfig {
-    /// Reads the rate limits, `MAX_ROOM_SOCKETS`, `ROOM_TTL_DAYS` and `ROOM_INSTANCE_HEADER`
+    /// Reads the rate limits, `MAX_ROOM_SOCKETS`, `MAX_ROOM_STREAMS`, `SSE_KEEPALIVE_MS`, `ROOM_TTL_DAYS` and `ROOM_INSTANCE_HEADER`
     /// through `var`.
     pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> (RoomConfig, Vec<BadVar>) {
         let mut config = RoomConfig::default();
@@ -91,6 +102,8 @@ impl RoomConfig {
         whole("CLIENT_JOINS_PER_10S", &mut limits.client_joins);
         whole("MAX_SOCKETS_PER_IP", &mut limits.max_client_sockets);
         whole("MAX_ROOM_SOCKETS", &mut max_sockets);
+        whole("MAX_ROOM_STREAMS", &mut config.max_streams);
+        whole("SSE_KEEPALIVE_MS", &mut config.keepalive_ms);
         limits.room.burst = limits.room.per_second;
         limits.max_sockets = max_sockets as usize;
         if limits.max_sockets > RUNTIME_MAX_SOCKETS {
@@ -124,6 +137,7 @@ mod tests {
         assert_eq!((limits.client_joins, limits.max_sockets), (10, 1000));
         assert_eq!(config.idle_ttl_ms, 30 * 86_400_000);
         assert!(!config.instance_header);
+        assert_eq!((config.max_streams, config.keepalive_ms), (100, 20_000));
         assert!(bad.is_empty());
     }
 
@@ -139,6 +153,7 @@ mod tests {
             "CLIENT_JOINS_PER_10S" => Some("-3".into()),
             "ROOM_TTL_DAYS" => Some("0.0001".into()),
             "ROOM_INSTANCE_HEADER" => Some("1".into()),
+            "MAX_ROOM_STREAMS" => Some("2".into()),
             _ => None,
         });
         let limits = &config.limits;
@@ -148,6 +163,7 @@ mod tests {
         assert_eq!((limits.client_joins, limits.max_sockets), (10, 1000));
         assert_eq!(config.idle_ttl_ms, 8_640);
         assert!(config.instance_header);
+        assert_eq!(config.max_streams, 2);
         let names: Vec<&str> = bad.iter().map(|b| b.name).collect();
         assert_eq!(names, ["RATE_PER_SECOND", "CLIENT_JOINS_PER_10S", "MAX_ROOM_SOCKETS"]);
     }

@@ -6,6 +6,7 @@ use crate::chat::close;
 use crate::chat::history;
 use crate::chat::identity::Identity;
 use crate::chat::moderation::Action;
+use crate::chat::sse::{self, Post};
 use crate::edge::origin::AllowedOrigins;
 use base64::Engine;
 use serde::{Deserialize, Serialize};
@@ -28,6 +29,9 @@ pub struct RequestParts<'a> {
     pub client_address: Option<&'a str>,
     /// `scheme://host[:port]` of the request URL: pages served by this Worker.
     pub own_origin: &'a str,
+    /// `Accept` and `Last-Event-ID`: an event stream is asked for, and where it resumes.
+    pub accept: Option<&'a str>,
+    pub last_event_id: Option<&'a str>,
 }
 
 /// The headers of a WebSocket handshake besides `Upgrade` (RFC 6455, section 4.2.1).
@@ -66,6 +70,22 @@ pub enum Route {
         #[serde(default)]
         identity: Option<Identity>,
     },
+    /// `GET /chat/ROOM/events`: the room as an event stream, a member like a socket. `since` is
+    /// where it resumes (`Last-Event-ID`, else the query's `since`).
+    Events {
+        room: String,
+        nick: Option<String>,
+        since: Option<u64>,
+        client: String,
+        #[serde(default)]
+        identity: Option<Identity>,
+    },
+    /// `POST /chat/ROOM/messages` or `/nick` by an event stream's user, named by its session token.
+    Post { room: String, post: Post },
+    /// `OPTIONS` before a cross-origin post: answered by the Worker, no room is touched.
+    Preflight,
+    /// An event stream's reader went away: the object sends this to itself. Never routed from a request.
+    StreamGone { stream: String },
     Users { room: String },
     History { room: String, window: history::Window },
     /// `POST /chat/ROOM/admin`, before the Worker has read its body into a `Moderate`.
@@ -79,8 +99,10 @@ pub enum Route {
 impl Route {
     pub fn room(&self) -> Option<&str> {
         match self {
-            Route::Health => None,
+            Route::Health | Route::Preflight | Route::StreamGone { .. } => None,
             Route::Join { room, .. }
+            | Route::Events { room, .. }
+            | Route::Post { room, .. }
             | Route::Users { room }
             | Route::History { room, .. }
             | Route::AdminAction { room }
@@ -117,6 +139,12 @@ pub enum RequestError {
     Misconfigured,
     Unauthorized,
     BadAction,
+    /// An event stream was asked for without `Accept: text/event-stream`.
+    NotAcceptable,
+    /// A post without the session token of an open event stream in this room.
+    BadSession,
+    /// The room holds `MAX_ROOM_STREAMS` event streams.
+    TooManyStreams,
     /// Over the per-address request budget of the platform's rate limiter.
     RateLimited,
     NoSuchTarget,
@@ -136,12 +164,14 @@ impl RequestError {
             RequestError::TicketRequired
             | RequestError::BadTicket
             | RequestError::TicketExpired
+            | RequestError::BadSession
             | RequestError::Unauthorized => 401,
             RequestError::ForbiddenOrigin | RequestError::WrongRoom => 403,
             RequestError::NotFound | RequestError::NoSuchTarget => 404,
             RequestError::MethodNotAllowed => 405,
+            RequestError::NotAcceptable => 406,
             RequestError::UpgradeRequired => 426,
-            RequestError::RateLimited => 429,
+            RequestError::RateLimited | RequestError::TooManyStreams => 429,
             RequestError::Internal => 500,
             RequestError::RoomFull | RequestError::Misconfigured | RequestError::Unavailable => 503,
         }
@@ -156,7 +186,14 @@ impl RequestError {
             RequestError::BadLimit => "limit must be a whole number from 1 to 100.",
             RequestError::BadSince => "since must be a message id: a whole number of zero or more.",
             RequestError::NotFound => "Nothing here. Chat lives at /chat/ROOM.",
-            RequestError::MethodNotAllowed => "Only GET is supported here (POST for /chat/ROOM/admin).",
+            RequestError::MethodNotAllowed => {
+                "Only GET is supported here (POST for /chat/ROOM/admin, /chat/ROOM/messages and /chat/ROOM/nick)."
+            }
+            RequestError::NotAcceptable => "This is an event stream: ask for it with Accept: text/event-stream.",
+            RequestError::BadSession => {
+                "Posts need the token of your open event stream (its session event) in X-Edge-Chat-Session."
+            }
+            RequestError::TooManyStreams => "This room has as many event streams as it takes: try again later.",
             RequestError::UpgradeRequired => "This is a WebSocket endpoint: connect with Upgrade: websocket.",
             RequestError::BadUpgrade => {
                 "Not a valid WebSocket handshake: it needs Connection: Upgrade, Sec-WebSocket-Version: 13 and a Sec-WebSocket-Key."
@@ -236,14 +273,30 @@ pub fn route(request: &RequestParts<'_>, allowed: &AllowedOrigins) -> Result<Rou
             };
             Route::History { room, window }
         }
+        ["chat", room, "events"] => events(room_name(room)?, request)?,
+        ["chat", room, "messages"] => Route::Post { room: room_name(room)?, post: Post::Message },
+        ["chat", room, "nick"] => Route::Post { room: room_name(room)?, post: Post::Nick },
         ["chat", room, "admin"] => Route::AdminAction { room: room_name(room)? },
         ["chat", room, "admin", "bans"] => Route::Bans { room: room_name(room)? },
         ["chat", room, "admin", "audit"] => Route::Audit { room: room_name(room)? },
         _ => return Err(RequestError::NotFound),
     };
-    let method = if matches!(route, Route::AdminAction { .. }) { "POST" } else { "GET" };
-    if request.method != method {
+    let posted = matches!(route, Route::AdminAction { .. } | Route::Post { .. });
+    if posted && request.method == "OPTIONS" && matches!(route, Route::Post { .. }) {
+        return if allowed.admits(request.origin, request.own_origin) {
+            Ok(Route::Preflight)
+        } else {
+            Err(RequestError::ForbiddenOrigin)
+        };
+    }
+    if request.method != if posted { "POST" } else { "GET" } {
         return Err(RequestError::MethodNotAllowed);
+    }
+    if matches!(route, Route::Events { .. } | Route::Post { .. }) && !allowed.admits(request.origin, request.own_origin) {
+        return Err(RequestError::ForbiddenOrigin);
+    }
+    if matches!(route, Route::Events { .. }) && !request.accept.is_some_and(|a| a.contains("text/event-stream")) {
+        return Err(RequestError::NotAcceptable);
     }
     if matches!(route, Route::Join { .. }) {
         if !request.upgrade.is_some_and(|u| u.trim().eq_ignore_ascii_case("websocket")) {
@@ -260,9 +313,23 @@ pub fn route(request: &RequestParts<'_>, allowed: &AllowedOrigins) -> Result<Rou
 }
 
 fn join(room: String, request: &RequestParts<'_>) -> Result<Route, RequestError> {
+    let (nick, since, client) = joining(request)?;
+    Ok(Route::Join { room, since, nick, client, identity: None })
+}
+
+/// What a join's query asks for (`nick`, `since`) and the client's address.
+fn joining(request: &RequestParts<'_>) -> Result<(Option<String>, Option<u64>, String), RequestError> {
     let query = Query::parse(request.query)?;
     let client = request.client_address.unwrap_or_default().to_owned();
-    Ok(Route::Join { room, since: since(&query)?, nick: query.get("nick").map(str::to_owned), client, identity: None })
+    Ok((query.get("nick").map(str::to_owned), since(&query)?, client))
+}
+
+/// An event stream joins as a socket would, with the same query; it resumes from
+/// `Last-Event-ID` when an `EventSource` reconnects.
+fn events(room: String, request: &RequestParts<'_>) -> Result<Route, RequestError> {
+    let (nick, since, client) = joining(request)?;
+    let since = sse::resume_from(request.last_event_id, since).map_err(|()| RequestError::BadSince)?;
+    Ok(Route::Events { room, nick, since, client, identity: None })
 }
 
 /// The ticket a request presents: `?ticket=` (the only way a browser's WebSocket can send
@@ -353,6 +420,8 @@ mod tests {
             origin: None,
             client_address: Some("192.0.2.1"),
             own_origin: OWN,
+            accept: None,
+            last_event_id: None,
         }
     }
 
@@ -528,6 +597,48 @@ mod tests {
         assert_eq!(post("/chat/a/admin/bans"), Err(RequestError::MethodNotAllowed));
         assert_eq!(post("/chat/a%2F/admin"), Err(RequestError::BadRoom));
         assert!(Route::Bans { room: "a".into() }.is_admin() && !Route::Users { room: "a".into() }.is_admin());
+    }
+
+    #[test]
+    fn event_streams_join_like_sockets_and_resume_from_last_event_id() {
+        let stream = |query, accept, last_event_id, origin| {
+            let parts = RequestParts { accept, last_event_id, origin, ..parts("/chat/a/events", query) };
+            route(&parts, &AllowedOrigins::parse("https://friend.example"))
+        };
+        let events = |nick: Option<&str>, since| Route::Events {
+            room: "a".into(),
+            nick: nick.map(Into::into),
+            since,
+            client: "192.0.2.1".into(),
+            identity: None,
+        };
+        let sse = Some("text/event-stream");
+        assert_eq!(stream(Some("nick=Ann&since=4"), sse, None, None), Ok(events(Some("Ann"), Some(4))));
+        assert_eq!(stream(Some("since=4"), sse, Some("9"), None), Ok(events(None, Some(9))));
+        assert_eq!(stream(None, sse, Some("nine"), None), Err(RequestError::BadSince));
+        assert_eq!(stream(None, Some("text/html"), None, None), Err(RequestError::NotAcceptable));
+        assert_eq!(stream(None, None, None, None), Err(RequestError::NotAcceptable));
+        assert_eq!(stream(None, sse, None, Some("https://evil.example")), Err(RequestError::ForbiddenOrigin));
+        assert!(stream(None, sse, None, Some("https://friend.example")).is_ok());
+        assert_eq!(RequestError::NotAcceptable.status(), 406);
+        assert_eq!(RequestError::TooManyStreams.status(), 429);
+    }
+
+    #[test]
+    fn posts_take_post_and_a_preflight() {
+        let with = |method, path, origin| {
+            let parts = RequestParts { method, origin, ..parts(path, None) };
+            route(&parts, &AllowedOrigins::parse("https://friend.example"))
+        };
+        let post = |post| Ok(Route::Post { room: "a".into(), post });
+        assert_eq!(with("POST", "/chat/a/messages", None), post(Post::Message));
+        assert_eq!(with("POST", "/chat/a/nick", Some(OWN)), post(Post::Nick));
+        assert_eq!(with("GET", "/chat/a/messages", None), Err(RequestError::MethodNotAllowed));
+        assert_eq!(with("POST", "/chat/a/messages", Some("https://evil.example")), Err(RequestError::ForbiddenOrigin));
+        assert_eq!(with("OPTIONS", "/chat/a/messages", Some("https://friend.example")), Ok(Route::Preflight));
+        assert_eq!(with("OPTIONS", "/chat/a/nick", Some("https://evil.example")), Err(RequestError::ForbiddenOrigin));
+        assert_eq!(with("POST", "/chat/a%2F/messages", None), Err(RequestError::BadRoom));
+        assert_eq!(RequestError::BadSession.status(), 401);
     }
 
     #[test]
