@@ -2,10 +2,12 @@
 // plain HTTP, in the same room as native WebSocket clients, against the real runtime.
 
 import assert from 'node:assert/strict';
+import { createServer, request as httpRequest } from 'node:http';
 import { after, afterEach, before, describe, test } from 'node:test';
+import { chromium } from 'playwright-core';
 import { ChatClient } from './support/client.mjs';
 import { assertProtocolKept } from './support/protocol.mjs';
-import { ChatServer } from './support/server.mjs';
+import { ChatServer, freePort, waitFor } from './support/server.mjs';
 import { SseClient } from './support/sse.mjs';
 
 const servers = [];
@@ -152,3 +154,127 @@ describe('resuming', () => {
     await Promise.all([resumed.close(), writerAgain.close()]);
   });
 });
+
+describe('in Chromium', () => {
+  let browser;
+  before(async () => {
+    browser = await chromium.launch({
+      executablePath: '/usr/bin/chromium',
+      args: [
+        '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+        '--disable-background-networking', '--disable-component-update', '--disable-sync',
+      ],
+    });
+  });
+  after(() => browser?.close());
+
+  test("the browser's own EventSource reads the room, posts, and resumes with Last-Event-ID after a restart", async () => {
+    const server = await startServer();
+    const room = 'browser-es';
+    const page = await (await browser.newContext()).newPage();
+    await page.goto(`${server.url}/health`);
+    await page.evaluate((room) => {
+      window.seen = [];
+      const source = new EventSource(`/chat/${room}/events?nick=Web`);
+      window.source = source;
+      for (const type of ['session', 'welcome', 'message', 'joined', 'left']) {
+        source.addEventListener(type, (event) => window.seen.push({ type, id: event.lastEventId, data: JSON.parse(event.data) }));
+      }
+    }, room);
+    const seen = (type, test = () => true) =>
+      waitFor(async () => (await page.evaluate(() => window.seen)).find((e) => e.type === type && test(e.data)), {
+        what: `a ${type} event in the page`,
+        timeoutMs: 15_000,
+      });
+    const session = await seen('session');
+    assert.equal(session.data.nick, 'Web');
+    const socket = await ChatClient.connect(`${server.wsUrl}/chat/${room}?nick=Sock`);
+    await socket.welcome();
+    await seen('joined', (frame) => frame.nick === 'Sock');
+    const posted = await page.evaluate(async ([room, token]) => {
+      const response = await fetch(`/chat/${room}/messages`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', 'x-edge-chat-session': token },
+        body: JSON.stringify({ text: 'from the page' }),
+      });
+      return { status: response.status, body: await response.json() };
+    }, [room, session.data.token]);
+    assert.equal(posted.status, 201);
+    const echoed = await socket.next({ type: 'message', text: 'from the page' });
+    assert.equal(echoed.id, posted.body.id);
+    const fromSocket = await socket.sayAndWait('from a socket');
+    const event = await seen('message', (frame) => frame.id === fromSocket.id);
+    assert.equal(event.id, String(fromSocket.id), "the event's lastEventId is the message id");
+
+    await server.restart('SIGKILL');
+    const writer = await ChatClient.connect(`${server.wsUrl}/chat/${room}?nick=Sock`);
+    await writer.welcome();
+    const missed = await writer.sayAndWait('while the page was away');
+    // EventSource reconnects by itself, sending the last id it saw as Last-Event-ID.
+    const welcomes = async () => (await page.evaluate(() => window.seen)).filter((e) => e.type === 'welcome');
+    const resumed = await waitFor(async () => (await welcomes())[1], { what: 'a second welcome', timeoutMs: 30_000 });
+    assert.deepEqual(resumed.data.history, [missed], 'exactly what it missed');
+    await page.evaluate(() => window.source.close());
+    await writer.close();
+    await page.context().close();
+  });
+
+  test('where WebSocket upgrades are blocked, the page falls back to SSE and posts, and says so', async () => {
+    // A reader that goes away is noticed at the next write: a short keep-alive makes that soon.
+    const server = await startServer({ SSE_KEEPALIVE_MS: '1000' });
+    const proxy = await upgradeBlockingProxy(server.port);
+    try {
+      const room = 'fallback';
+      const page = await (await browser.newContext()).newPage();
+      const errors = [];
+      page.on('pageerror', (error) => errors.push(String(error)));
+      await page.goto(`http://127.0.0.1:${proxy.port}/?room=${room}&nick=Walled`);
+      const status = page.locator('.ec-status');
+      await page.locator('.ec[data-status="online"]').waitFor({ timeout: 30_000 });
+      await waitFor(async () => /over HTTP/.test(await status.textContent()), { what: 'the status line to name HTTP' });
+      assert.match(await status.textContent(), /WebSockets are blocked/);
+      assert.ok(proxy.refusedUpgrades >= 3, `${proxy.refusedUpgrades} upgrades refused before falling back`);
+
+      const native = await ChatClient.connect(`${server.wsUrl}/chat/${room}?nick=Open`);
+      assert.ok((await native.welcome()).users.includes('Walled'));
+      const input = page.getByLabel(/^Message #/);
+      await input.fill('through the wall');
+      await input.press('Enter');
+      const arrived = await native.next({ type: 'message', text: 'through the wall', nick: 'Walled' });
+      await page.locator('.ec-msg .ec-text').filter({ hasText: 'through the wall' }).first().waitFor();
+      await native.sayAndWait('over the wall');
+      await page.locator('.ec-msg .ec-text').filter({ hasText: 'over the wall' }).first().waitFor();
+      assert.equal(native.count({ type: 'message', text: 'through the wall' }), 1, `posted once (#${arrived.id})`);
+      assert.deepEqual(errors, []);
+      await page.context().close();
+      await native.next({ type: 'left', nick: 'Walled' });
+      await native.close();
+    } finally {
+      proxy.close();
+    }
+  });
+});
+
+/** An HTTP proxy to wrangler that refuses every WebSocket upgrade, as some corporate proxies do. */
+async function upgradeBlockingProxy(targetPort) {
+  const port = await freePort();
+  const proxy = createServer((incoming, outgoing) => {
+    const forwarded = httpRequest(
+      { host: '127.0.0.1', port: targetPort, method: incoming.method, path: incoming.url, headers: incoming.headers },
+      (answer) => {
+        outgoing.writeHead(answer.statusCode, answer.headers);
+        answer.pipe(outgoing);
+      },
+    );
+    forwarded.on('error', () => outgoing.destroy());
+    outgoing.on('close', () => forwarded.destroy());
+    incoming.pipe(forwarded);
+  });
+  const state = { port, refusedUpgrades: 0, close: () => proxy.close() };
+  proxy.on('upgrade', (_request, socket) => {
+    state.refusedUpgrades += 1;
+    socket.end('HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n');
+  });
+  await new Promise((done) => proxy.listen(port, '127.0.0.1', done));
+  return state;
+}
