@@ -5,8 +5,9 @@ import assert from 'node:assert/strict';
 import { createServer, request as httpRequest } from 'node:http';
 import { after, afterEach, before, describe, test } from 'node:test';
 import { chromium } from 'playwright-core';
+import { mintTicket } from '../scripts/ticket.mjs';
 import { ChatClient } from './support/client.mjs';
-import { assertProtocolKept } from './support/protocol.mjs';
+import { assertProtocolKept, fetchJson } from './support/protocol.mjs';
 import { ChatServer, freePort, waitFor } from './support/server.mjs';
 import { SseClient } from './support/sse.mjs';
 
@@ -20,10 +21,64 @@ async function startServer(vars = {}) {
   return server.start();
 }
 
+const ADMIN_TOKEN = 'operator-token-for-sse-tests';
+const TICKET_SECRET = 'sse-test-ticket-secret-of-32-bytes!!';
+
 describe('event streams', () => {
   let server;
   before(async () => {
-    server = await startServer({ MAX_ROOM_STREAMS: '3', SSE_KEEPALIVE_MS: '500' });
+    server = await startServer({
+      MAX_ROOM_STREAMS: '3', SSE_KEEPALIVE_MS: '500', ADMIN_TOKEN, TICKET_SECRET, PRIVATE_ROOMS: 'private-*',
+    });
+  });
+
+  const admin = (room, action) =>
+    fetchJson(server.url, `/chat/${room}/admin`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${ADMIN_TOKEN}` },
+      json: action,
+    }).then((answer) => answer.status);
+
+  test("a moderator's kick ends a stream with a close event, and a ban refuses the next one", async () => {
+    const room = 'modded';
+    const observer = await ChatClient.connect(`${server.wsUrl}/chat/${room}?nick=Obs`);
+    await observer.welcome();
+    const troll = await SseClient.connect(`${server.url}/chat/${room}/events?nick=Troll`);
+    await observer.next({ type: 'joined', nick: 'Troll' });
+    assert.equal(await admin(room, { action: 'kick', nick: 'Troll' }), 200);
+    const closed = await troll.next({ event: 'close' });
+    assert.equal(closed.data.code, 4000);
+    await troll.done;
+    assert.ok(troll.ended, 'the room ended the stream');
+    await observer.next({ type: 'left', nick: 'Troll' });
+    assert.equal((await troll.say('still here?')).body.error.code, 'bad_session');
+
+    const again = await SseClient.connect(`${server.url}/chat/${room}/events?nick=Troll`);
+    assert.equal(await admin(room, { action: 'ban', nick: 'Troll', duration: 60 }), 200);
+    assert.equal((await again.next({ event: 'close' })).data.code, 4403);
+    const refused = await SseClient.refusal(`${server.url}/chat/${room}/events?nick=Troll`);
+    assert.deepEqual([refused.status, refused.body.error.code], [403, 'banned']);
+    await observer.sayAndWait('done');
+    assert.equal(observer.count({ type: 'left', nick: 'Troll' }), 2, 'one left per stream');
+    await observer.close();
+  });
+
+  test('a private room needs a ticket for a stream, and posts carry its identity', async () => {
+    const room = 'private-sse';
+    const refused = await SseClient.refusal(`${server.url}/chat/${room}/events`);
+    assert.deepEqual([refused.status, refused.body.error.code], [401, 'ticket_required']);
+    const exp = Math.floor(Date.now() / 1000) + 600;
+    const ticket = mintTicket({ sub: 'u-sse', name: 'Tess', room, exp }, TICKET_SECRET);
+    const reader = await SseClient.connect(`${server.url}/chat/${room}/events?ticket=${ticket}`);
+    assert.equal(reader.nick, 'Tess');
+    assert.deepEqual((await reader.nextFrame({ type: 'welcome' })).you, { nick: 'Tess', id: 'u-sse', role: 'member' });
+    const posted = await reader.say('signed');
+    assert.equal(posted.status, 201);
+    const message = await reader.nextFrame({ type: 'message', id: posted.body.id });
+    assert.equal(message.uid, 'u-sse');
+    const renamed = await reader.post('nick', 'Other', { contentType: 'text/plain' });
+    assert.deepEqual([renamed.status, renamed.body.error.code], [403, 'forbidden'], 'a ticketed nick is the ticket\'s');
+    await reader.close();
   });
 
   test('a stream and a socket chat both ways with the same ids, and see each other join and leave', async () => {
