@@ -529,7 +529,11 @@ impl ChatRoom {
         let (client_key, address) = self.newcomer_keys(client, identity.as_ref())?;
         let now = now_ms();
         let admitted = self.room.borrow_mut().admit(client_key, identity.as_ref(), address.as_deref(), now);
-        if let Err(Refusal { error: ServerFrame::Error { code, .. }, .. }) = admitted {
+        if let Err(Refusal { error, .. }) = admitted {
+            let code = match error {
+                ServerFrame::Error { code, .. } => code,
+                _ => ErrorCode::Forbidden,
+            };
             return json_response(sse::status_of(code), sse::error_body(code)).map_err(internal("refusing a stream"));
         }
         let window = Window::for_welcome(since);

@@ -160,6 +160,11 @@ export class TransportFallback {
   /** A connection closed; `opened` says whether it ever opened. Resolves true when it falls back now. */
   async closed(opened) {
     if (this.socket || !this.EventSource || opened) return false;
+    // Offline, a failure says nothing about WebSockets (and a probe would only fail too).
+    if (globalThis.navigator?.onLine === false) {
+      this.#failures = 0;
+      return false;
+    }
     let httpWorks = false;
     try {
       httpWorks = (await fetch(new URL('health', this.#base))).ok;
