@@ -4,6 +4,7 @@
 import assert from 'node:assert/strict';
 import { createServer, request as httpRequest } from 'node:http';
 import { after, afterEach, before, describe, test } from 'node:test';
+import { setTimeout as delay } from 'node:timers/promises';
 import { chromium } from 'playwright-core';
 import { mintTicket } from '../scripts/ticket.mjs';
 import { ChatClient } from './support/client.mjs';
@@ -207,6 +208,24 @@ describe('resuming', () => {
     const bad = await SseClient.refusal(`${server.url}/chat/${room}/events`, { 'last-event-id': 'abc' });
     assert.deepEqual([bad.status, bad.body.error.code], [400, 'bad_since']);
     await Promise.all([resumed.close(), writerAgain.close()]);
+  });
+});
+
+describe('hibernation', () => {
+  test('a room with an open stream is not evicted while idle, and the stream still gets what is posted', { timeout: 120_000 }, async () => {
+    const server = await startServer({ ROOM_INSTANCE_HEADER: '1' });
+    const room = 'awake';
+    const instance = async () => (await fetchJson(server.url, `/chat/${room}/users`)).headers.get('x-room-instance');
+    const reader = await SseClient.connect(`${server.url}/chat/${room}/events?nick=Owl`);
+    const before = await instance();
+    // Idleness itself is what is tested: a room of sockets only is evicted after about 10 s of it.
+    await delay(15_000);
+    assert.equal(await instance(), before, 'the same object: the stream kept it in memory');
+    const socket = await ChatClient.connect(`${server.wsUrl}/chat/${room}?nick=Lark`);
+    await socket.welcome();
+    const sent = await socket.sayAndWait('still listening?');
+    assert.deepEqual(await reader.nextFrame({ type: 'message', id: sent.id }), sent);
+    await Promise.all([reader.close(), socket.close()]);
   });
 });
 
