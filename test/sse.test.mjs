@@ -23,6 +23,7 @@ async function startServer(vars = {}) {
 }
 
 const ADMIN_TOKEN = 'operator-token-for-sse-tests';
+const FRIEND = 'https://friend.example';
 const TICKET_SECRET = 'sse-test-ticket-secret-of-32-bytes!!';
 
 describe('event streams', () => {
@@ -30,6 +31,7 @@ describe('event streams', () => {
   before(async () => {
     server = await startServer({
       MAX_ROOM_STREAMS: '3', SSE_KEEPALIVE_MS: '500', ADMIN_TOKEN, TICKET_SECRET, PRIVATE_ROOMS: 'private-*',
+      ALLOWED_ORIGINS: FRIEND,
     });
   });
 
@@ -169,6 +171,48 @@ describe('event streams', () => {
     const again = await SseClient.connect(`${server.url}/chat/capped/events?nick=R3`);
     assert.equal(again.nick, 'R3', 'a closed stream frees its place');
     await Promise.all([again.close(), readers[1].close(), readers[2].close(), socket.close()]);
+  });
+
+  test('pages from allowed origins may read streams and post (CORS); other origins are refused', async () => {
+    const reader = await SseClient.connect(`${server.url}/chat/cors/events?nick=Far`, { headers: { origin: FRIEND } });
+    assert.equal(reader.response.headers.get('access-control-allow-origin'), FRIEND);
+    const preflight = await fetch(`${server.url}/chat/cors/messages`, {
+      method: 'OPTIONS',
+      headers: { origin: FRIEND, 'access-control-request-method': 'POST', 'access-control-request-headers': 'content-type,x-edge-chat-session' },
+    });
+    assert.equal(preflight.status, 204);
+    assert.equal(preflight.headers.get('access-control-allow-origin'), FRIEND);
+    assert.match(preflight.headers.get('access-control-allow-headers'), /x-edge-chat-session/);
+    const posted = await fetch(`${server.url}/chat/cors/messages`, {
+      method: 'POST',
+      headers: { origin: FRIEND, 'content-type': 'text/plain', 'x-edge-chat-session': reader.token },
+      body: 'from afar',
+    });
+    assert.equal(posted.status, 201);
+    assert.equal(posted.headers.get('access-control-allow-origin'), FRIEND);
+    const evil = { origin: 'https://evil.example' };
+    const refused = await SseClient.refusal(`${server.url}/chat/cors/events`, evil);
+    assert.deepEqual([refused.status, refused.body.error.code], [403, 'forbidden_origin']);
+    const post = await reader.post('messages', { text: 'x' }, { headers: evil });
+    assert.deepEqual([post.status, post.body.error.code], [403, 'forbidden_origin']);
+    await reader.close();
+  });
+
+  test('a flooding poster gets 429s, then its stream ends with close 1008 and one left', async () => {
+    const observer = await ChatClient.connect(`${server.wsUrl}/chat/flood?nick=Obs`);
+    await observer.welcome();
+    const flooder = await SseClient.connect(`${server.url}/chat/flood/events?nick=Flood`);
+    const statuses = [];
+    for (let round = 0; round < 10 && !flooder.events.some((e) => e.event === 'close'); round += 1) {
+      const answers = await Promise.all(Array.from({ length: 20 }, (_, i) => flooder.say(`spam ${round}.${i}`)));
+      statuses.push(...answers.map((answer) => answer.status));
+    }
+    assert.ok(statuses.includes(201) && statuses.includes(429), statuses.join(','));
+    const closed = await flooder.next({ event: 'close' });
+    assert.equal(closed.data.code, 1008);
+    await observer.next({ type: 'left', nick: 'Flood' });
+    assert.equal((await flooder.say('more')).status, 401);
+    await observer.close();
   });
 
   test('a quiet stream gets a comment line on every keep-alive', async () => {

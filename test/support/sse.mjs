@@ -141,10 +141,10 @@ export class SseClient {
   }
 
   /** Posts as this stream's user; resolves with `{status, body}`. */
-  async post(path, body, { token = this.token, contentType = 'application/json' } = {}) {
+  async post(path, body, { token = this.token, contentType = 'application/json', headers: extra = {} } = {}) {
     const base = new URL(this.url);
     const room = base.pathname.split('/')[2];
-    const headers = { 'content-type': contentType };
+    const headers = { 'content-type': contentType, ...extra };
     if (token !== null) headers['x-edge-chat-session'] = token;
     const response = await fetch(`${base.origin}/chat/${room}/${path}`, {
       method: 'POST',
