@@ -5,6 +5,8 @@
 // a moderator's actions.
 // No dependencies: it runs in browsers and in Node 20+ (pass `WebSocket` where there is no global one).
 
+import { TransportFallback } from './sse.js';
+
 export const BATCH_PROTOCOL = 'edge-chat.batch';
 
 // The server puts at most this many messages in a history page.
@@ -13,6 +15,8 @@ const PAGE_SIZE = 100;
 // with a later `since` on a new socket instead, so that no server answer can keep it looping.
 const DEFAULT_CATCH_UP_PAGES = 10;
 const DEFAULT_MAX_MESSAGES = 1_000;
+// WebSocket attempts in a row that never open before the client falls back to SSE and posts.
+const DEFAULT_FALLBACK_AFTER = 3;
 // Messages waiting for a connection; past this `send()` refuses rather than hoard memory.
 const MAX_QUEUED = 100;
 const MIN_BACKOFF_MS = 500;
@@ -81,6 +85,7 @@ export class ChatRoom extends EventTarget {
   #held = null;
   #lastError = null;
   #probes = null;
+  #fallback;
 
   #status = 'connecting';
   #closeReason = null;
@@ -94,7 +99,9 @@ export class ChatRoom extends EventTarget {
   #messages = Object.freeze([]);
   #lastId = null;
 
-  constructor({ url, room, nick, ticket, getTicket, WebSocket, batch = true, maxMessages, catchUpPages } = {}) {
+  constructor({
+    url, room, nick, ticket, getTicket, WebSocket, EventSource, fallbackAfter, batch = true, maxMessages, catchUpPages,
+  } = {}) {
     super();
     if (!isValidRoom(room)) throw new TypeError(`edge-chat-client: ${JSON.stringify(room)} is not a room name`);
     const base = new URL(String(url));
@@ -114,12 +121,20 @@ export class ChatRoom extends EventTarget {
       catchUpPages: positive(catchUpPages, DEFAULT_CATCH_UP_PAGES),
     };
     this.#wantedNick = nick ?? null;
+    this.#fallback = new TransportFallback(withSlash(base), EventSource ?? globalThis.EventSource, {
+      after: positive(fallbackAfter, DEFAULT_FALLBACK_AFTER),
+    });
     this.#watchBrowser();
     this.#open();
   }
 
   get room() {
     return this.#options.room;
+  }
+
+  /** `websocket`, or `sse` once WebSockets failed to connect several times in a row while HTTP worked. */
+  get transport() {
+    return this.#fallback.transport;
   }
 
   /** `connecting` (the first attempt), `open`, `reconnecting`, or `closed` (for good). */
@@ -279,14 +294,21 @@ export class ChatRoom extends EventTarget {
     this.#lastError = null;
 
     let ws;
+    const Socket = this.#fallback.socket ?? this.#WebSocket;
     try {
-      ws = this.#options.batch ? new this.#WebSocket(url.href, [BATCH_PROTOCOL]) : new this.#WebSocket(url.href);
+      ws = this.#options.batch ? new Socket(url.href, [BATCH_PROTOCOL]) : new Socket(url.href);
     } catch {
       this.#retryLater();
       return;
     }
     this.#ws = ws;
+    let opened = false;
+    ws.addEventListener('close', async () => {
+      if (await this.#fallback.closed(opened)) this.#emit('transport', this.transport);
+    });
     ws.addEventListener('open', () => {
+      opened = true;
+      this.#fallback.opened();
       if (this.#ws !== ws) return;
       this.#lastHeardAt = Date.now();
       this.#pingTimer = setInterval(() => this.#probe(), PING_EVERY_MS);
