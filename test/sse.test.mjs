@@ -101,7 +101,7 @@ describe('event streams', () => {
     assert.equal(seenByAnn.id, posted.body.id);
     assert.equal(seenByAnn.nick, 'Bob');
     const echo = await bob.next((e) => e.event === 'message' && e.data.text === 'hello from a stream');
-    assert.equal(echo.id, String(posted.body.id), 'id: is the message id');
+    assert.equal(echo.id, String(echo.data.seq), "id: is the message's seq");
 
     const fromAnn = await ann.sayAndWait('hello from a socket');
     const seenByBob = await bob.nextFrame({ type: 'message', text: 'hello from a socket' });
@@ -120,6 +120,63 @@ describe('event streams', () => {
     await ann.sayAndWait('after');
     assert.equal(ann.count({ type: 'left', nick: 'Robert' }), 1, 'the stream left exactly once');
     await ann.close();
+  });
+
+  test('a post with a cid posts once, and edits, deletes, reactions, replies and typing flow both ways', async () => {
+    const room = 'changes';
+    const ann = await ChatClient.connect(`${server.wsUrl}/chat/${room}?nick=Ann`);
+    await ann.welcome();
+    const bob = await SseClient.connect(`${server.url}/chat/${room}/events?nick=Bob&client=bob-tab`);
+    await bob.nextFrame({ type: 'welcome' });
+
+    const posted = await bob.post('messages', { text: 'once', cid: 'c-1' });
+    assert.equal(posted.status, 201);
+    const own = await bob.next((e) => e.event === 'message' && e.data.id === posted.body.id);
+    assert.equal(own.data.cid, 'c-1', "the stream's own echo carries its cid");
+    assert.equal(own.id, String(own.data.seq));
+    const seen = await ann.next({ type: 'message', id: posted.body.id });
+    assert.equal(seen.cid, undefined, 'nobody else gets the cid');
+    // Sent again, from the same stream and from a new one of the same client: nothing is posted.
+    const again = await bob.post('messages', { text: 'once', cid: 'c-1' });
+    assert.deepEqual([again.status, again.body], [200, { id: posted.body.id }]);
+    const bobAgain = await SseClient.connect(`${server.url}/chat/${room}/events?nick=Bob2&client=bob-tab`);
+    const third = await bobAgain.post('messages', { text: 'once', cid: 'c-1' });
+    assert.deepEqual([third.status, third.body], [200, { id: posted.body.id }]);
+    const resent = await bobAgain.next((e) => e.event === 'message' && e.data.cid === 'c-1');
+    assert.equal(resent.id, undefined, 'a resend does not move the resume position');
+    await ann.sayAndWait('sync');
+    assert.equal(ann.count({ type: 'message', text: 'once' }), 1, 'posted once');
+
+    const reply = await bob.post('messages', { text: 'and a reply', reply_to: posted.body.id });
+    assert.equal((await ann.next({ type: 'message', id: reply.body.id })).reply_to, posted.body.id);
+    const edit = await bob.post('messages', { type: 'edit', id: posted.body.id, text: 'once, edited' });
+    assert.equal(edit.status, 200);
+    const edited = await ann.next({ type: 'edited', id: posted.body.id, text: 'once, edited' });
+    assert.deepEqual(edit.body, { id: posted.body.id, seq: edited.seq });
+    assert.equal((await bob.next({ event: 'edited' })).id, String(edited.seq), "an edit's id: is its seq");
+    assert.equal((await bob.post('messages', { type: 'edit', id: posted.body.id + 1000, text: 'x' })).status, 404);
+
+    ann.send({ type: 'react', id: posted.body.id, emoji: '👍' });
+    const reactions = await bob.next({ event: 'reactions' });
+    assert.deepEqual([reactions.id, reactions.data.counts], [String(reactions.data.seq), { '👍': 1 }]);
+    const bad = await bob.post('messages', { type: 'react', id: posted.body.id, emoji: 'no' });
+    assert.deepEqual([bad.status, bad.body.error.code], [400, 'bad_emoji']);
+
+    ann.send({ type: 'typing' });
+    assert.equal((await bob.next({ event: 'typing' })).data.nick, 'Ann');
+    assert.equal((await bob.post('messages', { type: 'typing' })).status, 204);
+    await ann.next({ type: 'typing', nick: 'Bob' });
+    await bobAgain.nextFrame({ type: 'typing', nick: 'Bob' });
+    // A stream's order holds: once a later frame arrived, Bob's own typing would have come before it.
+    const later = await ann.sayAndWait('after typing');
+    await bob.nextFrame({ type: 'message', id: later.id });
+    assert.equal(bob.frames.filter((f) => f.type === 'typing' && f.nick === 'Bob').length, 0, 'typing goes to the others only');
+
+    const gone = await bob.post('messages', { type: 'delete', id: posted.body.id });
+    const deleted = await ann.next({ type: 'deleted', id: posted.body.id });
+    assert.deepEqual([gone.status, gone.body], [200, { id: posted.body.id, seq: deleted.seq }]);
+    assert.equal((await bobAgain.next({ event: 'deleted' })).id, String(deleted.seq));
+    await Promise.all([bob.close(), bobAgain.close(), ann.close()]);
   });
 
   test('posts need the session token of an open stream, are judged like frames, and never echo the token', async () => {
@@ -227,30 +284,44 @@ describe('resuming', () => {
     const server = await startServer();
     const room = 'resume';
     const reader = await SseClient.connect(`${server.url}/chat/${room}/events?nick=Dee`);
-    const writer = await ChatClient.connect(`${server.wsUrl}/chat/${room}?nick=Eve`);
+    const writer = await ChatClient.connect(`${server.wsUrl}/chat/${room}?nick=Eve&client=eve-tab`);
     await writer.welcome();
     const seen = [];
     for (const text of ['one', 'two']) seen.push(await writer.sayAndWait(text));
     await reader.nextFrame({ type: 'message', text: 'two' });
     const lastEventId = reader.lastEventId;
-    assert.equal(lastEventId, String(seen[1].id));
+    assert.equal(lastEventId, String(seen[1].seq));
 
     await server.restart('SIGKILL');
     await reader.done;
     assert.ok(reader.ended, 'the stream ended with the runtime');
-    const writerAgain = await ChatClient.connect(`${server.wsUrl}/chat/${room}?nick=Eve`);
+    // The same client (its author) edits, deletes and reacts to what the stream saw, and posts.
+    const writerAgain = await ChatClient.connect(`${server.wsUrl}/chat/${room}?nick=Eve&client=eve-tab`);
     await writerAgain.welcome();
-    const missed = [];
-    for (const text of ['three', 'four']) missed.push(await writerAgain.sayAndWait(text));
+    const change = (frame, type) => {
+      writerAgain.send(frame);
+      return writerAgain.next({ type, id: frame.id });
+    };
+    await change({ type: 'edit', id: seen[0].id, text: 'one, edited' }, 'edited');
+    await change({ type: 'react', id: seen[0].id, emoji: '👍' }, 'reactions');
+    const deleted = await change({ type: 'delete', id: seen[1].id }, 'deleted');
+    const three = await writerAgain.sayAndWait('three');
+    assert.ok(three.seq > deleted.seq);
 
     // As EventSource reconnects: the same URL, with the last id it saw.
     const resumed = await SseClient.connect(`${server.url}/chat/${room}/events?nick=Dee`, { lastEventId });
     const welcome = await resumed.nextFrame({ type: 'welcome' });
-    assert.deepEqual(welcome.history, missed, 'exactly the messages after the last event id');
+    const state = welcome.history.map(({ id, text, deleted, reactions, edited_at }) => [id, text, !!deleted, reactions, !!edited_at]);
+    assert.deepEqual(state, [
+      [seen[0].id, 'one, edited', false, { '👍': 1 }, true],
+      [seen[1].id, undefined, true, undefined, false],
+      [three.id, 'three', false, undefined, false],
+    ], 'every message changed after the last event id, as it is now, by id');
     const welcomeEvent = resumed.events.find((e) => e.event === 'welcome');
-    assert.equal(welcomeEvent.id, String(missed[1].id), "the welcome's id is the last message it holds");
+    assert.equal(welcomeEvent.id, String(welcome.seq), "the welcome's id is its seq");
+    assert.equal(welcome.seq, three.seq);
     const bad = await SseClient.refusal(`${server.url}/chat/${room}/events`, { 'last-event-id': 'abc' });
-    assert.deepEqual([bad.status, bad.body.error.code], [400, 'bad_since']);
+    assert.deepEqual([bad.status, bad.body.error.code], [400, 'bad_after']);
     await Promise.all([resumed.close(), writerAgain.close()]);
   });
 });
@@ -322,7 +393,7 @@ describe('in Chromium', () => {
     assert.equal(echoed.id, posted.body.id);
     const fromSocket = await socket.sayAndWait('from a socket');
     const event = await seen('message', (frame) => frame.id === fromSocket.id);
-    assert.equal(event.id, String(fromSocket.id), "the event's lastEventId is the message id");
+    assert.equal(event.id, String(fromSocket.seq), "the event's lastEventId is the message's seq");
 
     await server.restart('SIGKILL');
     const writer = await ChatClient.connect(`${server.wsUrl}/chat/${room}?nick=Sock`);

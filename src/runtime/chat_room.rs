@@ -704,12 +704,20 @@ impl ChatRoom {
         }
         let refused = |code| json_response(sse::status_of(code), sse::error_body(code)).map_err(internal("refusing a post"));
         let answer = |status, body: String| json_response(status, body).map_err(internal("answering a post"));
+        let no_content = || Response::empty().map(|response| response.with_status(204)).map_err(internal("answering a post"));
         let reaction = self.room.borrow_mut().receive(&id, Incoming::Text(frame), now_ms(), &self.store);
         let sender = Sender::Stream(&id);
         match reaction {
+            // A typing frame over its own limit is dropped silently, as a socket's is.
+            Reaction::Nothing if self.room.borrow().attachment(&id).is_some() => no_content(),
             Reaction::Nothing => Err(RequestError::BadSession),
             Reaction::Reply(ServerFrame::Error { code, .. }) => refused(code),
-            Reaction::Reply(_) | Reaction::Moderate(_) => refused(ErrorCode::BadType),
+            Reaction::Reply(_) => refused(ErrorCode::BadType),
+            // A moderator's delete (the one moderation frame a post passes through).
+            Reaction::Moderate(moderation) => match self.enforce(moderation) {
+                Ok(notice) => answer(200, format!(r#"{{"ok":true,"moderated":{}}}"#, notice.to_json())),
+                Err(code) => refused(code),
+            },
             Reaction::Post { message, sender: sender_key, cid } => {
                 let id = message.id;
                 if !self.post(&sender, message, &sender_key, cid) {
@@ -717,7 +725,15 @@ impl ChatRoom {
                 }
                 answer(201, format!(r#"{{"id":{id}}}"#))
             }
-            Reaction::Resend(message) => answer(200, format!(r#"{{"id":{}}}"#, message.id)),
+            Reaction::Resend(message) => {
+                // As a socket would, the stream gets the original again with its `cid`; without an
+                // `id:`, since its seq may be older than where the stream is.
+                match serde_json::to_string(&message) {
+                    Ok(json) => self.send_to(&sender, json, None),
+                    Err(error) => worker::console_error!("edge-chat: encoding message {} failed: {error}", message.id),
+                }
+                answer(200, format!(r#"{{"id":{}}}"#, message.id))
+            }
             Reaction::Change(change) => {
                 let (id, seq) = (change.id(), change.seq());
                 match self.change(change) {
@@ -727,7 +743,7 @@ impl ChatRoom {
             }
             Reaction::Typing(frame) => {
                 self.broadcast_except(&sender, &frame.to_json());
-                Response::empty().map(|response| response.with_status(204)).map_err(internal("answering typing"))
+                no_content()
             }
             Reaction::Renamed { frame, .. } => {
                 let ServerFrame::Renamed { to, .. } = &frame else { return Err(RequestError::Internal) };
@@ -976,7 +992,7 @@ impl ChatRoom {
             }
             return true;
         };
-        let id = message.id;
+        let (id, seq) = (message.id, message.seq);
         let mut echo = message;
         let encoded = serde_json::to_string(&echo).and_then(|json| {
             echo.cid = Some(cid);
@@ -985,7 +1001,7 @@ impl ChatRoom {
         match encoded {
             Ok((json, own)) => {
                 self.broadcast_except(sender, &json);
-                self.send_to(sender, own);
+                self.send_to(sender, own, Some(seq));
             }
             Err(error) => worker::console_error!("edge-chat: encoding message {id} failed: {error}"),
         }
@@ -1184,13 +1200,15 @@ impl ChatRoom {
         }
     }
 
-    /// Sends a frame meant for its sender alone (after `broadcast_except`, which flushed).
-    fn send_to(&self, sender: &Sender, json: String) {
+    /// Sends a frame meant for its sender alone, after what the outbox holds. A stream's event
+    /// carries `position` as its `id:`.
+    fn send_to(&self, sender: &Sender, json: String, position: Option<u64>) {
+        self.flush();
         match sender {
             Sender::Socket(socket) => send_raw(socket, &JsString::from(json)),
             Sender::Stream(id) => {
                 if let Some(handle) = self.stream_of(id) {
-                    send_stream(&handle, &JsString::from(sse::event(&json)));
+                    send_stream(&handle, &JsString::from(sse::event_at(&json, position)));
                 }
             }
         }

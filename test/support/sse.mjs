@@ -151,11 +151,12 @@ export class SseClient {
       headers,
       body: typeof body === 'string' ? body : JSON.stringify(body),
     });
-    const answer = { status: response.status, body: await response.json(), type: response.headers.get('content-type') };
+    // Typing is answered 204, without a body.
+    const answer = { status: response.status, body: response.status === 204 ? undefined : await response.json(), type: response.headers.get('content-type') };
     const where = `/chat/${room}/${path}`;
     const problem = httpProblem({ method: 'POST', path: where, status: answer.status, contentType: answer.type, body: answer.body });
     if (problem) throw new Error(problem);
-    if (token && JSON.stringify(answer.body).includes(token)) throw new Error(`${where} echoed the session token`);
+    if (token && JSON.stringify(answer.body ?? null).includes(token)) throw new Error(`${where} echoed the session token`);
     return answer;
   }
 

@@ -73,9 +73,9 @@ export function sseSocketClass(EventSourceImpl) {
     }
 
     async #post(frame) {
-      const path = { message: 'messages', nick: 'nick' }[frame?.type];
+      const path = { message: 'messages', edit: 'messages', delete: 'messages', react: 'messages', typing: 'messages', nick: 'nick' }[frame?.type];
       if (!path) {
-        this.#deliver(errorFrame('unsupported', 'Over HTTP (SSE) a client can post and rename, nothing else.'));
+        this.#deliver(errorFrame('unsupported', 'Over HTTP (SSE) a client can post, edit, delete, react, type and rename, nothing else.'));
         return;
       }
       const url = new URL(`${this.#base.pathname.replace(/\/$/, '')}/${path}`, this.#base);
@@ -85,14 +85,15 @@ export function sseSocketClass(EventSourceImpl) {
       let body;
       try {
         response = await fetch(url, { method: 'POST', headers, body: JSON.stringify(frame) });
-        body = await response.json();
+        // Typing is answered 204, without a body.
+        body = response.status === 204 ? null : await response.json();
       } catch {
         return this.#end(ABNORMAL, 'a post failed');
       }
       if (this.readyState !== 1) return;
       if (response.ok) {
         // The echo comes over the stream: wait for it, so that answers keep their order.
-        if (path === 'messages' && Number.isSafeInteger(body?.id)) await this.#until(body.id);
+        if (frame.type === 'message' && Number.isSafeInteger(body?.id)) await this.#until(body.id);
         return;
       }
       if (response.status === 401 && body?.error?.code === 'bad_session') {
