@@ -1188,11 +1188,13 @@ impl ChatRoom {
     fn broadcast_except(&self, sender: &Sender, json: &str) {
         self.flush();
         let skip = Set::new(&JsValue::UNDEFINED);
-        let mut skip_stream = JsValue::UNDEFINED;
-        match sender {
-            Sender::Socket(socket) => drop(skip.add(socket.as_ref())),
-            Sender::Stream(id) => skip_stream = self.stream_of(id).unwrap_or(JsValue::UNDEFINED),
-        }
+        let skip_stream = match sender {
+            Sender::Socket(socket) => {
+                skip.add(socket.as_ref());
+                JsValue::UNDEFINED
+            }
+            Sender::Stream(id) => self.stream_of(id).unwrap_or(JsValue::UNDEFINED),
+        };
         let frames = Array::of1(&JsString::from(json));
         deliver(&self.members, &self.batched, &skip, &frames, &JsValue::UNDEFINED);
         if self.streams.size() > 0 {
