@@ -30,7 +30,7 @@ use crate::chat::identity::Identity;
 use crate::chat::idle::{Liveness, IDLE_CLOSE_CODE, IDLE_CLOSE_REASON};
 use crate::chat::moderation::{address_key, Action, Sanction};
 use crate::edge::config::RoomConfig;
-use crate::chat::history::{trim_cutoff, Window};
+use crate::chat::history::{trim_cutoff, Window, WELCOME_MAX};
 use crate::chat::messages::Change;
 use crate::chat::outbox::{offers_batch, Batch, Delivery, Outbox, SocketAttachment, Step, BATCH_PROTOCOL};
 use crate::runtime::message_store::MessageStore;
@@ -39,8 +39,11 @@ use crate::chat::protocol::{ChatMessage, ErrorCode, Incoming, ServerFrame, MAX_F
 use crate::chat::room::{Attachment, Moderation, Reaction, Room};
 use crate::edge::routes::{RequestError, Route};
 use crate::runtime::worker::{error_response, internal, json_response, refused_socket, PROTOCOL_HEADER, ROUTE_HEADER};
+use crate::chat::sse;
+use crate::chat::room::Refusal;
 use serde::Serialize;
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::rc::Rc;
 use wasm_bindgen::closure::Closure;
 use wasm_bindgen::prelude::wasm_bindgen;
@@ -48,7 +51,7 @@ use wasm_bindgen::{JsCast, JsValue};
 use worker::js_sys::{self, Array, JsString, Map, Set};
 use worker::worker_sys::web_sys;
 use worker::worker_sys::WebSocketRequestResponsePair;
-use worker::{durable_object, DurableObject, Env, Request, Response, State, WebSocket, WebSocketPair};
+use worker::{durable_object, DurableObject, Env, Request, Response, ResponseBody, State, WebSocket, WebSocketPair};
 
 #[wasm_bindgen(inline_js = "
 export function broadcast(members, frame) {
@@ -76,6 +79,73 @@ export function deliver(members, batched, skip, frames, array) {
   }
 }
 
+const encoder = new TextEncoder();
+
+// A stream whose reader has this many chunks waiting is too slow to keep: it is ended.
+const MAX_QUEUED_CHUNKS = 1000;
+
+export function open_stream(first, stub, gone_route) {
+  let ended = false;
+  const handle = {
+    controller: undefined,
+    // The stream's end reaches the object as a request of its own, handled like any other event.
+    gone() {
+      if (ended) return;
+      ended = true;
+      stub.fetch('https://room.internal/', { headers: { 'x-edge-chat-route': gone_route } }).catch(() => {});
+    },
+  };
+  const body = new ReadableStream({
+    start(controller) {
+      handle.controller = controller;
+      controller.enqueue(encoder.encode(first));
+    },
+    cancel() {
+      handle.gone();
+    },
+  });
+  return [body, handle];
+}
+
+export function send_streams(streams, text, skip) {
+  const bytes = encoder.encode(text);
+  for (const handle of streams.keys()) {
+    if (handle === skip) continue;
+    try {
+      if (handle.controller.desiredSize < -MAX_QUEUED_CHUNKS) throw new Error('reader too slow');
+      handle.controller.enqueue(bytes);
+    } catch (error) {
+      try {
+        handle.controller.error(error);
+      } catch {
+        // already ended
+      }
+      handle.gone();
+    }
+  }
+}
+
+export function send_stream(handle, text) {
+  send_streams(new Map([[handle, null]]), text, undefined);
+}
+
+export function end_stream(handle, last) {
+  try {
+    handle.controller.enqueue(encoder.encode(last));
+    handle.controller.close();
+  } catch {
+    // the reader is gone already
+  }
+}
+
+export function start_heartbeat(streams, text, ms) {
+  return setInterval(() => send_streams(streams, text), ms);
+}
+
+export function stop_heartbeat(timer) {
+  clearInterval(timer);
+}
+
 export function schedule(tick) {
   setTimeout(function run() {
     if (tick()) setTimeout(run, 0);
@@ -88,6 +158,19 @@ extern "C" {
     /// Sends `array` (if not undefined) to every member in `batched`, and each of `frames` to
     /// every other member, skipping the members in `skip`.
     fn deliver(members: &Map, batched: &Set, skip: &Set, frames: &Array, array: &JsValue);
+    /// A new event stream that starts with `first`; `[body, handle]`. When its reader goes
+    /// away, the object is sent `gone_route` through `stub` (itself).
+    fn open_stream(first: &JsString, stub: &JsValue, gone_route: &str) -> Array;
+    /// Sends `text` to every stream of `streams` (handle to member id) but `skip` (a handle, or
+    /// undefined), encoded once.
+    fn send_streams(streams: &Map, text: &JsString, skip: &JsValue);
+    /// Sends `text` to one stream.
+    fn send_stream(handle: &JsValue, text: &JsString);
+    /// Sends `last` to one stream and ends it.
+    fn end_stream(handle: &JsValue, last: &JsString);
+    /// Sends `text` to every stream every `ms`; the timer, for `stop_heartbeat`.
+    fn start_heartbeat(streams: &Map, text: &JsString, ms: u32) -> JsValue;
+    fn stop_heartbeat(timer: &JsValue);
     /// Runs `tick` after the events already queued (a zero-delay timer), and again for as long
     /// as it returns true.
     fn schedule(tick: &Closure<dyn FnMut() -> bool>);
@@ -136,6 +219,16 @@ pub struct ChatRoom {
     liveness: RefCell<Liveness>,
     /// Random per construction: shows in `x-room-instance` (when enabled) when the object was rebuilt.
     instance: Option<String>,
+    /// Every open event stream's handle, to its member id: members that live in memory only.
+    streams: Map,
+    /// Each stream's session token, to its member id.
+    sessions: RefCell<HashMap<String, String>>,
+    /// The keep-alive timer, running while the room has streams.
+    heartbeat: RefCell<Option<JsValue>>,
+    max_streams: u32,
+    keepalive_ms: u32,
+    /// This object's own stub: a stream's end reaches the object through it.
+    own_stub: Option<JsValue>,
 }
 
 impl DurableObject for ChatRoom {
@@ -165,18 +258,19 @@ impl DurableObject for ChatRoom {
         }
         let outbox = Rc::new(RefCell::new(Outbox::default()));
         let newcomers = Rc::new(Newcomers::default());
+        let streams = Map::new();
         let tick = {
             let (outbox, newcomers) = (outbox.clone(), newcomers.clone());
-            let (members, batched) = (members.clone(), batched.clone());
+            let (members, batched, streams) = (members.clone(), batched.clone(), streams.clone());
             Closure::new(move || {
                 let step = outbox.borrow_mut().tick();
                 match step {
                     Step::SendAndTick(delivery) => {
-                        carry_out(&members, &batched, &newcomers, delivery);
+                        carry_out(&members, &batched, &streams, &newcomers, delivery);
                         true
                     }
                     Step::Send(delivery) => {
-                        carry_out(&members, &batched, &newcomers, delivery);
+                        carry_out(&members, &batched, &streams, &newcomers, delivery);
                         false
                     }
                     Step::Wait => {
@@ -189,6 +283,13 @@ impl DurableObject for ChatRoom {
         match WebSocketRequestResponsePair::new("ping", "pong") {
             Ok(pair) => state.set_websocket_auto_response(&pair),
             Err(error) => worker::console_error!("edge-chat: ping auto-response not set: {error:?}"),
+        }
+        let own_stub = env
+            .durable_object("ROOMS")
+            .and_then(|rooms| rooms.id_from_string(&state.id().to_string())?.get_stub())
+            .map(|stub| stub.into_rpc::<JsValue>());
+        if let Err(error) = &own_stub {
+            worker::console_error!("edge-chat: no stub of the room itself, streams cannot end: {error}");
         }
         ChatRoom {
             state,
@@ -205,10 +306,16 @@ impl DurableObject for ChatRoom {
             idle_ttl_ms: config.idle_ttl_ms,
             liveness: RefCell::new(liveness),
             instance: config.instance_header.then(random_id),
+            streams,
+            sessions: RefCell::new(HashMap::new()),
+            heartbeat: RefCell::new(None),
+            max_streams: config.max_streams,
+            keepalive_ms: config.keepalive_ms,
+            own_stub: own_stub.ok(),
         }
     }
 
-    async fn fetch(&self, request: Request) -> worker::Result<Response> {
+    async fn fetch(&self, mut request: Request) -> worker::Result<Response> {
         let route = request
             .headers()
             .get(ROUTE_HEADER)?
@@ -219,12 +326,25 @@ impl DurableObject for ChatRoom {
                 let resume = Window::for_welcome(since, after);
                 self.join(&room, nick.as_deref(), resume, client_id, &client, identity, batch)
             }
+            Some(Route::Events { room, nick, since, after, client_id, client, identity }) => {
+                let resume = Window::for_welcome(since, after);
+                self.open_stream(&room, nick.as_deref(), resume, client_id, &client, identity)
+            }
+            Some(Route::Post { .. }) => {
+                let session = request.headers().get(sse::SESSION_HEADER)?;
+                let frame = request.text().await?;
+                self.post_from_stream(session.as_deref(), &frame)
+            }
+            Some(Route::StreamGone { stream }) => {
+                self.stream_gone(&stream);
+                Response::empty().map_err(internal("answering a stream's end"))
+            }
             Some(Route::Users { room }) => self.users(&room),
             Some(Route::History { room, window }) => self.history(&room, window),
             Some(Route::Moderate { action, .. }) => self.moderate_as_admin(action),
             Some(Route::Bans { room }) => self.bans(&room),
             Some(Route::Audit { room }) => self.audit_trail(&room),
-            Some(Route::Health | Route::AdminAction { .. }) | None => Err(RequestError::NotFound),
+            Some(Route::Health | Route::AdminAction { .. } | Route::Preflight) | None => Err(RequestError::NotFound),
         };
         let mut response = match response {
             Ok(response) => response,
@@ -312,7 +432,11 @@ impl ChatRoom {
         match reaction {
             Reaction::Nothing => {}
             Reaction::Reply(frame) => self.reply(&socket, &frame),
-            Reaction::Post { message, sender, cid } => self.post(&socket, message, &sender, cid),
+            Reaction::Post { message, sender, cid } => {
+                if !self.post(&Sender::Socket(&socket), message, &sender, cid) {
+                    self.reply(&socket, &ServerFrame::error(ErrorCode::Unavailable));
+                }
+            }
             Reaction::Resend(message) => match serde_json::to_string(&message) {
                 Ok(json) => {
                     self.flush();
@@ -320,8 +444,12 @@ impl ChatRoom {
                 }
                 Err(error) => worker::console_error!("edge-chat: encoding message {} failed: {error}", message.id),
             },
-            Reaction::Change(change) => self.change(&socket, change),
-            Reaction::Typing(frame) => self.broadcast_except(&socket, &frame.to_json()),
+            Reaction::Change(change) => {
+                if let Err(code) = self.change(change) {
+                    self.reply(&socket, &ServerFrame::error(code));
+                }
+            }
+            Reaction::Typing(frame) => self.broadcast_except(&Sender::Socket(&socket), &frame.to_json()),
             Reaction::Moderate(moderation) => {
                 if let Err(code) = self.enforce(moderation) {
                     self.reply(&socket, &ServerFrame::error(code));
@@ -398,16 +526,7 @@ impl ChatRoom {
         if self.is_full() {
             return Err(RequestError::RoomFull);
         }
-        // A ticketed user's sockets share one budget wherever they connect from; anonymous
-        // ones are known by their address.
-        let client_key = match &identity {
-            Some(user) => ClientKey::of(&format!("user:{}", user.id), self.client_salt),
-            None => ClientKey::of(client, self.client_salt),
-        };
-        let address = match client {
-            "" => None,
-            ip => Some(address_key(self.address_salt()?.as_bytes(), ip)),
-        };
+        let (client_key, address) = self.newcomer_keys(client, identity.as_ref())?;
         let now = now_ms();
         let first = self.room.borrow().is_empty();
         let admitted = self.room.borrow_mut().admit(client_key, identity.as_ref(), address.as_deref(), now);
@@ -482,6 +601,217 @@ impl ChatRoom {
             response.headers_mut().set(PROTOCOL_HEADER, BATCH_PROTOCOL).map_err(internal("answering the subprotocol"))?;
         }
         Ok(response)
+    }
+
+    /// The keys a newcomer's budgets and bans go by. A ticketed user's sockets share one budget
+    /// wherever they connect from; anonymous ones are known by their address.
+    fn newcomer_keys(&self, client: &str, identity: Option<&Identity>) -> Result<(ClientKey, Option<String>), RequestError> {
+        let client_key = match identity {
+            Some(user) => ClientKey::of(&format!("user:{}", user.id), self.client_salt),
+            None => ClientKey::of(client, self.client_salt),
+        };
+        let address = match client {
+            "" => None,
+            ip => Some(address_key(self.address_salt()?.as_bytes(), ip)),
+        };
+        Ok((client_key, address))
+    }
+
+    /// Opens an event stream into the room: a member like a socket, admitted by the same rules,
+    /// that lives in memory only. It starts at once with its session event and its welcome.
+    #[allow(clippy::too_many_arguments)]
+    fn open_stream(
+        &self,
+        room_name: &str,
+        nick: Option<&str>,
+        window: Window,
+        client_id: Option<String>,
+        client: &str,
+        identity: Option<Identity>,
+    ) -> Result<Response, RequestError> {
+        if !self.load_history() {
+            return Err(RequestError::Unavailable);
+        }
+        if self.streams.size() >= self.max_streams {
+            return Err(RequestError::TooManyStreams);
+        }
+        if self.is_full() {
+            return Err(RequestError::RoomFull);
+        }
+        let Some(own_stub) = &self.own_stub else { return Err(RequestError::Unavailable) };
+        let (client_key, address) = self.newcomer_keys(client, identity.as_ref())?;
+        let now = now_ms();
+        let admitted = self.room.borrow_mut().admit(client_key, identity.as_ref(), address.as_deref(), now);
+        if let Err(Refusal { error, .. }) = admitted {
+            let code = match error {
+                ServerFrame::Error { code, .. } => code,
+                _ => ErrorCode::Forbidden,
+            };
+            return json_response(sse::status_of(code), sse::error_body(code)).map_err(internal("refusing a stream"));
+        }
+        let mut history = self.store.read(window).map_err(internal("reading history"))?;
+        let read = history.len();
+        window.fit_budget(&mut history);
+        // The welcome's `id:` is the seq a reconnect resumes after: the room's latest, unless
+        // the welcome could not hold every change asked for (a full page, or over the byte
+        // budget), when it is the latest change it holds and the rest comes on the reconnect.
+        let cut = matches!(window, Window::After { .. } | Window::Changed { .. })
+            && (read >= WELCOME_MAX as usize || history.len() < read);
+        let (id, token) = (random_id(), format!("{}{}", random_id(), random_id()));
+        let gone_route = serde_json::to_string(&Route::StreamGone { stream: id.clone() })
+            .map_err(internal("encoding a stream's route"))?;
+        let (first, announcement) = {
+            let mut room = self.room.borrow_mut();
+            let joined = room.join(id.clone(), client_key, nick, identity, address, client_id, now, random_u64);
+            if let Some(reservation) = &joined.reservation {
+                if let Err(error) = self.store.reserve(reservation) {
+                    worker::console_error!("edge-chat: storing a nick reservation failed: {error}");
+                }
+            }
+            let nick = joined.attachment.nick;
+            let mut first = sse::session_event(&token, &nick);
+            let seq = room.last_seq();
+            let position = if cut { history.iter().map(|message| message.seq).max() } else { Some(seq) };
+            let welcome = ServerFrame::Welcome { room: room_name.to_owned(), nick, users: room.nicks(), history, you: joined.you, seq };
+            first.push_str(&sse::event_at(&welcome.to_json(), position));
+            if let Some(code) = joined.refused_nick {
+                first.push_str(&sse::event(&ServerFrame::error(code).to_json()));
+            }
+            (first, joined.announcement)
+        };
+        // What the room holds is older than this stream's welcome, and its `joined` is for the others.
+        self.flush();
+        if let Some(announcement) = announcement {
+            self.broadcast(announcement.to_json());
+        }
+        let opened = open_stream(&JsString::from(first), own_stub, &gone_route);
+        let (body, handle) = (opened.get(0), opened.get(1));
+        self.streams.set(&handle, &JsValue::from_str(&id));
+        self.sessions.borrow_mut().insert(token, id);
+        if self.heartbeat.borrow().is_none() {
+            let timer = start_heartbeat(&self.streams, &JsString::from(sse::KEEPALIVE), self.keepalive_ms);
+            *self.heartbeat.borrow_mut() = Some(timer);
+        }
+        let headers = worker::Headers::new();
+        headers.set("content-type", "text/event-stream; charset=utf-8").map_err(internal("answering a stream"))?;
+        headers.set("cache-control", "no-store").map_err(internal("answering a stream"))?;
+        let body = ResponseBody::Stream(body.unchecked_into());
+        Ok(Response::from_body(body).map_err(internal("answering a stream"))?.with_headers(headers))
+    }
+
+    /// A post by an event stream's user, named by its session token: handled as the frame its
+    /// body stands for (see `sse::post_frame`), by the same rules as a socket's. The answer says
+    /// what a socket would have been sent: the id of the message posted (201), or of the one a
+    /// duplicate `cid` posted already (200); the id and seq of a change; 204 for typing.
+    fn post_from_stream(&self, session: Option<&str>, frame: &str) -> Result<Response, RequestError> {
+        let id = session.and_then(|token| self.sessions.borrow().get(token).cloned()).ok_or(RequestError::BadSession)?;
+        if !self.load_history() {
+            return Err(RequestError::Unavailable);
+        }
+        let refused = |code| json_response(sse::status_of(code), sse::error_body(code)).map_err(internal("refusing a post"));
+        let answer = |status, body: String| json_response(status, body).map_err(internal("answering a post"));
+        let no_content = || Response::empty().map(|response| response.with_status(204)).map_err(internal("answering a post"));
+        let reaction = self.room.borrow_mut().receive(&id, Incoming::Text(frame), now_ms(), &self.store);
+        let sender = Sender::Stream(&id);
+        match reaction {
+            // A typing frame over its own limit is dropped silently, as a socket's is.
+            Reaction::Nothing if self.room.borrow().attachment(&id).is_some() => no_content(),
+            Reaction::Nothing => Err(RequestError::BadSession),
+            Reaction::Reply(ServerFrame::Error { code, .. }) => refused(code),
+            Reaction::Reply(_) => refused(ErrorCode::BadType),
+            // A moderator's delete (the one moderation frame a post passes through).
+            Reaction::Moderate(moderation) => match self.enforce(moderation) {
+                Ok(notice) => answer(200, format!(r#"{{"ok":true,"moderated":{}}}"#, notice.to_json())),
+                Err(code) => refused(code),
+            },
+            Reaction::Post { message, sender: sender_key, cid } => {
+                let id = message.id;
+                if !self.post(&sender, message, &sender_key, cid) {
+                    return refused(ErrorCode::Unavailable);
+                }
+                answer(201, format!(r#"{{"id":{id}}}"#))
+            }
+            Reaction::Resend(message) => {
+                // As a socket would, the stream gets the original again with its `cid`; without an
+                // `id:`, since its seq may be older than where the stream is.
+                match serde_json::to_string(&message) {
+                    Ok(json) => self.send_to(&sender, json, None),
+                    Err(error) => worker::console_error!("edge-chat: encoding message {} failed: {error}", message.id),
+                }
+                answer(200, format!(r#"{{"id":{}}}"#, message.id))
+            }
+            Reaction::Change(change) => {
+                let (id, seq) = (change.id(), change.seq());
+                match self.change(change) {
+                    Ok(()) => answer(200, format!(r#"{{"id":{id},"seq":{seq}}}"#)),
+                    Err(code) => refused(code),
+                }
+            }
+            Reaction::Typing(frame) => {
+                self.broadcast_except(&sender, &frame.to_json());
+                no_content()
+            }
+            Reaction::Renamed { frame, .. } => {
+                let ServerFrame::Renamed { to, .. } = &frame else { return Err(RequestError::Internal) };
+                let body = serde_json::json!({ "nick": to }).to_string();
+                self.broadcast(frame.to_json());
+                answer(200, body)
+            }
+            Reaction::Kick { error, code, reason, left, .. } => {
+                let ServerFrame::Error { code: error_code, .. } = error else { return Err(RequestError::Internal) };
+                self.end_stream(&id, Some(&error), code, reason);
+                if let Some(left) = left {
+                    self.broadcast(left.to_json());
+                }
+                self.schedule_expiry_if_empty();
+                refused(error_code)
+            }
+        }
+    }
+
+    /// The handle of member `id`'s event stream, if it has one.
+    fn stream_of(&self, id: &str) -> Option<JsValue> {
+        let mut found = None;
+        self.streams.for_each(&mut |value, key| {
+            if found.is_none() && value.as_string().as_deref() == Some(id) {
+                found = Some(key);
+            }
+        });
+        found
+    }
+
+    /// Ends member `id`'s stream from the room's side (it stays a member until the caller says
+    /// otherwise): an `error` event if given, then a `close` event with the code and reason a
+    /// socket would have been closed with.
+    fn end_stream(&self, id: &str, error: Option<&ServerFrame>, code: u16, reason: &str) -> bool {
+        let Some(handle) = self.stream_of(id) else { return false };
+        self.forget_stream(&handle, id);
+        self.flush();
+        let mut last = error.map(|error| sse::event(&error.to_json())).unwrap_or_default();
+        last.push_str(&sse::close_event(code, reason));
+        end_stream(&handle, &JsString::from(last));
+        true
+    }
+
+    fn forget_stream(&self, handle: &JsValue, id: &str) {
+        self.streams.delete(handle);
+        self.sessions.borrow_mut().retain(|_, member| member != id);
+        if self.streams.size() == 0 {
+            if let Some(timer) = self.heartbeat.borrow_mut().take() {
+                stop_heartbeat(&timer);
+            }
+        }
+    }
+
+    /// An event stream's reader went away: its member leaves, once.
+    fn stream_gone(&self, id: &str) {
+        let Some(handle) = self.stream_of(id) else { return };
+        self.forget_stream(&handle, id);
+        let left = self.room.borrow_mut().leave(id, now_ms());
+        if let Some(left) = left {
+            self.broadcast(left.to_json());
+        }
+        self.schedule_expiry_if_empty();
     }
 
     fn users(&self, room_name: &str) -> Result<Response, RequestError> {
@@ -589,6 +919,9 @@ impl ChatRoom {
             return Err(ErrorCode::NotFound);
         }
         for attachment in &ejected {
+            if self.end_stream(&attachment.id, None, close.0, close.1) {
+                continue;
+            }
             let Some(socket) = self.socket_of(&attachment.id) else { continue };
             self.attach(&socket, attachment.clone());
             self.members.delete(socket.as_ref());
@@ -645,13 +978,12 @@ impl ChatRoom {
     }
 
     /// Stores the message, then broadcasts it; a sender that named it with a `cid` gets its own
-    /// copy with the `cid`. A message that could not be stored is not broadcast: its sender is
-    /// told to send it again.
-    fn post(&self, sender: &WebSocket, message: ChatMessage, sender_key: &str, cid: Option<String>) {
+    /// copy with the `cid`. False if the message could not be stored, and so was not broadcast:
+    /// the caller tells its sender to send it again.
+    fn post(&self, sender: &Sender, message: ChatMessage, sender_key: &str, cid: Option<String>) -> bool {
         if let Err(error) = self.store.insert(&message, sender_key, cid.as_deref()) {
             worker::console_error!("edge-chat: storing message {} failed: {error}", message.id);
-            self.reply(sender, &ServerFrame::error(ErrorCode::Unavailable));
-            return;
+            return false;
         }
         if let Some(cutoff) = trim_cutoff(message.id) {
             if let Err(error) = self.store.trim(cutoff) {
@@ -663,9 +995,9 @@ impl ChatRoom {
                 Ok(json) => self.broadcast(json),
                 Err(error) => worker::console_error!("edge-chat: encoding message {} failed: {error}", message.id),
             }
-            return;
+            return true;
         };
-        let id = message.id;
+        let (id, seq) = (message.id, message.seq);
         let mut echo = message;
         let encoded = serde_json::to_string(&echo).and_then(|json| {
             echo.cid = Some(cid);
@@ -674,20 +1006,24 @@ impl ChatRoom {
         match encoded {
             Ok((json, own)) => {
                 self.broadcast_except(sender, &json);
-                send_raw(sender, &JsString::from(own));
+                self.send_to(sender, own, Some(seq));
             }
             Err(error) => worker::console_error!("edge-chat: encoding message {id} failed: {error}"),
         }
+        true
     }
 
-    /// Stores an edit, delete or reaction, then broadcasts it.
-    fn change(&self, sender: &WebSocket, change: Change) {
+    /// Stores an edit, delete or reaction, then broadcasts it; else the error for its sender.
+    fn change(&self, change: Change) -> Result<(), ErrorCode> {
         match self.store.apply(&change) {
-            Ok(true) => self.broadcast(change.frame().to_json()),
-            Ok(false) => self.reply(sender, &ServerFrame::error(ErrorCode::NotFound)),
+            Ok(true) => {
+                self.broadcast(change.frame().to_json());
+                Ok(())
+            }
+            Ok(false) => Err(ErrorCode::NotFound),
             Err(error) => {
                 worker::console_error!("edge-chat: storing a change to message {} failed: {error}", change.id());
-                self.reply(sender, &ServerFrame::error(ErrorCode::Unavailable));
+                Err(ErrorCode::Unavailable)
             }
         }
     }
@@ -852,22 +1188,45 @@ impl ChatRoom {
         self.carry_out(step);
     }
 
-    /// Sends one frame now to every member but `sender`, after what the outbox holds, so that
-    /// order holds; the sender gets its own frame (or none) from the caller.
-    fn broadcast_except(&self, sender: &WebSocket, json: &str) {
+    /// Sends one frame now to every member but `sender`, sockets and streams, after what the
+    /// outbox holds, so that order holds; the sender gets its own frame (or none) from the caller.
+    fn broadcast_except(&self, sender: &Sender, json: &str) {
         self.flush();
         let skip = Set::new(&JsValue::UNDEFINED);
-        skip.add(sender.as_ref());
+        let skip_stream = match sender {
+            Sender::Socket(socket) => {
+                skip.add(socket.as_ref());
+                JsValue::UNDEFINED
+            }
+            Sender::Stream(id) => self.stream_of(id).unwrap_or(JsValue::UNDEFINED),
+        };
         let frames = Array::of1(&JsString::from(json));
         deliver(&self.members, &self.batched, &skip, &frames, &JsValue::UNDEFINED);
+        if self.streams.size() > 0 {
+            send_streams(&self.streams, &JsString::from(sse::event(json)), &skip_stream);
+        }
+    }
+
+    /// Sends a frame meant for its sender alone, after what the outbox holds. A stream's event
+    /// carries `position` as its `id:`.
+    fn send_to(&self, sender: &Sender, json: String, position: Option<u64>) {
+        self.flush();
+        match sender {
+            Sender::Socket(socket) => send_raw(socket, &JsString::from(json)),
+            Sender::Stream(id) => {
+                if let Some(handle) = self.stream_of(id) {
+                    send_stream(&handle, &JsString::from(sse::event_at(&json, position)));
+                }
+            }
+        }
     }
 
     fn carry_out(&self, step: Step) {
         match step {
             Step::Wait => {}
-            Step::Send(delivery) => carry_out(&self.members, &self.batched, &self.newcomers, delivery),
+            Step::Send(delivery) => carry_out(&self.members, &self.batched, &self.streams, &self.newcomers, delivery),
             Step::SendAndTick(delivery) => {
-                carry_out(&self.members, &self.batched, &self.newcomers, delivery);
+                carry_out(&self.members, &self.batched, &self.streams, &self.newcomers, delivery);
                 schedule(&self.tick);
             }
         }
@@ -877,7 +1236,7 @@ impl ChatRoom {
     fn flush(&self) {
         let delivery = self.outbox.borrow_mut().flush();
         match delivery {
-            Some(delivery) => carry_out(&self.members, &self.batched, &self.newcomers, delivery),
+            Some(delivery) => carry_out(&self.members, &self.batched, &self.streams, &self.newcomers, delivery),
             None => self.newcomers.clear(),
         }
     }
@@ -896,6 +1255,12 @@ impl ChatRoom {
     fn member_id(&self, socket: &JsValue) -> Option<String> {
         self.members.get(socket).as_string()
     }
+}
+
+/// Who sent a frame: a member's socket, or the member (by id) of an event stream that posted.
+enum Sender<'a> {
+    Socket(&'a WebSocket),
+    Stream(&'a str),
 }
 
 /// The sockets that joined while the outbox held frames, in the order they joined, which is
@@ -921,10 +1286,16 @@ impl Newcomers {
     }
 }
 
-/// A batch crosses into JS once: each frame as one JS string, the array as another. Newcomers
-/// get their own, shorter batches.
-fn carry_out(members: &Map, batched: &Set, newcomers: &Newcomers, delivery: Delivery) {
+/// A batch crosses into JS once: each frame as one JS string, the array as another, and each
+/// frame's event once for all the event streams. Newcomers get their own, shorter batches;
+/// streams are never newcomers (the room sends what it holds before a stream joins).
+fn carry_out(members: &Map, batched: &Set, streams: &Map, newcomers: &Newcomers, delivery: Delivery) {
     let Delivery { batch: Batch { frames, array }, newcomers: later } = delivery;
+    if streams.size() > 0 {
+        for frame in &frames {
+            send_streams(streams, &JsString::from(sse::event(frame)), &JsValue::UNDEFINED);
+        }
+    }
     if let (None, [frame], true) = (&array, frames.as_slice(), later.is_empty()) {
         broadcast(members, &JsString::from(frame.as_str()));
     } else {

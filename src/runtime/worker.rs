@@ -10,6 +10,9 @@ use crate::edge::routes::{self, Handshake, RequestError, RequestParts, Route};
 use crate::chat::close;
 use crate::chat::moderation;
 use crate::chat::outbox::{offers_batch, BATCH_PROTOCOL};
+use crate::chat::protocol::{ErrorCode, MAX_FRAME_BYTES};
+use crate::chat::sse::{self, Post};
+use wasm_bindgen::JsValue;
 use subtle::ConstantTimeEq;
 use std::sync::atomic::{AtomicBool, Ordering};
 use worker::{event, Context, Env, Headers, Method, Request, RequestInit, Response, WebSocketPair};
@@ -44,6 +47,7 @@ async fn handle(mut request: Request, env: &Env) -> Result<Response, RequestErro
     let (connection, key, version) = (header("connection"), header("sec-websocket-key"), header("sec-websocket-version"));
     // Set by Cloudflare's edge (and by wrangler dev locally) to the client's address.
     let client_address = header("cf-connecting-ip");
+    let (accept, last_event_id) = (header("accept"), header("last-event-id"));
     let method = request.method();
     let parts = RequestParts {
         method: method.as_ref(),
@@ -54,9 +58,14 @@ async fn handle(mut request: Request, env: &Env) -> Result<Response, RequestErro
         origin: origin.as_deref(),
         client_address: client_address.as_deref(),
         own_origin: &url.origin,
+        accept: accept.as_deref(),
+        last_event_id: last_event_id.as_deref(),
     };
     let allowed = AllowedOrigins::parse(&env.var("ALLOWED_ORIGINS").map(|v| v.to_string()).unwrap_or_default());
     let mut route = routes::route(&parts, &allowed)?;
+    if matches!(route, Route::Preflight) {
+        return preflight(allowed.cors_origin(origin.as_deref(), &url.origin));
+    }
     let Some(room) = route.room().map(str::to_owned) else {
         return json_response(200, r#"{"ok":true}"#.to_owned()).map_err(internal("answering health"));
     };
@@ -66,8 +75,16 @@ async fn handle(mut request: Request, env: &Env) -> Result<Response, RequestErro
             _ => Err(RequestError::RateLimited),
         };
     }
-    let authorization = header("authorization");
-    if route.is_admin() {
+    let (authorization, session) = (header("authorization"), header(sse::SESSION_HEADER));
+    let mut body = None;
+    if let Route::Post { post, .. } = &route {
+        // The session token stands for the stream's admission, ticket and all.
+        let frame = match read_post(&mut request, *post).await? {
+            Ok(frame) => frame,
+            Err(code) => return json_response(sse::status_of(code), sse::error_body(code)).map_err(internal("refusing a post")),
+        };
+        body = Some(frame);
+    } else if route.is_admin() {
         check_admin_token(env, authorization.as_deref())?;
         if matches!(route, Route::AdminAction { .. }) {
             let body = request.text().await.map_err(|_| RequestError::BadAction)?;
@@ -83,7 +100,7 @@ async fn handle(mut request: Request, env: &Env) -> Result<Response, RequestErro
             }
             Err(refusal) => return Err(refusal),
         };
-        if let Route::Join { identity: slot, .. } = &mut route {
+        if let Route::Join { identity: slot, .. } | Route::Events { identity: slot, .. } = &mut route {
             *slot = identity;
         }
     }
@@ -91,12 +108,39 @@ async fn handle(mut request: Request, env: &Env) -> Result<Response, RequestErro
         .durable_object("ROOMS")
         .and_then(|rooms| rooms.get_by_name(&room))
         .map_err(internal("finding the room's object"))?;
-    let request = to_room(&route, upgrade.is_some(), protocols.as_deref())?;
+    let request = to_room(&route, upgrade.is_some(), protocols.as_deref(), body, session.as_deref())?;
     let response = stub.fetch_with_request(request).await.map_err(internal("calling the room"))?;
     match allowed.cors_origin(origin.as_deref(), &url.origin) {
         Some(cors) if !matches!(route, Route::Join { .. }) => allow_origin(response, cors),
         _ => Ok(response),
     }
+}
+
+/// The client frame a post stands for (see `sse::post_frame`), or why the room would refuse
+/// it anyway. A body is measured by its declared length before it is read.
+async fn read_post(request: &mut Request, post: Post) -> Result<Result<String, ErrorCode>, RequestError> {
+    let headers = request.headers();
+    let declared = headers.get("content-length").ok().flatten().and_then(|length| length.trim().parse::<usize>().ok());
+    if declared.is_some_and(|length| length > MAX_FRAME_BYTES) {
+        return Ok(Err(ErrorCode::TooLong));
+    }
+    let content_type = headers.get("content-type").ok().flatten();
+    let body = request.text().await.map_err(|_| RequestError::BadQuery)?;
+    Ok(sse::post_frame(post, content_type.as_deref(), &body))
+}
+
+/// Lets a page from an allowed origin post with the session header.
+fn preflight(cors_origin: Option<&str>) -> Result<Response, RequestError> {
+    let headers = Headers::new();
+    let set = |name: &str, value: &str| headers.set(name, value).map_err(internal("answering a preflight"));
+    if let Some(origin) = cors_origin {
+        set("access-control-allow-origin", origin)?;
+        set("access-control-allow-methods", "POST")?;
+        set("access-control-allow-headers", &format!("content-type, {}", sse::SESSION_HEADER))?;
+        set("access-control-max-age", "86400")?;
+        set("vary", "Origin")?;
+    }
+    Ok(Response::empty().map_err(internal("answering a preflight"))?.with_status(204).with_headers(headers))
 }
 
 /// `PRIVATE_ROOMS` and `TICKET_SECRET`. A secret that cannot be trusted is logged once per
@@ -184,8 +228,15 @@ fn allow_origin(response: Response, origin: &str) -> Result<Response, RequestErr
 }
 
 /// The request the room's object receives: the route as JSON, and the upgrade header that
-/// lets the object answer with a WebSocket, with the subprotocols the client offered.
-fn to_room(route: &Route, upgrade: bool, protocols: Option<&str>) -> Result<Request, RequestError> {
+/// lets the object answer with a WebSocket, with the subprotocols the client offered; a post's
+/// client frame as the body, with its session token.
+fn to_room(
+    route: &Route,
+    upgrade: bool,
+    protocols: Option<&str>,
+    body: Option<String>,
+    session: Option<&str>,
+) -> Result<Request, RequestError> {
     let headers = Headers::new();
     let route_json = serde_json::to_string(route).map_err(internal("encoding the route"))?;
     headers.set(ROUTE_HEADER, &route_json).map_err(internal("setting the route header"))?;
@@ -195,8 +246,14 @@ fn to_room(route: &Route, upgrade: bool, protocols: Option<&str>) -> Result<Requ
             headers.set(PROTOCOL_HEADER, protocols).map_err(internal("setting the subprotocol header"))?;
         }
     }
+    if let Some(session) = session {
+        headers.set(sse::SESSION_HEADER, session).map_err(internal("setting the session header"))?;
+    }
     let mut init = RequestInit::new();
     init.with_method(Method::Get).with_headers(headers);
+    if let Some(body) = body {
+        init.with_method(Method::Post).with_body(Some(JsValue::from_str(&body)));
+    }
     Request::new_with_init("https://room.internal/", &init).map_err(internal("building the room request"))
 }
 
