@@ -510,6 +510,15 @@ fn open_sockets(state: &State) -> Vec<web_sys::WebSocket> {
 
 impl ChatRoom {
     #[allow(clippy::too_many_arguments)]
+    /// Whether a resuming socket or stream may hold messages a moderator's clear has removed since.
+    /// Only a resume can have: a first join reads no setting for it.
+    fn missed_clear(&self, window: Window) -> Result<bool, RequestError> {
+        if matches!(window, Window::Latest { .. }) {
+            return Ok(false);
+        }
+        Ok(window.missed_clear(self.store.last_clear().map_err(internal("reading the last clear"))?))
+    }
+
     fn join(
         &self,
         room_name: &str,
@@ -535,11 +544,7 @@ impl ChatRoom {
         }
         let mut history = self.store.read(window).map_err(internal("reading history"))?;
         window.fit_budget(&mut history);
-        // Only a resume can have missed a clear: a first join reads no setting for it.
-        let cleared = match window {
-            Window::Latest { .. } => false,
-            _ => window.missed_clear(self.store.last_clear().map_err(internal("reading the last clear"))?),
-        };
+        let cleared = self.missed_clear(window)?;
         let id = random_id();
         let pair = self.accept(&id)?;
         let mut room = self.room.borrow_mut();
@@ -657,6 +662,7 @@ impl ChatRoom {
         // budget), when it is the latest change it holds and the rest comes on the reconnect.
         let cut = matches!(window, Window::After { .. } | Window::Changed { .. })
             && (read >= WELCOME_MAX as usize || history.len() < read);
+        let cleared = self.missed_clear(window)?;
         let (id, token) = (random_id(), format!("{}{}", random_id(), random_id()));
         let gone_route = serde_json::to_string(&Route::StreamGone { stream: id.clone() })
             .map_err(internal("encoding a stream's route"))?;
@@ -672,7 +678,9 @@ impl ChatRoom {
             let mut first = sse::session_event(&token, &nick);
             let seq = room.last_seq();
             let position = if cut { history.iter().map(|message| message.seq).max() } else { Some(seq) };
-            let welcome = ServerFrame::Welcome { room: room_name.to_owned(), nick, users: room.nicks(), history, you: joined.you, seq };
+            let users = room.nicks();
+            let welcome =
+                ServerFrame::Welcome { room: room_name.to_owned(), nick, users, history, you: joined.you, seq, cleared };
             first.push_str(&sse::event_at(&welcome.to_json(), position));
             if let Some(code) = joined.refused_nick {
                 first.push_str(&sse::event(&ServerFrame::error(code).to_json()));
