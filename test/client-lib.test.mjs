@@ -135,6 +135,26 @@ describe('edge-chat-client against the Worker', () => {
     chat.close();
   });
 
+  test('a clear made while it was away empties its messages on the resumed welcome', async () => {
+    const room = 'cleared-away';
+    const chat = open(lifted, room, { nick: 'Away' });
+    await opened(chat);
+    const before = await post(lifted, room, 'Early', 2);
+    await waitFor(() => chat.lastId === before.at(-1).id, WAIT);
+    chat.net.cut();
+    await waitFor(() => chat.status !== 'open', WAIT);
+
+    const mod = open(lifted, room, { ticket: ticket('mod-clear', 'Mod', 'moderator') });
+    await opened(mod);
+    await mod.clear();
+    const [late] = await post(lifted, room, 'Late', 1);
+    chat.net.down = false;
+    await waitFor(() => chat.status === 'open' && chat.lastId === late.id, WAIT);
+    assert.deepEqual(chat.messages.map((m) => m.text), ['Late 1'], 'what the clear removed is gone');
+    mod.close();
+    chat.close();
+  });
+
   test('a catch-up reads a bounded number of pages, then resumes on a new socket; a fresh ticket for each', async () => {
     const room = 'bounded';
     // A fresh ticket for each attempt, told apart by a claim the server ignores.

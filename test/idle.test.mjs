@@ -111,6 +111,32 @@ describe('idle sockets', () => {
     await Promise.all([pinger.close(), talker.close()]);
   });
 
+  test('an occupied room holds one alarm, for its idle check; once empty, only its expiry', async () => {
+    // What wakes a hibernated object is its alarm: an empty room's is ROOM_TTL_DAYS (30) away.
+    const room = 'alarms';
+    const ann = await ChatClient.connect(`${server.wsUrl}/chat/${room}?nick=Ann`);
+    await ann.welcome();
+    const stopPinging = keepPinging(ann);
+    const joinedAt = Date.now();
+    const idleCheck = await waitFor(() => alarmOf(server, room), { everyMs: 250, what: 'the idle check\'s alarm' });
+    assert.ok(idleCheck > joinedAt && idleCheck <= Date.now() + IDLE_TIMEOUT_MS, `alarm at +${idleCheck - joinedAt} ms`);
+    // Each idle check asks for the next, one timeout later.
+    const next = await waitFor(() => alarmOf(server, room) > idleCheck && alarmOf(server, room), {
+      timeoutMs: GHOST_GONE_WITHIN_MS,
+      everyMs: 250,
+      what: 'the next idle check',
+    });
+    assert.ok(next >= idleCheck + IDLE_TIMEOUT_MS, `the next check ${next - idleCheck} ms after the last`);
+    stopPinging();
+    await ann.close();
+    const expiry = await waitFor(() => {
+      const at = alarmOf(server, room);
+      return at > Date.now() + 29 * 86_400_000 && at;
+    }, { everyMs: 250, what: 'the expiry alarm in place of the idle check' });
+    assert.ok(expiry <= Date.now() + 30 * 86_400_000);
+    assert.equal(ann.count({ type: 'left' }), 0, 'the pinging member was never swept');
+  });
+
   test('a room whose members vanished in a restart keeps its history when its idle alarm finds it empty', { timeout: 60_000 }, async () => {
     // Its own runtime, restarted: a SIGKILL takes the sockets with it, and no close event reaches the room.
     const own = new ChatServer({ vars: { IDLE_TIMEOUT_S: String(IDLE_TIMEOUT_MS / 1000), ...MANY_CLIENTS_ONE_ADDRESS } });
@@ -152,4 +178,26 @@ for path in sys.argv[1:]:
         found = max(found, int(row[0]) if row else 0)
 print(found)`;
   return Number(execFileSync('python3', ['-c', script, ...files.map((f) => join(dir, f))]).toString());
+}
+
+/** When the object of `room` in `server`'s persisted state has its alarm (ms), or null for none. */
+function alarmOf(server, room) {
+  const dir = join(server.persistDir, 'v3/do/edge-chat-ChatRoom');
+  const script = `
+import glob, json, os, sqlite3, sys
+dir, room = sys.argv[1], sys.argv[2]
+actor = None
+for path in glob.glob(os.path.join(dir, "*.sqlite")):
+    if path.endswith("metadata.sqlite"):
+        continue
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        if (room,) in db.execute("SELECT name FROM __miniflare_do_name").fetchall():
+            actor = os.path.basename(path)[:-len(".sqlite")]
+    except sqlite3.Error:
+        pass
+meta = sqlite3.connect(f"file:{os.path.join(dir, 'metadata.sqlite')}?mode=ro", uri=True)
+row = meta.execute("SELECT scheduled_time FROM _cf_ALARM WHERE actor_id = ?", (actor,)).fetchone() if actor else None
+print(json.dumps(row[0] // 1_000_000 if row else None))  # stored in nanoseconds`;
+  return JSON.parse(execFileSync('python3', ['-c', script, dir, room]).toString());
 }

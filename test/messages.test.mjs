@@ -11,7 +11,8 @@ import { ChatServer, MANY_CLIENTS_ONE_ADDRESS } from './support/server.mjs';
 
 // An edit window short enough to run out within a test, long enough for the edits before it on a busy machine.
 const EDIT_WINDOW_S = 5;
-const server = new ChatServer({ vars: { EDIT_WINDOW_S: String(EDIT_WINDOW_S), ...MANY_CLIENTS_ONE_ADDRESS } });
+const ADMIN_TOKEN = 'operator-token-for-message-tests';
+const server = new ChatServer({ vars: { EDIT_WINDOW_S: String(EDIT_WINDOW_S), ADMIN_TOKEN, ...MANY_CLIENTS_ONE_ADDRESS } });
 let roomCounter = 0;
 const freshRoom = (label) => `${label}-${process.pid}-${++roomCounter}`;
 
@@ -305,6 +306,37 @@ describe('resume', () => {
     const lowest = [[first.id, seen + 1], [second.id, seen + 2]];
     assert.deepEqual(page.map((m) => [m.id, m.seq]), lowest, 'the history route pages changes: lowest seqs first');
     await Promise.all([ann.close(), back.close(), current.close(), bySince.close()]);
+  });
+
+  test('a client resuming from before a clear is told to drop what it holds', async () => {
+    const room = freshRoom('cleared');
+    const ann = await join(room, '?nick=Ann');
+    const old = await ann.sayAndWait('before the clear');
+    const bob = await join(room, '?nick=Bob');
+    const seen = bob.frames[0].seq;
+    assert.equal(bob.frames[0].cleared, undefined, 'a first welcome says nothing of clears');
+    await bob.close();
+
+    const cleared = await fetchJson(server.url, `/chat/${room}/admin`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${ADMIN_TOKEN}`, 'content-type': 'application/json' },
+      json: { action: 'clear' },
+    });
+    assert.equal(cleared.status, 200);
+    await ann.next({ type: 'moderated', action: 'clear' });
+    const fresh = await ann.sayAndWait('after the clear');
+
+    for (const query of [`after=${seen}`, `since=${old.id}`]) {
+      const back = await join(room, `?nick=Bob&${query}`);
+      const welcome = back.frames[0];
+      assert.equal(welcome.cleared, true, `${query}: the welcome says the history was cleared`);
+      assert.deepEqual(welcome.history.map((m) => m.text), ['after the clear'], query);
+      await back.close();
+    }
+    // A client that saw a post after the clear holds nothing the clear removed.
+    const current = await join(room, `?after=${fresh.seq}`);
+    assert.equal(current.frames[0].cleared, undefined);
+    await Promise.all([ann.close(), current.close()]);
   });
 
   test('GET history pages back with before=ID', async () => {

@@ -50,7 +50,27 @@ impl Window {
     }
 }
 
+/// Where the room's history stood when a moderator last cleared it: its last id and sequence
+/// number then.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LastClear {
+    pub id: u64,
+    pub seq: u64,
+}
+
 impl Window {
+    /// Whether a client resuming with this window may hold messages a clear has since removed:
+    /// its position is at or before the clear's. It then drops what it holds before taking the
+    /// welcome's history (the welcome says `cleared`). A client that saw the clear live and
+    /// nothing after is told again, which changes nothing for it.
+    pub fn missed_clear(self, clear: Option<LastClear>) -> bool {
+        match (self, clear) {
+            (Window::After { since, .. }, Some(clear)) => since <= clear.id,
+            (Window::Changed { after, .. }, Some(clear)) => after <= clear.seq,
+            _ => false,
+        }
+    }
+
     /// Drops whole messages until the rest fit `BYTE_BUDGET`: the oldest for `Latest` and
     /// `Before`, which show the newest; the newest for `After`, whose reader pages on from the
     /// last one it got; the latest changed for `Changed`, whose reader resumes from the highest
@@ -99,6 +119,18 @@ pub fn trim_cutoff(new_id: u64) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_resume_from_before_a_clear_is_told_of_it() {
+        let clear = Some(LastClear { id: 40, seq: 90 });
+        let changed = |after| Window::Changed { after, limit: WELCOME_MAX };
+        let since = |since| Window::After { since, limit: WELCOME_MAX };
+        assert!(changed(12).missed_clear(clear) && changed(90).missed_clear(clear));
+        assert!(!changed(91).missed_clear(clear), "a post after the clear was seen");
+        assert!(since(40).missed_clear(clear) && !since(41).missed_clear(clear));
+        assert!(!changed(0).missed_clear(None), "never cleared");
+        assert!(!Window::Latest { limit: 5 }.missed_clear(clear), "a first join holds nothing");
+    }
 
     #[test]
     fn limit_defaults_and_bounds() {

@@ -13,6 +13,7 @@ pub mod nicknames;
 pub mod outbox;
 pub mod protocol;
 pub mod rate_limit;
+pub mod sse;
 pub mod room;
 pub mod socketio;
 

@@ -205,6 +205,7 @@ proptest! {
         key in proptest::option::of(prop_oneof!["[A-Za-z0-9+/=]{0,30}", Just("dGhlIHNhbXBsZSBub25jZQ==".to_owned())]),
         version in proptest::option::of(prop_oneof!["[ -~]{0,4}", Just("13".to_owned())]),
         address in proptest::option::of("[ -~]{0,40}"),
+        last_event_id in proptest::option::of("[ -~]{0,24}"),
     ) {
         let parts = RequestParts {
             method: "GET",
@@ -215,6 +216,8 @@ proptest! {
             origin: origin.as_deref(),
             client_address: address.as_deref(),
             own_origin: "http://localhost:8787",
+            accept: Some("text/event-stream"),
+            last_event_id: last_event_id.as_deref(),
         };
         match route(&parts, &AllowedOrigins::parse("https://a.example")) {
             Ok(Route::Health) => {}

@@ -248,6 +248,10 @@ pub enum ServerFrame {
         you: You,
         /// The room's latest sequence number: resume from it with `?after=`.
         seq: u64,
+        /// A resumed client may hold messages a moderator's `clear` removed while it was away:
+        /// it drops them before taking `history`.
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        cleared: bool,
     },
     Joined {
         nick: String,
@@ -629,6 +633,7 @@ mod tests {
                 history: vec![message],
                 you: You { nick: "Ann".into(), id: None, role: Role::Member },
                 seq: 4,
+                cleared: false,
             }),
             json!({"type": "welcome", "room": "lobby", "nick": "Ann", "users": ["Ann"],
                    "history": [{"type": "message", "id": 3, "nick": "Ann", "text": "hi", "at": 9, "seq": 4}],

@@ -134,6 +134,7 @@ class Chat {
     // A room left behind (switched away from, destroyed) no longer reaches the screen.
     const on = (type, handler) => conn.addEventListener(type, (event) => this.conn === conn && handler(event));
     on('status', () => this.onStatus());
+    on('transport', () => this.onStatus());
     on('welcome', (event) => this.onWelcome(event));
     on('users', ({ detail }) => {
       this.users = [...detail];
@@ -255,7 +256,11 @@ class Chat {
 
   // ---- what the room tells ------------------------------------------------------------
 
-  onWelcome({ resumed }) {
+  onWelcome({ detail, resumed }) {
+    if (detail.cleared === true) {
+      this.list.replaceChildren();
+      this.lastEntry = null;
+    }
     this.welcomed = true;
     this.resumed = resumed;
     this.role = this.conn.you?.role ?? 'member';
@@ -772,6 +777,11 @@ class Chat {
     // A close for good is not retried: the closed note says why.
     this.retryButton.hidden = state !== 'waiting';
     if (state === 'online' && this.sendError.dataset.kind === 'offline') this.showSendError('');
+    // The library fell back to an event stream and posts: say so, since it costs the server more.
+    if (state === 'online' && this.conn?.transport === 'sse') {
+      this.statusText.textContent = 'Connected over HTTP';
+      this.statusDetail.textContent = ' · WebSockets are blocked on this network';
+    }
     if (state === 'waiting') {
       const tick = () => {
         const seconds = Math.max(1, Math.ceil((this.conn.retryAt - Date.now()) / 1000));

@@ -5,6 +5,7 @@
 use crate::chat::idle::DEFAULT_IDLE_TIMEOUT_MS;
 use crate::chat::messages::DEFAULT_EDIT_WINDOW_S;
 use crate::chat::rate_limit::RateLimit;
+use crate::chat::sse;
 
 pub const DEFAULT_MAX_ROOM_SOCKETS: usize = 1_000;
 
@@ -55,6 +56,10 @@ pub struct RoomConfig {
     pub instance_header: bool,
     /// A socket silent for this long is closed as idle (`IDLE_TIMEOUT_S`).
     pub idle_timeout_ms: u64,
+    /// Open event streams per room (`MAX_ROOM_STREAMS`).
+    pub max_streams: u32,
+    /// How often an open event stream gets a comment line (`SSE_KEEPALIVE_MS`).
+    pub keepalive_ms: u32,
 }
 
 impl Default for RoomConfig {
@@ -64,6 +69,8 @@ impl Default for RoomConfig {
             idle_ttl_ms: 30 * DAY_MS as u64,
             instance_header: false,
             idle_timeout_ms: DEFAULT_IDLE_TIMEOUT_MS,
+            max_streams: sse::DEFAULT_MAX_ROOM_STREAMS,
+            keepalive_ms: sse::DEFAULT_KEEPALIVE_MS,
         }
     }
 }
@@ -77,7 +84,8 @@ pub struct BadVar {
 }
 
 impl RoomConfig {
-    /// Reads the rate limits, `MAX_ROOM_SOCKETS`, `ROOM_TTL_DAYS`, `IDLE_TIMEOUT_S` and `ROOM_INSTANCE_HEADER`
+    /// Reads the rate limits, `MAX_ROOM_SOCKETS`, `MAX_ROOM_STREAMS`, `SSE_KEEPALIVE_MS`, `ROOM_TTL_DAYS`,
+    /// `IDLE_TIMEOUT_S` and `ROOM_INSTANCE_HEADER`
     /// through `var`.
     pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> (RoomConfig, Vec<BadVar>) {
         let mut config = RoomConfig::default();
@@ -106,6 +114,8 @@ impl RoomConfig {
         let mut idle_timeout_s = (DEFAULT_IDLE_TIMEOUT_MS / 1000) as u32;
         whole("IDLE_TIMEOUT_S", &mut idle_timeout_s);
         config.idle_timeout_ms = u64::from(idle_timeout_s) * 1000;
+        whole("MAX_ROOM_STREAMS", &mut config.max_streams);
+        whole("SSE_KEEPALIVE_MS", &mut config.keepalive_ms);
         limits.room.burst = limits.room.per_second;
         limits.max_sockets = max_sockets as usize;
         if limits.max_sockets > RUNTIME_MAX_SOCKETS {
@@ -141,6 +151,7 @@ mod tests {
         assert_eq!(config.idle_timeout_ms, 75_000);
         assert!(!config.instance_header);
         assert_eq!(limits.edit_window_ms, 900_000);
+        assert_eq!((config.max_streams, config.keepalive_ms), (100, 20_000));
         assert!(bad.is_empty());
     }
 
@@ -165,6 +176,7 @@ mod tests {
             "ROOM_TTL_DAYS" => Some("0.0001".into()),
             "ROOM_INSTANCE_HEADER" => Some("1".into()),
             "IDLE_TIMEOUT_S" => Some("3".into()),
+            "MAX_ROOM_STREAMS" => Some("2".into()),
             _ => None,
         });
         let limits = &config.limits;
@@ -175,6 +187,7 @@ mod tests {
         assert_eq!(config.idle_ttl_ms, 8_640);
         assert_eq!(config.idle_timeout_ms, 3_000);
         assert!(config.instance_header);
+        assert_eq!(config.max_streams, 2);
         let names: Vec<&str> = bad.iter().map(|b| b.name).collect();
         assert_eq!(names, ["RATE_PER_SECOND", "CLIENT_JOINS_PER_10S", "MAX_ROOM_SOCKETS"]);
     }

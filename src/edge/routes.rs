@@ -8,6 +8,7 @@ use crate::chat::identity::Identity;
 use crate::chat::moderation::Action;
 use crate::chat::protocol::is_client_token;
 use crate::chat::socketio;
+use crate::chat::sse::{self, Post};
 use crate::edge::origin::AllowedOrigins;
 use base64::Engine;
 use serde::{Deserialize, Serialize};
@@ -30,6 +31,9 @@ pub struct RequestParts<'a> {
     pub client_address: Option<&'a str>,
     /// `scheme://host[:port]` of the request URL: pages served by this Worker.
     pub own_origin: &'a str,
+    /// `Accept` and `Last-Event-ID`: an event stream is asked for, and where it resumes.
+    pub accept: Option<&'a str>,
+    pub last_event_id: Option<&'a str>,
 }
 
 /// The headers of a WebSocket handshake besides `Upgrade` (RFC 6455, section 4.2.1).
@@ -78,6 +82,26 @@ pub enum Route {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         socketio: Option<EngineRequest>,
     },
+    /// `GET /chat/ROOM/events`: the room as an event stream, a member like a socket, with the
+    /// same query. `after` is `Last-Event-ID` when an `EventSource` reconnects.
+    Events {
+        room: String,
+        nick: Option<String>,
+        since: Option<u64>,
+        #[serde(default)]
+        after: Option<u64>,
+        #[serde(default)]
+        client_id: Option<String>,
+        client: String,
+        #[serde(default)]
+        identity: Option<Identity>,
+    },
+    /// `POST /chat/ROOM/messages` or `/nick` by an event stream's user, named by its session token.
+    Post { room: String, post: Post },
+    /// `OPTIONS` before a cross-origin post: answered by the Worker, no room is touched.
+    Preflight,
+    /// An event stream's reader went away: the object sends this to itself. Never routed from a request.
+    StreamGone { stream: String },
     Users { room: String },
     History { room: String, window: history::Window },
     /// `POST /chat/ROOM/admin`, before the Worker has read its body into a `Moderate`.
@@ -91,8 +115,10 @@ pub enum Route {
 impl Route {
     pub fn room(&self) -> Option<&str> {
         match self {
-            Route::Health => None,
+            Route::Health | Route::Preflight | Route::StreamGone { .. } => None,
             Route::Join { room, .. }
+            | Route::Events { room, .. }
+            | Route::Post { room, .. }
             | Route::Users { room }
             | Route::History { room, .. }
             | Route::AdminAction { room }
@@ -165,6 +191,12 @@ pub enum RequestError {
     Misconfigured,
     Unauthorized,
     BadAction,
+    /// An event stream was asked for without `Accept: text/event-stream`.
+    NotAcceptable,
+    /// A post without the session token of an open event stream in this room.
+    BadSession,
+    /// The room holds `MAX_ROOM_STREAMS` event streams.
+    TooManyStreams,
     /// Over the per-address request budget of the platform's rate limiter.
     RateLimited,
     NoSuchTarget,
@@ -189,13 +221,15 @@ impl RequestError {
             RequestError::TicketRequired
             | RequestError::BadTicket
             | RequestError::TicketExpired
+            | RequestError::BadSession
             | RequestError::Unauthorized => 401,
             RequestError::ForbiddenOrigin | RequestError::WrongRoom => 403,
             RequestError::NotFound | RequestError::NoSuchTarget => 404,
             RequestError::MethodNotAllowed => 405,
+            RequestError::NotAcceptable => 406,
             RequestError::PayloadTooLarge => 413,
             RequestError::UpgradeRequired => 426,
-            RequestError::RateLimited => 429,
+            RequestError::RateLimited | RequestError::TooManyStreams => 429,
             RequestError::Internal => 500,
             RequestError::RoomFull | RequestError::Misconfigured | RequestError::Unavailable => 503,
         }
@@ -213,7 +247,14 @@ impl RequestError {
             RequestError::BadBefore => "before must be a message id (a whole number of zero or more), and not given with since or after.",
             RequestError::BadClient => "client must be 1 to 64 letters, digits, '_' or '-'.",
             RequestError::NotFound => "Nothing here. Chat lives at /chat/ROOM.",
-            RequestError::MethodNotAllowed => "Only GET is supported here (POST for /chat/ROOM/admin).",
+            RequestError::MethodNotAllowed => {
+                "Only GET is supported here (POST for /chat/ROOM/admin, /chat/ROOM/messages and /chat/ROOM/nick)."
+            }
+            RequestError::NotAcceptable => "This is an event stream: ask for it with Accept: text/event-stream.",
+            RequestError::BadSession => {
+                "Posts need the token of your open event stream (its session event) in X-Edge-Chat-Session."
+            }
+            RequestError::TooManyStreams => "This room has as many event streams as it takes: try again later.",
             RequestError::UpgradeRequired => "This is a WebSocket endpoint: connect with Upgrade: websocket.",
             RequestError::BadUpgrade => {
                 "Not a valid WebSocket handshake: it needs Connection: Upgrade, Sec-WebSocket-Version: 13 and a Sec-WebSocket-Key."
@@ -302,14 +343,30 @@ pub fn route(request: &RequestParts<'_>, allowed: &AllowedOrigins) -> Result<Rou
             Route::History { room, window }
         }
         [socketio::PATH] | [socketio::PATH, ""] => return socket_io(request, allowed),
+        ["chat", room, "events"] => events(room_name(room)?, request)?,
+        ["chat", room, "messages"] => Route::Post { room: room_name(room)?, post: Post::Message },
+        ["chat", room, "nick"] => Route::Post { room: room_name(room)?, post: Post::Nick },
         ["chat", room, "admin"] => Route::AdminAction { room: room_name(room)? },
         ["chat", room, "admin", "bans"] => Route::Bans { room: room_name(room)? },
         ["chat", room, "admin", "audit"] => Route::Audit { room: room_name(room)? },
         _ => return Err(RequestError::NotFound),
     };
-    let method = if matches!(route, Route::AdminAction { .. }) { "POST" } else { "GET" };
-    if request.method != method {
+    let posted = matches!(route, Route::AdminAction { .. } | Route::Post { .. });
+    if posted && request.method == "OPTIONS" && matches!(route, Route::Post { .. }) {
+        return if allowed.admits(request.origin, request.own_origin) {
+            Ok(Route::Preflight)
+        } else {
+            Err(RequestError::ForbiddenOrigin)
+        };
+    }
+    if request.method != if posted { "POST" } else { "GET" } {
         return Err(RequestError::MethodNotAllowed);
+    }
+    if matches!(route, Route::Events { .. } | Route::Post { .. }) && !allowed.admits(request.origin, request.own_origin) {
+        return Err(RequestError::ForbiddenOrigin);
+    }
+    if matches!(route, Route::Events { .. }) && !request.accept.is_some_and(|a| a.contains("text/event-stream")) {
+        return Err(RequestError::NotAcceptable);
     }
     if matches!(route, Route::Join { .. }) {
         if !request.upgrade.is_some_and(|u| u.trim().eq_ignore_ascii_case("websocket")) {
@@ -326,22 +383,30 @@ pub fn route(request: &RequestParts<'_>, allowed: &AllowedOrigins) -> Result<Rou
 }
 
 fn join(room: String, request: &RequestParts<'_>) -> Result<Route, RequestError> {
-    let query = Query::parse(request.query)?;
-    let client = request.client_address.unwrap_or_default().to_owned();
-    let (since, after, client_id, nick) = member_query(&query)?;
+    let Joining { nick, since, after, client_id, client } = joining(request)?;
     Ok(Route::Join { room, since, after, client_id, nick, client, identity: None, socketio: None })
 }
 
-/// What a joining client's query says besides its room: `since` or `after`, `client`, `nick`.
-#[allow(clippy::type_complexity)]
-fn member_query(query: &Query) -> Result<(Option<u64>, Option<u64>, Option<String>, Option<String>), RequestError> {
-    let (since, after) = resume(query)?;
+/// What a join's query asks for and the client's address: the same for a socket, a Socket.IO
+/// client and a stream.
+struct Joining {
+    nick: Option<String>,
+    since: Option<u64>,
+    after: Option<u64>,
+    client_id: Option<String>,
+    client: String,
+}
+
+fn joining(request: &RequestParts<'_>) -> Result<Joining, RequestError> {
+    let query = Query::parse(request.query)?;
+    let client = request.client_address.unwrap_or_default().to_owned();
+    let (since, after) = resume(&query)?;
     let client_id = match query.get("client") {
         Some(id) if is_client_token(id) => Some(id.to_owned()),
         Some(_) => return Err(RequestError::BadClient),
         None => None,
     };
-    Ok((since, after, client_id, query.get("nick").map(str::to_owned)))
+    Ok(Joining { nick: query.get("nick").map(str::to_owned), since, after, client_id, client })
 }
 
 /// `/socket.io/?EIO=4&transport=websocket|polling&room=R[&sid=S]`: a Socket.IO client, joined
@@ -382,10 +447,17 @@ fn socket_io(request: &RequestParts<'_>, allowed: &AllowedOrigins) -> Result<Rou
     if !allowed.admits(request.origin, request.own_origin) {
         return Err(RequestError::ForbiddenOrigin);
     }
-    let client = request.client_address.unwrap_or_default().to_owned();
-    let (since, after, client_id, nick) = member_query(&query)?;
+    let Joining { nick, since, after, client_id, client } = joining(request)?;
     let socketio = Some(EngineRequest { transport, sid, post });
     Ok(Route::Join { room, since, after, client_id, nick, client, identity: None, socketio })
+}
+
+/// An event stream joins as a socket would, with the same query; it resumes from
+/// `Last-Event-ID` (a seq, as `after`) when an `EventSource` reconnects.
+fn events(room: String, request: &RequestParts<'_>) -> Result<Route, RequestError> {
+    let Joining { nick, since, after, client_id, client } = joining(request)?;
+    let (since, after) = sse::resume_from(request.last_event_id, since, after).map_err(|()| RequestError::BadAfter)?;
+    Ok(Route::Events { room, nick, since, after, client_id, client, identity: None })
 }
 
 /// The ticket a request presents: `?ticket=` (the only way a browser's WebSocket can send
@@ -490,6 +562,8 @@ mod tests {
             origin: None,
             client_address: Some("192.0.2.1"),
             own_origin: OWN,
+            accept: None,
+            last_event_id: None,
         }
     }
 
@@ -733,6 +807,55 @@ mod tests {
         assert_eq!(post("/chat/a/admin/bans"), Err(RequestError::MethodNotAllowed));
         assert_eq!(post("/chat/a%2F/admin"), Err(RequestError::BadRoom));
         assert!(Route::Bans { room: "a".into() }.is_admin() && !Route::Users { room: "a".into() }.is_admin());
+    }
+
+    #[test]
+    fn event_streams_join_like_sockets_and_resume_from_last_event_id() {
+        let stream = |query, accept, last_event_id, origin| {
+            let parts = RequestParts { accept, last_event_id, origin, ..parts("/chat/a/events", query) };
+            route(&parts, &AllowedOrigins::parse("https://friend.example"))
+        };
+        let events = |nick: Option<&str>, since, after, client_id: Option<&str>| Route::Events {
+            room: "a".into(),
+            nick: nick.map(Into::into),
+            since,
+            after,
+            client_id: client_id.map(Into::into),
+            client: "192.0.2.1".into(),
+            identity: None,
+        };
+        let sse = Some("text/event-stream");
+        assert_eq!(stream(Some("nick=Ann&since=4"), sse, None, None), Ok(events(Some("Ann"), Some(4), None, None)));
+        assert_eq!(stream(Some("after=4&client=t1"), sse, None, None), Ok(events(None, None, Some(4), Some("t1"))));
+        // Last-Event-ID is a seq: it resumes as `after`, over whatever the query said.
+        assert_eq!(stream(Some("since=4"), sse, Some("9"), None), Ok(events(None, None, Some(9), None)));
+        assert_eq!(stream(Some("after=4"), sse, Some("9"), None), Ok(events(None, None, Some(9), None)));
+        assert_eq!(stream(None, sse, Some("nine"), None), Err(RequestError::BadAfter));
+        assert_eq!(stream(Some("client=a%20b"), sse, None, None), Err(RequestError::BadClient));
+        assert_eq!(stream(Some("since=1&after=2"), sse, None, None), Err(RequestError::BadAfter));
+        assert_eq!(stream(None, Some("text/html"), None, None), Err(RequestError::NotAcceptable));
+        assert_eq!(stream(None, None, None, None), Err(RequestError::NotAcceptable));
+        assert_eq!(stream(None, sse, None, Some("https://evil.example")), Err(RequestError::ForbiddenOrigin));
+        assert!(stream(None, sse, None, Some("https://friend.example")).is_ok());
+        assert_eq!(RequestError::NotAcceptable.status(), 406);
+        assert_eq!(RequestError::TooManyStreams.status(), 429);
+    }
+
+    #[test]
+    fn posts_take_post_and_a_preflight() {
+        let with = |method, path, origin| {
+            let parts = RequestParts { method, origin, ..parts(path, None) };
+            route(&parts, &AllowedOrigins::parse("https://friend.example"))
+        };
+        let post = |post| Ok(Route::Post { room: "a".into(), post });
+        assert_eq!(with("POST", "/chat/a/messages", None), post(Post::Message));
+        assert_eq!(with("POST", "/chat/a/nick", Some(OWN)), post(Post::Nick));
+        assert_eq!(with("GET", "/chat/a/messages", None), Err(RequestError::MethodNotAllowed));
+        assert_eq!(with("POST", "/chat/a/messages", Some("https://evil.example")), Err(RequestError::ForbiddenOrigin));
+        assert_eq!(with("OPTIONS", "/chat/a/messages", Some("https://friend.example")), Ok(Route::Preflight));
+        assert_eq!(with("OPTIONS", "/chat/a/nick", Some("https://evil.example")), Err(RequestError::ForbiddenOrigin));
+        assert_eq!(with("POST", "/chat/a%2F/messages", None), Err(RequestError::BadRoom));
+        assert_eq!(RequestError::BadSession.status(), 401);
     }
 
     #[test]

@@ -5,16 +5,16 @@
 //!
 //! Every event does the same three things: ask the room what to do, store what must be
 //! stored, then send. Nothing here awaits, so events never interleave (the exceptions are
-//! the alarm, which deletes the storage of a room idle for `ROOM_TTL_DAYS`, and a Socket.IO
-//! long-polling request, which awaits its body or its held answer and reads the room's state
-//! only after that: see `socketio`).
+//! the alarm, which deletes the storage of a room idle for `ROOM_TTL_DAYS`, a Socket.IO
+//! long-polling request, which awaits its body or its held answer, and an event stream's post,
+//! which awaits its body; both read the room's state only after that). Broadcasts go through
+//! the room's `Outbox`, which sends at once when the room is quiet and batches frames when it
+//! falls behind; this object only runs the zero-delay timer it asks for (see `outbox`).
 //!
 //! The room's one alarm serves every feature that needs a wake (`plan_alarm`): the idle check
 //! while the room has native members (see `idle`: sockets silent for `IDLE_TIMEOUT_S` are
 //! closed), the Socket.IO heartbeat while it has Socket.IO clients (see `socketio`), and the
-//! expiry once it has none. Broadcasts go through
-//! the room's `Outbox`, which sends at once when the room is quiet and batches frames when it
-//! falls behind; this object only runs the zero-delay timer it asks for (see `outbox`).
+//! expiry once it has none.
 //!
 //! Storage is touched lazily: where the stored history ends (and the room's bans, mutes, nick
 //! reservations and slow mode) is read on the first join, frame or history read, and read
@@ -33,7 +33,7 @@ use crate::chat::identity::Identity;
 use crate::chat::idle::{Liveness, IDLE_CLOSE_CODE, IDLE_CLOSE_REASON};
 use crate::chat::moderation::{address_key, Action, Sanction};
 use crate::edge::config::RoomConfig;
-use crate::chat::history::{trim_cutoff, Window};
+use crate::chat::history::{trim_cutoff, Window, WELCOME_MAX};
 use crate::chat::messages::Change;
 use crate::chat::outbox::{offers_batch, Batch, Delivery, Outbox, SocketAttachment, Step, BATCH_PROTOCOL};
 use crate::runtime::message_store::MessageStore;
@@ -42,8 +42,11 @@ use crate::chat::protocol::{ChatMessage, ErrorCode, Incoming, ServerFrame, MAX_F
 use crate::chat::room::{Attachment, Moderation, Reaction, Room};
 use crate::edge::routes::{EngineRequest, RequestError, Route, Transport};
 use crate::runtime::worker::{error_response, internal, json_response, refused_socket, PROTOCOL_HEADER, ROUTE_HEADER};
+use crate::chat::sse;
+use crate::chat::room::Refusal;
 use serde::Serialize;
 use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::rc::Rc;
 use wasm_bindgen::closure::Closure;
 use wasm_bindgen::prelude::wasm_bindgen;
@@ -51,7 +54,7 @@ use wasm_bindgen::{JsCast, JsValue};
 use worker::js_sys::{self, Array, JsString, Map, Set};
 use worker::worker_sys::web_sys;
 use worker::worker_sys::WebSocketRequestResponsePair;
-use worker::{durable_object, DurableObject, Env, Headers, Request, Response, State, WebSocket, WebSocketPair};
+use worker::{durable_object, DurableObject, Env, Headers, Request, Response, ResponseBody, State, WebSocket, WebSocketPair};
 
 #[wasm_bindgen(inline_js = "
 export function broadcast(members, frame) {
@@ -79,6 +82,73 @@ export function deliver(members, batched, skip, frames, array) {
   }
 }
 
+const encoder = new TextEncoder();
+
+// A stream whose reader has this many chunks waiting is too slow to keep: it is ended.
+const MAX_QUEUED_CHUNKS = 1000;
+
+export function open_stream(first, stub, gone_route) {
+  let ended = false;
+  const handle = {
+    controller: undefined,
+    // The stream's end reaches the object as a request of its own, handled like any other event.
+    gone() {
+      if (ended) return;
+      ended = true;
+      stub.fetch('https://room.internal/', { headers: { 'x-edge-chat-route': gone_route } }).catch(() => {});
+    },
+  };
+  const body = new ReadableStream({
+    start(controller) {
+      handle.controller = controller;
+      controller.enqueue(encoder.encode(first));
+    },
+    cancel() {
+      handle.gone();
+    },
+  });
+  return [body, handle];
+}
+
+export function send_streams(streams, text, skip) {
+  const bytes = encoder.encode(text);
+  for (const handle of streams.keys()) {
+    if (handle === skip) continue;
+    try {
+      if (handle.controller.desiredSize < -MAX_QUEUED_CHUNKS) throw new Error('reader too slow');
+      handle.controller.enqueue(bytes);
+    } catch (error) {
+      try {
+        handle.controller.error(error);
+      } catch {
+        // already ended
+      }
+      handle.gone();
+    }
+  }
+}
+
+export function send_stream(handle, text) {
+  send_streams(new Map([[handle, null]]), text, undefined);
+}
+
+export function end_stream(handle, last) {
+  try {
+    handle.controller.enqueue(encoder.encode(last));
+    handle.controller.close();
+  } catch {
+    // the reader is gone already
+  }
+}
+
+export function start_heartbeat(streams, text, ms) {
+  return setInterval(() => send_streams(streams, text), ms);
+}
+
+export function stop_heartbeat(timer) {
+  clearInterval(timer);
+}
+
 export function schedule(tick) {
   setTimeout(function run() {
     if (tick()) setTimeout(run, 0);
@@ -91,6 +161,19 @@ extern "C" {
     /// Sends `array` (if not undefined) to every member in `batched`, and each of `frames` to
     /// every other member, skipping the members in `skip`.
     fn deliver(members: &Map, batched: &Set, skip: &Set, frames: &Array, array: &JsValue);
+    /// A new event stream that starts with `first`; `[body, handle]`. When its reader goes
+    /// away, the object is sent `gone_route` through `stub` (itself).
+    fn open_stream(first: &JsString, stub: &JsValue, gone_route: &str) -> Array;
+    /// Sends `text` to every stream of `streams` (handle to member id) but `skip` (a handle, or
+    /// undefined), encoded once.
+    fn send_streams(streams: &Map, text: &JsString, skip: &JsValue);
+    /// Sends `text` to one stream.
+    fn send_stream(handle: &JsValue, text: &JsString);
+    /// Sends `last` to one stream and ends it.
+    fn end_stream(handle: &JsValue, last: &JsString);
+    /// Sends `text` to every stream every `ms`; the timer, for `stop_heartbeat`.
+    fn start_heartbeat(streams: &Map, text: &JsString, ms: u32) -> JsValue;
+    fn stop_heartbeat(timer: &JsValue);
     /// Runs `tick` after the events already queued (a zero-delay timer), and again for as long
     /// as it returns true.
     fn schedule(tick: &Closure<dyn FnMut() -> bool>);
@@ -150,6 +233,16 @@ pub struct ChatRoom {
     /// When the heartbeat's next ping round is planned; `None` while the room has no Socket.IO
     /// client, and after a wake (the alarm then pings, not knowing when the last round was).
     next_ping: Cell<Option<u64>>,
+    /// Every open event stream's handle, to its member id: members that live in memory only.
+    streams: Map,
+    /// Each stream's session token, to its member id.
+    sessions: RefCell<HashMap<String, String>>,
+    /// The streams' keep-alive timer, running while the room has streams.
+    keepalive_timer: RefCell<Option<JsValue>>,
+    max_streams: u32,
+    keepalive_ms: u32,
+    /// This object's own stub: a stream's end reaches the object through it.
+    own_stub: Option<JsValue>,
 }
 
 impl DurableObject for ChatRoom {
@@ -190,18 +283,19 @@ impl DurableObject for ChatRoom {
         }
         let outbox = Rc::new(RefCell::new(Outbox::default()));
         let newcomers = Rc::new(Newcomers::default());
+        let streams = Map::new();
         let tick = {
             let (outbox, newcomers) = (outbox.clone(), newcomers.clone());
-            let (members, batched, sio) = (members.clone(), batched.clone(), sio.clone());
+            let (members, batched, streams, sio) = (members.clone(), batched.clone(), streams.clone(), sio.clone());
             Closure::new(move || {
                 let step = outbox.borrow_mut().tick();
                 match step {
                     Step::SendAndTick(delivery) => {
-                        carry_out(&members, &batched, &newcomers, &sio, delivery);
+                        carry_out(&members, &batched, &streams, &newcomers, &sio, delivery);
                         true
                     }
                     Step::Send(delivery) => {
-                        carry_out(&members, &batched, &newcomers, &sio, delivery);
+                        carry_out(&members, &batched, &streams, &newcomers, &sio, delivery);
                         false
                     }
                     Step::Wait => {
@@ -214,6 +308,13 @@ impl DurableObject for ChatRoom {
         match WebSocketRequestResponsePair::new("ping", "pong") {
             Ok(pair) => state.set_websocket_auto_response(&pair),
             Err(error) => worker::console_error!("edge-chat: ping auto-response not set: {error:?}"),
+        }
+        let own_stub = env
+            .durable_object("ROOMS")
+            .and_then(|rooms| rooms.id_from_string(&state.id().to_string())?.get_stub())
+            .map(|stub| stub.into_rpc::<JsValue>());
+        if let Err(error) = &own_stub {
+            worker::console_error!("edge-chat: no stub of the room itself, streams cannot end: {error}");
         }
         ChatRoom {
             state,
@@ -233,10 +334,16 @@ impl DurableObject for ChatRoom {
             sio,
             heartbeat,
             next_ping: Cell::new(None),
+            streams,
+            sessions: RefCell::new(HashMap::new()),
+            keepalive_timer: RefCell::new(None),
+            max_streams: config.max_streams,
+            keepalive_ms: config.keepalive_ms,
+            own_stub: own_stub.ok(),
         }
     }
 
-    async fn fetch(&self, request: Request) -> worker::Result<Response> {
+    async fn fetch(&self, mut request: Request) -> worker::Result<Response> {
         let route = request
             .headers()
             .get(ROUTE_HEADER)?
@@ -251,12 +358,25 @@ impl DurableObject for ChatRoom {
                 let socketio = socketio.map(|engine| (socketio::upgrade_state(&room, since, after), engine.transport));
                 self.join(&room, nick.as_deref(), resume, client_id, &client, identity, batch, socketio)
             }
+            Some(Route::Events { room, nick, since, after, client_id, client, identity }) => {
+                let resume = Window::for_welcome(since, after);
+                self.open_stream(&room, nick.as_deref(), resume, client_id, &client, identity)
+            }
+            Some(Route::Post { .. }) => {
+                let session = request.headers().get(sse::SESSION_HEADER)?;
+                let frame = request.text().await?;
+                self.post_from_stream(session.as_deref(), &frame)
+            }
+            Some(Route::StreamGone { stream }) => {
+                self.stream_gone(&stream);
+                Response::empty().map_err(internal("answering a stream's end"))
+            }
             Some(Route::Users { room }) => self.users(&room),
             Some(Route::History { room, window }) => self.history(&room, window),
             Some(Route::Moderate { action, .. }) => self.moderate_as_admin(action),
             Some(Route::Bans { room }) => self.bans(&room),
             Some(Route::Audit { room }) => self.audit_trail(&room),
-            Some(Route::Health | Route::AdminAction { .. }) | None => Err(RequestError::NotFound),
+            Some(Route::Health | Route::AdminAction { .. } | Route::Preflight) | None => Err(RequestError::NotFound),
         };
         let mut response = match response {
             Ok(response) => response,
@@ -391,9 +511,20 @@ impl ChatRoom {
         match reaction {
             Reaction::Nothing => {}
             Reaction::Reply(frame) => self.answer(peer, answer, &frame),
-            Reaction::Post { message, sender, cid } => self.post(peer, message, &sender, cid, answer),
+            Reaction::Post { message, sender, cid } => {
+                if !self.post(peer, message, &sender, cid, answer) {
+                    self.answer(peer, answer, &ServerFrame::error(ErrorCode::Unavailable));
+                }
+            }
             Reaction::Resend(message) => self.resend(peer, &message, answer),
-            Reaction::Change(change) => self.change(peer, change, answer),
+            Reaction::Change(change) => {
+                let id = change.id();
+                match self.change(change) {
+                    // An emit waiting for an ack gets the message's id.
+                    Ok(()) => self.acknowledge(peer, answer, &format!(r#"{{"id":{id}}}"#)),
+                    Err(code) => self.answer(peer, answer, &ServerFrame::error(code)),
+                }
+            }
             Reaction::Typing(frame) => {
                 self.broadcast_except(peer, &frame.to_json());
                 self.acknowledge(peer, answer, "{}");
@@ -406,6 +537,8 @@ impl ChatRoom {
                 match peer {
                     Peer::Socket(socket) => self.attach(socket, attachment),
                     Peer::Session(sid) => self.sio.rename_session(sid, attachment),
+                    // A stream's post is carried out by `post_from_stream`.
+                    Peer::Stream(_) => {}
                 }
                 self.broadcast(frame.to_json());
                 self.acknowledge(peer, answer, "{}");
@@ -425,6 +558,7 @@ impl ChatRoom {
                         was_socketio
                     }
                     Peer::Session(sid) => self.sio.end_session(sid),
+                    Peer::Stream(_) => false,
                 };
                 if let Some(left) = left {
                     self.broadcast(left.to_json());
@@ -441,7 +575,7 @@ impl ChatRoom {
         match (answer, peer) {
             (Answer::Native, Peer::Socket(socket)) => self.reply(socket, frame),
             (Answer::SocketIo { namespace, ack }, peer) => self.answer_socketio(peer, *namespace, *ack, frame),
-            (Answer::Native, Peer::Session(_)) => {}
+            (Answer::Native, Peer::Session(_) | Peer::Stream(_)) => {}
         }
     }
 
@@ -452,15 +586,13 @@ impl ChatRoom {
         }
     }
 
-    /// A frame for the sender alone (its own message with its `cid`), sent after what the outbox
-    /// holds: the native frame, or the events a broadcast of it makes in the sender's namespaces.
-    fn send_own(&self, peer: Peer<'_>, answer: &Answer, json: &str) {
-        self.flush();
-        match (answer, peer) {
-            (Answer::Native, Peer::Socket(socket)) => send_raw(socket, &JsString::from(json)),
-            (Answer::SocketIo { .. }, peer) => self.socketio_own(peer, json),
-            (Answer::Native, Peer::Session(_)) => {}
+    /// Whether a resuming socket or stream may hold messages a moderator's clear has removed since.
+    /// Only a resume can have: a first join reads no setting for it.
+    fn missed_clear(&self, window: Window) -> Result<bool, RequestError> {
+        if matches!(window, Window::Latest { .. }) {
+            return Ok(false);
         }
+        Ok(window.missed_clear(self.store.last_clear().map_err(internal("reading the last clear"))?))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -481,16 +613,7 @@ impl ChatRoom {
         if self.is_full() {
             return Err(RequestError::RoomFull);
         }
-        // A ticketed user's sockets share one budget wherever they connect from; anonymous
-        // ones are known by their address.
-        let client_key = match &identity {
-            Some(user) => ClientKey::of(&format!("user:{}", user.id), self.client_salt),
-            None => ClientKey::of(client, self.client_salt),
-        };
-        let address = match client {
-            "" => None,
-            ip => Some(address_key(self.address_salt()?.as_bytes(), ip)),
-        };
+        let (client_key, address) = self.newcomer_keys(client, identity.as_ref())?;
         let now = now_ms();
         let first = self.room.borrow().is_empty();
         let admitted = self.room.borrow_mut().admit(client_key, identity.as_ref(), address.as_deref(), now);
@@ -505,6 +628,7 @@ impl ChatRoom {
         }
         let mut history = self.store.read(window).map_err(internal("reading history"))?;
         window.fit_budget(&mut history);
+        let cleared = self.missed_clear(window)?;
         let id = random_id();
         let pair = self.accept(&id)?;
         let mut room = self.room.borrow_mut();
@@ -525,6 +649,7 @@ impl ChatRoom {
             history,
             you: joined.you,
             seq: room.last_seq(),
+            cleared,
         };
         drop(room);
         send_one(&pair.server, &welcome);
@@ -572,6 +697,220 @@ impl ChatRoom {
             }
         }
         self.plan_alarm(now);
+    }
+
+    /// The keys a newcomer's budgets and bans go by. A ticketed user's sockets share one budget
+    /// wherever they connect from; anonymous ones are known by their address.
+    fn newcomer_keys(&self, client: &str, identity: Option<&Identity>) -> Result<(ClientKey, Option<String>), RequestError> {
+        let client_key = match identity {
+            Some(user) => ClientKey::of(&format!("user:{}", user.id), self.client_salt),
+            None => ClientKey::of(client, self.client_salt),
+        };
+        let address = match client {
+            "" => None,
+            ip => Some(address_key(self.address_salt()?.as_bytes(), ip)),
+        };
+        Ok((client_key, address))
+    }
+
+    /// Opens an event stream into the room: a member like a socket, admitted by the same rules,
+    /// that lives in memory only. It starts at once with its session event and its welcome.
+    #[allow(clippy::too_many_arguments)]
+    fn open_stream(
+        &self,
+        room_name: &str,
+        nick: Option<&str>,
+        window: Window,
+        client_id: Option<String>,
+        client: &str,
+        identity: Option<Identity>,
+    ) -> Result<Response, RequestError> {
+        if !self.load_history() {
+            return Err(RequestError::Unavailable);
+        }
+        if self.streams.size() >= self.max_streams {
+            return Err(RequestError::TooManyStreams);
+        }
+        if self.is_full() {
+            return Err(RequestError::RoomFull);
+        }
+        let Some(own_stub) = &self.own_stub else { return Err(RequestError::Unavailable) };
+        let (client_key, address) = self.newcomer_keys(client, identity.as_ref())?;
+        let now = now_ms();
+        let admitted = self.room.borrow_mut().admit(client_key, identity.as_ref(), address.as_deref(), now);
+        if let Err(Refusal { error, .. }) = admitted {
+            let code = match error {
+                ServerFrame::Error { code, .. } => code,
+                _ => ErrorCode::Forbidden,
+            };
+            return json_response(sse::status_of(code), sse::error_body(code)).map_err(internal("refusing a stream"));
+        }
+        let mut history = self.store.read(window).map_err(internal("reading history"))?;
+        let read = history.len();
+        window.fit_budget(&mut history);
+        // The welcome's `id:` is the seq a reconnect resumes after: the room's latest, unless
+        // the welcome could not hold every change asked for (a full page, or over the byte
+        // budget), when it is the latest change it holds and the rest comes on the reconnect.
+        let cut = matches!(window, Window::After { .. } | Window::Changed { .. })
+            && (read >= WELCOME_MAX as usize || history.len() < read);
+        let cleared = self.missed_clear(window)?;
+        let (id, token) = (random_id(), format!("{}{}", random_id(), random_id()));
+        let gone_route = serde_json::to_string(&Route::StreamGone { stream: id.clone() })
+            .map_err(internal("encoding a stream's route"))?;
+        let (first, announcement) = {
+            let mut room = self.room.borrow_mut();
+            let joined = room.join(id.clone(), client_key, nick, identity, address, client_id, now, random_u64);
+            if let Some(reservation) = &joined.reservation {
+                if let Err(error) = self.store.reserve(reservation) {
+                    worker::console_error!("edge-chat: storing a nick reservation failed: {error}");
+                }
+            }
+            let nick = joined.attachment.nick;
+            let mut first = sse::session_event(&token, &nick);
+            let seq = room.last_seq();
+            let position = if cut { history.iter().map(|message| message.seq).max() } else { Some(seq) };
+            let users = room.nicks();
+            let welcome =
+                ServerFrame::Welcome { room: room_name.to_owned(), nick, users, history, you: joined.you, seq, cleared };
+            first.push_str(&sse::event_at(&welcome.to_json(), position));
+            if let Some(code) = joined.refused_nick {
+                first.push_str(&sse::event(&ServerFrame::error(code).to_json()));
+            }
+            (first, joined.announcement)
+        };
+        // What the room holds is older than this stream's welcome, and its `joined` is for the others.
+        self.flush();
+        if let Some(announcement) = announcement {
+            self.broadcast(announcement.to_json());
+        }
+        let opened = open_stream(&JsString::from(first), own_stub, &gone_route);
+        let (body, handle) = (opened.get(0), opened.get(1));
+        self.streams.set(&handle, &JsValue::from_str(&id));
+        self.sessions.borrow_mut().insert(token, id);
+        if self.keepalive_timer.borrow().is_none() {
+            let timer = start_heartbeat(&self.streams, &JsString::from(sse::KEEPALIVE), self.keepalive_ms);
+            *self.keepalive_timer.borrow_mut() = Some(timer);
+        }
+        let headers = worker::Headers::new();
+        headers.set("content-type", "text/event-stream; charset=utf-8").map_err(internal("answering a stream"))?;
+        headers.set("cache-control", "no-store").map_err(internal("answering a stream"))?;
+        let body = ResponseBody::Stream(body.unchecked_into());
+        Ok(Response::from_body(body).map_err(internal("answering a stream"))?.with_headers(headers))
+    }
+
+    /// A post by an event stream's user, named by its session token: handled as the frame its
+    /// body stands for (see `sse::post_frame`), by the same rules as a socket's. The answer says
+    /// what a socket would have been sent: the id of the message posted (201), or of the one a
+    /// duplicate `cid` posted already (200); the id and seq of a change; 204 for typing.
+    fn post_from_stream(&self, session: Option<&str>, frame: &str) -> Result<Response, RequestError> {
+        let id = session.and_then(|token| self.sessions.borrow().get(token).cloned()).ok_or(RequestError::BadSession)?;
+        if !self.load_history() {
+            return Err(RequestError::Unavailable);
+        }
+        let refused = |code| json_response(sse::status_of(code), sse::error_body(code)).map_err(internal("refusing a post"));
+        let answer = |status, body: String| json_response(status, body).map_err(internal("answering a post"));
+        let no_content = || Response::empty().map(|response| response.with_status(204)).map_err(internal("answering a post"));
+        let reaction = self.room.borrow_mut().receive(&id, Incoming::Text(frame), now_ms(), &self.store);
+        let sender = Peer::Stream(&id);
+        match reaction {
+            // A typing frame over its own limit is dropped silently, as a socket's is.
+            Reaction::Nothing if self.room.borrow().attachment(&id).is_some() => no_content(),
+            Reaction::Nothing => Err(RequestError::BadSession),
+            Reaction::Reply(ServerFrame::Error { code, .. }) => refused(code),
+            Reaction::Reply(_) => refused(ErrorCode::BadType),
+            // A moderator's delete (the one moderation frame a post passes through).
+            Reaction::Moderate(moderation) => match self.enforce(moderation) {
+                Ok(notice) => answer(200, format!(r#"{{"ok":true,"moderated":{}}}"#, notice.to_json())),
+                Err(code) => refused(code),
+            },
+            Reaction::Post { message, sender: sender_key, cid } => {
+                let id = message.id;
+                if !self.post(sender, message, &sender_key, cid, &Answer::Native) {
+                    return refused(ErrorCode::Unavailable);
+                }
+                answer(201, format!(r#"{{"id":{id}}}"#))
+            }
+            Reaction::Resend(message) => {
+                // As a socket would, the stream gets the original again with its `cid`; without an
+                // `id:`, since its seq may be older than where the stream is.
+                match serde_json::to_string(&message) {
+                    Ok(json) => self.send_to(sender, &Answer::Native, json, None),
+                    Err(error) => worker::console_error!("edge-chat: encoding message {} failed: {error}", message.id),
+                }
+                answer(200, format!(r#"{{"id":{}}}"#, message.id))
+            }
+            Reaction::Change(change) => {
+                let (id, seq) = (change.id(), change.seq());
+                match self.change(change) {
+                    Ok(()) => answer(200, format!(r#"{{"id":{id},"seq":{seq}}}"#)),
+                    Err(code) => refused(code),
+                }
+            }
+            Reaction::Typing(frame) => {
+                self.broadcast_except(sender, &frame.to_json());
+                no_content()
+            }
+            Reaction::Renamed { frame, .. } => {
+                let ServerFrame::Renamed { to, .. } = &frame else { return Err(RequestError::Internal) };
+                let body = serde_json::json!({ "nick": to }).to_string();
+                self.broadcast(frame.to_json());
+                answer(200, body)
+            }
+            Reaction::Kick { error, code, reason, left, .. } => {
+                let ServerFrame::Error { code: error_code, .. } = error else { return Err(RequestError::Internal) };
+                self.end_stream(&id, Some(&error), code, reason);
+                if let Some(left) = left {
+                    self.broadcast(left.to_json());
+                }
+                self.schedule_expiry_if_empty();
+                refused(error_code)
+            }
+        }
+    }
+
+    /// The handle of member `id`'s event stream, if it has one.
+    fn stream_of(&self, id: &str) -> Option<JsValue> {
+        let mut found = None;
+        self.streams.for_each(&mut |value, key| {
+            if found.is_none() && value.as_string().as_deref() == Some(id) {
+                found = Some(key);
+            }
+        });
+        found
+    }
+
+    /// Ends member `id`'s stream from the room's side (it stays a member until the caller says
+    /// otherwise): an `error` event if given, then a `close` event with the code and reason a
+    /// socket would have been closed with.
+    fn end_stream(&self, id: &str, error: Option<&ServerFrame>, code: u16, reason: &str) -> bool {
+        let Some(handle) = self.stream_of(id) else { return false };
+        self.forget_stream(&handle, id);
+        self.flush();
+        let mut last = error.map(|error| sse::event(&error.to_json())).unwrap_or_default();
+        last.push_str(&sse::close_event(code, reason));
+        end_stream(&handle, &JsString::from(last));
+        true
+    }
+
+    fn forget_stream(&self, handle: &JsValue, id: &str) {
+        self.streams.delete(handle);
+        self.sessions.borrow_mut().retain(|_, member| member != id);
+        if self.streams.size() == 0 {
+            if let Some(timer) = self.keepalive_timer.borrow_mut().take() {
+                stop_heartbeat(&timer);
+            }
+        }
+    }
+
+    /// An event stream's reader went away: its member leaves, once.
+    fn stream_gone(&self, id: &str) {
+        let Some(handle) = self.stream_of(id) else { return };
+        self.forget_stream(&handle, id);
+        let left = self.room.borrow_mut().leave(id, now_ms());
+        if let Some(left) = left {
+            self.broadcast(left.to_json());
+        }
+        self.schedule_expiry_if_empty();
     }
 
     fn users(&self, room_name: &str) -> Result<Response, RequestError> {
@@ -680,6 +1019,9 @@ impl ChatRoom {
         }
         let mut ejected_socketio = false;
         for attachment in &ejected {
+            if self.end_stream(&attachment.id, None, close.0, close.1) {
+                continue;
+            }
             let Some(socket) = self.socket_of(&attachment.id) else {
                 self.socketio_goodbye(Peer::Session(&attachment.id));
                 ejected_socketio |= self.sio.end_session(&attachment.id);
@@ -748,20 +1090,19 @@ impl ChatRoom {
     }
 
     /// Stores the message, then broadcasts it; a sender that named it with a `cid` gets its own
-    /// copy with the `cid`, and a Socket.IO emit waiting for an ack its id. A message that could
-    /// not be stored is not broadcast: its sender is told to send it again.
-    fn post(&self, sender: Peer<'_>, message: ChatMessage, sender_key: &str, cid: Option<String>, answer: &Answer) {
+    /// copy with the `cid`, and a Socket.IO emit waiting for an ack its id. False if the message
+    /// could not be stored, and so was not broadcast: the caller tells its sender to send it again.
+    fn post(&self, sender: Peer<'_>, message: ChatMessage, sender_key: &str, cid: Option<String>, answer: &Answer) -> bool {
         if let Err(error) = self.store.insert(&message, sender_key, cid.as_deref()) {
             worker::console_error!("edge-chat: storing message {} failed: {error}", message.id);
-            self.answer(sender, answer, &ServerFrame::error(ErrorCode::Unavailable));
-            return;
+            return false;
         }
         if let Some(cutoff) = trim_cutoff(message.id) {
             if let Err(error) = self.store.trim(cutoff) {
                 worker::console_error!("edge-chat: trimming history failed: {error}");
             }
         }
-        let id = message.id;
+        let (id, seq) = (message.id, message.seq);
         match cid {
             None => match serde_json::to_string(&message) {
                 Ok(json) => self.broadcast(json),
@@ -776,7 +1117,7 @@ impl ChatRoom {
                 match encoded {
                     Ok((json, own)) => {
                         self.broadcast_except(sender, &json);
-                        self.send_own(sender, answer, &own);
+                        self.send_to(sender, answer, own, Some(seq));
                     }
                     Err(error) => worker::console_error!("edge-chat: encoding message {id} failed: {error}"),
                 }
@@ -786,13 +1127,15 @@ impl ChatRoom {
         if answer.ack_ok().is_some() {
             self.acknowledge(sender, answer, &format!(r#"{{"id":{id}}}"#));
         }
+        true
     }
 
     /// A message sent again with a `cid` already stored: the sender alone gets the stored one
-    /// (same id, `at` and `seq`, with its `cid`) again, and an emit waiting for an ack its id.
+    /// (same id, `at` and `seq`, with its `cid`) again, and an emit waiting for an ack its id. A
+    /// stream's event has no `id:`, since its seq may be older than where the stream is.
     fn resend(&self, sender: Peer<'_>, message: &ChatMessage, answer: &Answer) {
         match serde_json::to_string(message) {
-            Ok(json) => self.send_own(sender, answer, &json),
+            Ok(json) => self.send_to(sender, answer, json, None),
             Err(error) => worker::console_error!("edge-chat: encoding message {} failed: {error}", message.id),
         }
         if answer.ack_ok().is_some() {
@@ -800,20 +1143,17 @@ impl ChatRoom {
         }
     }
 
-    /// Stores an edit, delete or reaction, then broadcasts it; an emit waiting for an ack gets
-    /// the message's id.
-    fn change(&self, sender: Peer<'_>, change: Change, answer: &Answer) {
+    /// Stores an edit, delete or reaction, then broadcasts it; else the error for its sender.
+    fn change(&self, change: Change) -> Result<(), ErrorCode> {
         match self.store.apply(&change) {
             Ok(true) => {
                 self.broadcast(change.frame().to_json());
-                if answer.ack_ok().is_some() {
-                    self.acknowledge(sender, answer, &format!(r#"{{"id":{}}}"#, change.id()));
-                }
+                Ok(())
             }
-            Ok(false) => self.answer(sender, answer, &ServerFrame::error(ErrorCode::NotFound)),
+            Ok(false) => Err(ErrorCode::NotFound),
             Err(error) => {
                 worker::console_error!("edge-chat: storing a change to message {} failed: {error}", change.id());
-                self.answer(sender, answer, &ServerFrame::error(ErrorCode::Unavailable));
+                Err(ErrorCode::Unavailable)
             }
         }
     }
@@ -988,26 +1328,51 @@ impl ChatRoom {
         self.carry_out(step);
     }
 
-    /// Sends one frame now to every member but `sender` (native sockets and Socket.IO clients,
-    /// each wire format encoded once), after what the outbox holds, so that order holds; the
-    /// sender gets its own frame (or none) from the caller.
+    /// Sends one frame now to every member but `sender` (native sockets, Socket.IO clients and
+    /// event streams, each wire format encoded once), after what the outbox holds, so that order
+    /// holds; the sender gets its own frame (or none) from the caller.
     fn broadcast_except(&self, sender: Peer<'_>, json: &str) {
         self.flush();
         let skip = Set::new(&JsValue::UNDEFINED);
-        if let Peer::Socket(socket) = sender {
-            skip.add(socket.as_ref());
-        }
+        let skip_stream = match sender {
+            Peer::Socket(socket) => {
+                skip.add(socket.as_ref());
+                JsValue::UNDEFINED
+            }
+            Peer::Stream(id) => self.stream_of(id).unwrap_or(JsValue::UNDEFINED),
+            Peer::Session(_) => JsValue::UNDEFINED,
+        };
         let frames = Array::of1(&JsString::from(json));
         deliver(&self.members, &self.batched, &skip, &frames, &JsValue::UNDEFINED);
         self.sio.deliver(std::slice::from_ref(&json.to_owned()), Some(sender));
+        if self.streams.size() > 0 {
+            send_streams(&self.streams, &JsString::from(sse::event(json)), &skip_stream);
+        }
+    }
+
+    /// Sends a frame meant for its sender alone (its own message with its `cid`), after what the
+    /// outbox holds: the native frame, the events a broadcast of it makes in a Socket.IO client's
+    /// namespaces, or a stream's event with `position` as its `id:`.
+    fn send_to(&self, sender: Peer<'_>, answer: &Answer, json: String, position: Option<u64>) {
+        self.flush();
+        match (answer, sender) {
+            (Answer::SocketIo { .. }, sender) => self.socketio_own(sender, &json),
+            (Answer::Native, Peer::Socket(socket)) => send_raw(socket, &JsString::from(json)),
+            (Answer::Native, Peer::Stream(id)) => {
+                if let Some(handle) = self.stream_of(id) {
+                    send_stream(&handle, &JsString::from(sse::event_at(&json, position)));
+                }
+            }
+            (Answer::Native, Peer::Session(_)) => {}
+        }
     }
 
     fn carry_out(&self, step: Step) {
         match step {
             Step::Wait => {}
-            Step::Send(delivery) => carry_out(&self.members, &self.batched, &self.newcomers, &self.sio, delivery),
+            Step::Send(delivery) => carry_out(&self.members, &self.batched, &self.streams, &self.newcomers, &self.sio, delivery),
             Step::SendAndTick(delivery) => {
-                carry_out(&self.members, &self.batched, &self.newcomers, &self.sio, delivery);
+                carry_out(&self.members, &self.batched, &self.streams, &self.newcomers, &self.sio, delivery);
                 schedule(&self.tick);
             }
         }
@@ -1017,7 +1382,7 @@ impl ChatRoom {
     fn flush(&self) {
         let delivery = self.outbox.borrow_mut().flush();
         match delivery {
-            Some(delivery) => carry_out(&self.members, &self.batched, &self.newcomers, &self.sio, delivery),
+            Some(delivery) => carry_out(&self.members, &self.batched, &self.streams, &self.newcomers, &self.sio, delivery),
             None => self.newcomers.clear(),
         }
     }
@@ -1065,11 +1430,18 @@ impl Newcomers {
     }
 }
 
-/// A batch crosses into JS once: each frame as one JS string, the array as another. Newcomers
-/// get their own, shorter batches.
-fn carry_out(members: &Map, batched: &Set, newcomers: &Newcomers, sio: &SocketIoSockets, delivery: Delivery) {
+/// A batch crosses into JS once: each frame as one JS string, the array as another, each
+/// frame's packets once per Socket.IO namespace, and each frame's event once for all the event
+/// streams. Newcomers get their own, shorter batches; streams are never newcomers (the room
+/// sends what it holds before a stream joins).
+fn carry_out(members: &Map, batched: &Set, streams: &Map, newcomers: &Newcomers, sio: &SocketIoSockets, delivery: Delivery) {
     let Delivery { batch: Batch { frames, array }, newcomers: later } = delivery;
     sio.deliver(&frames, None);
+    if streams.size() > 0 {
+        for frame in &frames {
+            send_streams(streams, &JsString::from(sse::event(frame)), &JsValue::UNDEFINED);
+        }
+    }
     if let (None, [frame], true) = (&array, frames.as_slice(), later.is_empty()) {
         broadcast(members, &JsString::from(frame.as_str()));
     } else {

@@ -7,7 +7,7 @@
 //! The tables are created by the first write, not before: reading a room that never had one
 //! writes nothing, so asking about any number of unknown rooms stores nothing.
 
-use crate::chat::history::Window;
+use crate::chat::history::{LastClear, Window};
 use crate::chat::messages::{Change, History, Stored};
 use crate::chat::protocol::{ChatMessage, Counts, ErrorCode};
 use crate::chat::room::Reservation;
@@ -335,6 +335,13 @@ impl MessageStore {
         self.sql.exec("DELETE FROM messages", None)?;
         self.sql.exec("DELETE FROM reactions", None)?;
         Ok(())
+    }
+
+    /// Where the history stood when it was last cleared, if it ever was.
+    pub fn last_clear(&self) -> worker::Result<Option<LastClear>> {
+        let id = self.setting(CLEARED_AT)?.and_then(|value| value.split_once(' ')?.0.parse().ok());
+        let seq = self.setting(CLEARED_SEQ)?.and_then(|value| value.parse().ok());
+        Ok(id.map(|id| LastClear { id, seq: seq.unwrap_or(0) }))
     }
 
     /// Every nick reserved for a ticket identity in this room.

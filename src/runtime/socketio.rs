@@ -35,12 +35,14 @@ const MAX_CONNECTS: u32 = 8;
 /// poll gets Engine.IO's close, and socket.io-client connects again).
 const MAX_QUEUED_PACKETS: usize = 1_000;
 
-/// Where a Socket.IO client's packets go: its WebSocket, or its long-polling session (by sid,
-/// which is also its member id).
+/// Who sent a frame, and where its answers go: a member's WebSocket (native or Socket.IO), a
+/// Socket.IO long-polling session (by sid, which is also its member id), or the member (by id)
+/// of an event stream that posted over HTTP.
 #[derive(Clone, Copy)]
 pub(super) enum Peer<'a> {
     Socket(&'a WebSocket),
     Session(&'a str),
+    Stream(&'a str),
 }
 
 /// A long-polling client. It lives in this object's memory only: if the object is evicted or
@@ -118,6 +120,7 @@ impl SocketIoSockets {
                 .map(|(ns, _)| ns.bit())
                 .sum(),
             Peer::Session(sid) => self.sessions.borrow().get(sid).map_or(0, |session| session.state.namespaces),
+            Peer::Stream(_) => 0,
         }
     }
 
@@ -129,6 +132,7 @@ impl SocketIoSockets {
                     session.state.namespaces = namespaces;
                 }
             }
+            Peer::Stream(_) => {}
         }
     }
 
@@ -500,6 +504,7 @@ impl ChatRoom {
                 self.depart(socket);
             }
             Peer::Session(sid) => self.depart_session(sid),
+            Peer::Stream(_) => {}
         }
     }
 
@@ -530,6 +535,7 @@ impl ChatRoom {
         match peer {
             Peer::Socket(socket) => send_raw(socket, &JsString::from(packet)),
             Peer::Session(sid) => self.sio.queue(sid, [packet]),
+            Peer::Stream(_) => {}
         }
     }
 
@@ -548,6 +554,7 @@ impl ChatRoom {
                 _ => None,
             },
             Peer::Session(sid) => self.sio.sessions.borrow().get(sid).map(|session| session.state.clone()),
+            Peer::Stream(_) => None,
         }
     }
 
@@ -581,12 +588,17 @@ impl ChatRoom {
             }
         };
         window.fit_budget(&mut history);
+        let cleared = self.missed_clear(window).unwrap_or_else(|_| {
+            worker::console_error!("edge-chat: reading the last clear for a Socket.IO welcome failed");
+            false
+        });
         self.flush();
         let room = self.room.borrow();
         let Some(you) = room.you(id) else { return };
         let (nick, users) = (you.nick.clone(), room.nicks());
         let (room_name, seq) = (state.room.clone(), room.last_seq());
-        let welcome = ServerFrame::Welcome { room: room_name, nick: nick.clone(), users: users.clone(), history, you, seq };
+        let welcome =
+            ServerFrame::Welcome { room: room_name, nick: nick.clone(), users: users.clone(), history, you, seq, cleared };
         drop(room);
         let mut packets = vec![socketio::connect_ack(namespace, &nick)];
         packets.extend(socketio::welcome(namespace, &welcome.to_json(), &nick, &users));
@@ -598,6 +610,7 @@ impl ChatRoom {
         match peer {
             Peer::Socket(socket) => packets.iter().for_each(|packet| send_raw(socket, &JsString::from(packet.as_str()))),
             Peer::Session(sid) => self.sio.queue(sid, packets),
+            Peer::Stream(_) => {}
         }
         self.sio.set_namespaces(peer, id, namespaces | namespace.bit());
         self.socketio_attach(peer);
@@ -618,6 +631,7 @@ impl ChatRoom {
                     session.state.refused_nick = None;
                 }
             }
+            Peer::Stream(_) => {}
         }
     }
 

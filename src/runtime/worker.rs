@@ -12,6 +12,9 @@ use crate::runtime::chat_room::socketio;
 use crate::chat::close;
 use crate::chat::moderation;
 use crate::chat::outbox::{offers_batch, BATCH_PROTOCOL};
+use crate::chat::protocol::{ErrorCode, MAX_FRAME_BYTES};
+use crate::chat::sse::{self, Post};
+use wasm_bindgen::JsValue;
 use subtle::ConstantTimeEq;
 use std::sync::atomic::{AtomicBool, Ordering};
 use worker::{event, Context, Env, Headers, Method, Request, RequestInit, Response, WebSocketPair};
@@ -47,6 +50,7 @@ async fn handle(mut request: Request, env: &Env) -> Result<Response, RequestErro
     // Set by Cloudflare's edge (and by wrangler dev locally) to the client's address.
     let client_address = header("cf-connecting-ip");
     let content_length = header("content-length");
+    let (accept, last_event_id) = (header("accept"), header("last-event-id"));
     let method = request.method();
     let parts = RequestParts {
         method: method.as_ref(),
@@ -57,9 +61,14 @@ async fn handle(mut request: Request, env: &Env) -> Result<Response, RequestErro
         origin: origin.as_deref(),
         client_address: client_address.as_deref(),
         own_origin: &url.origin,
+        accept: accept.as_deref(),
+        last_event_id: last_event_id.as_deref(),
     };
     let allowed = AllowedOrigins::parse(&env.var("ALLOWED_ORIGINS").map(|v| v.to_string()).unwrap_or_default());
     let mut route = routes::route(&parts, &allowed)?;
+    if matches!(route, Route::Preflight) {
+        return preflight(allowed.cors_origin(origin.as_deref(), &url.origin));
+    }
     let Some(room) = route.room().map(str::to_owned) else {
         return json_response(200, r#"{"ok":true}"#.to_owned()).map_err(internal("answering health"));
     };
@@ -69,8 +78,16 @@ async fn handle(mut request: Request, env: &Env) -> Result<Response, RequestErro
             _ => Err(RequestError::RateLimited),
         };
     }
-    let authorization = header("authorization");
-    if route.is_admin() {
+    let (authorization, session) = (header("authorization"), header(sse::SESSION_HEADER));
+    let mut body = None;
+    if let Route::Post { post, .. } = &route {
+        // The session token stands for the stream's admission, ticket and all.
+        let frame = match read_post(&mut request, *post).await? {
+            Ok(frame) => frame,
+            Err(code) => return json_response(sse::status_of(code), sse::error_body(code)).map_err(internal("refusing a post")),
+        };
+        body = Some(frame);
+    } else if route.is_admin() {
         check_admin_token(env, authorization.as_deref())?;
         if matches!(route, Route::AdminAction { .. }) {
             let body = request.text().await.map_err(|_| RequestError::BadAction)?;
@@ -86,7 +103,7 @@ async fn handle(mut request: Request, env: &Env) -> Result<Response, RequestErro
             }
             Err(refusal) => return Err(refusal),
         };
-        if let Route::Join { identity: slot, .. } = &mut route {
+        if let Route::Join { identity: slot, .. } | Route::Events { identity: slot, .. } = &mut route {
             *slot = identity;
         }
     }
@@ -95,24 +112,48 @@ async fn handle(mut request: Request, env: &Env) -> Result<Response, RequestErro
         .and_then(|rooms| rooms.get_by_name(&room))
         .map_err(internal("finding the room's object"))?;
     // A Socket.IO long-polling POST carries packets; its size is known before it is read.
-    let body = match route.socketio() {
-        Some(engine) if engine.post => {
-            let length = content_length.as_deref().and_then(|length| length.trim().parse::<usize>().ok());
-            if length.is_some_and(|length| length > MAX_PAYLOAD) {
-                return Err(RequestError::PayloadTooLarge);
-            }
-            Some(request.text().await.map_err(|_| RequestError::BadTransport)?)
+    if route.socketio().is_some_and(|engine| engine.post) {
+        let length = content_length.as_deref().and_then(|length| length.trim().parse::<usize>().ok());
+        if length.is_some_and(|length| length > MAX_PAYLOAD) {
+            return Err(RequestError::PayloadTooLarge);
         }
-        _ => None,
-    };
+        body = Some(request.text().await.map_err(|_| RequestError::BadTransport)?);
+    }
     let polling = route.socketio().is_some_and(|engine| engine.transport == Transport::Polling);
-    let request = to_room(&route, upgrade.is_some() && !polling, protocols.as_deref(), body)?;
+    let request = to_room(&route, upgrade.is_some() && !polling, protocols.as_deref(), body, session.as_deref())?;
     let response = stub.fetch_with_request(request).await.map_err(internal("calling the room"))?;
     // Socket.IO polls from allowed pages are read by scripts, as users and history are.
     match allowed.cors_origin(origin.as_deref(), &url.origin) {
         Some(cors) if polling || !matches!(route, Route::Join { .. }) => allow_origin(response, cors),
         _ => Ok(response),
     }
+}
+
+/// The client frame a post stands for (see `sse::post_frame`), or why the room would refuse
+/// it anyway. A body is measured by its declared length before it is read.
+async fn read_post(request: &mut Request, post: Post) -> Result<Result<String, ErrorCode>, RequestError> {
+    let headers = request.headers();
+    let declared = headers.get("content-length").ok().flatten().and_then(|length| length.trim().parse::<usize>().ok());
+    if declared.is_some_and(|length| length > MAX_FRAME_BYTES) {
+        return Ok(Err(ErrorCode::TooLong));
+    }
+    let content_type = headers.get("content-type").ok().flatten();
+    let body = request.text().await.map_err(|_| RequestError::BadQuery)?;
+    Ok(sse::post_frame(post, content_type.as_deref(), &body))
+}
+
+/// Lets a page from an allowed origin post with the session header.
+fn preflight(cors_origin: Option<&str>) -> Result<Response, RequestError> {
+    let headers = Headers::new();
+    let set = |name: &str, value: &str| headers.set(name, value).map_err(internal("answering a preflight"));
+    if let Some(origin) = cors_origin {
+        set("access-control-allow-origin", origin)?;
+        set("access-control-allow-methods", "POST")?;
+        set("access-control-allow-headers", &format!("content-type, {}", sse::SESSION_HEADER))?;
+        set("access-control-max-age", "86400")?;
+        set("vary", "Origin")?;
+    }
+    Ok(Response::empty().map_err(internal("answering a preflight"))?.with_status(204).with_headers(headers))
 }
 
 /// `PRIVATE_ROOMS` and `TICKET_SECRET`. A secret that cannot be trusted is logged once per
@@ -216,8 +257,15 @@ fn allow_origin(response: Response, origin: &str) -> Result<Response, RequestErr
 }
 
 /// The request the room's object receives: the route as JSON, and the upgrade header that
-/// lets the object answer with a WebSocket, with the subprotocols the client offered.
-fn to_room(route: &Route, upgrade: bool, protocols: Option<&str>, body: Option<String>) -> Result<Request, RequestError> {
+/// lets the object answer with a WebSocket, with the subprotocols the client offered; a post's
+/// client frame as the body, with its session token.
+fn to_room(
+    route: &Route,
+    upgrade: bool,
+    protocols: Option<&str>,
+    body: Option<String>,
+    session: Option<&str>,
+) -> Result<Request, RequestError> {
     let headers = Headers::new();
     let route_json = serde_json::to_string(route).map_err(internal("encoding the route"))?;
     headers.set(ROUTE_HEADER, &route_json).map_err(internal("setting the route header"))?;
@@ -227,10 +275,13 @@ fn to_room(route: &Route, upgrade: bool, protocols: Option<&str>, body: Option<S
             headers.set(PROTOCOL_HEADER, protocols).map_err(internal("setting the subprotocol header"))?;
         }
     }
+    if let Some(session) = session {
+        headers.set(sse::SESSION_HEADER, session).map_err(internal("setting the session header"))?;
+    }
     let mut init = RequestInit::new();
-    init.with_method(if body.is_some() { Method::Post } else { Method::Get }).with_headers(headers);
+    init.with_method(Method::Get).with_headers(headers);
     if let Some(body) = body {
-        init.with_body(Some(body.into()));
+        init.with_method(Method::Post).with_body(Some(JsValue::from_str(&body)));
     }
     Request::new_with_init("https://room.internal/", &init).map_err(internal("building the room request"))
 }

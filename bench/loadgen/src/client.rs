@@ -112,6 +112,7 @@ impl Room {
     }
 
     /// One WebSocket text frame: a frame, or (batched) a JSON array of frames, at client `me`.
+    /// An event stream's event counts as one such frame.
     fn on_ws_text(&self, text: &str, me: usize) {
         self.ws_frames.fetch_add(1, Relaxed);
         if !text.starts_with('[') {
@@ -297,6 +298,70 @@ async fn run(
             }
         }
     }
+    room.ended.fetch_add(1, Relaxed);
+    room.changed.notify_one();
+}
+
+/// Starts an event-stream member of `room` (`GET path` on loopback, `path` like
+/// `/chat/NAME/events?nick=N`): it reads, never posts. `welcomed` reports the join.
+pub fn spawn_sse(port: u16, path: String, number: usize, room: Arc<Room>) -> (tokio::task::JoinHandle<()>, oneshot::Receiver<Welcomed>) {
+    let (tell, welcomed) = oneshot::channel();
+    (tokio::spawn(run_sse(port, path, number, room, tell)), welcomed)
+}
+
+/// HTTP/1.0, so that the body comes as the stream's bytes until the connection ends, without
+/// chunk framing. Every `data:` line is one frame, counted as a socket counts a frame.
+async fn run_sse(port: u16, path: String, number: usize, room: Arc<Room>, welcomed: oneshot::Sender<Welcomed>) {
+    let started = Instant::now();
+    let mut welcomed = Some(welcomed);
+    let fail = |welcomed: &mut Option<oneshot::Sender<Welcomed>>, why: String| {
+        if let Some(tell) = welcomed.take() {
+            let _ = tell.send(Err(why));
+        }
+    };
+    let mut tcp = match TcpStream::connect(("127.0.0.1", port)).await {
+        Ok(tcp) => tcp,
+        Err(error) => return fail(&mut welcomed, format!("connect: {error}")),
+    };
+    let request = format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nAccept: text/event-stream\r\n\r\n");
+    if let Err(error) = tcp.write_all(request.as_bytes()).await {
+        return fail(&mut welcomed, format!("request: {error}"));
+    }
+    let (mut pending, mut chunk, mut in_body) = (Vec::new(), vec![0u8; 16 * 1024], false);
+    loop {
+        let n = match tcp.read(&mut chunk).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        pending.extend_from_slice(&chunk[..n]);
+        if !in_body {
+            let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") else { continue };
+            let head = String::from_utf8_lossy(&pending[..end]).into_owned();
+            if head.split(' ').nth(1) != Some("200") {
+                return fail(&mut welcomed, format!("stream refused: {}", head.lines().next().unwrap_or_default()));
+            }
+            pending.drain(..end + 4);
+            in_body = true;
+        }
+        let mut start = 0;
+        while let Some(length) = pending[start..].iter().position(|&b| b == b'\n') {
+            let line = &pending[start..start + length];
+            start += length + 1;
+            let Some(data) = line.strip_prefix(b"data: ") else { continue };
+            let Ok(text) = std::str::from_utf8(data) else { continue };
+            if text.starts_with("{\"type\":\"welcome\"") {
+                if let Some(tell) = welcomed.take() {
+                    room.welcomed.fetch_add(1, Relaxed);
+                    room.changed.notify_one();
+                    let _ = tell.send(Ok(started.elapsed()));
+                }
+            } else if welcomed.is_none() {
+                room.on_ws_text(text, number);
+            }
+        }
+        pending.drain(..start);
+    }
+    fail(&mut welcomed, "the stream ended before its welcome".into());
     room.ended.fetch_add(1, Relaxed);
     room.changed.notify_one();
 }

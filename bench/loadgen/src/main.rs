@@ -4,7 +4,7 @@
 //!
 //!   loadgen --root DIR --workerd PATH [--quick] [--targets rust,reference,floor] [SCENARIO...]
 //!
-//! Scenarios: fanout mixed latency rooms stall storm memory start (the default set), and soak (only when
+//! Scenarios: fanout mixed latency rooms stall sse storm memory start (the default set), and soak (only when
 //! named). The client is one single-threaded process: on a 2-core machine the runtime's
 //! isolate gets the other core, and each scenario reports both processes' CPU use, which
 //! shows which side was the bottleneck.
@@ -22,7 +22,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 use target::Target;
 
-const DEFAULT_SCENARIOS: [&str; 8] = ["fanout", "mixed", "latency", "rooms", "stall", "storm", "memory", "start"];
+const DEFAULT_SCENARIOS: [&str; 9] = ["fanout", "mixed", "latency", "rooms", "stall", "sse", "storm", "memory", "start"];
 const FANOUT_SIZES: [usize; 3] = [10, 100, 1000];
 
 struct Args {
@@ -192,6 +192,15 @@ fn jobs(args: &Args, plan: &Plan) -> Vec<Job> {
                     });
                 }
             }
+            "sse" => jobs.push(Job {
+                id: "sse".into(),
+                title: "3c mixed room: 50 native + 50 SSE clients against 100 native, one runtime".into(),
+                params: format!(
+                    "{} senders, {} msgs in flight; {} slices per room, taking turns",
+                    plan.fanout_senders, plan.fanout_window, plan.key_slices
+                ),
+                shape: Shape::Alone { rounds: 1 },
+            }),
             "storm" => jobs.push(Job {
                 id: "storm".into(),
                 title: format!("4 join storm, {} clients into one room at once", plan.storm),
@@ -239,6 +248,7 @@ fn jobs(args: &Args, plan: &Plan) -> Vec<Job> {
 
 async fn run_alone(bench: &Bench<'_>, target: &Target, id: &str) -> Result<Outcome, String> {
     match id {
+        "sse" => scenarios::sse_room(bench, target).await,
         "storm" => scenarios::storm(bench, target).await,
         "memory" => scenarios::memory(bench, target).await,
         "start" => scenarios::start(bench, target).await,
@@ -316,7 +326,8 @@ async fn run(args: Args) -> i32 {
                 // The soak checks the Rust room's guarantees; the fixtures make none.
                 // Memory and start run the same Worker whether clients batch or not.
                 let runs: Vec<&Target> = match job.id.as_str() {
-                    "soak" => targets.iter().take(1).collect(),
+                    // Only the Rust Worker speaks SSE; its clients' batching is the same in both rooms.
+                    "soak" | "sse" => targets.iter().take(1).collect(),
                     "memory" | "start" => targets.iter().filter(|t| !t.batch).collect(),
                     _ => targets.iter().collect(),
                 };

@@ -452,6 +452,76 @@ pub async fn alternate(
     results
 }
 
+/// Issue 12: fan-out in a room where half the members read an event stream (SSE), against an
+/// all-native room of the same size on the same runtime, the two taking turns slice by slice
+/// (as `alternate` does across targets). Native members send; the cost is server CPU per delivery.
+pub async fn sse_room(bench: &Bench<'_>, target: &Target) -> Result<Outcome, String> {
+    const SIZE: usize = 100;
+    const STREAMS: usize = 50;
+    let plan = bench.plan;
+    let server = bench.start(target).await?;
+    let native_room = Room::new(SIZE, target.batch);
+    let native = join(&server, "native", SIZE, 0, &native_room, 100).await?;
+    settle(&native_room, &native).await?;
+    let mixed_room = Room::new(SIZE, target.batch);
+    let sockets = join(&server, "mixed", SIZE - STREAMS, 0, &mixed_room, 100).await?;
+    let mut readers = Vec::new();
+    for number in SIZE - STREAMS..SIZE {
+        let path = format!("/chat/mixed/events?nick=c{number}");
+        let (task, welcomed) = client::spawn_sse(server.port, path, number, mixed_room.clone());
+        readers.push(task);
+        welcomed.await.map_err(|_| "a stream task died".to_owned())??;
+    }
+    settle(&mixed_room, &sockets).await?;
+    let rooms = [(native_room, native), (mixed_room, sockets)];
+    let load = |(room, members): &(Arc<Room>, Vec<Client>)| {
+        drive_window(room.clone(), senders(members, plan.fanout_senders), plan.fanout_window, u64::MAX)
+    };
+    for pair in &rooms {
+        let driver = load(pair);
+        tokio::time::sleep(plan.warmup).await;
+        driver.abort();
+        drain(std::slice::from_ref(&pair.0)).await;
+    }
+    let (mut cpu, mut rates): ([Vec<f64>; 2], [Vec<f64>; 2]) = Default::default();
+    let mut notes = Vec::new();
+    for slice in 0..plan.key_slices {
+        for turn in 0..2 {
+            let i = (slice + turn) % 2;
+            let room = std::slice::from_ref(&rooms[i].0);
+            let driver = load(&rooms[i]);
+            tokio::time::sleep(plan.slice_warmup).await;
+            let a = Snap::take(&server, room);
+            tokio::time::sleep(plan.slice).await;
+            let b = Snap::take(&server, room);
+            driver.abort();
+            if !drain(room).await {
+                notes.push("deliveries still owed after 30 s".to_owned());
+            }
+            let (server_cpu, wall) = b.server.since(&a.server);
+            let delivered = (b.delivered - a.delivered) as f64;
+            cpu[i].push(1000.0 * server_cpu / delivered * 10_000.0);
+            rates[i].push(delivered / wall);
+        }
+    }
+    let mut ratios: Vec<f64> = cpu[1].iter().zip(&cpu[0]).map(|(mixed, native)| mixed / native).collect();
+    let mut out = Outcome::default();
+    let [native_cpu, mixed_cpu] = &mut cpu;
+    let [native_rate, mixed_rate] = &mut rates;
+    out.add_rounds("native_cpu_per_10k", "all native: server CPU per 10k deliveries", "ms", Lower, native_cpu);
+    out.add_rounds("mixed_cpu_per_10k", "half SSE: server CPU per 10k deliveries", "ms", Lower, mixed_cpu);
+    out.add_rounds("mixed_over_native", "half SSE over all native, per delivery (slice pairs)", "x", Lower, &mut ratios);
+    out.add_rounds("native_deliveries_per_s", "all native: deliveries per second", "/s", Higher, native_rate);
+    out.add_rounds("mixed_deliveries_per_s", "half SSE: deliveries per second", "/s", Higher, mixed_rate);
+    out.notes = notes;
+    out.notes.dedup();
+    let (rooms, clients): (Vec<Arc<Room>>, Vec<Vec<Client>>) = rooms.into_iter().unzip();
+    check(&mut out, &rooms, true);
+    readers.iter().for_each(JoinHandle::abort);
+    finish(server, clients.into_iter().flatten().collect());
+    Ok(out)
+}
+
 /// Scenario 4: every client of one room connects at once.
 pub async fn storm(bench: &Bench<'_>, target: &Target) -> Result<Outcome, String> {
     let count = bench.plan.storm;

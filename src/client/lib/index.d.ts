@@ -69,6 +69,11 @@ export interface WelcomeFrame {
   you: You;
   /** The room's latest sequence number when the welcome was built (0 for an empty room); the next `after`. */
   seq?: number;
+  /**
+   * Present (true) when a resumed client may hold messages a moderator's clear removed while it was
+   * away: the client drops them (`messages` is emptied) before taking `history`.
+   */
+  cleared?: boolean;
   /** How long authors may edit their messages, if the server says (else 900 s). */
   edit_window_s?: number;
 }
@@ -247,6 +252,9 @@ export interface CloseReason {
   error: string | null;
 }
 
+/** How the client reaches the room. */
+export type Transport = 'websocket' | 'sse';
+
 /** What a WebSocket must offer; the browser's, Node 22's global one and the `ws` package's all do. */
 export interface WebSocketLike {
   readonly readyState: number;
@@ -270,6 +278,16 @@ export interface ConnectOptions {
   getTicket?: () => string | null | undefined | Promise<string | null | undefined>;
   /** The WebSocket class to use where there is no global one (Node 20: `import WebSocket from 'ws'`). */
   WebSocket?: WebSocketConstructor;
+  /**
+   * The EventSource class for the HTTP fallback where there is no global one (browsers have it). Without
+   * one, the client never falls back.
+   */
+  EventSource?: new (url: string) => EventTarget & { close(): void };
+  /**
+   * WebSocket attempts in a row that never open, while `/health` answers, before the client falls back
+   * to the event stream and posts (`transport` becomes `sse`). Default 3.
+   */
+  fallbackAfter?: number;
   /** Offer the `edge-chat.batch` subprotocol (frames may then arrive as arrays). Default true. */
   batch?: boolean;
   /** How many messages `messages` keeps, the newest. Default 1,000. */
@@ -372,6 +390,8 @@ export interface ChatRoomEventMap {
   frame: ChatEvent<ServerFrame | { type: string; [field: string]: unknown }>;
   status: ChatEvent<StatusDetail>;
   users: ChatEvent<readonly string[]>;
+  /** The client fell back from WebSockets to the event stream and posts. */
+  transport: ChatEvent<Transport>;
   /** Once per batch of new messages (a frame, a welcome, a history page). */
   messages: ChatEvent<MessagesDetail>;
 }
@@ -380,6 +400,8 @@ export declare class ChatRoom extends EventTarget {
   constructor(options: ConnectOptions);
   readonly room: string;
   readonly status: Status;
+  /** `websocket`, or `sse` once it fell back to the event stream and posts (see `fallbackAfter`). */
+  readonly transport: Transport;
   readonly closeReason: CloseReason | null;
   readonly retryAt: number | null;
   readonly catchingUp: boolean;

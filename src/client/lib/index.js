@@ -7,6 +7,8 @@
 // `send()` with the stored message, and carries out a moderator's actions.
 // No dependencies: it runs in browsers and in Node 20+ (pass `WebSocket` where there is no global one).
 
+import { TransportFallback } from './sse.js';
+
 export const BATCH_PROTOCOL = 'edge-chat.batch';
 
 // The server puts at most this many messages in a history page.
@@ -15,6 +17,8 @@ const PAGE_SIZE = 100;
 // with a later `since` on a new socket instead, so that no server answer can keep it looping.
 const DEFAULT_CATCH_UP_PAGES = 10;
 const DEFAULT_MAX_MESSAGES = 1_000;
+// WebSocket attempts in a row that never open before the client falls back to SSE and posts.
+const DEFAULT_FALLBACK_AFTER = 3;
 // Messages waiting for a connection; past this `send()` refuses rather than hoard memory.
 const MAX_QUEUED = 100;
 const MIN_BACKOFF_MS = 500;
@@ -93,6 +97,7 @@ export class ChatRoom extends EventTarget {
   #held = null;
   #lastError = null;
   #probes = null;
+  #fallback;
 
   #status = 'connecting';
   #closeReason = null;
@@ -122,7 +127,10 @@ export class ChatRoom extends EventTarget {
   /** An own message was sent since the last `typing`: for the others, this client stopped typing. */
   #typingEnded = false;
 
-  constructor({ url, room, nick, ticket, getTicket, WebSocket, batch = true, maxMessages, catchUpPages, clientId } = {}) {
+  constructor({
+    url, room, nick, ticket, getTicket, WebSocket, EventSource, fallbackAfter, batch = true, maxMessages, catchUpPages,
+    clientId,
+  } = {}) {
     super();
     if (!isValidRoom(room)) throw new TypeError(`edge-chat-client: ${JSON.stringify(room)} is not a room name`);
     const base = new URL(String(url));
@@ -147,12 +155,20 @@ export class ChatRoom extends EventTarget {
     }
     this.#clientId = clientId ?? tabClientId();
     this.#ownIds = new Set(loadOwnIds(room));
+    this.#fallback = new TransportFallback(withSlash(base), EventSource ?? globalThis.EventSource, {
+      after: positive(fallbackAfter, DEFAULT_FALLBACK_AFTER),
+    });
     this.#watchBrowser();
     this.#open();
   }
 
   get room() {
     return this.#options.room;
+  }
+
+  /** `websocket`, or `sse` once WebSockets failed to connect several times in a row while HTTP worked. */
+  get transport() {
+    return this.#fallback.transport;
   }
 
   /** `connecting` (the first attempt), `open`, `reconnecting`, or `closed` (for good). */
@@ -389,14 +405,21 @@ export class ChatRoom extends EventTarget {
     this.#lastError = null;
 
     let ws;
+    const Socket = this.#fallback.socket ?? this.#WebSocket;
     try {
-      ws = this.#options.batch ? new this.#WebSocket(url.href, [BATCH_PROTOCOL]) : new this.#WebSocket(url.href);
+      ws = this.#options.batch ? new Socket(url.href, [BATCH_PROTOCOL]) : new Socket(url.href);
     } catch {
       this.#retryLater();
       return;
     }
     this.#ws = ws;
+    let opened = false;
+    ws.addEventListener('close', async () => {
+      if (await this.#fallback.closed(opened)) this.#emit('transport', this.transport);
+    });
     ws.addEventListener('open', () => {
+      opened = true;
+      this.#fallback.opened();
       if (this.#ws !== ws) return;
       this.#lastHeardAt = Date.now();
       this.#pingTimer = setInterval(() => this.#probe(), PING_EVERY_MS);
@@ -625,6 +648,8 @@ export class ChatRoom extends EventTarget {
       if (after === null || history.length === 0) this.#noteSeq(frame.seq);
     }
     if (Number.isSafeInteger(frame.edit_window_s) && frame.edit_window_s >= 0) this.#editWindowS = frame.edit_window_s;
+    // A moderator cleared the history while this client was away: what it holds is gone.
+    if (frame.cleared === true) this.#messages = Object.freeze([]);
     this.#nick = String(frame.nick);
     const you = frame.you && typeof frame.you === 'object' ? frame.you : {};
     this.#you = Object.freeze({
