@@ -9,6 +9,7 @@ import { mintTicket } from '../scripts/ticket.mjs';
 import { ChatClient } from './support/client.mjs';
 import { assertProtocolKept, fetchJson } from './support/protocol.mjs';
 import { ChatServer, MANY_CLIENTS_ONE_ADDRESS, waitFor } from './support/server.mjs';
+import { SseClient } from './support/sse.mjs';
 
 const servers = [];
 const sockets = [];
@@ -178,6 +179,54 @@ describe('WebSocket-only clients', () => {
     await nextEvent(ann, 'deleted', (d) => d.id === seen.id);
     assert.equal(native.count({ type: 'message', text: 'once' }), 1, 'the resend posted nothing');
     assert.equal(ann.events.filter((e) => e.name === 'typing').length, 1, 'no typing event for its own typing');
+    native.close();
+  });
+
+  test('one room of all three transports: native, Socket.IO and SSE members get every broadcast, and a sender never its own typing', async () => {
+    // A stream's end is noticed when a write to it fails: keep-alives every 500 ms.
+    const server = await startServer({ SSE_KEEPALIVE_MS: '500' });
+    const room = 'three-ways';
+    const native = await ChatClient.connect(`${server.wsUrl}/chat/${room}?nick=Nat`);
+    await native.welcome();
+    const ann = connect(server, { room, nick: 'Ann', transports: ['websocket'] });
+    await nextEvent(ann, 'welcome');
+    const stream = await SseClient.connect(`${server.url}/chat/${room}/events?nick=Sue`);
+    await nextEvent(ann, 'joined', (j) => j.nick === 'Sue');
+    await native.next({ type: 'joined', nick: 'Sue' });
+
+    // Posted over HTTP by the stream's user: one message, the same id everywhere.
+    const posted = await stream.post('messages', { text: 'from the stream', cid: 's-1' });
+    assert.equal(posted.status, 201);
+    const atNative = await native.next({ type: 'message', text: 'from the stream' });
+    assert.equal(atNative.id, posted.body.id);
+    assert.equal((await nextEvent(ann, 'message', (m) => m.text === 'from the stream')).id, posted.body.id);
+    assert.equal((await stream.nextFrame({ type: 'message', text: 'from the stream' })).cid, 's-1', 'its own copy has its cid');
+
+    // Emitted by Socket.IO with a cid: the stream and the native socket get it without the cid.
+    const { id } = await ann.timeout(5_000).emitWithAck('message', { text: 'from socket.io', cid: 'a-1' });
+    const atStream = await stream.nextFrame({ type: 'message', id });
+    assert.equal(atStream.cid, undefined);
+    assert.equal((await native.next({ type: 'message', id })).cid, undefined);
+
+    // Typing reaches everyone but its sender, whatever the transports.
+    ann.emit('typing');
+    assert.equal((await stream.nextFrame({ type: 'typing' })).nick, 'Ann');
+    await native.next({ type: 'typing', nick: 'Ann' });
+    assert.equal((await stream.post('messages', { type: 'typing' })).status, 204);
+    assert.equal((await nextEvent(ann, 'typing', (t) => t.nick === 'Sue')).nick, 'Sue');
+    await native.next({ type: 'typing', nick: 'Sue' });
+    native.send({ type: 'edit', id: atNative.id, text: 'not mine' });
+    assert.equal((await native.next({ type: 'error' })).code, 'forbidden');
+    assert.equal(ann.events.filter((e) => e.name === 'typing' && e.args[0].nick === 'Ann').length, 0);
+    assert.equal(stream.frames.filter((f) => f.type === 'typing' && f.nick === 'Sue').length, 0);
+
+    // An edit by the stream's user reaches the other two.
+    assert.equal((await stream.post('messages', { type: 'edit', id: posted.body.id, text: 'edited over HTTP' })).status, 200);
+    await native.next({ type: 'edited', id: posted.body.id, text: 'edited over HTTP' });
+    await nextEvent(ann, 'edited', (e) => e.id === posted.body.id);
+    await stream.close();
+    await native.next({ type: 'left', nick: 'Sue' });
+    assert.equal((await nextEvent(ann, 'left', (l) => l.nick === 'Sue')).nick, 'Sue');
     native.close();
   });
 
