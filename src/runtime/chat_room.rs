@@ -737,6 +737,7 @@ impl ChatRoom {
         let Some(own_stub) = &self.own_stub else { return Err(RequestError::Unavailable) };
         let (client_key, address) = self.newcomer_keys(client, identity.as_ref())?;
         let now = now_ms();
+        let was_empty = self.room.borrow().is_empty();
         let admitted = self.room.borrow_mut().admit(client_key, identity.as_ref(), address.as_deref(), now);
         if let Err(Refusal { error, .. }) = admitted {
             let code = match error {
@@ -787,6 +788,10 @@ impl ChatRoom {
         let (body, handle) = (opened.get(0), opened.get(1));
         self.streams.set(&handle, &JsValue::from_str(&id));
         self.sessions.borrow_mut().insert(token, id);
+        // A stream that is the room's first member stops its expiry, as a socket does.
+        if was_empty {
+            self.keep(now);
+        }
         if self.keepalive_timer.borrow().is_none() {
             let timer = start_heartbeat(&self.streams, &JsString::from(sse::KEEPALIVE), self.keepalive_ms);
             *self.keepalive_timer.borrow_mut() = Some(timer);
