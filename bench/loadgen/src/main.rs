@@ -194,7 +194,7 @@ fn jobs(args: &Args, plan: &Plan) -> Vec<Job> {
             }
             "sse" => jobs.push(Job {
                 id: "sse".into(),
-                title: "3c mixed room: 50 native + 50 SSE clients against 100 native, one runtime".into(),
+                title: "3c mixed room: 25 native + 25 Socket.IO + 50 SSE clients against 100 native, one runtime".into(),
                 params: format!(
                     "{} senders, {} msgs in flight; {} slices per room, taking turns",
                     plan.fanout_senders, plan.fanout_window, plan.key_slices
