@@ -7,10 +7,10 @@ import assert from 'node:assert/strict';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { chromium } from 'playwright-core';
 import { ChatClient } from './support/client.mjs';
 import { storedMessages } from './support/protocol.mjs';
 import { ChatServer, MANY_CLIENTS_ONE_ADDRESS, ROOT, waitFor } from './support/server.mjs';
+import { launchChromium } from './support/browser.mjs';
 
 const RESULTS = join(ROOT, 'test-results');
 const WAIT_MS = 15_000;
@@ -24,13 +24,7 @@ before(async () => {
   mkdirSync(RESULTS, { recursive: true });
   server = new ChatServer({ vars: { ...MANY_CLIENTS_ONE_ADDRESS } });
   [browser] = await Promise.all([
-    chromium.launch({
-      executablePath: '/usr/bin/chromium',
-      args: [
-        '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-        '--disable-background-networking', '--disable-component-update', '--disable-sync',
-      ],
-    }),
+    launchChromium(),
     server.start(),
   ]);
 });

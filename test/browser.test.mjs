@@ -7,10 +7,10 @@ import { mkdirSync } from 'node:fs';
 import { createServer } from 'node:http';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { chromium } from 'playwright-core';
 import { mintTicket } from '../scripts/ticket.mjs';
 import { ChatClient } from './support/client.mjs';
 import { ChatServer, freePort, MANY_CLIENTS_ONE_ADDRESS, ROOT, waitFor } from './support/server.mjs';
+import { launchChromium } from './support/browser.mjs';
 
 const RESULTS = join(ROOT, 'test-results');
 const WAIT_MS = 15_000;
@@ -49,13 +49,7 @@ before(async () => {
     vars: { ALLOWED_ORIGINS: hostOrigin, TICKET_SECRET, PRIVATE_ROOMS: `${PRIVATE}*`, ...MANY_CLIENTS_ONE_ADDRESS, ...LIFTED },
   });
   [browser] = await Promise.all([
-    chromium.launch({
-      executablePath: '/usr/bin/chromium',
-      args: [
-        '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-        '--disable-background-networking', '--disable-component-update', '--disable-sync',
-      ],
-    }),
+    launchChromium(),
     server.start(),
   ]);
 });

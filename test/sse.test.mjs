@@ -5,12 +5,12 @@ import assert from 'node:assert/strict';
 import { createServer, request as httpRequest } from 'node:http';
 import { after, afterEach, before, describe, test } from 'node:test';
 import { setTimeout as delay } from 'node:timers/promises';
-import { chromium } from 'playwright-core';
 import { mintTicket } from '../scripts/ticket.mjs';
 import { ChatClient } from './support/client.mjs';
 import { assertProtocolKept, fetchJson } from './support/protocol.mjs';
 import { ChatServer, freePort, waitFor } from './support/server.mjs';
 import { SseClient } from './support/sse.mjs';
+import { launchChromium } from './support/browser.mjs';
 
 const servers = [];
 after(() => Promise.all(servers.map((s) => s.stop('SIGKILL'))));
@@ -347,13 +347,7 @@ describe('hibernation', () => {
 describe('in Chromium', () => {
   let browser;
   before(async () => {
-    browser = await chromium.launch({
-      executablePath: '/usr/bin/chromium',
-      args: [
-        '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-        '--disable-background-networking', '--disable-component-update', '--disable-sync',
-      ],
-    });
+    browser = await launchChromium();
   });
   after(() => browser?.close());
 
