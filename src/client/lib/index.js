@@ -702,16 +702,7 @@ export class ChatRoom extends EventTarget {
       if (this.#ws === ws) this.#drop();
       return;
     }
-    if (!complete) {
-      // Still behind after the bound, but every page was new: resume from the later `since` at once.
-      this.#attempt = 0;
-      this.#drop();
-      return;
-    }
-    const held = this.#held;
-    this.#held = null;
-    this.#release(held);
-    this.#becomeOpen();
+    this.#endCatchUp(complete);
   }
 
   /**
@@ -749,8 +740,16 @@ export class ChatRoom extends EventTarget {
       return;
     }
     this.#take([...changed.values()].sort((a, b) => a.id - b.id), 'history');
+    this.#endCatchUp(complete);
+  }
+
+  /**
+   * Ends a catch-up. Still behind after the page bound, though every page was new: resume from the
+   * later position (`since` or seq) on a new socket at once. Otherwise release the live frames held
+   * meanwhile, in order, and go live.
+   */
+  #endCatchUp(complete) {
     if (!complete) {
-      // Still behind after the bound: resume from the later seq on a new socket at once.
       this.#attempt = 0;
       this.#drop();
       return;
