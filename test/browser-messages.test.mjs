@@ -10,10 +10,9 @@ import { after, before, describe, test } from 'node:test';
 import { ChatClient } from './support/client.mjs';
 import { storedMessages } from './support/protocol.mjs';
 import { ChatServer, MANY_CLIENTS_ONE_ADDRESS, ROOT, waitFor } from './support/server.mjs';
-import { launchChromium } from './support/browser.mjs';
+import { exactly, launchChromium, online, say, WAIT_MS, watch } from './support/browser.mjs';
 
 const RESULTS = join(ROOT, 'test-results');
-const WAIT_MS = 15_000;
 
 let server;
 let browser;
@@ -69,16 +68,6 @@ async function openPage(room, nick) {
   return page;
 }
 
-function online(page, timeout = WAIT_MS) {
-  return page.locator('.ec[data-status="online"]').waitFor({ timeout });
-}
-
-async function say(page, text) {
-  const input = page.getByLabel(/^Message #/);
-  await input.fill(text);
-  await input.press('Enter');
-}
-
 /** A stored message's entry in the log (not the outbox), by its exact text. */
 function entry(page, text) {
   return page.locator('.ec-list .ec-msg').filter({ has: page.locator('.ec-text').filter({ hasText: exactly(text) }) });
@@ -97,22 +86,8 @@ function screenshot(page, name) {
   return page.screenshot({ path: join(RESULTS, `messages-${name}.png`), animations: 'disabled' });
 }
 
-function watch(page) {
-  page.errors = [];
-  page.on('pageerror', (error) => page.errors.push(String(error)));
-  page.on('console', (message) => {
-    if (message.type() === 'error' && !/^WebSocket connection to .* failed/.test(message.text())) {
-      page.errors.push(message.text());
-    }
-  });
-}
-
 function assertCalm(page) {
   assert.deepEqual(page.errors, [], 'no errors in the page or its console');
-}
-
-function exactly(text) {
-  return new RegExp(`^${text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}$`);
 }
 
 async function rawClient(room, nick) {

@@ -10,10 +10,9 @@ import { after, before, describe, test } from 'node:test';
 import { mintTicket } from '../scripts/ticket.mjs';
 import { ChatClient } from './support/client.mjs';
 import { ChatServer, freePort, MANY_CLIENTS_ONE_ADDRESS, ROOT, waitFor } from './support/server.mjs';
-import { launchChromium } from './support/browser.mjs';
+import { exactly, launchChromium, online, say, WAIT_MS, watch } from './support/browser.mjs';
 
 const RESULTS = join(ROOT, 'test-results');
-const WAIT_MS = 15_000;
 const XSS = '<img src=x onerror=alert(1)>';
 const TICKET_SECRET = 'browser-test-ticket-secret-32-bytes!';
 // Rooms under this prefix need a ticket.
@@ -76,16 +75,6 @@ async function openPage(room, { nick, ticket, viewport = { width: 1100, height: 
   return page;
 }
 
-function online(page, timeout = WAIT_MS) {
-  return page.locator('.ec[data-status="online"]').waitFor({ timeout });
-}
-
-async function say(page, text) {
-  const input = page.getByLabel(/^Message #/);
-  await input.fill(text);
-  await input.press('Enter');
-}
-
 /** The text of the message that says exactly `text` (Playwright's CSS locators pierce shadow roots). */
 function messageText(page, text) {
   return page.locator('.ec-msg .ec-text').filter({ hasText: exactly(text) });
@@ -143,29 +132,9 @@ async function assertShownOnce(page, texts) {
 }
 
 /** Records dialogs, uncaught errors and console errors (CSP or CORS refusals among them). */
-function watch(page) {
-  page.dialogs = [];
-  page.errors = [];
-  page.on('dialog', (dialog) => {
-    page.dialogs.push(dialog.message());
-    dialog.dismiss().catch(() => {});
-  });
-  page.on('pageerror', (error) => page.errors.push(String(error)));
-  page.on('console', (message) => {
-    // Failed attempts while the server or the network is down are expected.
-    if (message.type() === 'error' && !/^WebSocket connection to .* failed/.test(message.text())) {
-      page.errors.push(message.text());
-    }
-  });
-}
-
 function assertCalm(page) {
   assert.deepEqual(page.dialogs, [], 'no dialog opened');
   assert.deepEqual(page.errors, [], 'no errors in the page or its console');
-}
-
-function exactly(text) {
-  return new RegExp(`^${text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}$`);
 }
 
 /**
