@@ -4,6 +4,7 @@ pub mod clients;
 pub mod close;
 pub mod emoji;
 pub mod flood;
+pub mod held;
 pub mod history;
 pub mod identity;
 pub mod idle;

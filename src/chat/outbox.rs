@@ -10,6 +10,9 @@
 //! it reaches `MAX_BATCH_FRAMES` frames or `MAX_BATCH_BYTES` bytes, so a backlog never grows
 //! without bound. Rules only: the object carries out what `Outbox` returns.
 //!
+//! A message whose sender gets its own copy (with the `cid` it sent) is batched too: the sender
+//! gets its own array, with its copies in their places, and everyone else the shared one.
+//!
 //! Joins go through the outbox too, so that a join storm sends its `joined` frames in batches.
 //! A socket that joins while frames are held is a newcomer until the next delivery: its welcome
 //! already reflects those frames, so it gets only the frames produced after its join.
@@ -116,43 +119,76 @@ impl Batch {
     }
 }
 
-/// Frames for every member, and for each newcomer (in the order they joined) the frames
-/// produced after its join, or `None` for none. After a delivery nobody is a newcomer any more.
+/// Frames for every member; for each newcomer (in the order they joined) the frames produced
+/// after its join, or `None` for none; and for each sender whose messages carry their `cid`
+/// back to it, its own batch. After a delivery nobody is a newcomer any more.
 #[derive(Debug, PartialEq, Eq)]
-pub struct Delivery {
+pub struct Delivery<H> {
     pub batch: Batch,
     pub newcomers: Vec<Option<Batch>>,
+    pub personal: Vec<Personal<H>>,
+}
+
+/// The batch of one sender (`to`, the object's handle on its socket): everyone's frames, with
+/// its own copies in place of its messages.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Personal<H> {
+    pub to: H,
+    pub batch: Batch,
 }
 
 /// What the object does next.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Step {
+pub enum Step<H> {
     /// Nothing to send now.
     Wait,
     /// Deliver now.
-    Send(Delivery),
+    Send(Delivery<H>),
     /// Deliver now, then ask for a tick after the queued events.
-    SendAndTick(Delivery),
+    SendAndTick(Delivery<H>),
 }
 
-/// One room's frames on their way to its members.
-#[derive(Debug, Default)]
-pub struct Outbox {
+/// A queued frame whose sender gets its own copy instead.
+#[derive(Debug)]
+struct Own<H> {
+    /// The frame's place in the queue.
+    at: usize,
+    /// The sender's member id.
+    owner: String,
+    to: H,
+    frame: String,
+}
+
+/// One room's frames on their way to its members. `H` is the object's handle on a socket.
+#[derive(Debug)]
+pub struct Outbox<H> {
     queue: Vec<String>,
     queued_bytes: usize,
     /// A tick has been asked for and not yet run.
     busy: bool,
     /// For each socket that joined since the last delivery, how many queued frames predate it.
     newcomers: Vec<usize>,
+    own: Vec<Own<H>>,
 }
 
-impl Outbox {
+impl<H> Default for Outbox<H> {
+    fn default() -> Self {
+        Outbox { queue: Vec::new(), queued_bytes: 0, busy: false, newcomers: Vec::new(), own: Vec::new() }
+    }
+}
+
+impl<H> Outbox<H> {
+    /// Whether a tick is coming: what is broadcast now waits for it (and a post may be held, see `held`).
+    pub fn is_busy(&self) -> bool {
+        self.busy
+    }
+
     /// A frame for every member (JSON, serialised once).
-    pub fn push(&mut self, frame: String) -> Step {
+    pub fn push(&mut self, frame: String) -> Step<H> {
         if !self.busy {
             self.busy = true;
             // Not busy means the last tick delivered, so there are no newcomers.
-            return Step::SendAndTick(Delivery { batch: Batch::of(vec![frame]), newcomers: Vec::new() });
+            return Step::SendAndTick(Delivery { batch: Batch::of(vec![frame]), newcomers: Vec::new(), personal: Vec::new() });
         }
         self.queued_bytes += frame.len();
         self.queue.push(frame);
@@ -162,9 +198,23 @@ impl Outbox {
         Step::Wait
     }
 
+    /// A message for every member but its sender (member `owner`, socket `to`), which gets `own`
+    /// (the same message with its `cid`) in its place, batched with the rest. The sender must not
+    /// be a newcomer: the object sends a newcomer's own copy apart.
+    pub fn push_own(&mut self, frame: String, owner: String, to: H, own: String) -> Step<H> {
+        if !self.busy {
+            self.busy = true;
+            let personal = vec![Personal { to, batch: Batch::of(vec![own]) }];
+            return Step::SendAndTick(Delivery { batch: Batch::of(vec![frame]), newcomers: Vec::new(), personal });
+        }
+        self.queued_bytes += own.len();
+        self.own.push(Own { at: self.queue.len(), owner, to, frame: own });
+        self.push(frame)
+    }
+
     /// A socket joins: `announcement` (its `joined` frame) goes to every member but the new
     /// socket, which the object adds as the last newcomer.
-    pub fn join(&mut self, announcement: String) -> Step {
+    pub fn join(&mut self, announcement: String) -> Step<H> {
         let mut step = self.push(announcement);
         // Whether the frame went out or waits, the newcomer gets nothing up to and including it.
         match step {
@@ -176,7 +226,7 @@ impl Outbox {
 
     /// The tick asked for by `SendAndTick`: sends what piled up meanwhile and stays busy, or
     /// finds nothing and lets the next frame go out at once.
-    pub fn tick(&mut self) -> Step {
+    pub fn tick(&mut self) -> Step<H> {
         match self.flush() {
             Some(delivery) => Step::SendAndTick(delivery),
             None => {
@@ -189,7 +239,7 @@ impl Outbox {
     /// Everything queued, now: before a socket is sent a reply of its own, so that it still
     /// sees frames in the order the room produced them. The tick still comes. `None` when
     /// nothing is queued; newcomers are then plain members (the object forgets them too).
-    pub fn flush(&mut self) -> Option<Delivery> {
+    pub fn flush(&mut self) -> Option<Delivery<H>> {
         let offsets = std::mem::take(&mut self.newcomers);
         if self.queue.is_empty() {
             return None;
@@ -200,13 +250,31 @@ impl Outbox {
             .into_iter()
             .map(|from| (from < frames.len()).then(|| Batch::of(frames[from..].to_vec())))
             .collect();
-        Some(Delivery { batch: Batch::of(frames), newcomers })
+        // Each sender's batch: everyone's frames with its own copies in place, built once per sender.
+        let mut senders: Vec<(String, H, Vec<String>)> = Vec::new();
+        for Own { at, owner, to, frame } in std::mem::take(&mut self.own) {
+            match senders.iter_mut().find(|(id, ..)| *id == owner) {
+                Some((_, _, own)) => own[at] = frame,
+                None => {
+                    let mut own = frames.clone();
+                    own[at] = frame;
+                    senders.push((owner, to, own));
+                }
+            }
+        }
+        let personal = senders.into_iter().map(|(_, to, frames)| Personal { to, batch: Batch::of(frames) }).collect();
+        Some(Delivery { batch: Batch::of(frames), newcomers, personal })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Sockets are named by their member id in these tests.
+    type Outbox = super::Outbox<&'static str>;
+    type Delivery = super::Delivery<&'static str>;
+    type Step = super::Step<&'static str>;
 
     fn frame(n: usize) -> String {
         format!(r#"{{"type":"message","id":{n}}}"#)
@@ -241,7 +309,7 @@ mod tests {
     fn a_quiet_room_sends_each_frame_at_once_alone() {
         let mut outbox = Outbox::default();
         for n in 0..3 {
-            let alone = Delivery { batch: single(frame(n)), newcomers: vec![] };
+            let alone = Delivery { batch: single(frame(n)), newcomers: vec![], personal: vec![] };
             assert_eq!(outbox.push(frame(n)), Step::SendAndTick(alone));
             assert_eq!(outbox.tick(), Step::Wait, "nothing piled up: the spell ends");
         }
@@ -260,7 +328,7 @@ mod tests {
         assert_eq!(array.iter().map(|v| v["id"].as_u64().unwrap()).collect::<Vec<_>>(), [1, 2, 3]);
         // Still busy after a batch: the next frame waits for the next tick.
         assert_eq!(outbox.push(frame(4)), Step::Wait);
-        assert_eq!(outbox.tick(), Step::SendAndTick(Delivery { batch: single(frame(4)), newcomers: vec![] }));
+        assert_eq!(outbox.tick(), Step::SendAndTick(Delivery { batch: single(frame(4)), newcomers: vec![], personal: vec![] }));
         assert_eq!(outbox.tick(), Step::Wait);
         assert!(matches!(outbox.push(frame(5)), Step::SendAndTick(_)));
     }
@@ -298,7 +366,7 @@ mod tests {
     fn joins_in_a_storm_are_batched_and_newcomers_get_only_later_frames() {
         let mut outbox = Outbox::default();
         // A quiet room: the first join is announced at once, and its socket gets nothing of it.
-        let announced = Delivery { batch: single(frame(0)), newcomers: vec![None] };
+        let announced = Delivery { batch: single(frame(0)), newcomers: vec![None], personal: vec![] };
         assert_eq!(outbox.join(frame(0)), Step::SendAndTick(announced));
         // Three more join before the tick, then a message is posted.
         for n in 1..4 {
@@ -334,6 +402,30 @@ mod tests {
         assert_eq!(delivery(quiet.tick()).newcomers, vec![None]);
         assert_eq!(quiet.tick(), Step::Wait);
         assert_eq!(delivery(quiet.push(frame(2))).newcomers, vec![]);
+    }
+
+    #[test]
+    fn a_sender_gets_its_own_copies_in_its_batch_and_everyone_else_the_shared_one() {
+        let mut outbox = Outbox::default();
+        outbox.push(frame(0));
+        let own = |n: usize| format!(r#"{{"type":"message","id":{n},"cid":"c{n}"}}"#);
+        assert_eq!(outbox.push_own(frame(1), "ann".into(), "ann-socket", own(1)), Step::Wait);
+        assert_eq!(outbox.push(frame(2)), Step::Wait);
+        assert_eq!(outbox.push_own(frame(3), "bob".into(), "bob-socket", own(3)), Step::Wait);
+        assert_eq!(outbox.push_own(frame(4), "ann".into(), "ann-socket", own(4)), Step::Wait);
+        let tick = delivery(outbox.tick());
+        assert_eq!(tick.batch.frames, [frame(1), frame(2), frame(3), frame(4)], "nobody else sees a cid");
+        let personal: Vec<(&str, Vec<String>)> = tick.personal.into_iter().map(|p| (p.to, p.batch.frames)).collect();
+        assert_eq!(
+            personal,
+            [("ann-socket", vec![own(1), frame(2), frame(3), own(4)]), ("bob-socket", vec![frame(1), frame(2), own(3), frame(4)])]
+        );
+        assert_eq!(outbox.push(frame(5)), Step::Wait);
+        assert_eq!(delivery(outbox.tick()).personal, vec![], "delivered: the next batch is everyone's");
+        // A quiet room sends a sender's copy at once, alone.
+        assert_eq!(outbox.tick(), Step::Wait);
+        let quiet = delivery(outbox.push_own(frame(6), "ann".into(), "ann-socket", own(6)));
+        assert_eq!(quiet.personal, vec![Personal { to: "ann-socket", batch: single(own(6)) }]);
     }
 
     #[test]
