@@ -162,4 +162,53 @@ describe('batched delivery', () => {
     assert.deepEqual(seen, expected, 'no message twice, none missing, in order');
     await Promise.all([sender.close(), watcher.close(), late.close()]);
   });
+
+  // Posts that arrive while the room is behind are held and stored together at the next tick
+  // (README "Batched delivery"): each is still stored before anyone sees it, once, in order.
+  test('a burst stored together: every message delivered is in the history, once, in order, echoes with their cids', async () => {
+    const room = freshRoom('held');
+    const sender = await join(room, 'Ann', [BATCH]);
+    const watcher = await join(room, 'Bob', [BATCH]);
+    for (let i = 0; i < 200; i++) sender.send({ type: 'message', text: `h ${i}`, cid: `c${i}` });
+    await sender.until((frames) => frames.filter((f) => f.type === 'message').length >= 200, { what: '200 echoes' });
+    await watcher.until((frames) => frames.filter((f) => f.type === 'message').length >= 200, { what: '200 messages' });
+    assert.ok(watcher.arrays.length > 0, 'the room fell behind: posts came while it was busy');
+    const echoes = messages(sender);
+    assert.deepEqual(echoes.map((m) => m.cid), echoes.map((_, i) => `c${i}`), 'each echo carries its own cid, in order');
+    assert.ok(messages(watcher).every((m) => m.cid === undefined), 'nobody else sees a cid');
+    const stored = [];
+    for (const since of [0, 100]) {
+      const response = await fetch(`${server.url}/chat/${room}/history?since=${since}&limit=100`);
+      stored.push(...(await response.json()).messages);
+    }
+    assert.deepEqual(stored.map((m) => [m.id, m.text]), messages(watcher).map((m) => [m.id, m.text]));
+    assert.deepEqual(stored.map((m) => m.text), echoes.map((_, i) => `h ${i}`));
+    await Promise.all([sender.close(), watcher.close()]);
+  });
+
+  test('a message sent again with its cid while the first is held is stored once; both echoes name it', async () => {
+    const room = freshRoom('held-again');
+    const sender = await join(room, 'Ann', [BATCH]);
+    const watcher = await join(room, 'Bob', [BATCH]);
+    for (let round = 0; round < 20; round++) {
+      // The first frame goes out at once and leaves the room busy: the next two wait for its tick.
+      sender.send({ type: 'message', text: `lead ${round}`, cid: `lead${round}` });
+      sender.send({ type: 'message', text: `twice ${round}`, cid: `twice${round}` });
+      sender.send({ type: 'message', text: `twice ${round}`, cid: `twice${round}` });
+    }
+    const echoesOf = (round) => messages(sender).filter((m) => m.cid === `twice${round}`);
+    await sender.until(() => echoesOf(19).length >= 2, { what: 'both echoes of the last round' });
+    await watcher.until((frames) => frames.some((f) => f.type === 'message' && f.text === 'twice 19'), { what: 'twice 19' });
+    for (let round = 0; round < 20; round++) {
+      const [first, again] = echoesOf(round);
+      assert.equal(again.id, first.id, `round ${round}: the resend names the stored message`);
+      assert.equal(messages(watcher).filter((m) => m.text === `twice ${round}`).length, 1, `round ${round}: posted once`);
+    }
+    const response = await fetch(`${server.url}/chat/${room}/history?limit=100`);
+    const { messages: stored } = await response.json();
+    for (let round = 0; round < 20; round++) {
+      assert.equal(stored.filter((m) => m.text === `twice ${round}`).length, 1, `round ${round}: stored once`);
+    }
+    await Promise.all([sender.close(), watcher.close()]);
+  });
 });

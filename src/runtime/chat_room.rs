@@ -9,7 +9,10 @@
 //! long-polling request, which awaits its body or its held answer, and an event stream's post,
 //! which awaits its body; both read the room's state only after that). Broadcasts go through
 //! the room's `Outbox`, which sends at once when the room is quiet and batches frames when it
-//! falls behind; this object only runs the zero-delay timer it asks for (see `outbox`).
+//! falls behind; this object only runs the zero-delay timer it asks for (see `outbox`). While
+//! the room is behind, a native socket's post is held and stored with the others at that timer,
+//! one statement for the burst, before any of them is sent (see `held`); anything else the room
+//! does first stores what is held.
 //!
 //! The room's one alarm serves every feature that needs a wake (`plan_alarm`): the idle check
 //! while the room has native members (see `idle`: sockets silent for `IDLE_TIMEOUT_S` are
@@ -35,7 +38,8 @@ use crate::chat::moderation::{address_key, Action, Sanction};
 use crate::edge::config::RoomConfig;
 use crate::chat::history::{trim_cutoff, Window, WELCOME_MAX};
 use crate::chat::messages::Change;
-use crate::chat::outbox::{offers_batch, Batch, Delivery, Outbox, SocketAttachment, Step, BATCH_PROTOCOL};
+use crate::chat::held::{Held, HeldPost, WithHeld};
+use crate::chat::outbox::{offers_batch, Batch, Delivery, Outbox, Personal, SocketAttachment, Step, BATCH_PROTOCOL};
 use crate::runtime::message_store::MessageStore;
 use crate::runtime::moderation_store::AuditEntry;
 use crate::chat::protocol::{ChatMessage, ErrorCode, Incoming, ServerFrame, MAX_FRAME_BYTES};
@@ -204,18 +208,14 @@ use crate::chat::socketio::Heartbeat;
 #[durable_object(alarm)]
 pub struct ChatRoom {
     state: State,
-    store: MessageStore,
+    store: Rc<MessageStore>,
     room: RefCell<Room>,
     /// The salt of this room's stored address keys (bans), read or made on first use.
     address_salt: RefCell<Option<String>>,
-    /// Every member's socket, to the id it was tagged with when it joined: exactly the
-    /// room's members, kept in step with `room`.
-    members: Map,
-    /// The members that opted in to batched delivery.
-    batched: Set,
-    outbox: Rc<RefCell<Outbox>>,
-    newcomers: Rc<Newcomers>,
-    /// Sends what piled up in the outbox; run by the timer `schedule` sets.
+    wires: Wires,
+    /// Posts from sockets waiting for the tick, which stores them together (see `held`).
+    held: Rc<RefCell<Held<Sender>>>,
+    /// Stores the held posts and sends what piled up in the outbox; run by the timer `schedule` sets.
     tick: Closure<dyn FnMut() -> bool>,
     /// Every socket the runtime holds for this room: members, and sockets the room closed
     /// that are still closing. They all count against `MAX_ROOM_SOCKETS`.
@@ -227,14 +227,10 @@ pub struct ChatRoom {
     liveness: RefCell<Liveness>,
     /// Random per construction: shows in `x-room-instance` (when enabled) when the object was rebuilt.
     instance: Option<String>,
-    /// The Socket.IO members, apart from `members` (see `socketio`).
-    sio: Rc<SocketIoSockets>,
     heartbeat: Heartbeat,
     /// When the heartbeat's next ping round is planned; `None` while the room has no Socket.IO
     /// client, and after a wake (the alarm then pings, not knowing when the last round was).
     next_ping: Cell<Option<u64>>,
-    /// Every open event stream's handle, to its member id: members that live in memory only.
-    streams: Map,
     /// Each stream's session token, to its member id.
     sessions: RefCell<HashMap<String, String>>,
     /// The streams' keep-alive timer, running while the room has streams.
@@ -255,7 +251,7 @@ impl DurableObject for ChatRoom {
         for bad in bad_vars {
             worker::console_error!("edge-chat: {}={:?} is {}", bad.name, bad.value, bad.why);
         }
-        let store = MessageStore::new(state.storage().sql());
+        let store = Rc::new(MessageStore::new(state.storage().sql()));
         let sio = Rc::new(SocketIoSockets::default());
         let mut room = Room::awaiting_history(config.limits);
         let (members, batched, sockets) = (Map::new(), Set::new(&JsValue::UNDEFINED), Set::new(&JsValue::UNDEFINED));
@@ -281,25 +277,32 @@ impl DurableObject for ChatRoom {
                 }
             }
         }
-        let outbox = Rc::new(RefCell::new(Outbox::default()));
-        let newcomers = Rc::new(Newcomers::default());
-        let streams = Map::new();
+        let wires = Wires {
+            members,
+            batched,
+            streams: Map::new(),
+            sio,
+            outbox: Rc::new(RefCell::new(Outbox::default())),
+            newcomers: Rc::new(Newcomers::default()),
+        };
+        let held = Rc::new(RefCell::new(Held::default()));
         let tick = {
-            let (outbox, newcomers) = (outbox.clone(), newcomers.clone());
-            let (members, batched, streams, sio) = (members.clone(), batched.clone(), streams.clone(), sio.clone());
+            let (wires, held, store) = (wires.clone(), held.clone(), store.clone());
             Closure::new(move || {
-                let step = outbox.borrow_mut().tick();
+                let posts = held.borrow_mut().take();
+                publish_held(&wires, &store, posts);
+                let step = wires.outbox.borrow_mut().tick();
                 match step {
                     Step::SendAndTick(delivery) => {
-                        carry_out(&members, &batched, &streams, &newcomers, &sio, delivery);
+                        wires.carry_out(delivery);
                         true
                     }
                     Step::Send(delivery) => {
-                        carry_out(&members, &batched, &streams, &newcomers, &sio, delivery);
+                        wires.carry_out(delivery);
                         false
                     }
                     Step::Wait => {
-                        newcomers.clear();
+                        wires.newcomers.clear();
                         false
                     }
                 }
@@ -321,20 +324,16 @@ impl DurableObject for ChatRoom {
             store,
             room: RefCell::new(room),
             address_salt: RefCell::new(None),
-            members,
-            batched,
-            outbox,
-            newcomers,
+            wires,
+            held,
             tick,
             sockets,
             client_salt: [random_u64(), random_u64()],
             idle_ttl_ms: config.idle_ttl_ms,
             liveness: RefCell::new(liveness),
             instance: config.instance_header.then(random_id),
-            sio,
             heartbeat,
             next_ping: Cell::new(None),
-            streams,
             sessions: RefCell::new(HashMap::new()),
             keepalive_timer: RefCell::new(None),
             max_streams: config.max_streams,
@@ -344,6 +343,8 @@ impl DurableObject for ChatRoom {
     }
 
     async fn fetch(&self, mut request: Request) -> worker::Result<Response> {
+        // Joins and reads see the held posts in storage, and every frame follows theirs.
+        self.store_held();
         let route = request
             .headers()
             .get(ROUTE_HEADER)?
@@ -393,6 +394,7 @@ impl DurableObject for ChatRoom {
     /// too long; then asks for the next wake. Once it has none, the expiry: a room that has had
     /// no socket since, and so no message, deletes everything it stored.
     async fn alarm(&self) -> worker::Result<Response> {
+        self.store_held();
         let now = now_ms();
         self.ping_round(now);
         if !self.room.borrow().is_empty() {
@@ -444,10 +446,12 @@ impl DurableObject for ChatRoom {
 impl ChatRoom {
     #[wasm_bindgen(js_name = webSocketMessage)]
     pub fn websocket_message(&self, socket: web_sys::WebSocket, message: JsValue) {
-        if let Some(id) = self.sio.id_of(&socket) {
+        if let Some(id) = self.wires.sio.id_of(&socket) {
+            // Socket.IO posts are stored at once, after the held ones (see `held`).
+            self.store_held();
             return self.socketio_message(WebSocket::from(socket), &id, message);
         }
-        if let Some(sid) = self.sio.probe_of(&socket) {
+        if let Some(sid) = self.wires.sio.probe_of(&socket) {
             return self.socketio_probe(WebSocket::from(socket), &sid, message);
         }
         let Some(id) = self.member_id(&socket) else { return };
@@ -466,7 +470,11 @@ impl ChatRoom {
             Ok(None) => Incoming::Binary,
         };
         self.load_history();
-        let reaction = self.room.borrow_mut().receive(&id, incoming, now, &self.store);
+        let reaction = {
+            let held = self.held.borrow();
+            let history = WithHeld { history: &*self.store, held: &held };
+            self.room.borrow_mut().receive(&id, incoming, now, &history)
+        };
         let socket = WebSocket::from(socket);
         self.react(Peer::Socket(&socket), reaction, &Answer::Native);
         if record_frame {
@@ -508,10 +516,32 @@ impl ChatRoom {
     /// Carries out what the room decided about a frame from `peer`, answering it natively or as
     /// Socket.IO events.
     fn react(&self, peer: Peer<'_>, reaction: Reaction, answer: &Answer) {
+        // Anything but a post that may be held comes after the held posts, and may read or change them.
+        if !matches!(reaction, Reaction::Post { .. }) {
+            self.store_held();
+        }
         match reaction {
             Reaction::Nothing => {}
             Reaction::Reply(frame) => self.answer(peer, answer, &frame),
             Reaction::Post { message, sender, cid } => {
+                // A native socket's post goes through the outbox, its own copy batched with the
+                // rest; while the room is busy it is held, to be stored with the others (`held`).
+                if let (Peer::Socket(socket), Answer::Native) = (peer, answer) {
+                    if let Some(id) = self.member_id(socket.as_ref()) {
+                        let post = HeldPost { message, sender, cid, from: Sender { id, socket: socket.clone() } };
+                        let busy = self.wires.outbox.borrow().is_busy();
+                        if !busy {
+                            self.store_held();
+                            if publish_held(&self.wires, &self.store, vec![post]) {
+                                schedule(&self.tick);
+                            }
+                        } else if self.held.borrow_mut().hold(post) {
+                            self.store_held();
+                        }
+                        return;
+                    }
+                }
+                self.store_held();
                 if !self.post(peer, message, &sender, cid, answer) {
                     self.answer(peer, answer, &ServerFrame::error(ErrorCode::Unavailable));
                 }
@@ -536,7 +566,7 @@ impl ChatRoom {
             Reaction::Renamed { frame, attachment } => {
                 match peer {
                     Peer::Socket(socket) => self.attach(socket, attachment),
-                    Peer::Session(sid) => self.sio.rename_session(sid, attachment),
+                    Peer::Session(sid) => self.wires.sio.rename_session(sid, attachment),
                     // A stream's post is carried out by `post_from_stream`.
                     Peer::Stream(_) => {}
                 }
@@ -549,15 +579,15 @@ impl ChatRoom {
                 let was_socketio = match peer {
                     Peer::Socket(socket) => {
                         self.attach(socket, attachment);
-                        self.members.delete(socket.as_ref());
-                        self.batched.delete(socket.as_ref());
-                        let was_socketio = self.sio.remove(socket.as_ref());
+                        self.wires.members.delete(socket.as_ref());
+                        self.wires.batched.delete(socket.as_ref());
+                        let was_socketio = self.wires.sio.remove(socket.as_ref());
                         if let Err(error) = socket.close(Some(code), Some(reason)) {
                             worker::console_error!("edge-chat: closing a socket ({code}) failed: {error}");
                         }
                         was_socketio
                     }
-                    Peer::Session(sid) => self.sio.end_session(sid),
+                    Peer::Session(sid) => self.wires.sio.end_session(sid),
                     Peer::Stream(_) => false,
                 };
                 if let Some(left) = left {
@@ -664,19 +694,19 @@ impl ChatRoom {
                 None
             }
         };
-        self.members.set(pair.server.as_ref(), &JsValue::from_str(&id));
+        self.wires.members.set(pair.server.as_ref(), &JsValue::from_str(&id));
         if batch {
-            self.batched.add(pair.server.as_ref());
+            self.wires.batched.add(pair.server.as_ref());
         }
         if let Some(announcement) = announcement {
             // A newcomer until the next delivery, which skips what was held before it joined.
-            self.newcomers.add(pair.server.as_ref());
-            let step = self.outbox.borrow_mut().join(announcement);
+            self.wires.newcomers.add(pair.server.as_ref());
+            let step = self.wires.outbox.borrow_mut().join(announcement);
             self.carry_out(step);
         }
         if first {
             self.keep(now);
-        } else if self.members.size() == 1 {
+        } else if self.wires.members.size() == 1 {
             // The first native member of a room of Socket.IO clients: the idle check starts.
             self.plan_alarm(now);
         }
@@ -728,7 +758,7 @@ impl ChatRoom {
         if !self.load_history() {
             return Err(RequestError::Unavailable);
         }
-        if self.streams.size() >= self.max_streams {
+        if self.wires.streams.size() >= self.max_streams {
             return Err(RequestError::TooManyStreams);
         }
         if self.is_full() {
@@ -786,14 +816,14 @@ impl ChatRoom {
         }
         let opened = open_stream(&JsString::from(first), own_stub, &gone_route);
         let (body, handle) = (opened.get(0), opened.get(1));
-        self.streams.set(&handle, &JsValue::from_str(&id));
+        self.wires.streams.set(&handle, &JsValue::from_str(&id));
         self.sessions.borrow_mut().insert(token, id);
         // A stream that is the room's first member stops its expiry, as a socket does.
         if was_empty {
             self.keep(now);
         }
         if self.keepalive_timer.borrow().is_none() {
-            let timer = start_heartbeat(&self.streams, &JsString::from(sse::KEEPALIVE), self.keepalive_ms);
+            let timer = start_heartbeat(&self.wires.streams, &JsString::from(sse::KEEPALIVE), self.keepalive_ms);
             *self.keepalive_timer.borrow_mut() = Some(timer);
         }
         let headers = worker::Headers::new();
@@ -815,7 +845,7 @@ impl ChatRoom {
         let refused = |code| json_response(sse::status_of(code), sse::error_body(code)).map_err(internal("refusing a post"));
         let answer = |status, body: String| json_response(status, body).map_err(internal("answering a post"));
         let no_content = || Response::empty().map(|response| response.with_status(204)).map_err(internal("answering a post"));
-        let reaction = self.room.borrow_mut().receive(&id, Incoming::Text(frame), now_ms(), &self.store);
+        let reaction = self.room.borrow_mut().receive(&id, Incoming::Text(frame), now_ms(), &*self.store);
         let sender = Peer::Stream(&id);
         match reaction {
             // A typing frame over its own limit is dropped silently, as a socket's is.
@@ -876,7 +906,7 @@ impl ChatRoom {
     /// The handle of member `id`'s event stream, if it has one.
     fn stream_of(&self, id: &str) -> Option<JsValue> {
         let mut found = None;
-        self.streams.for_each(&mut |value, key| {
+        self.wires.streams.for_each(&mut |value, key| {
             if found.is_none() && value.as_string().as_deref() == Some(id) {
                 found = Some(key);
             }
@@ -898,9 +928,9 @@ impl ChatRoom {
     }
 
     fn forget_stream(&self, handle: &JsValue, id: &str) {
-        self.streams.delete(handle);
+        self.wires.streams.delete(handle);
         self.sessions.borrow_mut().retain(|_, member| member != id);
-        if self.streams.size() == 0 {
+        if self.wires.streams.size() == 0 {
             if let Some(timer) = self.keepalive_timer.borrow_mut().take() {
                 stop_heartbeat(&timer);
             }
@@ -974,7 +1004,7 @@ impl ChatRoom {
             _ => RequestError::Internal,
         };
         let moderation =
-            self.room.borrow_mut().moderate(action, ADMIN.to_owned(), None, now_ms(), &self.store).map_err(not_found)?;
+            self.room.borrow_mut().moderate(action, ADMIN.to_owned(), None, now_ms(), &*self.store).map_err(not_found)?;
         let notice = self.enforce(moderation).map_err(not_found)?;
         json_response(200, format!(r#"{{"ok":true,"moderated":{}}}"#, notice.to_json()))
             .map_err(internal("answering an admin action"))
@@ -1029,14 +1059,14 @@ impl ChatRoom {
             }
             let Some(socket) = self.socket_of(&attachment.id) else {
                 self.socketio_goodbye(Peer::Session(&attachment.id));
-                ejected_socketio |= self.sio.end_session(&attachment.id);
+                ejected_socketio |= self.wires.sio.end_session(&attachment.id);
                 continue;
             };
             self.socketio_goodbye(Peer::Socket(&socket));
             self.attach(&socket, attachment.clone());
-            self.members.delete(socket.as_ref());
-            self.batched.delete(socket.as_ref());
-            ejected_socketio |= self.sio.remove(socket.as_ref());
+            self.wires.members.delete(socket.as_ref());
+            self.wires.batched.delete(socket.as_ref());
+            ejected_socketio |= self.wires.sio.remove(socket.as_ref());
             if let Err(error) = socket.close(Some(close.0), Some(close.1)) {
                 worker::console_error!("edge-chat: closing an ejected socket failed: {error}");
             }
@@ -1082,11 +1112,11 @@ impl ChatRoom {
 
     /// A member's socket by its id: a moderator's action names few, so a scan is fine.
     fn socket_of(&self, id: &str) -> Option<WebSocket> {
-        if let Some(socket) = self.sio.socket_of(id) {
+        if let Some(socket) = self.wires.sio.socket_of(id) {
             return Some(socket);
         }
         let mut found = None;
-        self.members.for_each(&mut |value, key| {
+        self.wires.members.for_each(&mut |value, key| {
             if found.is_none() && value.as_string().as_deref() == Some(id) {
                 found = Some(WebSocket::from(key.unchecked_into::<web_sys::WebSocket>()));
             }
@@ -1108,25 +1138,13 @@ impl ChatRoom {
             }
         }
         let (id, seq) = (message.id, message.seq);
-        match cid {
-            None => match serde_json::to_string(&message) {
-                Ok(json) => self.broadcast(json),
-                Err(error) => worker::console_error!("edge-chat: encoding message {id} failed: {error}"),
-            },
-            Some(cid) => {
-                let mut echo = message;
-                let encoded = serde_json::to_string(&echo).and_then(|json| {
-                    echo.cid = Some(cid);
-                    Ok((json, serde_json::to_string(&echo)?))
-                });
-                match encoded {
-                    Ok((json, own)) => {
-                        self.broadcast_except(sender, &json);
-                        self.send_to(sender, answer, own, Some(seq));
-                    }
-                    Err(error) => worker::console_error!("edge-chat: encoding message {id} failed: {error}"),
-                }
+        match encode_post(message, cid) {
+            Ok((json, None)) => self.broadcast(json),
+            Ok((json, Some(own))) => {
+                self.broadcast_except(sender, &json);
+                self.send_to(sender, answer, own, Some(seq));
             }
+            Err(error) => worker::console_error!("edge-chat: encoding message {id} failed: {error}"),
         }
         // Stored and sent: a Socket.IO emit waiting for an ack learns the id.
         if answer.ack_ok().is_some() {
@@ -1227,9 +1245,9 @@ impl ChatRoom {
     /// is never woken for idle checks and an occupied one at most once per `IDLE_TIMEOUT_S`.
     fn plan_alarm(&self, now: u64) {
         let occupied = !self.room.borrow().is_empty();
-        let idle_check = self.liveness.borrow().alarm_need(self.members.size() > 0, now);
-        let ping = self.next_ping.get().or_else(|| self.heartbeat.next_wake(self.sio.count(), now));
-        self.next_ping.set(ping.filter(|_| self.sio.count() > 0));
+        let idle_check = self.liveness.borrow().alarm_need(self.wires.members.size() > 0, now);
+        let ping = self.next_ping.get().or_else(|| self.heartbeat.next_wake(self.wires.sio.count(), now));
+        self.next_ping.set(ping.filter(|_| self.wires.sio.count() > 0));
         let expiry = (!occupied && self.load_history() && self.store.has_schema()).then(|| now + self.idle_ttl_ms);
         if let Some(at) = expiry {
             // Recorded, so that the alarm can tell its expiry from an idle check's.
@@ -1262,8 +1280,8 @@ impl ChatRoom {
         if !self.liveness.borrow().sweep_due(now) {
             return;
         }
-        let mut members = Vec::with_capacity(self.members.size() as usize);
-        self.members.for_each(&mut |id, socket| {
+        let mut members = Vec::with_capacity(self.wires.members.size() as usize);
+        self.wires.members.for_each(&mut |id, socket| {
             if let Some(id) = id.as_string() {
                 members.push((socket.unchecked_into::<web_sys::WebSocket>(), id));
             }
@@ -1279,8 +1297,8 @@ impl ChatRoom {
             if let Some(member) = attachment {
                 self.attach(&socket, Attachment { gone: true, ..member });
             }
-            self.members.delete(socket.as_ref());
-            self.batched.delete(socket.as_ref());
+            self.wires.members.delete(socket.as_ref());
+            self.wires.batched.delete(socket.as_ref());
             if let Err(error) = socket.close(Some(IDLE_CLOSE_CODE), Some(IDLE_CLOSE_REASON)) {
                 worker::console_error!("edge-chat: closing an idle socket failed: {error}");
             }
@@ -1311,12 +1329,12 @@ impl ChatRoom {
 
     fn depart(&self, socket: &WebSocket) {
         self.sockets.delete(socket.as_ref());
-        self.sio.forget_probe(socket.as_ref());
-        let sio_id = self.sio.id_of(socket.as_ref());
+        self.wires.sio.forget_probe(socket.as_ref());
+        let sio_id = self.wires.sio.id_of(socket.as_ref());
         let Some(id) = sio_id.clone().or_else(|| self.member_id(socket.as_ref())) else { return };
-        self.members.delete(socket.as_ref());
-        self.batched.delete(socket.as_ref());
-        self.sio.remove(socket.as_ref());
+        self.wires.members.delete(socket.as_ref());
+        self.wires.batched.delete(socket.as_ref());
+        self.wires.sio.remove(socket.as_ref());
         let left = self.room.borrow_mut().leave(&id, now_ms());
         if let Some(left) = left {
             self.broadcast(left.to_json());
@@ -1327,31 +1345,35 @@ impl ChatRoom {
         }
     }
 
-    /// Sends one frame to every member, now or batched with others (see `outbox`).
+    /// Sends one frame to every member, now or batched with others (see `outbox`), after the
+    /// held posts.
     fn broadcast(&self, json: String) {
-        let step = self.outbox.borrow_mut().push(json);
-        self.carry_out(step);
+        self.store_held();
+        if self.wires.broadcast(json) {
+            schedule(&self.tick);
+        }
     }
 
-    /// Sends one frame now to every member but `sender` (native sockets, Socket.IO clients and
-    /// event streams, each wire format encoded once), after what the outbox holds, so that order
+    /// Sends one frame now to every member but `sender`, after the held posts and what the outbox
     /// holds; the sender gets its own frame (or none) from the caller.
     fn broadcast_except(&self, sender: Peer<'_>, json: &str) {
-        self.flush();
-        let skip = Set::new(&JsValue::UNDEFINED);
+        self.store_held();
         let skip_stream = match sender {
-            Peer::Socket(socket) => {
-                skip.add(socket.as_ref());
-                JsValue::UNDEFINED
-            }
             Peer::Stream(id) => self.stream_of(id).unwrap_or(JsValue::UNDEFINED),
-            Peer::Session(_) => JsValue::UNDEFINED,
+            Peer::Socket(_) | Peer::Session(_) => JsValue::UNDEFINED,
         };
-        let frames = Array::of1(&JsString::from(json));
-        deliver(&self.members, &self.batched, &skip, &frames, &JsValue::UNDEFINED);
-        self.sio.deliver(std::slice::from_ref(&json.to_owned()), Some(sender));
-        if self.streams.size() > 0 {
-            send_streams(&self.streams, &JsString::from(sse::event(json)), &skip_stream);
+        self.wires.broadcast_except(sender, &skip_stream, json);
+    }
+
+    /// Stores the held posts and sends them, before anything that reads the history or sends a
+    /// frame of its own (see `held`).
+    fn store_held(&self) {
+        if self.held.borrow().is_empty() {
+            return;
+        }
+        let posts = self.held.borrow_mut().take();
+        if publish_held(&self.wires, &self.store, posts) {
+            schedule(&self.tick);
         }
     }
 
@@ -1372,24 +1394,17 @@ impl ChatRoom {
         }
     }
 
-    fn carry_out(&self, step: Step) {
-        match step {
-            Step::Wait => {}
-            Step::Send(delivery) => carry_out(&self.members, &self.batched, &self.streams, &self.newcomers, &self.sio, delivery),
-            Step::SendAndTick(delivery) => {
-                carry_out(&self.members, &self.batched, &self.streams, &self.newcomers, &self.sio, delivery);
-                schedule(&self.tick);
-            }
+    fn carry_out(&self, step: Step<WebSocket>) {
+        if self.wires.carry_out_step(step) {
+            schedule(&self.tick);
         }
     }
 
-    /// Sends what the outbox holds now, so that a frame sent to one socket does not overtake it.
+    /// Sends the held posts and what the outbox holds now, so that a frame sent to one socket
+    /// does not overtake them.
     fn flush(&self) {
-        let delivery = self.outbox.borrow_mut().flush();
-        match delivery {
-            Some(delivery) => carry_out(&self.members, &self.batched, &self.streams, &self.newcomers, &self.sio, delivery),
-            None => self.newcomers.clear(),
-        }
+        self.store_held();
+        self.wires.flush();
     }
 
     fn reply(&self, socket: &WebSocket, frame: &ServerFrame) {
@@ -1403,12 +1418,12 @@ impl ChatRoom {
             Ok(Some(previous)) => previous.socketio,
             _ => None,
         };
-        attach(socket, &SocketAttachment { member, batch: self.batched.has(socket.as_ref()), seen, socketio });
+        attach(socket, &SocketAttachment { member, batch: self.wires.batched.has(socket.as_ref()), seen, socketio });
     }
 
     /// The id of a member's socket; `None` for a socket that is not (or no longer) a member.
     fn member_id(&self, socket: &JsValue) -> Option<String> {
-        self.members.get(socket).as_string()
+        self.wires.members.get(socket).as_string()
     }
 }
 
@@ -1435,35 +1450,172 @@ impl Newcomers {
     }
 }
 
-/// A batch crosses into JS once: each frame as one JS string, the array as another, each
-/// frame's packets once per Socket.IO namespace, and each frame's event once for all the event
-/// streams. Newcomers get their own, shorter batches; streams are never newcomers (the room
-/// sends what it holds before a stream joins).
-fn carry_out(members: &Map, batched: &Set, streams: &Map, newcomers: &Newcomers, sio: &SocketIoSockets, delivery: Delivery) {
-    let Delivery { batch: Batch { frames, array }, newcomers: later } = delivery;
-    sio.deliver(&frames, None);
-    if streams.size() > 0 {
-        for frame in &frames {
-            send_streams(streams, &JsString::from(sse::event(frame)), &JsValue::UNDEFINED);
+/// Where the room's frames go: its members by wire format, and the outbox that batches them.
+/// Shared with the tick, which runs apart from the object's events.
+#[derive(Clone)]
+struct Wires {
+    /// Every member's socket, to the id it was tagged with when it joined: exactly the room's
+    /// native members, kept in step with `room`.
+    members: Map,
+    /// The members that opted in to batched delivery.
+    batched: Set,
+    /// Every open event stream's handle, to its member id: members that live in memory only.
+    streams: Map,
+    /// The Socket.IO members, apart from `members` (see `socketio`).
+    sio: Rc<SocketIoSockets>,
+    outbox: Rc<RefCell<Outbox<WebSocket>>>,
+    newcomers: Rc<Newcomers>,
+}
+
+/// Who sent a held post: the member, and its socket.
+struct Sender {
+    id: String,
+    socket: WebSocket,
+}
+
+impl Wires {
+    /// One frame for every member, now or batched with others; true when the caller must ask
+    /// for a tick.
+    fn broadcast(&self, json: String) -> bool {
+        let step = self.outbox.borrow_mut().push(json);
+        self.carry_out_step(step)
+    }
+
+    /// Carries out `step`; true when it asks for a tick.
+    fn carry_out_step(&self, step: Step<WebSocket>) -> bool {
+        match step {
+            Step::Wait => false,
+            Step::Send(delivery) => {
+                self.carry_out(delivery);
+                false
+            }
+            Step::SendAndTick(delivery) => {
+                self.carry_out(delivery);
+                true
+            }
         }
     }
-    if let (None, [frame], true) = (&array, frames.as_slice(), later.is_empty()) {
-        broadcast(members, &JsString::from(frame.as_str()));
-    } else {
-        let frames: Array = frames.iter().map(|frame| JsValue::from(JsString::from(frame.as_str()))).collect();
-        let array = array.map_or(JsValue::UNDEFINED, |array| JsString::from(array).into());
-        deliver(members, batched, &newcomers.set, &frames, &array);
+
+    /// Sends one frame now to every member but `sender` and `skip_stream` (a stream's handle, or
+    /// undefined): native sockets, Socket.IO clients and event streams, each wire format encoded
+    /// once, after what the outbox holds, so that order holds.
+    fn broadcast_except(&self, sender: Peer<'_>, skip_stream: &JsValue, json: &str) {
+        self.flush();
+        let skip = Set::new(&JsValue::UNDEFINED);
+        if let Peer::Socket(socket) = sender {
+            skip.add(socket.as_ref());
+        }
+        let frames = Array::of1(&JsString::from(json));
+        deliver(&self.members, &self.batched, &skip, &frames, &JsValue::UNDEFINED);
+        self.sio.deliver(std::slice::from_ref(&json.to_owned()), Some(sender));
+        if self.streams.size() > 0 {
+            send_streams(&self.streams, &JsString::from(sse::event(json)), skip_stream);
+        }
     }
-    // A failed send means the socket is closing; its close event removes it from the room.
-    for (socket, batch) in newcomers.order.borrow().iter().zip(later) {
-        let Some(Batch { frames, array }) = batch else { continue };
-        let socket: &RawSocket = socket.unchecked_ref();
+
+    /// Sends what the outbox holds now.
+    fn flush(&self) {
+        let delivery = self.outbox.borrow_mut().flush();
+        match delivery {
+            Some(delivery) => self.carry_out(delivery),
+            None => self.newcomers.clear(),
+        }
+    }
+
+    /// A batch crosses into JS once: each frame as one JS string, the array as another, each
+    /// frame's packets once per Socket.IO namespace, and each frame's event once for all the
+    /// event streams. Newcomers get their own, shorter batches; streams are never newcomers (the
+    /// room sends what it holds before a stream joins).
+    fn carry_out(&self, delivery: Delivery<WebSocket>) {
+        let Delivery { batch: Batch { frames, array }, newcomers: later, personal } = delivery;
+        self.sio.deliver(&frames, None);
+        if self.streams.size() > 0 {
+            for frame in &frames {
+                send_streams(&self.streams, &JsString::from(sse::event(frame)), &JsValue::UNDEFINED);
+            }
+        }
+        if let (None, [frame], true, true) = (&array, frames.as_slice(), later.is_empty(), personal.is_empty()) {
+            broadcast(&self.members, &JsString::from(frame.as_str()));
+        } else {
+            // Newcomers and senders get their own batches below; the others share one.
+            let skip = match personal.is_empty() {
+                true => self.newcomers.set.clone(),
+                false => {
+                    let skip = Set::new(&self.newcomers.set);
+                    personal.iter().for_each(|Personal { to, .. }| drop(skip.add(to.as_ref())));
+                    skip
+                }
+            };
+            let frames: Array = frames.iter().map(|frame| JsValue::from(JsString::from(frame.as_str()))).collect();
+            let array = array.map_or(JsValue::UNDEFINED, |array| JsString::from(array).into());
+            deliver(&self.members, &self.batched, &skip, &frames, &array);
+        }
+        for (socket, batch) in self.newcomers.order.borrow().iter().zip(later) {
+            if let Some(batch) = batch {
+                self.send_batch(socket.unchecked_ref(), batch);
+            }
+        }
+        for Personal { to, batch } in personal {
+            self.send_batch(AsRef::<web_sys::WebSocket>::as_ref(&to).unchecked_ref(), batch);
+        }
+        self.newcomers.clear();
+    }
+
+    /// A batch to one socket: as one array if it opted in, else frame by frame. A failed send
+    /// means the socket is closing; its close event removes it from the room.
+    fn send_batch(&self, socket: &RawSocket, Batch { frames, array }: Batch) {
         match array {
-            Some(array) if batched.has(socket) => drop(socket.send(&JsString::from(array))),
+            Some(array) if self.batched.has(socket) => drop(socket.send(&JsString::from(array))),
             _ => frames.iter().for_each(|frame| drop(socket.send(&JsString::from(frame.as_str())))),
         }
     }
-    newcomers.clear();
+}
+
+/// A message as everyone gets it, and with a `cid`, the sender's own copy that carries it.
+fn encode_post(message: ChatMessage, cid: Option<String>) -> serde_json::Result<(String, Option<String>)> {
+    let json = serde_json::to_string(&message)?;
+    let Some(cid) = cid else { return Ok((json, None)) };
+    let own = serde_json::to_string(&ChatMessage { cid: Some(cid), ..message })?;
+    Ok((json, Some(own)))
+}
+
+/// Stores held posts with one statement, then sends each as a post stored at once is sent: its
+/// frame to everyone and, with a `cid`, the sender's own copy to the sender alone. If storing
+/// fails, none is sent and each sender is told `unavailable`. True when a tick is needed.
+fn publish_held(wires: &Wires, store: &MessageStore, posts: Vec<HeldPost<Sender>>) -> bool {
+    if posts.is_empty() {
+        return false;
+    }
+    if let Err(error) = store.insert_all(&posts) {
+        worker::console_error!("edge-chat: storing {} messages failed: {error}", posts.len());
+        wires.flush();
+        let refusal = JsString::from(ServerFrame::error(ErrorCode::Unavailable).to_json());
+        posts.iter().for_each(|post| send_raw(&post.from.socket, &refusal));
+        return false;
+    }
+    if let Some(cutoff) = posts.iter().filter_map(|post| trim_cutoff(post.message.id)).max() {
+        if let Err(error) = store.trim(cutoff) {
+            worker::console_error!("edge-chat: trimming history failed: {error}");
+        }
+    }
+    let mut tick = false;
+    for HeldPost { message, cid, from: Sender { id: member, socket }, .. } in posts {
+        let id = message.id;
+        match encode_post(message, cid) {
+            Ok((json, None)) => tick |= wires.broadcast(json),
+            // A newcomer's batch starts at its join: its own copy goes apart, after what is queued.
+            Ok((json, Some(own))) if wires.newcomers.set.has(socket.as_ref()) => {
+                wires.broadcast_except(Peer::Socket(&socket), &JsValue::UNDEFINED, &json);
+                send_raw(&socket, &JsString::from(own));
+            }
+            Ok((json, Some(own))) => {
+                let step = wires.outbox.borrow_mut().push_own(json, member, socket, own);
+                tick |= wires.carry_out_step(step);
+            }
+            Err(error) => worker::console_error!("edge-chat: encoding message {id} failed: {error}"),
+        }
+    }
+    tick
 }
 
 /// Settings this room keeps in storage.

@@ -318,7 +318,7 @@ impl ChatRoom {
                 let attachment = SocketAttachment { member: joined.attachment, batch: false, seen: now, socketio: Some(state) };
                 attach(&pair.server, &attachment);
                 send_raw(&pair.server, &JsString::from(self.heartbeat.open_packet(&id, false)));
-                self.sio.add(pair.server.as_ref(), &id, 0);
+                self.wires.sio.add(pair.server.as_ref(), &id, 0);
                 Response::from_websocket(pair.client).map_err(internal("answering the upgrade"))?
             }
             None => {
@@ -331,12 +331,12 @@ impl ChatRoom {
                     upgrading: false,
                     overflowed: false,
                 };
-                self.sio.sessions.borrow_mut().insert(id.clone(), session);
+                self.wires.sio.sessions.borrow_mut().insert(id.clone(), session);
                 text_response(self.heartbeat.open_packet(&id, true))?
             }
         };
         if let Some(announcement) = &joined.announcement {
-            let step = self.outbox.borrow_mut().push(announcement.to_json());
+            let step = self.wires.outbox.borrow_mut().push(announcement.to_json());
             self.carry_out(step);
         }
         if first {
@@ -357,18 +357,18 @@ impl ChatRoom {
         post: bool,
         mut request: Request,
     ) -> Result<Response, RequestError> {
-        if !self.sio.has_session(sid) {
+        if !self.wires.sio.has_session(sid) {
             return Err(RequestError::UnknownSession);
         }
         if transport == Transport::Websocket {
-            let member = self.sio.sessions.borrow().get(sid).map(|s| (s.member.clone(), s.state.clone()));
+            let member = self.wires.sio.sessions.borrow().get(sid).map(|s| (s.member.clone(), s.state.clone()));
             let Some((member, state)) = member else { return Err(RequestError::UnknownSession) };
             let pair = self.accept(sid)?;
             attach(&pair.server, &SocketAttachment { member, batch: false, seen: now_ms(), socketio: Some(state) });
-            self.sio.probes.set(pair.server.as_ref(), &JsValue::from_str(sid));
+            self.wires.sio.probes.set(pair.server.as_ref(), &JsValue::from_str(sid));
             return Response::from_websocket(pair.client).map_err(internal("answering the upgrade"));
         }
-        let overflowed = match self.sio.sessions.borrow_mut().get_mut(sid) {
+        let overflowed = match self.wires.sio.sessions.borrow_mut().get_mut(sid) {
             Some(session) => {
                 session.last_seen = now_ms();
                 session.overflowed
@@ -384,18 +384,18 @@ impl ChatRoom {
             if body.len() > socketio::MAX_PAYLOAD {
                 return Err(RequestError::PayloadTooLarge);
             }
-            self.sio.holding.set(true);
+            self.wires.sio.holding.set(true);
             for packet in socketio::split_payload(&body) {
-                if !self.sio.has_session(sid) {
+                if !self.wires.sio.has_session(sid) {
                     break;
                 }
                 self.socketio_packet(Peer::Session(sid), sid, packet);
             }
-            self.sio.release_all();
+            self.wires.sio.release_all();
             return text_response("ok".to_owned());
         }
         let held = {
-            let mut sessions = self.sio.sessions.borrow_mut();
+            let mut sessions = self.wires.sio.sessions.borrow_mut();
             let Some(session) = sessions.get_mut(sid) else { return Err(RequestError::UnknownSession) };
             if session.upgrading {
                 return text_response(socketio::NOOP.to_owned());
@@ -422,7 +422,7 @@ impl ChatRoom {
         match message.as_string().as_deref() {
             Some("2probe") => {
                 send_raw(&socket, &JsString::from("3probe"));
-                if let Some(session) = self.sio.sessions.borrow_mut().get_mut(sid) {
+                if let Some(session) = self.wires.sio.sessions.borrow_mut().get_mut(sid) {
                     session.upgrading = true;
                     if let Some(resolve) = session.waiting.take() {
                         let _ = resolve.call1(&JsValue::NULL, &JsValue::from_str(socketio::NOOP));
@@ -430,13 +430,13 @@ impl ChatRoom {
                 }
             }
             Some("5") => {
-                self.sio.probes.delete(socket.as_ref());
-                let Some(session) = self.sio.sessions.borrow_mut().remove(sid) else { return };
+                self.wires.sio.probes.delete(socket.as_ref());
+                let Some(session) = self.wires.sio.sessions.borrow_mut().remove(sid) else { return };
                 let Session { member, state, queue, waiting, .. } = session;
                 if let Some(resolve) = waiting {
                     let _ = resolve.call1(&JsValue::NULL, &JsValue::from_str(socketio::NOOP));
                 }
-                self.sio.add(socket.as_ref(), sid, state.namespaces);
+                self.wires.sio.add(socket.as_ref(), sid, state.namespaces);
                 attach(&socket, &SocketAttachment { member, batch: false, seen: now_ms(), socketio: Some(state) });
                 queue.iter().for_each(|packet| send_raw(&socket, &JsString::from(packet.as_str())));
             }
@@ -467,18 +467,18 @@ impl ChatRoom {
             Inbound::Connect(Err(name)) => self.socketio_send(peer, socketio::unknown_namespace(&name)),
             Inbound::Connect(Ok(namespace)) => self.socketio_connect(peer, id, namespace),
             Inbound::Disconnect(namespace) => {
-                let namespaces = self.sio.namespaces(peer) & !namespace.bit();
-                self.sio.set_namespaces(peer, id, namespaces);
+                let namespaces = self.wires.sio.namespaces(peer) & !namespace.bit();
+                self.wires.sio.set_namespaces(peer, id, namespaces);
                 self.socketio_attach(peer);
             }
             Inbound::Binary { namespace, ack } => {
-                if self.sio.namespaces(peer) & namespace.bit() != 0 {
+                if self.wires.sio.namespaces(peer) & namespace.bit() != 0 {
                     self.answer(peer, &Answer::SocketIo { namespace, ack }, &ServerFrame::error(ErrorCode::Unsupported));
                 }
             }
             Inbound::Event { namespace, ack, frame } => {
                 // As a Socket.IO server does, events in a namespace the client has not joined are dropped.
-                if self.sio.namespaces(peer) & namespace.bit() == 0 {
+                if self.wires.sio.namespaces(peer) & namespace.bit() == 0 {
                     return;
                 }
                 // A frame that is not even an event still costs the sender a token, as a native bad frame does.
@@ -487,7 +487,7 @@ impl ChatRoom {
                     Err(_) => "{",
                 };
                 self.load_history();
-                let reaction = self.room.borrow_mut().receive(id, Incoming::Text(text), now_ms(), &self.store);
+                let reaction = self.room.borrow_mut().receive(id, Incoming::Text(text), now_ms(), &*self.store);
                 let reaction = match (frame, reaction) {
                     (Err(code), Reaction::Reply(ServerFrame::Error { .. })) => Reaction::Reply(ServerFrame::error(code)),
                     (_, reaction) => reaction,
@@ -512,7 +512,7 @@ impl ChatRoom {
     /// DISCONNECT for each namespace it joined, which socket.io-client takes as "io server disconnect"
     /// and does not reconnect from, as a native client stops on those close codes.
     pub(super) fn socketio_goodbye(&self, peer: Peer<'_>) {
-        let joined = self.sio.namespaces(peer);
+        let joined = self.wires.sio.namespaces(peer);
         for namespace in Namespace::ALL.into_iter().filter(|ns| joined & ns.bit() != 0) {
             self.socketio_send(peer, socketio::disconnect(namespace));
         }
@@ -520,7 +520,7 @@ impl ChatRoom {
 
     /// A polling session ends (its client closed or went silent): it leaves the room.
     fn depart_session(&self, sid: &str) {
-        if !self.sio.end_session(sid) {
+        if !self.wires.sio.end_session(sid) {
             return;
         }
         let left = self.room.borrow_mut().leave(sid, now_ms());
@@ -534,14 +534,14 @@ impl ChatRoom {
     pub(super) fn socketio_send(&self, peer: Peer<'_>, packet: String) {
         match peer {
             Peer::Socket(socket) => send_raw(socket, &JsString::from(packet)),
-            Peer::Session(sid) => self.sio.queue(sid, [packet]),
+            Peer::Session(sid) => self.wires.sio.queue(sid, [packet]),
             Peer::Stream(_) => {}
         }
     }
 
     /// An error for the client's first joined namespace (a binary or oversized frame names none).
     fn socketio_refuse(&self, peer: Peer<'_>, code: ErrorCode) {
-        let joined = self.sio.namespaces(peer);
+        let joined = self.wires.sio.namespaces(peer);
         let namespace = Namespace::ALL.into_iter().find(|ns| joined & ns.bit() != 0).unwrap_or(Namespace::Root);
         self.answer(peer, &Answer::SocketIo { namespace, ack: None }, &ServerFrame::error(code));
     }
@@ -553,7 +553,7 @@ impl ChatRoom {
                 Ok(Some(attachment)) => attachment.socketio,
                 _ => None,
             },
-            Peer::Session(sid) => self.sio.sessions.borrow().get(sid).map(|session| session.state.clone()),
+            Peer::Session(sid) => self.wires.sio.sessions.borrow().get(sid).map(|session| session.state.clone()),
             Peer::Stream(_) => None,
         }
     }
@@ -562,12 +562,12 @@ impl ChatRoom {
     /// now: frames still held are flushed first, so the client gets only later ones).
     fn socketio_connect(&self, peer: Peer<'_>, id: &str, namespace: Namespace) {
         let Some(state) = self.socketio_state(peer) else { return };
-        let namespaces = self.sio.namespaces(peer);
+        let namespaces = self.wires.sio.namespaces(peer);
         if namespaces & namespace.bit() != 0 {
             return;
         }
         let connects = {
-            let mut connects = self.sio.connects.borrow_mut();
+            let mut connects = self.wires.sio.connects.borrow_mut();
             let count = connects.entry(id.to_owned()).or_default();
             *count += 1;
             *count
@@ -609,10 +609,10 @@ impl ChatRoom {
         }
         match peer {
             Peer::Socket(socket) => packets.iter().for_each(|packet| send_raw(socket, &JsString::from(packet.as_str()))),
-            Peer::Session(sid) => self.sio.queue(sid, packets),
+            Peer::Session(sid) => self.wires.sio.queue(sid, packets),
             Peer::Stream(_) => {}
         }
-        self.sio.set_namespaces(peer, id, namespaces | namespace.bit());
+        self.wires.sio.set_namespaces(peer, id, namespaces | namespace.bit());
         self.socketio_attach(peer);
     }
 
@@ -627,7 +627,7 @@ impl ChatRoom {
                 }
             }
             Peer::Session(sid) => {
-                if let Some(session) = self.sio.sessions.borrow_mut().get_mut(sid) {
+                if let Some(session) = self.wires.sio.sessions.borrow_mut().get_mut(sid) {
                     session.state.refused_nick = None;
                 }
             }
@@ -640,7 +640,7 @@ impl ChatRoom {
         let Peer::Socket(socket) = peer else { return };
         let Ok(Some(mut attachment)) = socket.deserialize_attachment::<SocketAttachment>() else { return };
         if let Some(state) = attachment.socketio.as_mut() {
-            state.namespaces = self.sio.namespaces(peer);
+            state.namespaces = self.wires.sio.namespaces(peer);
         }
         attach(socket, &attachment);
     }
@@ -655,20 +655,20 @@ impl ChatRoom {
     /// The alarm's Socket.IO duty, when its time has come: ping every Socket.IO client and end
     /// the polling sessions that went silent. The caller plans the next round (`plan_alarm`).
     pub(super) fn ping_round(&self, now: u64) {
-        if self.sio.count() == 0 || self.next_ping.get().is_some_and(|at| at > now) {
+        if self.wires.sio.count() == 0 || self.next_ping.get().is_some_and(|at| at > now) {
             return;
         }
         self.next_ping.set(None);
-        self.sio.ping_all();
+        self.wires.sio.ping_all();
         let silence = self.heartbeat.interval_ms + self.heartbeat.timeout_ms;
-        for sid in self.sio.silent_sessions(now, silence) {
+        for sid in self.wires.sio.silent_sessions(now, silence) {
             self.depart_session(&sid);
         }
     }
 
     /// After a Socket.IO client left: with none left, the heartbeat's need of the alarm goes.
     pub(super) fn socketio_departed(&self) {
-        if self.sio.count() == 0 && self.next_ping.get().is_some() {
+        if self.wires.sio.count() == 0 && self.next_ping.get().is_some() {
             self.plan_alarm(now_ms());
         }
     }
@@ -676,7 +676,7 @@ impl ChatRoom {
     /// A frame for one Socket.IO client alone (its own message with its `cid`), as the events a
     /// broadcast of it makes in each namespace the client joined.
     pub(super) fn socketio_own(&self, peer: Peer<'_>, json: &str) {
-        let joined = self.sio.namespaces(peer);
+        let joined = self.wires.sio.namespaces(peer);
         for (namespace, packets) in Namespace::ALL.iter().zip(socketio::broadcast(json)) {
             if joined & namespace.bit() != 0 {
                 packets.into_iter().for_each(|packet| self.socketio_send(peer, packet));
