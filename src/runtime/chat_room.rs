@@ -187,6 +187,14 @@ extern "C" {
     #[wasm_bindgen(method, catch, js_name = send)]
     fn send(this: &RawSocket, data: &JsString) -> Result<(), JsValue>;
 
+    /// The attachment crosses as JSON text: `worker`'s own (de)serialise it with
+    /// serde_wasm_bindgen, which costs the module ~30 KB.
+    #[wasm_bindgen(method, catch, js_name = serializeAttachment)]
+    fn serialize_attachment(this: &RawSocket, json: &str) -> Result<(), JsValue>;
+
+    #[wasm_bindgen(method, catch, js_name = deserializeAttachment)]
+    fn deserialize_attachment(this: &RawSocket) -> Result<JsValue, JsValue>;
+
     /// The object's `DurableObjectState`, seen for what the `worker` crate does not bind.
     type RoomState;
 
@@ -264,7 +272,7 @@ impl DurableObject for ChatRoom {
         for socket in open_sockets(&state) {
             sockets.add(socket.as_ref());
             let socket = WebSocket::from(socket);
-            if let Ok(Some(SocketAttachment { member, batch, seen, socketio })) = socket.deserialize_attachment() {
+            if let Some(SocketAttachment { member, batch, seen, socketio }) = attachment(&socket) {
                 let id = member.id.clone();
                 if !room.restore(member, now) {
                     continue;
@@ -1399,10 +1407,7 @@ impl ChatRoom {
 
     fn attach(&self, socket: &WebSocket, member: Attachment) {
         let seen = self.liveness.borrow_mut().seen(&member.id, now_ms());
-        let socketio = match socket.deserialize_attachment::<SocketAttachment>() {
-            Ok(Some(previous)) => previous.socketio,
-            _ => None,
-        };
+        let socketio = attachment(socket).and_then(|previous| previous.socketio);
         attach(socket, &SocketAttachment { member, batch: self.batched.has(socket.as_ref()), seen, socketio });
     }
 
@@ -1486,9 +1491,19 @@ fn send_raw(socket: &WebSocket, data: &JsString) {
 }
 
 fn attach(socket: &WebSocket, attachment: &SocketAttachment) {
-    if let Err(error) = socket.serialize_attachment(attachment) {
+    let raw: &RawSocket = AsRef::<worker::web_sys::WebSocket>::as_ref(socket).unchecked_ref();
+    let saved = serde_json::to_string(attachment).map_err(|error| error.to_string()).and_then(|json| {
+        raw.serialize_attachment(&json).map_err(|error| worker::Error::from(error).to_string())
+    });
+    if let Err(error) = saved {
         worker::console_error!("edge-chat: saving a socket attachment failed: {error}");
     }
+}
+
+/// What `attach` saved on `socket`, if anything.
+fn attachment(socket: &WebSocket) -> Option<SocketAttachment> {
+    let raw: &RawSocket = AsRef::<worker::web_sys::WebSocket>::as_ref(socket).unchecked_ref();
+    serde_json::from_str(&raw.deserialize_attachment().ok()?.as_string()?).ok()
 }
 
 /// When the runtime last answered a `ping` from `socket`; `None` if never (or if it cannot say).
