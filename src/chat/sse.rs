@@ -89,7 +89,7 @@ pub fn resume_from(last_event_id: Option<&str>, since: Option<u64>, after: Optio
 }
 
 /// What a post asks for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Post {
     Message,
     Nick,

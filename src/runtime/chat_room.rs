@@ -355,7 +355,7 @@ impl DurableObject for ChatRoom {
         let route = request
             .headers()
             .get(ROUTE_HEADER)?
-            .and_then(|json| serde_json::from_str::<Route>(&json).ok());
+            .and_then(|hop| Route::from_hop(&hop));
         let batch = offers_batch(request.headers().get(PROTOCOL_HEADER)?.as_deref());
         let response = match route {
             Some(Route::Join { socketio: Some(EngineRequest { sid: Some(sid), transport, post }), .. }) => {
@@ -764,8 +764,7 @@ impl ChatRoom {
             && (read >= WELCOME_MAX as usize || history.len() < read);
         let cleared = self.missed_clear(window)?;
         let (id, token) = (random_id(), format!("{}{}", random_id(), random_id()));
-        let gone_route = serde_json::to_string(&Route::StreamGone { stream: id.clone() })
-            .map_err(internal("encoding a stream's route"))?;
+        let gone_route = Route::StreamGone { stream: id.clone() }.to_hop();
         let (first, announcement) = {
             let mut room = self.room.borrow_mut();
             let joined = room.join(id.clone(), client_key, nick, identity, address, client_id, now, random_u64);

@@ -278,7 +278,7 @@ fn allow_origin(response: Response, origin: &str) -> Result<Response, RequestErr
     Ok(response.with_headers(headers))
 }
 
-/// The request the room's object receives: the route as JSON, and the upgrade header that
+/// The request the room's object receives: the route (see `hop`), and the upgrade header that
 /// lets the object answer with a WebSocket, with the subprotocols the client offered; a post's
 /// client frame as the body, with its session token.
 fn to_room(
@@ -289,8 +289,7 @@ fn to_room(
     session: Option<&str>,
 ) -> Result<Request, RequestError> {
     let headers = Headers::new();
-    let route_json = serde_json::to_string(route).map_err(internal("encoding the route"))?;
-    headers.set(ROUTE_HEADER, &route_json).map_err(internal("setting the route header"))?;
+    headers.set(ROUTE_HEADER, &route.to_hop()).map_err(internal("setting the route header"))?;
     if upgrade {
         headers.set("upgrade", "websocket").map_err(internal("setting the upgrade header"))?;
         if let Some(protocols) = protocols {
