@@ -7,6 +7,7 @@ pub mod flood;
 pub mod history;
 pub mod identity;
 pub mod idle;
+pub mod marks;
 pub mod messages;
 pub mod moderation;
 pub mod nicknames;
