@@ -315,7 +315,7 @@ impl DurableObject for ChatRoom {
         };
         match WebSocketRequestResponsePair::new("ping", "pong") {
             Ok(pair) => state.set_websocket_auto_response(&pair),
-            Err(error) => worker::console_error!("edge-chat: ping auto-response not set: {error:?}"),
+            Err(error) => worker::console_error!("edge-chat: ping auto-response not set: {}", worker::Error::from(error)),
         }
         let own_stub = env
             .durable_object("ROOMS")
