@@ -3,6 +3,7 @@
 pub mod clients;
 pub mod close;
 pub mod emoji;
+pub mod fields;
 pub mod flood;
 pub mod history;
 pub mod identity;

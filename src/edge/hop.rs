@@ -1,21 +1,16 @@
 //! How a `Route` crosses from the Worker to the room's object, in a request header: a tag and
-//! then the variant's fields in a fixed order, separated by commas, each percent-encoded (so a
-//! field holds no comma, and the whole is a valid header value), `~` for a field that is absent
-//! and `+` before an optional group of fields that is present. Written out rather than derived
-//! with serde: JSON decoders for every variant cost the WASM module about 40 KB.
+//! then the variant's fields in a fixed order (see `chat::fields`). Written out rather than
+//! derived with serde: JSON decoders for every variant cost the WASM module about 40 KB.
 
+use crate::chat::fields::{Reader, Writer};
 use crate::chat::history::Window;
-use crate::chat::identity::{Identity, Role};
 use crate::chat::moderation::Action;
 use crate::chat::sse::Post;
-use crate::edge::routes::{percent_decode, EngineRequest, Route, Transport};
-
-const ABSENT: &str = "~";
-const PRESENT: &str = "+";
+use crate::edge::routes::{EngineRequest, Route, Transport};
 
 impl Route {
     pub fn to_hop(&self) -> String {
-        let mut hop = Hop(String::new());
+        let mut hop = Writer::default();
         match self {
             Route::Health => hop.tag("health"),
             Route::Preflight => hop.tag("preflight"),
@@ -65,12 +60,12 @@ impl Route {
             Route::Bans { room } => hop.tag("bans").text(room),
             Route::Audit { room } => hop.tag("audit").text(room),
         };
-        hop.0
+        hop.finish()
     }
 
     /// The route `to_hop` wrote, or `None` for anything it could not have written.
     pub fn from_hop(hop: &str) -> Option<Route> {
-        let mut fields = Fields(hop.split(','));
+        let mut fields = Reader::new(hop);
         let route = match fields.next()? {
             "health" => Route::Health,
             "preflight" => Route::Preflight,
@@ -142,129 +137,14 @@ impl Route {
             "audit" => Route::Audit { room: fields.text()? },
             _ => return None,
         };
-        fields.next().is_none().then_some(route)
-    }
-}
-
-struct Hop(String);
-
-impl Hop {
-    /// A field that is one of a few fixed words, written as it is.
-    fn tag(&mut self, word: &str) -> &mut Hop {
-        if !self.0.is_empty() {
-            self.0.push(',');
-        }
-        self.0.push_str(word);
-        self
-    }
-
-    fn absent(&mut self) -> &mut Hop {
-        self.tag(ABSENT)
-    }
-
-    fn present(&mut self) -> &mut Hop {
-        self.tag(PRESENT)
-    }
-
-    fn text(&mut self, text: &str) -> &mut Hop {
-        self.tag("");
-        for byte in text.bytes() {
-            if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.') {
-                self.0.push(char::from(byte));
-            } else {
-                let hex = |nibble: u8| char::from(b"0123456789ABCDEF"[usize::from(nibble)]);
-                self.0.extend(['%', hex(byte >> 4), hex(byte & 15)]);
-            }
-        }
-        self
-    }
-
-    fn optional_text(&mut self, text: Option<&str>) -> &mut Hop {
-        match text {
-            Some(text) => self.text(text),
-            None => self.absent(),
-        }
-    }
-
-    fn number(&mut self, number: u64) -> &mut Hop {
-        self.tag(&number.to_string())
-    }
-
-    fn optional_number(&mut self, number: Option<u64>) -> &mut Hop {
-        match number {
-            Some(number) => self.number(number),
-            None => self.absent(),
-        }
-    }
-
-    fn identity(&mut self, identity: Option<&Identity>) -> &mut Hop {
-        let Some(Identity { id, name, role, expires_at }) = identity else { return self.absent() };
-        let role = match role {
-            Role::Member => "member",
-            Role::Moderator => "moderator",
-            Role::Readonly => "readonly",
-        };
-        self.present().text(id).text(name).tag(role).number(*expires_at)
-    }
-}
-
-/// The fields of a hop, read in the order `Hop` wrote them. Each reader gives `None` when the
-/// field is missing or malformed.
-struct Fields<'a>(std::str::Split<'a, char>);
-
-impl Fields<'_> {
-    fn next(&mut self) -> Option<&str> {
-        self.0.next()
-    }
-
-    /// Whether an optional group of fields follows.
-    fn group(&mut self) -> Option<bool> {
-        match self.next()? {
-            ABSENT => Some(false),
-            PRESENT => Some(true),
-            _ => None,
-        }
-    }
-
-    fn text(&mut self) -> Option<String> {
-        self.optional_text()?
-    }
-
-    fn optional_text(&mut self) -> Option<Option<String>> {
-        match self.next()? {
-            ABSENT => Some(None),
-            field => percent_decode(field).map(Some),
-        }
-    }
-
-    fn number(&mut self) -> Option<u64> {
-        self.optional_number()?
-    }
-
-    fn optional_number(&mut self) -> Option<Option<u64>> {
-        match self.next()? {
-            ABSENT => Some(None),
-            field => field.parse().ok().map(Some),
-        }
-    }
-
-    fn limit(&mut self) -> Option<u32> {
-        self.number()?.try_into().ok()
-    }
-
-    fn identity(&mut self) -> Option<Option<Identity>> {
-        if !self.group()? {
-            return Some(None);
-        }
-        let (id, name) = (self.text()?, self.text()?);
-        let role = Role::parse(self.next()?)?;
-        Some(Some(Identity { id, name, role, expires_at: self.number()? }))
+        fields.finished().then_some(route)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::chat::identity::{Identity, Role};
 
     fn join(nick: Option<&str>, identity: Option<Identity>, socketio: Option<EngineRequest>) -> Route {
         Route::Join {

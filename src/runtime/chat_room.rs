@@ -187,10 +187,10 @@ extern "C" {
     #[wasm_bindgen(method, catch, js_name = send)]
     fn send(this: &RawSocket, data: &JsString) -> Result<(), JsValue>;
 
-    /// The attachment crosses as JSON text: `worker`'s own (de)serialise it with
-    /// serde_wasm_bindgen, which costs the module ~30 KB.
+    /// The attachment crosses as text (`SocketAttachment::encode`): `worker`'s own (de)serialise
+    /// it with serde_wasm_bindgen, which costs the module ~30 KB.
     #[wasm_bindgen(method, catch, js_name = serializeAttachment)]
-    fn serialize_attachment(this: &RawSocket, json: &str) -> Result<(), JsValue>;
+    fn serialize_attachment(this: &RawSocket, text: &str) -> Result<(), JsValue>;
 
     #[wasm_bindgen(method, catch, js_name = deserializeAttachment)]
     fn deserialize_attachment(this: &RawSocket) -> Result<JsValue, JsValue>;
@@ -1491,18 +1491,15 @@ fn send_raw(socket: &WebSocket, data: &JsString) {
 
 fn attach(socket: &WebSocket, attachment: &SocketAttachment) {
     let raw: &RawSocket = AsRef::<worker::web_sys::WebSocket>::as_ref(socket).unchecked_ref();
-    let saved = serde_json::to_string(attachment).map_err(|error| error.to_string()).and_then(|json| {
-        raw.serialize_attachment(&json).map_err(|error| worker::Error::from(error).to_string())
-    });
-    if let Err(error) = saved {
-        worker::console_error!("edge-chat: saving a socket attachment failed: {error}");
+    if let Err(error) = raw.serialize_attachment(&attachment.encode()) {
+        worker::console_error!("edge-chat: saving a socket attachment failed: {}", worker::Error::from(error));
     }
 }
 
 /// What `attach` saved on `socket`, if anything.
 fn attachment(socket: &WebSocket) -> Option<SocketAttachment> {
     let raw: &RawSocket = AsRef::<worker::web_sys::WebSocket>::as_ref(socket).unchecked_ref();
-    serde_json::from_str(&raw.deserialize_attachment().ok()?.as_string()?).ok()
+    SocketAttachment::decode(&raw.deserialize_attachment().ok()?.as_string()?)
 }
 
 /// When the runtime last answered a `ping` from `socket`; `None` if never (or if it cannot say).
