@@ -354,7 +354,8 @@ mod tests {
         assert!(text.bytes().all(|b| b.is_ascii_graphic()) && !text.contains("192.0.2.1"), "{text}");
         assert_eq!(SocketAttachment::decode(&text), Some(batched));
         let identity = Some(Identity { id: "u,1".into(), name: "Ann".into(), role: Role::Readonly, expires_at: 1 << 60 });
-        let socketio = Some(SocketIoAttachment { room: "r".into(), since: None, after: Some(3), namespaces: 2, refused_nick: Some("".into()) });
+        let refused_nick = Some(String::new());
+        let socketio = Some(SocketIoAttachment { room: "r".into(), since: None, after: Some(3), namespaces: 2, refused_nick });
         let sio = SocketAttachment { member: Attachment { identity, gone: true, ..member }, batch: false, seen: 7, socketio };
         assert_eq!(SocketAttachment::decode(&sio.encode()), Some(sio.clone()));
         let text = sio.encode();
