@@ -5,12 +5,11 @@
 
 use crate::chat::rate_limit::{RateLimit, SlidingWindow, TokenBucket};
 use crate::edge::config::RoomLimits;
-use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
 
 /// A salted hash of a client's address, 53 bits so that it crosses into JavaScript exactly.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub struct ClientKey(u64);
 
 impl ClientKey {
@@ -21,6 +20,16 @@ impl ClientKey {
         salt.hash(&mut hasher);
         address.hash(&mut hasher);
         ClientKey(hasher.finish() & ((1 << 53) - 1))
+    }
+
+    /// The key as a number, for a socket's attachment.
+    pub fn bits(self) -> u64 {
+        self.0
+    }
+
+    /// The key `bits` gave; `None` for a number no key has.
+    pub fn from_bits(bits: u64) -> Option<ClientKey> {
+        (bits < 1 << 53).then_some(ClientKey(bits))
     }
 }
 

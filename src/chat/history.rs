@@ -2,7 +2,6 @@
 //! are trimmed. The SQL that carries them out lives in the Durable Object's `message_store`.
 
 use crate::chat::protocol::ChatMessage;
-use serde::{Deserialize, Serialize};
 
 /// A room keeps at least its most recent this-many messages.
 pub const RETAINED: u64 = 1_000;
@@ -23,7 +22,7 @@ pub const HTTP_DEFAULT: u32 = 50;
 pub const HTTP_MAX: u32 = 100;
 
 /// Which messages to return, always oldest first.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Window {
     /// The newest `limit` messages.
     Latest { limit: u32 },

@@ -1,10 +1,10 @@
 //! Who a ticketed user is, once the Worker has verified their ticket: what the room needs to
 //! reserve their nick, group their sockets into one presence and decide what they may do.
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 /// What a ticket lets its holder do in a room.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     #[default]
@@ -30,7 +30,7 @@ impl Role {
 }
 
 /// A verified ticket's holder. The ticket itself never travels past the Worker.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
     /// The application's stable user id (`sub`).
     pub id: String,

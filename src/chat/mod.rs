@@ -3,11 +3,13 @@
 pub mod clients;
 pub mod close;
 pub mod emoji;
+pub mod fields;
 pub mod flood;
 pub mod held;
 pub mod history;
 pub mod identity;
 pub mod idle;
+pub mod marks;
 pub mod messages;
 pub mod moderation;
 pub mod nicknames;

@@ -17,7 +17,7 @@ pub const MAX_DURATION_S: u64 = 10 * 365 * 24 * 3600;
 /// Longest slow-mode interval.
 pub const MAX_SLOW_S: u64 = 3600;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
     Delete { id: u64 },
     Kick { nick: String },

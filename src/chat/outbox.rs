@@ -18,10 +18,9 @@
 //! already reflects those frames, so it gets only the frames produced after its join.
 
 use crate::chat::clients::ClientKey;
-use crate::chat::identity::Identity;
+use crate::chat::fields::{Reader, Writer};
 use crate::chat::room::Attachment;
 use crate::chat::socketio::SocketIoAttachment;
-use serde::{Deserialize, Serialize};
 
 /// The WebSocket subprotocol a client offers to receive batches.
 pub const BATCH_PROTOCOL: &str = "edge-chat.batch";
@@ -36,9 +35,8 @@ pub fn offers_batch(header: Option<&str>) -> bool {
 }
 
 /// What a socket carries through hibernation: the room's attachment, whether it batches, when
-/// it last sent a frame (ms; see `idle`) and, for a Socket.IO client, its state. Serialised as the
-/// attachment's fields plus `batch`, `seen` and `socketio` (written out rather than with `#[serde(flatten)]`, whose buffering costs the WASM
-/// module more than this).
+/// it last sent a frame (ms; see `idle`) and, for a Socket.IO client, its state. Kept as text
+/// (see `fields`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SocketAttachment {
     pub member: Attachment,
@@ -48,46 +46,48 @@ pub struct SocketAttachment {
     pub socketio: Option<SocketIoAttachment>,
 }
 
-#[derive(Serialize, Deserialize)]
-struct SocketAttachmentFields {
-    id: String,
-    nick: String,
-    joined: u64,
-    #[serde(default)]
-    client: ClientKey,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    identity: Option<Identity>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    address: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    client_id: Option<String>,
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    gone: bool,
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    batch: bool,
-    /// Absent in attachments from before idle sweeps: the join time stands in.
-    #[serde(default)]
-    seen: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    socketio: Option<SocketIoAttachment>,
-}
-
-impl Serialize for SocketAttachment {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let Attachment { id, nick, joined, client, identity, address, client_id, gone } = self.member.clone();
-        let (batch, seen, socketio) = (self.batch, Some(self.seen), self.socketio.clone());
-        SocketAttachmentFields { id, nick, joined, client, identity, address, client_id, gone, batch, seen, socketio }
-            .serialize(serializer)
+impl SocketAttachment {
+    pub fn encode(&self) -> String {
+        let Attachment { id, nick, joined, client, identity, address, client_id, gone } = &self.member;
+        let mut fields = Writer::default();
+        fields.text(id).text(nick).number(*joined).number(client.bits()).identity(identity.as_ref());
+        fields.optional_text(address.as_deref()).optional_text(client_id.as_deref()).flag(*gone);
+        fields.flag(self.batch).number(self.seen);
+        match &self.socketio {
+            None => fields.absent(),
+            Some(SocketIoAttachment { room, since, after, namespaces, refused_nick }) => {
+                fields.present().text(room).optional_number(*since).optional_number(*after).number((*namespaces).into());
+                fields.optional_text(refused_nick.as_deref())
+            }
+        };
+        fields.finish()
     }
-}
 
-impl<'de> Deserialize<'de> for SocketAttachment {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let SocketAttachmentFields { id, nick, joined, client, identity, address, client_id, gone, batch, seen, socketio } =
-            Deserialize::deserialize(deserializer)?;
-        let seen = seen.unwrap_or(joined);
-        let member = Attachment { id, nick, joined, client, identity, address, client_id, gone };
-        Ok(SocketAttachment { member, batch, seen, socketio })
+    /// The attachment `encode` wrote, or `None` for anything it could not have written.
+    pub fn decode(text: &str) -> Option<SocketAttachment> {
+        let mut fields = Reader::new(text);
+        let member = Attachment {
+            id: fields.text()?,
+            nick: fields.text()?,
+            joined: fields.number()?,
+            client: ClientKey::from_bits(fields.number()?)?,
+            identity: fields.identity()?,
+            address: fields.optional_text()?,
+            client_id: fields.optional_text()?,
+            gone: fields.flag()?,
+        };
+        let (batch, seen) = (fields.flag()?, fields.number()?);
+        let socketio = match fields.group()? {
+            false => None,
+            true => Some(SocketIoAttachment {
+                room: fields.text()?,
+                since: fields.optional_number()?,
+                after: fields.optional_number()?,
+                namespaces: fields.number()?.try_into().ok()?,
+                refused_nick: fields.optional_text()?,
+            }),
+        };
+        fields.finished().then_some(SocketAttachment { member, batch, seen, socketio })
     }
 }
 
@@ -270,6 +270,7 @@ impl<H> Outbox<H> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::chat::identity::{Identity, Role};
 
     /// Sockets are named by their member id in these tests.
     type Outbox = super::Outbox<&'static str>;
@@ -429,26 +430,29 @@ mod tests {
     }
 
     #[test]
-    fn attachments_carry_the_opt_in_and_the_last_frame_and_read_old_ones() {
+    fn attachments_carry_the_opt_in_the_last_frame_and_socket_io_state_as_text() {
         let member = Attachment {
             id: "a".into(),
-            nick: "Ann".into(),
+            nick: "Ann, the \"first\" ~ 100% +1 é 日本".into(),
             joined: 5,
-            client: ClientKey::default(),
+            client: ClientKey::of("192.0.2.1", [7, 7]),
             identity: None,
-            address: None,
-            client_id: None,
+            address: Some("k".into()),
+            client_id: Some("c-1".into()),
             gone: false,
         };
         let batched = SocketAttachment { member: member.clone(), batch: true, seen: 9, socketio: None };
-        let json = serde_json::to_string(&batched).unwrap();
-        assert_eq!(json, r#"{"id":"a","nick":"Ann","joined":5,"client":0,"batch":true,"seen":9}"#);
-        assert_eq!(serde_json::from_str::<SocketAttachment>(&json).unwrap(), batched);
-        let old: SocketAttachment = serde_json::from_str(r#"{"id":"a","nick":"Ann","joined":5}"#).unwrap();
-        assert_eq!(old, SocketAttachment { member: member.clone(), batch: false, seen: 5, socketio: None }, "last seen when it joined");
-        let socketio = Some(SocketIoAttachment { room: "r".into(), since: None, after: Some(3), namespaces: 2, refused_nick: None });
-        let sio = SocketAttachment { member, batch: false, seen: 7, socketio };
-        let json = serde_json::to_string(&sio).unwrap();
-        assert_eq!(serde_json::from_str::<SocketAttachment>(&json).unwrap(), sio);
+        let text = batched.encode();
+        assert!(text.bytes().all(|b| b.is_ascii_graphic()) && !text.contains("192.0.2.1"), "{text}");
+        assert_eq!(SocketAttachment::decode(&text), Some(batched));
+        let identity = Some(Identity { id: "u,1".into(), name: "Ann".into(), role: Role::Readonly, expires_at: 1 << 60 });
+        let refused_nick = Some(String::new());
+        let socketio = Some(SocketIoAttachment { room: "r".into(), since: None, after: Some(3), namespaces: 2, refused_nick });
+        let sio = SocketAttachment { member: Attachment { identity, gone: true, ..member }, batch: false, seen: 7, socketio };
+        assert_eq!(SocketAttachment::decode(&sio.encode()), Some(sio.clone()));
+        let text = sio.encode();
+        for broken in [&text[..text.len() - 2], &format!("{text},1"), "", "a,Ann,5"] {
+            assert_eq!(SocketAttachment::decode(broken), None, "{broken}");
+        }
     }
 }

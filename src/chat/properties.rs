@@ -222,6 +222,7 @@ proptest! {
         match route(&parts, &AllowedOrigins::parse("https://a.example")) {
             Ok(Route::Health) => {}
             Ok(ok) => {
+                prop_assert_eq!(Route::from_hop(&ok.to_hop()), Some(ok.clone()), "the room's object reads the route");
                 let room = ok.room().expect("chat routes name a room");
                 prop_assert!(!room.is_empty() && room.len() <= 64);
                 prop_assert!(room.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c)));

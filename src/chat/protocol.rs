@@ -7,7 +7,7 @@ use crate::chat::moderation::Action;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
-use unicode_normalization::char::is_combining_mark;
+use crate::chat::marks::is_combining_mark;
 
 /// Longest message text, in Unicode scalar values, after trimming.
 pub const MAX_TEXT_CHARS: usize = 2_000;

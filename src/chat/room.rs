@@ -28,7 +28,6 @@ use crate::chat::protocol::{
     clean_text, parse_client_frame, ChatMessage, ClientFrame, ErrorCode, Incoming, ServerFrame, You,
 };
 use crate::chat::rate_limit::TokenBucket;
-use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 
 pub type SocketId = String;
@@ -37,24 +36,19 @@ pub type SocketId = String;
 type Outcome = Result<Reaction, ErrorCode>;
 
 /// What a socket carries through hibernation.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Attachment {
     pub id: SocketId,
     pub nick: String,
     pub joined: u64,
-    #[serde(default)]
     pub client: ClientKey,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub identity: Option<Identity>,
     /// `moderation::address_key` of the client's IP, so that an anonymous client can be banned.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub address: Option<String>,
     /// The client instance id the upgrade named (`?client=`): the sender key of an anonymous socket.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_id: Option<String>,
     /// Set once the server has closed the socket and announced its leave, so that a socket
     /// still finishing its close handshake is not restored as a member.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub gone: bool,
 }
 
@@ -800,6 +794,7 @@ mod tests {
     use crate::chat::flood::FLOOD_SECONDS;
     use crate::chat::rate_limit::RateLimit;
     use crate::chat::messages::memory::MemoryHistory;
+    use crate::chat::outbox::SocketAttachment;
 
     fn room() -> Room {
         Room::new(RoomLimits::default(), 0, 0)
@@ -1224,14 +1219,13 @@ mod tests {
     #[test]
     fn attachments_round_trip_and_stay_small() {
         let client = ClientKey::of("192.0.2.1", [7, 7]);
-        let attachment =
+        let member =
             Attachment { id: "abc".into(), nick: "Ann".into(), joined: 5, client, identity: None, address: None, client_id: None, gone: false };
-        let json = serde_json::to_string(&attachment).unwrap();
-        assert!(json.starts_with(r#"{"id":"abc","nick":"Ann","joined":5,"client":"#), "{json}");
-        assert!(!json.contains("192.0.2.1"), "the address itself is never kept");
-        assert_eq!(serde_json::from_str::<Attachment>(&json).unwrap(), attachment);
-        let older = serde_json::from_str::<Attachment>(r#"{"id":"abc","nick":"Ann","joined":5}"#).unwrap();
-        assert_eq!(older.client, ClientKey::default(), "attachments from before client keys still load");
+        let attachment = SocketAttachment { member, batch: false, seen: 5, socketio: None };
+        let text = attachment.encode();
+        assert!(text.starts_with("abc,Ann,5,") && text.len() < 48, "{text}");
+        assert!(!text.contains("192.0.2.1"), "the address itself is never kept");
+        assert_eq!(SocketAttachment::decode(&text), Some(attachment));
     }
     #[test]
     fn a_client_shares_one_budget_across_its_sockets_and_reconnects() {

@@ -10,7 +10,6 @@
 
 use crate::chat::protocol::{ErrorCode, MAX_FRAME_BYTES};
 use crate::edge::config::BadVar;
-use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 /// The path Socket.IO clients use by default.
@@ -67,17 +66,13 @@ pub type Namespaces = u8;
 
 /// What a Socket.IO socket carries through hibernation besides the room's attachment: what its
 /// welcome needs (a namespace is joined after the upgrade) and the namespaces it joined.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SocketIoAttachment {
     pub room: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub since: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub after: Option<u64>,
-    #[serde(default)]
     pub namespaces: Namespaces,
     /// Why the nick asked for was not given (the native `error` frame), for the first namespace joined.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refused_nick: Option<String>,
 }
 

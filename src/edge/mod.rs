@@ -2,6 +2,7 @@
 
 pub mod access;
 pub mod config;
+mod hop;
 pub mod origin;
 pub mod request_url;
 pub mod routes;

@@ -11,7 +11,7 @@ use crate::chat::socketio;
 use crate::chat::sse::{self, Post};
 use crate::edge::origin::AllowedOrigins;
 use base64::Engine;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 pub const DEFAULT_ROOM: &str = "lobby";
 pub const MAX_ROOM_CHARS: usize = 64;
@@ -56,9 +56,9 @@ impl Handshake<'_> {
     }
 }
 
-/// A validated request. The Worker hands it to the room's object as JSON, so that the
+/// A validated request. The Worker hands it to the room's object (see `hop`), so that the
 /// object never parses a URL again.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route {
     Health,
     /// `client` is the client's address ("" when the request had none): the room keys its
@@ -69,17 +69,13 @@ pub enum Route {
         /// `?since=ID`: the welcome's history is what came after message ID.
         since: Option<u64>,
         /// `?after=SEQ`: the welcome's history is every message changed after SEQ (never with `since`).
-        #[serde(default)]
         after: Option<u64>,
         /// `?client=ID`: the client instance, the sender key of an anonymous socket.
-        #[serde(default)]
         client_id: Option<String>,
         client: String,
         /// Set by the Worker once a ticket checked out; never parsed from the request itself.
-        #[serde(default)]
         identity: Option<Identity>,
         /// Set for `/socket.io/`: the Socket.IO client's transport and session.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
         socketio: Option<EngineRequest>,
     },
     /// `GET /chat/ROOM/events`: the room as an event stream, a member like a socket, with the
@@ -88,12 +84,9 @@ pub enum Route {
         room: String,
         nick: Option<String>,
         since: Option<u64>,
-        #[serde(default)]
         after: Option<u64>,
-        #[serde(default)]
         client_id: Option<String>,
         client: String,
-        #[serde(default)]
         identity: Option<Identity>,
     },
     /// `POST /chat/ROOM/messages` or `/nick` by an event stream's user, named by its session token.
@@ -135,7 +128,7 @@ impl Route {
 }
 
 /// A Socket.IO client's request (Engine.IO 4): its transport, and the session it continues.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EngineRequest {
     pub transport: Transport,
     /// The Engine.IO session id; none on a handshake.
@@ -144,8 +137,7 @@ pub struct EngineRequest {
     pub post: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transport {
     Websocket,
     Polling,

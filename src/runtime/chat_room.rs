@@ -191,6 +191,14 @@ extern "C" {
     #[wasm_bindgen(method, catch, js_name = send)]
     fn send(this: &RawSocket, data: &JsString) -> Result<(), JsValue>;
 
+    /// The attachment crosses as text (`SocketAttachment::encode`): `worker`'s own (de)serialise
+    /// it with serde_wasm_bindgen, which costs the module ~30 KB.
+    #[wasm_bindgen(method, catch, js_name = serializeAttachment)]
+    fn serialize_attachment(this: &RawSocket, text: &str) -> Result<(), JsValue>;
+
+    #[wasm_bindgen(method, catch, js_name = deserializeAttachment)]
+    fn deserialize_attachment(this: &RawSocket) -> Result<JsValue, JsValue>;
+
     /// The object's `DurableObjectState`, seen for what the `worker` crate does not bind.
     type RoomState;
 
@@ -260,7 +268,7 @@ impl DurableObject for ChatRoom {
         for socket in open_sockets(&state) {
             sockets.add(socket.as_ref());
             let socket = WebSocket::from(socket);
-            if let Ok(Some(SocketAttachment { member, batch, seen, socketio })) = socket.deserialize_attachment() {
+            if let Some(SocketAttachment { member, batch, seen, socketio }) = attachment(&socket) {
                 let id = member.id.clone();
                 if !room.restore(member, now) {
                     continue;
@@ -310,7 +318,7 @@ impl DurableObject for ChatRoom {
         };
         match WebSocketRequestResponsePair::new("ping", "pong") {
             Ok(pair) => state.set_websocket_auto_response(&pair),
-            Err(error) => worker::console_error!("edge-chat: ping auto-response not set: {error:?}"),
+            Err(error) => worker::console_error!("edge-chat: ping auto-response not set: {}", worker::Error::from(error)),
         }
         let own_stub = env
             .durable_object("ROOMS")
@@ -348,7 +356,7 @@ impl DurableObject for ChatRoom {
         let route = request
             .headers()
             .get(ROUTE_HEADER)?
-            .and_then(|json| serde_json::from_str::<Route>(&json).ok());
+            .and_then(|hop| Route::from_hop(&hop));
         let batch = offers_batch(request.headers().get(PROTOCOL_HEADER)?.as_deref());
         let response = match route {
             Some(Route::Join { socketio: Some(EngineRequest { sid: Some(sid), transport, post }), .. }) => {
@@ -786,8 +794,7 @@ impl ChatRoom {
             && (read >= WELCOME_MAX as usize || history.len() < read);
         let cleared = self.missed_clear(window)?;
         let (id, token) = (random_id(), format!("{}{}", random_id(), random_id()));
-        let gone_route = serde_json::to_string(&Route::StreamGone { stream: id.clone() })
-            .map_err(internal("encoding a stream's route"))?;
+        let gone_route = Route::StreamGone { stream: id.clone() }.to_hop();
         let (first, announcement) = {
             let mut room = self.room.borrow_mut();
             let joined = room.join(id.clone(), client_key, nick, identity, address, client_id, now, random_u64);
@@ -1414,10 +1421,7 @@ impl ChatRoom {
 
     fn attach(&self, socket: &WebSocket, member: Attachment) {
         let seen = self.liveness.borrow_mut().seen(&member.id, now_ms());
-        let socketio = match socket.deserialize_attachment::<SocketAttachment>() {
-            Ok(Some(previous)) => previous.socketio,
-            _ => None,
-        };
+        let socketio = attachment(socket).and_then(|previous| previous.socketio);
         attach(socket, &SocketAttachment { member, batch: self.wires.batched.has(socket.as_ref()), seen, socketio });
     }
 
@@ -1638,9 +1642,16 @@ fn send_raw(socket: &WebSocket, data: &JsString) {
 }
 
 fn attach(socket: &WebSocket, attachment: &SocketAttachment) {
-    if let Err(error) = socket.serialize_attachment(attachment) {
-        worker::console_error!("edge-chat: saving a socket attachment failed: {error}");
+    let raw: &RawSocket = AsRef::<worker::web_sys::WebSocket>::as_ref(socket).unchecked_ref();
+    if let Err(error) = raw.serialize_attachment(&attachment.encode()) {
+        worker::console_error!("edge-chat: saving a socket attachment failed: {}", worker::Error::from(error));
     }
+}
+
+/// What `attach` saved on `socket`, if anything.
+fn attachment(socket: &WebSocket) -> Option<SocketAttachment> {
+    let raw: &RawSocket = AsRef::<worker::web_sys::WebSocket>::as_ref(socket).unchecked_ref();
+    SocketAttachment::decode(&raw.deserialize_attachment().ok()?.as_string()?)
 }
 
 /// When the runtime last answered a `ping` from `socket`; `None` if never (or if it cannot say).

@@ -12,12 +12,11 @@ use crate::chat::held::HeldPost;
 use crate::chat::messages::{Change, History, Stored};
 use crate::chat::protocol::{ChatMessage, Counts, ErrorCode};
 use crate::chat::room::Reservation;
-use serde::Deserialize;
 use std::cell::Cell;
 use wasm_bindgen::prelude::wasm_bindgen;
 use wasm_bindgen::{JsCast, JsValue};
 use worker::js_sys::JsString;
-use worker::{SqlStorage, SqlStorageValue};
+use worker::{SqlCursor, SqlStorage, SqlStorageValue};
 
 #[wasm_bindgen]
 extern "C" {
@@ -74,30 +73,41 @@ pub struct MessageStore {
     schema: Cell<bool>,
 }
 
-#[derive(Deserialize)]
+/// A message as `COLUMNS` reads it (plus its sender where a query adds that column).
 struct Row {
     id: u64,
     nick: String,
     text: String,
     at: u64,
-    #[serde(default)]
     uid: Option<String>,
-    deleted: u8,
-    #[serde(default)]
+    deleted: bool,
     seq: Option<u64>,
-    #[serde(default)]
     reply_to: Option<u64>,
-    #[serde(default)]
     edited_at: Option<u64>,
     /// The counts as JSON, null when there are none.
-    #[serde(default)]
     reactions: Option<String>,
     /// Read only where the room decides on a change; never sent.
-    #[serde(default)]
     sender: Option<String>,
 }
 
 impl Row {
+    /// Reads `COLUMNS`, then a `sender` column if `with_sender`.
+    fn read(columns: &mut Columns, with_sender: bool) -> worker::Result<Row> {
+        Ok(Row {
+            id: columns.int()?,
+            nick: columns.text()?,
+            text: columns.text()?,
+            at: columns.int()?,
+            uid: columns.optional_text()?,
+            deleted: columns.int()? != 0,
+            seq: columns.optional_int()?,
+            reply_to: columns.optional_int()?,
+            edited_at: columns.optional_int()?,
+            reactions: columns.optional_text()?,
+            sender: if with_sender { columns.optional_text()? } else { None },
+        })
+    }
+
     fn message(self) -> ChatMessage {
         let reactions: Counts = self.reactions.and_then(|json| serde_json::from_str(&json).ok()).unwrap_or_default();
         ChatMessage {
@@ -106,7 +116,7 @@ impl Row {
             text: self.text,
             at: self.at,
             seq: self.seq.unwrap_or(self.id),
-            deleted: self.deleted != 0,
+            deleted: self.deleted,
             uid: self.uid,
             reply_to: self.reply_to,
             edited_at: self.edited_at,
@@ -116,24 +126,43 @@ impl Row {
     }
 }
 
-#[derive(Deserialize)]
-struct Changed {}
-
-#[derive(Deserialize)]
-struct ReservationRow {
-    nick_key: String,
-    user: String,
+/// The rows of a query, read from `raw()` column by column in the order the query names them:
+/// `to_array` would deserialise them with serde_wasm_bindgen, which costs the module ~30 KB.
+pub(super) fn rows(cursor: SqlCursor) -> worker::Result<Vec<Columns>> {
+    cursor.raw().map(|row| row.map(|values| Columns(values.into_iter()))).collect()
 }
 
-#[derive(Deserialize)]
-struct Last {
-    id: u64,
-    at: u64,
+/// One row's values, taken in order.
+pub(super) struct Columns(std::vec::IntoIter<SqlStorageValue>);
+
+impl Columns {
+    pub(super) fn text(&mut self) -> worker::Result<String> {
+        self.optional_text()?.ok_or_else(|| unexpected("text"))
+    }
+
+    pub(super) fn optional_text(&mut self) -> worker::Result<Option<String>> {
+        match self.0.next() {
+            Some(SqlStorageValue::Null) => Ok(None),
+            Some(SqlStorageValue::String(text)) => Ok(Some(text)),
+            _ => Err(unexpected("text")),
+        }
+    }
+
+    pub(super) fn int(&mut self) -> worker::Result<u64> {
+        self.optional_int()?.ok_or_else(|| unexpected("an integer"))
+    }
+
+    pub(super) fn optional_int(&mut self) -> worker::Result<Option<u64>> {
+        match self.0.next() {
+            Some(SqlStorageValue::Null) => Ok(None),
+            Some(SqlStorageValue::Integer(n)) if n >= 0 => Ok(Some(n as u64)),
+            _ => Err(unexpected("an integer")),
+        }
+    }
 }
 
-#[derive(Deserialize)]
-struct LastSeq {
-    seq: Option<u64>,
+fn unexpected(what: &str) -> worker::Error {
+    worker::Error::RustError(format!("a stored column is not {what}"))
 }
 
 impl MessageStore {
@@ -237,45 +266,38 @@ impl MessageStore {
     /// The id and time of the newest message and the latest sequence number, or zeros for a
     /// room without messages. Reads only.
     pub fn last(&self) -> worker::Result<(u64, u64, u64)> {
-        #[derive(Deserialize)]
-        struct Table {}
-        let tables: Vec<Table> = self
-            .sql
-            .exec("SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'messages'", None)?
-            .to_array()?;
+        let tables = rows(self.sql.exec("SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'messages'", None)?)?;
         if tables.is_empty() {
             self.schema.set(false);
             return Ok((0, 0, 0));
         }
         // A room that has storage gets the tables and columns it may lack from older versions.
         self.create_schema()?;
-        let rows: Vec<Last> =
-            self.sql.exec("SELECT id, at FROM messages ORDER BY id DESC LIMIT 1", None)?.to_array()?;
-        let stored = rows.first().map_or((0, 0), |last| (last.id, last.at));
+        let stored = match rows(self.sql.exec("SELECT id, at FROM messages ORDER BY id DESC LIMIT 1", None)?)?.pop() {
+            Some(mut last) => (last.int()?, last.int()?),
+            None => (0, 0),
+        };
         let cleared = self.setting(CLEARED_AT)?.and_then(|value| {
             let (id, at) = value.split_once(' ')?;
             Some((id.parse().ok()?, at.parse().ok()?))
         });
         let (id, at) = cleared.map_or(stored, |cleared: (u64, u64)| stored.max(cleared));
         // The newest message holds the latest change but after a clear; trims only take older ones.
-        let seqs: Vec<LastSeq> = self.sql.exec("SELECT MAX(seq) AS seq FROM messages", None)?.to_array()?;
-        let seq = seqs.first().and_then(|row| row.seq).unwrap_or(0);
+        let seq = match rows(self.sql.exec("SELECT MAX(seq) FROM messages", None)?)?.pop() {
+            Some(mut row) => row.optional_int()?.unwrap_or(0),
+            None => 0,
+        };
         let cleared_seq = self.setting(CLEARED_SEQ)?.and_then(|value| value.parse().ok()).unwrap_or(0);
         Ok((id, at, seq.max(cleared_seq)))
     }
 
     /// A room setting (slow mode, the address salt, the id a cleared history ended at).
     pub fn setting(&self, key: &str) -> worker::Result<Option<String>> {
-        #[derive(Deserialize)]
-        struct Setting {
-            value: String,
-        }
         if !self.schema.get() {
             return Ok(None);
         }
-        let rows: Vec<Setting> =
-            self.sql.exec("SELECT value FROM settings WHERE key = ?", vec![key.into()])?.to_array()?;
-        Ok(rows.into_iter().next().map(|row| row.value))
+        let mut rows = rows(self.sql.exec("SELECT value FROM settings WHERE key = ?", vec![key.into()])?)?;
+        rows.pop().map(|mut row| row.text()).transpose()
     }
 
     pub fn set_setting(&self, key: &str, value: &str) -> worker::Result<()> {
@@ -288,25 +310,18 @@ impl MessageStore {
     /// changed at `seq`. Returns its author's nick, or `None` when there is no such message (or
     /// it is deleted already).
     pub fn tombstone(&self, id: u64, seq: u64) -> worker::Result<Option<String>> {
-        #[derive(Deserialize)]
-        struct Author {
-            nick: String,
-        }
         if !self.schema.get() {
             return Ok(None);
         }
-        let rows: Vec<Author> = self
-            .sql
-            .exec(
-                "UPDATE messages SET text = '', deleted = 1, edited_at = NULL, reactions = NULL, seq = ?
-                 WHERE id = ? AND deleted = 0 RETURNING nick",
-                vec![int(seq), int(id)],
-            )?
-            .to_array()?;
+        let mut rows = rows(self.sql.exec(
+            "UPDATE messages SET text = '', deleted = 1, edited_at = NULL, reactions = NULL, seq = ?
+             WHERE id = ? AND deleted = 0 RETURNING nick",
+            vec![int(seq), int(id)],
+        )?)?;
         if !rows.is_empty() {
             self.sql.exec("DELETE FROM reactions WHERE message = ?", vec![int(id)])?;
         }
-        Ok(rows.into_iter().next().map(|row| row.nick))
+        rows.pop().map(|mut row| row.text()).transpose()
     }
 
     /// Stores a change the room decided (see `messages::Change`). False when its message is
@@ -318,7 +333,7 @@ impl MessageStore {
             Change::Edit { id, text, edited_at, seq } => {
                 let query = "UPDATE messages SET text = ?, edited_at = ?, seq = ? WHERE id = ? AND deleted = 0 RETURNING id";
                 let bindings = vec![text.as_str().into(), int(*edited_at), int(*seq), int(*id)];
-                Ok(!self.sql.exec(query, bindings)?.to_array::<Changed>()?.is_empty())
+                Ok(!rows(self.sql.exec(query, bindings)?)?.is_empty())
             }
             Change::React { id, emoji, sender, added, counts, seq } => {
                 let bindings = vec![int(*id), emoji.as_str().into(), sender.as_str().into()];
@@ -332,7 +347,7 @@ impl MessageStore {
                     false => serde_json::to_string(counts).map_err(|e| worker::Error::RustError(e.to_string()))?.into(),
                 };
                 let query = "UPDATE messages SET reactions = ?, seq = ? WHERE id = ? AND deleted = 0 RETURNING id";
-                Ok(!self.sql.exec(query, vec![counts, int(*seq), int(*id)])?.to_array::<Changed>()?.is_empty())
+                Ok(!rows(self.sql.exec(query, vec![counts, int(*seq), int(*id)])?)?.is_empty())
             }
         }
     }
@@ -359,8 +374,8 @@ impl MessageStore {
         if !self.schema.get() {
             return Ok(Vec::new());
         }
-        let rows: Vec<ReservationRow> = self.sql.exec("SELECT nick_key, user FROM reservations", None)?.to_array()?;
-        Ok(rows.into_iter().map(|r| Reservation { nick_key: r.nick_key, user: r.user }).collect())
+        let rows = rows(self.sql.exec("SELECT nick_key, user FROM reservations", None)?)?;
+        rows.into_iter().map(|mut row| Ok(Reservation { nick_key: row.text()?, user: row.text()? })).collect()
     }
 
     pub fn reserve(&self, reservation: &Reservation) -> worker::Result<()> {
@@ -450,31 +465,22 @@ impl MessageStore {
                 vec![int(after), int(limit.into())],
             )?,
         };
-        let rows: Vec<Row> = cursor.to_array()?;
-        Ok(rows.into_iter().map(Row::message).collect())
+        rows(cursor)?.iter_mut().map(|row| Ok(Row::read(row, false)?.message())).collect()
     }
 
     fn stored(&self, id: u64) -> worker::Result<Option<Stored>> {
-        #[derive(Deserialize)]
-        struct Reactor {
-            emoji: String,
-            sender: String,
-        }
         if !self.schema.get() {
             return Ok(None);
         }
         let query = format!("SELECT {COLUMNS}, sender FROM messages WHERE id = ?");
-        let Some(mut row) = self.sql.exec(&query, vec![int(id)])?.to_array::<Row>()?.into_iter().next() else { return Ok(None) };
+        let Some(mut columns) = rows(self.sql.exec(&query, vec![int(id)])?)?.pop() else { return Ok(None) };
+        let mut row = Row::read(&mut columns, true)?;
         let sender = row.sender.take();
-        let reactors: Vec<Reactor> = self
-            .sql
-            .exec("SELECT emoji, sender FROM reactions WHERE message = ? ORDER BY rowid", vec![int(id)])?
-            .to_array()?;
-        Ok(Some(Stored {
-            message: row.message(),
-            sender,
-            reactors: reactors.into_iter().map(|r| (r.emoji, r.sender)).collect(),
-        }))
+        let reactors = rows(self.sql.exec("SELECT emoji, sender FROM reactions WHERE message = ? ORDER BY rowid", vec![int(id)])?)?
+            .into_iter()
+            .map(|mut row| Ok((row.text()?, row.text()?)))
+            .collect::<worker::Result<_>>()?;
+        Ok(Some(Stored { message: row.message(), sender, reactors }))
     }
 
     fn stored_by_cid(&self, sender: &str, cid: &str) -> worker::Result<Option<ChatMessage>> {
@@ -482,8 +488,8 @@ impl MessageStore {
             return Ok(None);
         }
         let query = format!("SELECT {COLUMNS} FROM messages WHERE sender = ? AND cid = ?");
-        let rows: Vec<Row> = self.sql.exec(&query, vec![sender.into(), cid.into()])?.to_array()?;
-        Ok(rows.into_iter().next().map(Row::message))
+        let mut rows = rows(self.sql.exec(&query, vec![sender.into(), cid.into()])?)?;
+        rows.first_mut().map(|row| Ok(Row::read(row, false)?.message())).transpose()
     }
 }
 

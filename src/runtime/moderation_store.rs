@@ -3,24 +3,15 @@
 //! the room loads them, so nothing but a wake the room has anyway cleans up.
 
 use crate::chat::moderation::{Sanction, SanctionKind, Target};
-use crate::runtime::message_store::MessageStore;
-use serde::{Deserialize, Serialize};
+use crate::runtime::message_store::{rows, MessageStore};
+use serde::Serialize;
 use worker::SqlStorageValue;
 
 /// How many audit entries `GET /chat/ROOM/admin/audit` returns, newest first.
 pub const AUDIT_PAGE: i64 = 100;
 
-#[derive(Deserialize)]
-struct SanctionRow {
-    kind: String,
-    target_kind: String,
-    target: String,
-    nick: String,
-    until: Option<f64>,
-}
-
 /// One moderation action, as the audit trail keeps it.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize)]
 pub struct AuditEntry {
     pub at: u64,
     pub action: String,
@@ -50,24 +41,22 @@ impl MessageStore {
         }
         let now = SqlStorageValue::from(now as i64);
         self.sql.exec("DELETE FROM sanctions WHERE until IS NOT NULL AND until <= ?", vec![now])?;
-        let rows: Vec<SanctionRow> =
-            self.sql.exec("SELECT kind, target_kind, target, nick, until FROM sanctions", None)?.to_array()?;
-        Ok(rows
-            .into_iter()
-            .filter_map(|row| {
-                let kind = match row.kind.as_str() {
-                    "ban" => SanctionKind::Ban,
-                    "mute" => SanctionKind::Mute,
-                    _ => return None,
-                };
-                let target = match row.target_kind.as_str() {
-                    "user" => Target::User(row.target),
-                    "address" => Target::Address(row.target),
-                    _ => return None,
-                };
-                Some(Sanction { kind, target, nick: row.nick, until: row.until.map(|until| until as u64) })
-            })
-            .collect())
+        let mut sanctions = Vec::new();
+        for mut row in rows(self.sql.exec("SELECT kind, target_kind, target, nick, until FROM sanctions", None)?)? {
+            let (kind, target_kind, target) = (row.text()?, row.text()?, row.text()?);
+            let kind = match kind.as_str() {
+                "ban" => SanctionKind::Ban,
+                "mute" => SanctionKind::Mute,
+                _ => continue,
+            };
+            let target = match target_kind.as_str() {
+                "user" => Target::User(target),
+                "address" => Target::Address(target),
+                _ => continue,
+            };
+            sanctions.push(Sanction { kind, target, nick: row.text()?, until: row.optional_int()? });
+        }
+        Ok(sanctions)
     }
 
     pub fn impose(&self, sanction: &Sanction) -> worker::Result<()> {
@@ -114,8 +103,9 @@ impl MessageStore {
         if !self.has_schema() {
             return Ok(Vec::new());
         }
-        self.sql
-            .exec("SELECT at, action, target, by FROM audit ORDER BY seq DESC LIMIT ?", vec![AUDIT_PAGE.into()])?
-            .to_array()
+        rows(self.sql.exec("SELECT at, action, target, by FROM audit ORDER BY seq DESC LIMIT ?", vec![AUDIT_PAGE.into()])?)?
+            .into_iter()
+            .map(|mut row| Ok(AuditEntry { at: row.int()?, action: row.text()?, target: row.optional_text()?, by: row.text()? }))
+            .collect()
     }
 }

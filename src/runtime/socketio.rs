@@ -549,10 +549,7 @@ impl ChatRoom {
     /// What the client carries besides its membership: its room name, `since`, namespaces.
     fn socketio_state(&self, peer: Peer<'_>) -> Option<SocketIoAttachment> {
         match peer {
-            Peer::Socket(socket) => match socket.deserialize_attachment::<SocketAttachment>() {
-                Ok(Some(attachment)) => attachment.socketio,
-                _ => None,
-            },
+            Peer::Socket(socket) => attachment(socket).and_then(|attachment| attachment.socketio),
             Peer::Session(sid) => self.wires.sio.sessions.borrow().get(sid).map(|session| session.state.clone()),
             Peer::Stream(_) => None,
         }
@@ -619,7 +616,7 @@ impl ChatRoom {
     fn socketio_forget_refused_nick(&self, peer: Peer<'_>) {
         match peer {
             Peer::Socket(socket) => {
-                if let Ok(Some(mut attachment)) = socket.deserialize_attachment::<SocketAttachment>() {
+                if let Some(mut attachment) = attachment(socket) {
                     if let Some(state) = attachment.socketio.as_mut() {
                         state.refused_nick = None;
                     }
@@ -638,7 +635,7 @@ impl ChatRoom {
     /// Saves a WebSocket's joined namespaces in its attachment, for after hibernation.
     fn socketio_attach(&self, peer: Peer<'_>) {
         let Peer::Socket(socket) = peer else { return };
-        let Ok(Some(mut attachment)) = socket.deserialize_attachment::<SocketAttachment>() else { return };
+        let Some(mut attachment) = attachment(socket) else { return };
         if let Some(state) = attachment.socketio.as_mut() {
             state.namespaces = self.wires.sio.namespaces(peer);
         }

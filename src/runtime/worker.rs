@@ -14,10 +14,23 @@ use crate::chat::moderation;
 use crate::chat::outbox::{offers_batch, BATCH_PROTOCOL};
 use crate::chat::protocol::{ErrorCode, MAX_FRAME_BYTES};
 use crate::chat::sse::{self, Post};
-use wasm_bindgen::JsValue;
+use wasm_bindgen::prelude::wasm_bindgen;
+use wasm_bindgen::{JsCast, JsValue};
 use subtle::ConstantTimeEq;
 use std::sync::atomic::{AtomicBool, Ordering};
-use worker::{event, Context, Env, Headers, Method, Request, RequestInit, Response, WebSocketPair};
+use worker::js_sys::{self, Promise};
+use worker::wasm_bindgen_futures::JsFuture;
+use worker::{event, web_sys, Context, Env, Headers, Request, Response, WebSocketPair};
+
+#[wasm_bindgen]
+extern "C" {
+    /// The rate limiting binding, bound here because `worker`'s `limit` passes its argument and
+    /// result through serde_wasm_bindgen, which costs the module ~30 KB.
+    type RawLimiter;
+
+    #[wasm_bindgen(method, catch)]
+    fn limit(this: &RawLimiter, options: &js_sys::Object) -> Result<Promise, JsValue>;
+}
 
 /// The header that carries the validated route from the Worker to the room's object.
 pub const ROUTE_HEADER: &str = "x-edge-chat-route";
@@ -177,13 +190,22 @@ fn access_policy(env: &Env) -> AccessPolicy {
 /// limits still hold.
 async fn within_request_budget(env: &Env, address: Option<&str>) -> bool {
     let (Some(address), Ok(limiter)) = (address, env.rate_limiter("CLIENT_REQUESTS")) else { return true };
-    match limiter.limit(address.to_owned()).await {
-        Ok(outcome) => outcome.success,
+    match limit(limiter.as_ref().unchecked_ref(), address).await {
+        Ok(within) => within,
         Err(error) => {
+            let error = worker::Error::from(error);
             worker::console_error!("edge-chat: the request rate limiter failed: {error}");
             true
         }
     }
+}
+
+/// Counts a request from `key`: whether it is within the budget (the outcome's `success`).
+async fn limit(limiter: &RawLimiter, key: &str) -> Result<bool, JsValue> {
+    let options = js_sys::Object::new();
+    js_sys::Reflect::set(&options, &"key".into(), &key.into())?;
+    let outcome = JsFuture::from(limiter.limit(&options)?).await?;
+    js_sys::Reflect::get(&outcome, &"success".into())?.as_bool().ok_or_else(|| "an outcome without success".into())
 }
 
 /// The admin API exists only where the operator set `ADMIN_TOKEN`; elsewhere it answers 404
@@ -256,7 +278,7 @@ fn allow_origin(response: Response, origin: &str) -> Result<Response, RequestErr
     Ok(response.with_headers(headers))
 }
 
-/// The request the room's object receives: the route as JSON, and the upgrade header that
+/// The request the room's object receives: the route (see `hop`), and the upgrade header that
 /// lets the object answer with a WebSocket, with the subprotocols the client offered; a post's
 /// client frame as the body, with its session token.
 fn to_room(
@@ -267,8 +289,7 @@ fn to_room(
     session: Option<&str>,
 ) -> Result<Request, RequestError> {
     let headers = Headers::new();
-    let route_json = serde_json::to_string(route).map_err(internal("encoding the route"))?;
-    headers.set(ROUTE_HEADER, &route_json).map_err(internal("setting the route header"))?;
+    headers.set(ROUTE_HEADER, &route.to_hop()).map_err(internal("setting the route header"))?;
     if upgrade {
         headers.set("upgrade", "websocket").map_err(internal("setting the upgrade header"))?;
         if let Some(protocols) = protocols {
@@ -278,12 +299,19 @@ fn to_room(
     if let Some(session) = session {
         headers.set(sse::SESSION_HEADER, session).map_err(internal("setting the session header"))?;
     }
-    let mut init = RequestInit::new();
-    init.with_method(Method::Get).with_headers(headers);
-    if let Some(body) = body {
-        init.with_method(Method::Post).with_body(Some(JsValue::from_str(&body)));
+    // A `web_sys` init: `worker`'s `RequestInit` brings in the serialisation of every `cf` option.
+    let init = web_sys::RequestInit::new();
+    init.set_headers(headers.as_ref());
+    match body {
+        Some(body) => {
+            init.set_method("POST");
+            init.set_body(&JsValue::from_str(&body));
+        }
+        None => init.set_method("GET"),
     }
-    Request::new_with_init("https://room.internal/", &init).map_err(internal("building the room request"))
+    let request = web_sys::Request::new_with_str_and_init("https://room.internal/", &init)
+        .map_err(|error| internal("building the room request")(worker::Error::from(error)))?;
+    Ok(Request::from(request))
 }
 
 /// Logs what failed, for the operator, and answers the client with a plain 500: nothing
