@@ -17,8 +17,10 @@ use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
 
 /// Vars that lift the room's limits, which would otherwise cap every throughput scenario: every
-/// load-generator socket comes from one address, so the per-client and per-room budgets too.
-const LIFTED: [(&str, &str); 8] = [
+/// load-generator socket comes from one address, so the per-client and per-room budgets too. The
+/// load generator's receivers never ping, so a section longer than the idle timeout (75 s) would
+/// see them closed as idle (issue 10) midway.
+const LIFTED: [(&str, &str); 9] = [
     ("RATE_BURST", "1000000000"),
     ("RATE_PER_SECOND", "1000000000"),
     ("CLIENT_BURST", "1000000000"),
@@ -27,6 +29,7 @@ const LIFTED: [(&str, &str); 8] = [
     ("CLIENT_JOINS_PER_10S", "1000000000"),
     ("MAX_SOCKETS_PER_IP", "1000000000"),
     ("MAX_ROOM_SOCKETS", "32768"),
+    ("IDLE_TIMEOUT_S", "86400"),
 ];
 
 /// How long and how big each scenario is; `quick` shrinks everything for iterating.
