@@ -6,7 +6,7 @@ use crate::chat::fields::{Reader, Writer};
 use crate::chat::history::Window;
 use crate::chat::moderation::Action;
 use crate::chat::sse::Post;
-use crate::edge::routes::{EngineRequest, Route, Transport};
+use crate::edge::routes::{EngineRequest, Joining, Route, Transport};
 
 impl Route {
     pub fn to_hop(&self) -> String {
@@ -14,9 +14,8 @@ impl Route {
         match self {
             Route::Health => hop.tag("health"),
             Route::Preflight => hop.tag("preflight"),
-            Route::Join { room, nick, since, after, client_id, client, identity, socketio } => {
-                hop.tag("join").text(room).optional_text(nick.as_deref()).optional_number(*since).optional_number(*after);
-                hop.optional_text(client_id.as_deref()).text(client).identity(identity.as_ref());
+            Route::Join { joining, socketio } => {
+                write_joining(hop.tag("join"), joining);
                 match socketio {
                     None => hop.absent(),
                     Some(EngineRequest { transport, sid, post }) => {
@@ -28,10 +27,7 @@ impl Route {
                     }
                 }
             }
-            Route::Events { room, nick, since, after, client_id, client, identity } => {
-                hop.tag("events").text(room).optional_text(nick.as_deref()).optional_number(*since).optional_number(*after);
-                hop.optional_text(client_id.as_deref()).text(client).identity(identity.as_ref())
-            }
+            Route::Events { joining } => write_joining(hop.tag("events"), joining),
             Route::Post { room, post: Post::Message } => hop.tag("message").text(room),
             Route::Post { room, post: Post::Nick } => hop.tag("nick").text(room),
             Route::StreamGone { stream } => hop.tag("gone").text(stream),
@@ -70,13 +66,7 @@ impl Route {
             "health" => Route::Health,
             "preflight" => Route::Preflight,
             "join" => Route::Join {
-                room: fields.text()?,
-                nick: fields.optional_text()?,
-                since: fields.optional_number()?,
-                after: fields.optional_number()?,
-                client_id: fields.optional_text()?,
-                client: fields.text()?,
-                identity: fields.identity()?,
+                joining: read_joining(&mut fields)?,
                 socketio: match fields.group()? {
                     false => None,
                     true => Some(EngineRequest {
@@ -94,15 +84,7 @@ impl Route {
                     }),
                 },
             },
-            "events" => Route::Events {
-                room: fields.text()?,
-                nick: fields.optional_text()?,
-                since: fields.optional_number()?,
-                after: fields.optional_number()?,
-                client_id: fields.optional_text()?,
-                client: fields.text()?,
-                identity: fields.identity()?,
-            },
+            "events" => Route::Events { joining: read_joining(&mut fields)? },
             "message" => Route::Post { room: fields.text()?, post: Post::Message },
             "nick" => Route::Post { room: fields.text()?, post: Post::Nick },
             "gone" => Route::StreamGone { stream: fields.text()? },
@@ -141,13 +123,32 @@ impl Route {
     }
 }
 
+/// A join's fields, the same in a `join` hop and an `events` hop.
+fn write_joining<'w>(hop: &'w mut Writer, joining: &Joining) -> &'w mut Writer {
+    let Joining { room, nick, since, after, client_id, client, identity } = joining;
+    hop.text(room).optional_text(nick.as_deref()).optional_number(*since).optional_number(*after);
+    hop.optional_text(client_id.as_deref()).text(client).identity(identity.as_ref())
+}
+
+fn read_joining(fields: &mut Reader<'_>) -> Option<Joining> {
+    Some(Joining {
+        room: fields.text()?,
+        nick: fields.optional_text()?,
+        since: fields.optional_number()?,
+        after: fields.optional_number()?,
+        client_id: fields.optional_text()?,
+        client: fields.text()?,
+        identity: fields.identity()?,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::chat::identity::{Identity, Role};
 
     fn join(nick: Option<&str>, identity: Option<Identity>, socketio: Option<EngineRequest>) -> Route {
-        Route::Join {
+        let joining = Joining {
             room: "lobby".into(),
             nick: nick.map(Into::into),
             since: Some(7),
@@ -155,8 +156,8 @@ mod tests {
             client_id: Some("c-1".into()),
             client: "2001:db8::1".into(),
             identity,
-            socketio,
-        }
+        };
+        Route::Join { joining, socketio }
     }
 
     fn every_route() -> Vec<Route> {
@@ -172,13 +173,15 @@ mod tests {
             join(Some("+"), None, engine(Transport::Polling, Some("s1"), true)),
             join(Some(" Bo "), Some(Identity { role: Role::Readonly, ..ann.clone() }), engine(Transport::Polling, None, false)),
             Route::Events {
-                room: "r".into(),
-                nick: None,
-                since: None,
-                after: Some(0),
-                client_id: None,
-                client: String::new(),
-                identity: Some(Identity { role: Role::Member, ..ann }),
+                joining: Joining {
+                    room: "r".into(),
+                    nick: None,
+                    since: None,
+                    after: Some(0),
+                    client_id: None,
+                    client: String::new(),
+                    identity: Some(Identity { role: Role::Member, ..ann }),
+                },
             },
             Route::Post { room: "r".into(), post: Post::Message },
             Route::Post { room: "r".into(), post: Post::Nick },

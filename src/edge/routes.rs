@@ -61,34 +61,14 @@ impl Handshake<'_> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route {
     Health,
-    /// `client` is the client's address ("" when the request had none): the room keys its
-    /// budgets and bans by salted hashes of it and neither logs nor sends it.
     Join {
-        room: String,
-        nick: Option<String>,
-        /// `?since=ID`: the welcome's history is what came after message ID.
-        since: Option<u64>,
-        /// `?after=SEQ`: the welcome's history is every message changed after SEQ (never with `since`).
-        after: Option<u64>,
-        /// `?client=ID`: the client instance, the sender key of an anonymous socket.
-        client_id: Option<String>,
-        client: String,
-        /// Set by the Worker once a ticket checked out; never parsed from the request itself.
-        identity: Option<Identity>,
+        joining: Joining,
         /// Set for `/socket.io/`: the Socket.IO client's transport and session.
         socketio: Option<EngineRequest>,
     },
     /// `GET /chat/ROOM/events`: the room as an event stream, a member like a socket, with the
     /// same query. `after` is `Last-Event-ID` when an `EventSource` reconnects.
-    Events {
-        room: String,
-        nick: Option<String>,
-        since: Option<u64>,
-        after: Option<u64>,
-        client_id: Option<String>,
-        client: String,
-        identity: Option<Identity>,
-    },
+    Events { joining: Joining },
     /// `POST /chat/ROOM/messages` or `/nick` by an event stream's user, named by its session token.
     Post { room: String, post: Post },
     /// `OPTIONS` before a cross-origin post: answered by the Worker, no room is touched.
@@ -109,8 +89,8 @@ impl Route {
     pub fn room(&self) -> Option<&str> {
         match self {
             Route::Health | Route::Preflight | Route::StreamGone { .. } => None,
-            Route::Join { room, .. }
-            | Route::Events { room, .. }
+            Route::Join { joining: Joining { room, .. }, .. }
+            | Route::Events { joining: Joining { room, .. } }
             | Route::Post { room, .. }
             | Route::Users { room }
             | Route::History { room, .. }
@@ -375,21 +355,29 @@ pub fn route(request: &RequestParts<'_>, allowed: &AllowedOrigins) -> Result<Rou
 }
 
 fn join(room: String, request: &RequestParts<'_>) -> Result<Route, RequestError> {
-    let Joining { nick, since, after, client_id, client } = joining(request)?;
-    Ok(Route::Join { room, since, after, client_id, nick, client, identity: None, socketio: None })
+    Ok(Route::Join { joining: joining(room, request)?, socketio: None })
 }
 
-/// What a join's query asks for and the client's address: the same for a socket, a Socket.IO
-/// client and a stream.
-struct Joining {
-    nick: Option<String>,
-    since: Option<u64>,
-    after: Option<u64>,
-    client_id: Option<String>,
-    client: String,
+/// What a join asks for, the same for a socket, a Socket.IO client and an event stream: its room,
+/// its query, the client's address, and the identity its ticket gave.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Joining {
+    pub room: String,
+    pub nick: Option<String>,
+    /// `?since=ID`: the welcome's history is what came after message ID.
+    pub since: Option<u64>,
+    /// `?after=SEQ`: the welcome's history is every message changed after SEQ (never with `since`).
+    pub after: Option<u64>,
+    /// `?client=ID`: the client instance, the sender key of an anonymous socket.
+    pub client_id: Option<String>,
+    /// The client's address ("" when the request had none): the room keys its budgets and bans by
+    /// salted hashes of it and neither logs nor sends it.
+    pub client: String,
+    /// Set by the Worker once a ticket checked out; never parsed from the request itself.
+    pub identity: Option<Identity>,
 }
 
-fn joining(request: &RequestParts<'_>) -> Result<Joining, RequestError> {
+fn joining(room: String, request: &RequestParts<'_>) -> Result<Joining, RequestError> {
     let query = Query::parse(request.query)?;
     let client = request.client_address.unwrap_or_default().to_owned();
     let (since, after) = resume(&query)?;
@@ -398,7 +386,8 @@ fn joining(request: &RequestParts<'_>) -> Result<Joining, RequestError> {
         Some(_) => return Err(RequestError::BadClient),
         None => None,
     };
-    Ok(Joining { nick: query.get("nick").map(str::to_owned), since, after, client_id, client })
+    let nick = query.get("nick").map(str::to_owned);
+    Ok(Joining { room, nick, since, after, client_id, client, identity: None })
 }
 
 /// `/socket.io/?EIO=4&transport=websocket|polling&room=R[&sid=S]`: a Socket.IO client, joined
@@ -439,17 +428,17 @@ fn socket_io(request: &RequestParts<'_>, allowed: &AllowedOrigins) -> Result<Rou
     if !allowed.admits(request.origin, request.own_origin) {
         return Err(RequestError::ForbiddenOrigin);
     }
-    let Joining { nick, since, after, client_id, client } = joining(request)?;
     let socketio = Some(EngineRequest { transport, sid, post });
-    Ok(Route::Join { room, since, after, client_id, nick, client, identity: None, socketio })
+    Ok(Route::Join { joining: joining(room, request)?, socketio })
 }
 
 /// An event stream joins as a socket would, with the same query; it resumes from
 /// `Last-Event-ID` (a seq, as `after`) when an `EventSource` reconnects.
 fn events(room: String, request: &RequestParts<'_>) -> Result<Route, RequestError> {
-    let Joining { nick, since, after, client_id, client } = joining(request)?;
-    let (since, after) = sse::resume_from(request.last_event_id, since, after).map_err(|()| RequestError::BadAfter)?;
-    Ok(Route::Events { room, nick, since, after, client_id, client, identity: None })
+    let mut joining = joining(room, request)?;
+    (joining.since, joining.after) =
+        sse::resume_from(request.last_event_id, joining.since, joining.after).map_err(|()| RequestError::BadAfter)?;
+    Ok(Route::Events { joining })
 }
 
 /// The ticket a request presents: `?ticket=` (the only way a browser's WebSocket can send
@@ -568,8 +557,8 @@ mod tests {
         route(&parts, &AllowedOrigins::parse("https://friend.example"))
     }
 
-    fn join_route(room: &str, nick: Option<&str>, since: Option<u64>) -> Route {
-        Route::Join {
+    fn joining(room: &str, nick: Option<&str>, since: Option<u64>) -> Joining {
+        Joining {
             room: room.into(),
             nick: nick.map(Into::into),
             since,
@@ -577,8 +566,11 @@ mod tests {
             client_id: None,
             client: "192.0.2.1".into(),
             identity: None,
-            socketio: None,
         }
+    }
+
+    fn join_route(room: &str, nick: Option<&str>, since: Option<u64>) -> Route {
+        Route::Join { joining: joining(room, nick, since), socketio: None }
     }
 
     #[test]
@@ -586,12 +578,8 @@ mod tests {
         let sio = |transport, sid: Option<&str>, post| {
             Some(EngineRequest { transport, sid: sid.map(Into::into), post })
         };
-        let with = |room: &str, nick: Option<&str>, socketio| match join_route(room, nick, None) {
-            Route::Join { room, nick, since, after, client_id, client, identity, .. } => {
-                Route::Join { room, nick, since, after, client_id, client, identity, socketio }
-            }
-            _ => unreachable!(),
-        };
+        let with =
+            |room: &str, nick: Option<&str>, socketio| Route::Join { joining: joining(room, nick, None), socketio };
         let ws = |query| upgrade("/socket.io/", Some(query), None);
         assert_eq!(ws("EIO=4&transport=websocket"), Ok(with("lobby", None, sio(Transport::Websocket, None, false))));
         assert_eq!(
@@ -614,7 +602,9 @@ mod tests {
         assert_eq!(route(&origin, &AllowedOrigins::default()), Err(RequestError::ForbiddenOrigin));
         assert_eq!(get("/socket.io/x", Some("EIO=4&transport=polling")), Err(RequestError::NotFound));
         match ws("EIO=4&transport=websocket&client=tab-1&after=7") {
-            Ok(Route::Join { client_id, after, .. }) => assert_eq!((client_id.as_deref(), after), (Some("tab-1"), Some(7))),
+            Ok(Route::Join { joining: Joining { client_id, after, .. }, .. }) => {
+                assert_eq!((client_id.as_deref(), after), (Some("tab-1"), Some(7)))
+            }
             other => panic!("{other:?}"),
         }
         assert_eq!(ws("EIO=4&transport=websocket&client=a%20b"), Err(RequestError::BadClient));
@@ -646,7 +636,9 @@ mod tests {
     #[test]
     fn upgrades_take_a_client_id_and_resume_by_id_or_by_seq() {
         match upgrade("/chat/a", Some("client=tab-1_X&after=12"), None) {
-            Ok(Route::Join { client_id, after, since, .. }) => assert_eq!((client_id.as_deref(), after, since), (Some("tab-1_X"), Some(12), None)),
+            Ok(Route::Join { joining: Joining { client_id, after, since, .. }, .. }) => {
+                assert_eq!((client_id.as_deref(), after, since), (Some("tab-1_X"), Some(12), None))
+            }
             other => panic!("{other:?}"),
         }
         for bad in ["", "a%20b", "%C3%A9", &"x".repeat(65)] {
@@ -701,7 +693,9 @@ mod tests {
     #[test]
     fn a_join_without_an_address_gets_the_shared_empty_one() {
         let parts = RequestParts { upgrade: Some("websocket"), handshake: HANDSHAKE, client_address: None, ..parts("/chat/a", None) };
-        let Ok(Route::Join { client, .. }) = route(&parts, &AllowedOrigins::default()) else { panic!("a join") };
+        let Ok(Route::Join { joining: Joining { client, .. }, .. }) = route(&parts, &AllowedOrigins::default()) else {
+            panic!("a join")
+        };
         assert_eq!(client, "");
     }
 
@@ -808,13 +802,7 @@ mod tests {
             route(&parts, &AllowedOrigins::parse("https://friend.example"))
         };
         let events = |nick: Option<&str>, since, after, client_id: Option<&str>| Route::Events {
-            room: "a".into(),
-            nick: nick.map(Into::into),
-            since,
-            after,
-            client_id: client_id.map(Into::into),
-            client: "192.0.2.1".into(),
-            identity: None,
+            joining: Joining { after, client_id: client_id.map(Into::into), ..joining("a", nick, since) },
         };
         let sse = Some("text/event-stream");
         assert_eq!(stream(Some("nick=Ann&since=4"), sse, None, None), Ok(events(Some("Ann"), Some(4), None, None)));

@@ -44,7 +44,7 @@ use crate::runtime::message_store::MessageStore;
 use crate::runtime::moderation_store::AuditEntry;
 use crate::chat::protocol::{ChatMessage, ErrorCode, Incoming, ServerFrame, MAX_FRAME_BYTES};
 use crate::chat::room::{Attachment, Moderation, Reaction, Room};
-use crate::edge::routes::{EngineRequest, RequestError, Route, Transport};
+use crate::edge::routes::{EngineRequest, Joining, RequestError, Route, Transport};
 use crate::runtime::worker::{error_response, internal, json_response, refused_socket, PROTOCOL_HEADER, ROUTE_HEADER};
 use crate::chat::sse;
 use crate::chat::room::Refusal;
@@ -318,7 +318,9 @@ impl DurableObject for ChatRoom {
         };
         match WebSocketRequestResponsePair::new("ping", "pong") {
             Ok(pair) => state.set_websocket_auto_response(&pair),
-            Err(error) => worker::console_error!("edge-chat: ping auto-response not set: {}", worker::Error::from(error)),
+            Err(error) => {
+                worker::console_error!("edge-chat: ping auto-response not set: {}", worker::Error::from(error))
+            }
         }
         let own_stub = env
             .durable_object("ROOMS")
@@ -362,15 +364,12 @@ impl DurableObject for ChatRoom {
             Some(Route::Join { socketio: Some(EngineRequest { sid: Some(sid), transport, post }), .. }) => {
                 self.socketio_session(&sid, transport, post, request).await
             }
-            Some(Route::Join { room, nick, since, after, client_id, client, identity, socketio }) => {
-                let resume = Window::for_welcome(since, after);
-                let socketio = socketio.map(|engine| (socketio::upgrade_state(&room, since, after), engine.transport));
-                self.join(&room, nick.as_deref(), resume, client_id, &client, identity, batch, socketio)
+            Some(Route::Join { joining, socketio }) => {
+                let (room, since, after) = (&joining.room, joining.since, joining.after);
+                let socketio = socketio.map(|engine| (socketio::upgrade_state(room, since, after), engine.transport));
+                self.join(joining, batch, socketio)
             }
-            Some(Route::Events { room, nick, since, after, client_id, client, identity }) => {
-                let resume = Window::for_welcome(since, after);
-                self.open_stream(&room, nick.as_deref(), resume, client_id, &client, identity)
-            }
+            Some(Route::Events { joining }) => self.open_stream(joining),
             Some(Route::Post { .. }) => {
                 let session = request.headers().get(sse::SESSION_HEADER)?;
                 let frame = request.text().await?;
@@ -484,7 +483,13 @@ impl ChatRoom {
             self.room.borrow_mut().receive(&id, incoming, now, &history)
         };
         let socket = WebSocket::from(socket);
-        self.react(Peer::Socket(&socket), reaction, &Answer::Native);
+        match reaction {
+            Reaction::Post { message, sender, cid } => {
+                let from = Sender { id: id.clone(), socket: socket.clone() };
+                self.post_from_socket(HeldPost { message, sender, cid, from });
+            }
+            reaction => self.react(Peer::Socket(&socket), reaction, &Answer::Native),
+        }
         if record_frame {
             // Still a member: its attachment records the frame, for after a hibernation.
             let attachment = self.room.borrow().attachment(&id);
@@ -521,35 +526,28 @@ fn open_sockets(state: &State) -> Vec<web_sys::WebSocket> {
 }
 
 impl ChatRoom {
-    /// Carries out what the room decided about a frame from `peer`, answering it natively or as
-    /// Socket.IO events.
-    fn react(&self, peer: Peer<'_>, reaction: Reaction, answer: &Answer) {
-        // Anything but a post that may be held comes after the held posts, and may read or change them.
-        if !matches!(reaction, Reaction::Post { .. }) {
-            self.store_held();
+    /// A native socket's message goes through the outbox, its own copy batched with the rest; while
+    /// the room is busy it is held, to be stored with the others (see `held`).
+    fn post_from_socket(&self, post: HeldPost<Sender>) {
+        let busy = self.wires.outbox.borrow().is_busy();
+        if busy {
+            if self.held.borrow_mut().hold(post) {
+                self.store_held();
+            }
+        } else if publish_held(&self.wires, &self.store, vec![post]) {
+            schedule(&self.tick);
         }
+    }
+
+    /// Carries out what the room decided about a frame from `peer`, answering it natively or as
+    /// Socket.IO events. A native socket's post goes to `post_from_socket` instead.
+    fn react(&self, peer: Peer<'_>, reaction: Reaction, answer: &Answer) {
+        // It comes after the held posts, and may read or change them.
+        self.store_held();
         match reaction {
             Reaction::Nothing => {}
             Reaction::Reply(frame) => self.answer(peer, answer, &frame),
             Reaction::Post { message, sender, cid } => {
-                // A native socket's post goes through the outbox, its own copy batched with the
-                // rest; while the room is busy it is held, to be stored with the others (`held`).
-                if let (Peer::Socket(socket), Answer::Native) = (peer, answer) {
-                    if let Some(id) = self.member_id(socket.as_ref()) {
-                        let post = HeldPost { message, sender, cid, from: Sender { id, socket: socket.clone() } };
-                        let busy = self.wires.outbox.borrow().is_busy();
-                        if !busy {
-                            self.store_held();
-                            if publish_held(&self.wires, &self.store, vec![post]) {
-                                schedule(&self.tick);
-                            }
-                        } else if self.held.borrow_mut().hold(post) {
-                            self.store_held();
-                        }
-                        return;
-                    }
-                }
-                self.store_held();
                 if !self.post(peer, message, &sender, cid, answer) {
                     self.answer(peer, answer, &ServerFrame::error(ErrorCode::Unavailable));
                 }
@@ -636,22 +634,19 @@ impl ChatRoom {
     #[allow(clippy::too_many_arguments)]
     fn join(
         &self,
-        room_name: &str,
-        nick: Option<&str>,
-        window: Window,
-        client_id: Option<String>,
-        client: &str,
-        identity: Option<Identity>,
+        joining: Joining,
         batch: bool,
         socketio: Option<(crate::chat::socketio::SocketIoAttachment, Transport)>,
     ) -> Result<Response, RequestError> {
+        let Joining { room: room_name, nick, since, after, client_id, client, identity } = joining;
+        let (nick, window) = (nick.as_deref(), Window::for_welcome(since, after));
         if !self.load_history() {
             return Err(RequestError::Unavailable);
         }
         if self.is_full() {
             return Err(RequestError::RoomFull);
         }
-        let (client_key, address) = self.newcomer_keys(client, identity.as_ref())?;
+        let (client_key, address) = self.newcomer_keys(&client, identity.as_ref())?;
         let now = now_ms();
         let first = self.room.borrow().is_empty();
         let admitted = self.room.borrow_mut().admit(client_key, identity.as_ref(), address.as_deref(), now);
@@ -681,7 +676,7 @@ impl ChatRoom {
         attach(&pair.server, &SocketAttachment { member: joined.attachment.clone(), batch, seen: now, socketio: None });
         self.liveness.borrow_mut().joined(&id, now);
         let welcome = ServerFrame::Welcome {
-            room: room_name.to_owned(),
+            room: room_name,
             nick: joined.attachment.nick.clone(),
             users: room.nicks(),
             history,
@@ -754,15 +749,9 @@ impl ChatRoom {
     /// Opens an event stream into the room: a member like a socket, admitted by the same rules,
     /// that lives in memory only. It starts at once with its session event and its welcome.
     #[allow(clippy::too_many_arguments)]
-    fn open_stream(
-        &self,
-        room_name: &str,
-        nick: Option<&str>,
-        window: Window,
-        client_id: Option<String>,
-        client: &str,
-        identity: Option<Identity>,
-    ) -> Result<Response, RequestError> {
+    fn open_stream(&self, joining: Joining) -> Result<Response, RequestError> {
+        let Joining { room: room_name, nick, since, after, client_id, client, identity } = joining;
+        let (nick, window) = (nick.as_deref(), Window::for_welcome(since, after));
         if !self.load_history() {
             return Err(RequestError::Unavailable);
         }
@@ -773,7 +762,7 @@ impl ChatRoom {
             return Err(RequestError::RoomFull);
         }
         let Some(own_stub) = &self.own_stub else { return Err(RequestError::Unavailable) };
-        let (client_key, address) = self.newcomer_keys(client, identity.as_ref())?;
+        let (client_key, address) = self.newcomer_keys(&client, identity.as_ref())?;
         let now = now_ms();
         let was_empty = self.room.borrow().is_empty();
         let admitted = self.room.borrow_mut().admit(client_key, identity.as_ref(), address.as_deref(), now);
@@ -809,7 +798,7 @@ impl ChatRoom {
             let position = if cut { history.iter().map(|message| message.seq).max() } else { Some(seq) };
             let users = room.nicks();
             let welcome =
-                ServerFrame::Welcome { room: room_name.to_owned(), nick, users, history, you: joined.you, seq, cleared };
+                ServerFrame::Welcome { room: room_name, nick, users, history, you: joined.you, seq, cleared };
             first.push_str(&sse::event_at(&welcome.to_json(), position));
             if let Some(code) = joined.refused_nick {
                 first.push_str(&sse::event(&ServerFrame::error(code).to_json()));

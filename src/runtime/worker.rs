@@ -116,8 +116,8 @@ async fn handle(mut request: Request, env: &Env) -> Result<Response, RequestErro
             }
             Err(refusal) => return Err(refusal),
         };
-        if let Route::Join { identity: slot, .. } | Route::Events { identity: slot, .. } = &mut route {
-            *slot = identity;
+        if let Route::Join { joining, .. } | Route::Events { joining } = &mut route {
+            joining.identity = identity;
         }
     }
     let stub = env
