@@ -3,6 +3,7 @@
 // sent through `send` is checked against asyncapi.yaml (test/support/protocol.mjs); a test sends
 // deliberately bad input with `client.socket.send`.
 
+import { waitFor } from './wait.mjs';
 import WebSocket from 'ws';
 import { clientFrameProblem, httpProblem, recordViolation, serverFrameProblem } from './protocol.mjs';
 
@@ -110,32 +111,12 @@ export class ChatClient {
 
   /** Resolves with `find()`'s first truthy result, checked again on every frame. */
   waitUntil(find, what, timeoutMs) {
-    return new Promise((done, fail) => {
-      const check = () => {
-        if (this.violations.length) {
-          finish();
-          fail(new Error(this.violations[0]));
-          return;
-        }
-        const found = find();
-        if (found) {
-          finish();
-          done(found);
-        } else if (this.closeInfo) {
-          finish();
-          fail(new Error(`socket closed (${this.closeInfo.code}) before ${what}; last frames: ${this.recentFrames()}`));
-        }
-      };
-      const timer = setTimeout(() => {
-        finish();
-        fail(new Error(`no ${what} within ${timeoutMs} ms; last frames: ${this.recentFrames()}`));
-      }, timeoutMs);
-      const finish = () => {
-        clearTimeout(timer);
-        this.waiters.delete(check);
-      };
-      this.waiters.add(check);
-      check();
+    return waitFor(this, {
+      find,
+      what,
+      timeoutMs,
+      ended: () => this.closeInfo && `socket closed (${this.closeInfo.code})`,
+      recent: () => `last frames: ${this.recentFrames()}`,
     });
   }
 

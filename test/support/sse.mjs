@@ -3,6 +3,7 @@
 // native protocol's frames are checked against asyncapi.yaml like a WebSocket client's frames;
 // `session` and `close` are the stream's own.
 
+import { waitFor } from './wait.mjs';
 import { createParser } from 'eventsource-parser';
 import { httpProblem, recordViolation, serverFrameProblem } from './protocol.mjs';
 import { matches } from './client.mjs';
@@ -106,32 +107,12 @@ export class SseClient {
   }
 
   waitUntil(find, what, timeoutMs) {
-    return new Promise((done, fail) => {
-      const check = () => {
-        if (this.violations.length) {
-          finish();
-          fail(new Error(this.violations[0]));
-          return;
-        }
-        const found = find();
-        if (found) {
-          finish();
-          done(found);
-        } else if (this.ended) {
-          finish();
-          fail(new Error(`stream ended before ${what}; last events: ${JSON.stringify(this.events.slice(-5))}`));
-        }
-      };
-      const timer = setTimeout(() => {
-        finish();
-        fail(new Error(`no ${what} within ${timeoutMs} ms; last events: ${JSON.stringify(this.events.slice(-5))}`));
-      }, timeoutMs);
-      const finish = () => {
-        clearTimeout(timer);
-        this.waiters.delete(check);
-      };
-      this.waiters.add(check);
-      check();
+    return waitFor(this, {
+      find,
+      what,
+      timeoutMs,
+      ended: () => this.ended && 'stream ended',
+      recent: () => `last events: ${JSON.stringify(this.events.slice(-5))}`,
     });
   }
 
