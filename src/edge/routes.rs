@@ -341,17 +341,23 @@ pub fn route(request: &RequestParts<'_>, allowed: &AllowedOrigins) -> Result<Rou
         return Err(RequestError::NotAcceptable);
     }
     if matches!(route, Route::Join { .. }) {
-        if !request.upgrade.is_some_and(|u| u.trim().eq_ignore_ascii_case("websocket")) {
-            return Err(RequestError::UpgradeRequired);
-        }
-        if !request.handshake.is_valid() {
-            return Err(RequestError::BadUpgrade);
-        }
+        websocket_upgrade(request)?;
         if !allowed.admits(request.origin, request.own_origin) {
             return Err(RequestError::ForbiddenOrigin);
         }
     }
     Ok(route)
+}
+
+/// A WebSocket join must be an upgrade, with a valid handshake.
+fn websocket_upgrade(request: &RequestParts<'_>) -> Result<(), RequestError> {
+    if !request.upgrade.is_some_and(|u| u.trim().eq_ignore_ascii_case("websocket")) {
+        return Err(RequestError::UpgradeRequired);
+    }
+    if !request.handshake.is_valid() {
+        return Err(RequestError::BadUpgrade);
+    }
+    Ok(())
 }
 
 fn join(room: String, request: &RequestParts<'_>) -> Result<Route, RequestError> {
@@ -418,12 +424,7 @@ fn socket_io(request: &RequestParts<'_>, allowed: &AllowedOrigins) -> Result<Rou
         _ => return Err(RequestError::MethodNotAllowed),
     };
     if transport == Transport::Websocket {
-        if !request.upgrade.is_some_and(|u| u.trim().eq_ignore_ascii_case("websocket")) {
-            return Err(RequestError::UpgradeRequired);
-        }
-        if !request.handshake.is_valid() {
-            return Err(RequestError::BadUpgrade);
-        }
+        websocket_upgrade(request)?;
     }
     if !allowed.admits(request.origin, request.own_origin) {
         return Err(RequestError::ForbiddenOrigin);
