@@ -2,7 +2,7 @@
 //! `outbox`), a post from a socket is held instead of stored at once; the tick stores every held
 //! post with one statement, in one commit, and only then sends them, so each is still stored
 //! before anyone sees it. Storing costs per statement and per commit far more than per row
-//! (BENCHMARKS.md, "Stored in bursts"), so a burst of posts costs little more than one.
+//! (BENCHMARKS.md, "Bursts stored together"), so a burst of posts costs little more than one.
 //!
 //! The room's rules see held posts as stored (`WithHeld`): a resend of one is still a duplicate,
 //! and a reply may name one. Anything else that reads or changes the history has the object store

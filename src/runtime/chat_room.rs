@@ -36,7 +36,7 @@ use crate::chat::identity::Identity;
 use crate::chat::idle::{Liveness, IDLE_CLOSE_CODE, IDLE_CLOSE_REASON};
 use crate::chat::moderation::{address_key, Action, Sanction};
 use crate::edge::config::RoomConfig;
-use crate::chat::history::{trim_cutoff, Window, WELCOME_MAX};
+use crate::chat::history::{Window, WELCOME_MAX};
 use crate::chat::messages::Change;
 use crate::chat::held::{Held, HeldPost, WithHeld};
 use crate::chat::outbox::{offers_batch, Batch, Delivery, Outbox, Personal, SocketAttachment, Step, BATCH_PROTOCOL};
@@ -1124,15 +1124,12 @@ impl ChatRoom {
     /// copy with the `cid`, and a Socket.IO emit waiting for an ack its id. False if the message
     /// could not be stored, and so was not broadcast: the caller tells its sender to send it again.
     fn post(&self, sender: Peer<'_>, message: ChatMessage, sender_key: &str, cid: Option<String>, answer: &Answer) -> bool {
-        if let Err(error) = self.store.insert(&message, sender_key, cid.as_deref()) {
-            worker::console_error!("edge-chat: storing message {} failed: {error}", message.id);
+        let post = [HeldPost { message, sender: sender_key.to_owned(), cid, from: () }];
+        if let Err(error) = self.store.insert_all(&post) {
+            worker::console_error!("edge-chat: storing message {} failed: {error}", post[0].message.id);
             return false;
         }
-        if let Some(cutoff) = trim_cutoff(message.id) {
-            if let Err(error) = self.store.trim(cutoff) {
-                worker::console_error!("edge-chat: trimming history failed: {error}");
-            }
-        }
+        let [HeldPost { message, cid, .. }] = post;
         let (id, seq) = (message.id, message.seq);
         match encode_post(message, cid) {
             Ok((json, None)) => self.broadcast(json),
@@ -1585,11 +1582,6 @@ fn publish_held(wires: &Wires, store: &MessageStore, posts: Vec<HeldPost<Sender>
         let refusal = JsString::from(ServerFrame::error(ErrorCode::Unavailable).to_json());
         posts.iter().for_each(|post| send_raw(&post.from.socket, &refusal));
         return false;
-    }
-    if let Some(cutoff) = posts.iter().filter_map(|post| trim_cutoff(post.message.id)).max() {
-        if let Err(error) = store.trim(cutoff) {
-            worker::console_error!("edge-chat: trimming history failed: {error}");
-        }
     }
     let mut tick = false;
     for HeldPost { message, cid, from: Sender { id: member, socket }, .. } in posts {

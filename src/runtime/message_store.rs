@@ -7,7 +7,7 @@
 //! The tables are created by the first write, not before: reading a room that never had one
 //! writes nothing, so asking about any number of unknown rooms stores nothing.
 
-use crate::chat::history::{LastClear, Window};
+use crate::chat::history::{trim_cutoff, LastClear, Window};
 use crate::chat::held::HeldPost;
 use crate::chat::messages::{Change, History, Stored};
 use crate::chat::protocol::{ChatMessage, Counts, ErrorCode};
@@ -388,7 +388,7 @@ impl MessageStore {
     }
 
     /// Stores a new message from `sender` (its key), with the `cid` it named it by.
-    pub fn insert(&self, message: &ChatMessage, sender: &str, cid: Option<&str>) -> worker::Result<()> {
+    fn insert(&self, message: &ChatMessage, sender: &str, cid: Option<&str>) -> worker::Result<()> {
         self.ensure_schema()?;
         // They cross as JS numbers, exact only up to 2^53 - 1.
         if message.id > MAX_SAFE_INTEGER || message.at > MAX_SAFE_INTEGER || message.seq > MAX_SAFE_INTEGER {
@@ -413,11 +413,22 @@ impl MessageStore {
         Ok(())
     }
 
-    /// Stores `posts` with one statement: all of them, or (on an error) none.
+    /// Stores `posts` with one statement: all of them, or (on an error) none. Then drops what fell
+    /// out of the window (`history::trim_cutoff`); a failed trim is only logged.
     pub fn insert_all<T>(&self, posts: &[HeldPost<T>]) -> worker::Result<()> {
-        if let [post] = posts {
-            return self.insert(&post.message, &post.sender, post.cid.as_deref());
+        match posts {
+            [post] => self.insert(&post.message, &post.sender, post.cid.as_deref())?,
+            posts => self.insert_rows(posts)?,
         }
+        if let Some(cutoff) = posts.iter().filter_map(|post| trim_cutoff(post.message.id)).max() {
+            if let Err(error) = self.trim(cutoff) {
+                worker::console_error!("edge-chat: trimming history failed: {error}");
+            }
+        }
+        Ok(())
+    }
+
+    fn insert_rows<T>(&self, posts: &[HeldPost<T>]) -> worker::Result<()> {
         self.ensure_schema()?;
         let mut rows = Vec::with_capacity(posts.len());
         for HeldPost { message, sender, cid, .. } in posts {
@@ -436,7 +447,7 @@ impl MessageStore {
 
     /// Deletes every message with an id at or below `cutoff`, and their reactions: their cids
     /// go with them.
-    pub fn trim(&self, cutoff: u64) -> worker::Result<()> {
+    fn trim(&self, cutoff: u64) -> worker::Result<()> {
         self.sql.exec("DELETE FROM messages WHERE id <= ?", vec![int(cutoff)])?;
         self.sql.exec("DELETE FROM reactions WHERE message <= ?", vec![int(cutoff)])?;
         Ok(())
