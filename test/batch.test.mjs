@@ -211,4 +211,51 @@ describe('batched delivery', () => {
     }
     await Promise.all([sender.close(), watcher.close()]);
   });
+  // README "Batched delivery", "Sending arrays".
+  test('an opted-in socket may send an array: items in order, each as if alone, its messages sent as one batch', async () => {
+    const room = freshRoom('send-array');
+    const sender = await join(room, 'Ann', [BATCH]);
+    const batched = await join(room, 'Bob', [BATCH]);
+    const plain = await join(room, 'Cid');
+    // Two of the items are bad on purpose, so the frame goes out unchecked.
+    sender.socket.send(JSON.stringify([
+      { type: 'message', text: 'one', cid: 'k1' },
+      { type: 'message', text: ' ' },
+      'not a frame',
+      { type: 'message', text: 'two', cid: 'k2' },
+    ]));
+    await sender.until((frames) => frames.some((f) => f.cid === 'k2'), { what: 'the echo of two' });
+    const answers = sender.frames.filter((f) => f.type === 'message' || f.type === 'error').slice(-4);
+    assert.deepEqual(answers.map((f) => f.cid ?? f.code), ['k1', 'empty', 'bad_json', 'k2'], 'one answer per item, in order');
+
+    const arraysBefore = batched.arrays.length;
+    sender.send(JSON.stringify(['three', 'four', 'five'].map((text, i) => ({ type: 'message', text, cid: `n${i}` }))));
+    await batched.until((frames) => frames.some((f) => f.text === 'five'), { what: 'five' });
+    await plain.until((frames) => frames.some((f) => f.text === 'five'), { what: 'five' });
+    assert.deepEqual(batched.arrays.slice(arraysBefore), [3], 'the three came to an opted-in socket as one array');
+    const texts = ['one', 'two', 'three', 'four', 'five'];
+    assert.deepEqual(messages(batched).map((m) => m.text), texts);
+    assert.deepEqual(messages(plain).map((m) => m.text), texts, 'and one by one, in order, to a socket that did not opt in');
+    assert.ok(messages(batched).every((m) => m.cid === undefined), 'nobody else sees a cid');
+    const response = await fetch(`${server.url}/chat/${room}/history`);
+    assert.deepEqual((await response.json()).messages.map((m) => m.text), texts, 'every item stored, in order');
+    await Promise.all([sender.close(), batched.close(), plain.close()]);
+  });
+
+  test('an array that is not one is refused whole; from a socket that did not opt in it is a text message', async () => {
+    const room = freshRoom('bad-array');
+    const sender = await join(room, 'Ann', [BATCH]);
+    const plain = await join(room, 'Bob');
+    for (const bad of ['[{"type":"message","text":"lost"}', '[]', JSON.stringify(Array(65).fill({ type: 'message', text: 'lost' }))]) {
+      const errors = sender.count({ type: 'error' });
+      sender.socket.send(bad);
+      await sender.until((frames) => frames.filter((f) => f.type === 'error').length > errors, { what: 'an error' });
+      assert.equal(sender.frames.at(-1).code, 'bad_json', bad.slice(0, 40));
+    }
+    // Plain text from a socket that did not opt in; the frame checker reads `[` as an array frame.
+    plain.socket.send('[1,2]');
+    await sender.until((frames) => frames.some((f) => f.type === 'message'), { what: 'the message' });
+    assert.deepEqual(messages(sender).map((m) => [m.nick, m.text]), [['Bob', '[1,2]']], 'nothing of the refused arrays was posted');
+    await Promise.all([sender.close(), plain.close()]);
+  });
 });

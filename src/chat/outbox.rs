@@ -183,6 +183,12 @@ impl<H> Outbox<H> {
         self.busy
     }
 
+    /// Starts a busy spell without sending anything, so that what is pushed next waits to go out
+    /// together; true when the room was quiet, and the object must flush now and ask for a tick.
+    pub fn begin_spell(&mut self) -> bool {
+        !std::mem::replace(&mut self.busy, true)
+    }
+
     /// A frame for every member (JSON, serialised once).
     pub fn push(&mut self, frame: String) -> Step<H> {
         if !self.busy {
@@ -332,6 +338,19 @@ mod tests {
         assert_eq!(outbox.tick(), Step::SendAndTick(Delivery { batch: single(frame(4)), newcomers: vec![], personal: vec![] }));
         assert_eq!(outbox.tick(), Step::Wait);
         assert!(matches!(outbox.push(frame(5)), Step::SendAndTick(_)));
+    }
+
+    #[test]
+    fn a_spell_begun_without_a_frame_gathers_what_follows_into_one_batch() {
+        let mut outbox = Outbox::default();
+        assert!(outbox.begin_spell(), "a quiet room: the caller flushes and asks for a tick");
+        for n in 0..3 {
+            assert_eq!(outbox.push(frame(n)), Step::Wait);
+        }
+        assert_eq!(outbox.flush().unwrap().batch.frames, [frame(0), frame(1), frame(2)]);
+        assert!(!outbox.begin_spell(), "already busy: the tick that is coming sends what follows");
+        assert_eq!(outbox.tick(), Step::Wait);
+        assert!(matches!(outbox.push(frame(3)), Step::SendAndTick(_)), "the spell ended");
     }
 
     #[test]

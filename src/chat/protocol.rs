@@ -65,6 +65,26 @@ pub enum Incoming<'a> {
     /// A text frame the runtime measured as longer than `MAX_FRAME_BYTES` before copying it.
     Oversized,
     Binary,
+    /// One item of an array frame (see `split_array`).
+    Item(&'a Value),
+    /// An array frame that `split_array` refused, with the reason.
+    BadArray(ErrorCode),
+}
+
+/// The most frames in one array a socket sends, as many as the room puts in one it sends.
+pub const MAX_ARRAY_ITEMS: usize = 64;
+
+/// A socket that opted in to batches may send a text frame that is a JSON array of frames, each
+/// handled in order as if it had come alone (`Incoming::Item`); this reads it. One that is not a
+/// JSON array of 1 to `MAX_ARRAY_ITEMS` items is refused whole, and none of its items counts.
+pub fn split_array(text: &str) -> Result<Vec<Value>, ErrorCode> {
+    if text.len() > MAX_FRAME_BYTES {
+        return Err(ErrorCode::TooLong);
+    }
+    match serde_json::from_str::<Vec<Value>>(text) {
+        Ok(items) if (1..=MAX_ARRAY_ITEMS).contains(&items.len()) => Ok(items),
+        _ => Err(ErrorCode::BadJson),
+    }
 }
 
 /// Reads one client frame. A text frame that does not start with `{` is a message whose
@@ -74,6 +94,9 @@ pub fn parse_client_frame(frame: Incoming<'_>) -> Result<ClientFrame, ErrorCode>
     let text = match frame {
         Incoming::Binary => return Err(ErrorCode::Unsupported),
         Incoming::Oversized => return Err(ErrorCode::TooLong),
+        Incoming::BadArray(code) => return Err(code),
+        Incoming::Item(value) if value.is_object() => return read_object(value),
+        Incoming::Item(_) => return Err(ErrorCode::BadJson),
         Incoming::Text(text) => text,
     };
     if text.len() > MAX_FRAME_BYTES {
@@ -82,13 +105,17 @@ pub fn parse_client_frame(frame: Incoming<'_>) -> Result<ClientFrame, ErrorCode>
     if !text.starts_with('{') {
         return Ok(ClientFrame::Message { text: text.to_owned(), cid: None, reply_to: None });
     }
-    let value: Value = serde_json::from_str(text).map_err(|_| ErrorCode::BadJson)?;
+    read_object(&serde_json::from_str(text).map_err(|_| ErrorCode::BadJson)?)
+}
+
+/// Reads a frame that is a JSON object.
+fn read_object(value: &Value) -> Result<ClientFrame, ErrorCode> {
     let string_field = |name: &str| match value.get(name) {
         Some(Value::String(s)) => Ok(s.clone()),
         _ => Err(ErrorCode::BadJson),
     };
     let id_field = |name: &str| value.get(name).and_then(Value::as_u64).ok_or(ErrorCode::BadJson);
-    if let Some(action) = Action::from_json(&value, "type") {
+    if let Some(action) = Action::from_json(value, "type") {
         return action.map(ClientFrame::Moderate);
     }
     match value.get("type").and_then(Value::as_str) {
@@ -502,6 +529,32 @@ mod tests {
         let frame = json!({"type": "message", "text": text}).to_string();
         assert!(frame.len() <= MAX_FRAME_BYTES);
         assert!(parse(&frame).is_ok());
+    }
+
+    #[test]
+    fn an_array_frame_is_read_item_by_item() {
+        let items = split_array(r#"[{"type":"message","text":"a","cid":"c1"},{"type":"typing"},"b",{"type":"nope"}]"#).unwrap();
+        let frames: Vec<_> = items.iter().map(|item| parse_client_frame(Incoming::Item(item))).collect();
+        assert_eq!(
+            frames,
+            [
+                Ok(ClientFrame::Message { text: "a".into(), cid: Some("c1".into()), reply_to: None }),
+                Ok(ClientFrame::Typing),
+                Err(ErrorCode::BadJson),
+                Err(ErrorCode::BadType),
+            ]
+        );
+    }
+
+    #[test]
+    fn an_array_frame_that_is_not_an_array_of_1_to_64_items_is_refused_whole() {
+        let item = r#"{"type":"message","text":"a"}"#;
+        assert_eq!(split_array(&format!("[{}]", vec![item; MAX_ARRAY_ITEMS].join(","))).map(|v| v.len()), Ok(MAX_ARRAY_ITEMS));
+        for bad in ["[]", "[{", "[1,]", "[\"a\"] tail", &format!("[{}]", vec![item; MAX_ARRAY_ITEMS + 1].join(","))] {
+            assert_eq!(split_array(bad), Err(ErrorCode::BadJson), "{bad}");
+        }
+        assert_eq!(split_array(&format!("[\"{}\"]", "a".repeat(MAX_FRAME_BYTES))), Err(ErrorCode::TooLong));
+        assert_eq!(parse_client_frame(Incoming::BadArray(ErrorCode::BadJson)), Err(ErrorCode::BadJson));
     }
 
     #[test]

@@ -42,7 +42,7 @@ use crate::chat::held::{Held, HeldPost, WithHeld};
 use crate::chat::outbox::{offers_batch, Batch, Delivery, Outbox, Personal, SocketAttachment, Step, BATCH_PROTOCOL};
 use crate::runtime::message_store::MessageStore;
 use crate::runtime::moderation_store::AuditEntry;
-use crate::chat::protocol::{ChatMessage, ErrorCode, Incoming, ServerFrame, MAX_FRAME_BYTES};
+use crate::chat::protocol::{self, ChatMessage, ErrorCode, Incoming, ServerFrame, MAX_FRAME_BYTES};
 use crate::chat::room::{Attachment, Moderation, Reaction, Room};
 use crate::edge::routes::{EngineRequest, Joining, RequestError, Route, Transport};
 use crate::runtime::worker::{error_response, internal, json_response, refused_socket, PROTOCOL_HEADER, ROUTE_HEADER};
@@ -477,18 +477,15 @@ impl ChatRoom {
             Ok(None) => Incoming::Binary,
         };
         self.load_history();
-        let reaction = {
-            let held = self.held.borrow();
-            let history = WithHeld { history: &*self.store, held: &held };
-            self.room.borrow_mut().receive(&id, incoming, now, &history)
-        };
         let socket = WebSocket::from(socket);
-        match reaction {
-            Reaction::Post { message, sender, cid } => {
-                let from = Sender { id: id.clone(), socket: socket.clone() };
-                self.post_from_socket(HeldPost { message, sender, cid, from });
+        match incoming {
+            Incoming::Text(text) if text.starts_with('[') && self.wires.batched.has(socket.as_ref()) => {
+                match protocol::split_array(text) {
+                    Ok(items) => self.receive_array(&id, &socket, &items, now),
+                    Err(code) => self.receive_one(&id, &socket, Incoming::BadArray(code), now),
+                }
             }
-            reaction => self.react(Peer::Socket(&socket), reaction, &Answer::Native),
+            incoming => self.receive_one(&id, &socket, incoming, now),
         }
         if record_frame {
             // Still a member: its attachment records the frame, for after a hibernation.
@@ -526,6 +523,47 @@ fn open_sockets(state: &State) -> Vec<web_sys::WebSocket> {
 }
 
 impl ChatRoom {
+    fn decide(&self, id: &str, incoming: Incoming<'_>, now: u64) -> Reaction {
+        let held = self.held.borrow();
+        let history = WithHeld { history: &*self.store, held: &held };
+        self.room.borrow_mut().receive(id, incoming, now, &history)
+    }
+
+    fn receive_one(&self, id: &str, socket: &WebSocket, incoming: Incoming<'_>, now: u64) {
+        match self.decide(id, incoming, now) {
+            Reaction::Post { message, sender, cid } => {
+                let from = Sender { id: id.to_owned(), socket: socket.clone() };
+                self.post_from_socket(HeldPost { message, sender, cid, from });
+            }
+            reaction => self.react(Peer::Socket(socket), reaction, &Answer::Native),
+        }
+    }
+
+    /// The items of an array frame, in order, each as if it had come alone; its messages are held,
+    /// then stored with one statement and sent together (see `held`).
+    fn receive_array(&self, id: &str, socket: &WebSocket, items: &[serde_json::Value], now: u64) {
+        for item in items {
+            match self.decide(id, Incoming::Item(item), now) {
+                Reaction::Post { message, sender, cid } => {
+                    let from = Sender { id: id.to_owned(), socket: socket.clone() };
+                    if self.held.borrow_mut().hold(HeldPost { message, sender, cid, from }) {
+                        self.store_held();
+                    }
+                }
+                reaction => self.react(Peer::Socket(socket), reaction, &Answer::Native),
+            }
+        }
+        if self.held.borrow().is_empty() {
+            return;
+        }
+        // A quiet room sends them now, as one batch, and starts a busy spell as a single post would.
+        let quiet = self.wires.outbox.borrow_mut().begin_spell();
+        if quiet {
+            self.flush();
+            schedule(&self.tick);
+        }
+    }
+
     /// A native socket's message goes through the outbox, its own copy batched with the rest; while
     /// the room is busy it is held, to be stored with the others (see `held`).
     fn post_from_socket(&self, post: HeldPost<Sender>) {
