@@ -47,7 +47,8 @@ after(() => {
  * A WebSocket class for the library whose network a test can cut: while `down`, every attempt goes
  * to a port nobody listens on and fails as an unreachable server does. Records every URL asked for.
  * A socket whose `lost` is set loses whatever the server sends it from then on, as a network that
- * dies after carrying a frame out but before carrying the answer back.
+ * dies after carrying a frame out but before carrying the answer back. Each socket keeps what was
+ * sent on it in `sent`.
  */
 function network() {
   const net = { down: false, urls: [], sockets: [] };
@@ -55,8 +56,14 @@ function network() {
     constructor(url, protocols) {
       super(net.down ? `ws://127.0.0.1:${deadPort}/` : url, protocols);
       this.lost = false;
+      this.sent = [];
       net.urls.push(new URL(url));
       net.sockets.push(this);
+    }
+
+    send(data) {
+      this.sent.push(data);
+      return super.send(data);
     }
 
     addEventListener(type, listener, options) {
@@ -393,6 +400,9 @@ describe('edge-chat-client against the Worker', () => {
     assert.deepEqual([first.id, first.at], [seenByBob.id, seenByBob.at], 'the resend is answered with the original');
     assert.ok(second.id > first.id);
     assert.deepEqual(ann.outbox, []);
+    const arrays = ann.net.sockets.flatMap((socket) => socket.sent).filter((data) => data.startsWith('['));
+    assert.deepEqual(arrays.map((data) => JSON.parse(data).map((frame) => frame.text)), [['echo lost', 'sent while offline']],
+      'what waited for the connection went out as one array frame (the batch subprotocol)');
     const texts = (await storedMessages(lifted, room)).map((message) => message.text ?? '(deleted)');
     assert.deepEqual(texts, ['edited while Ann was away', '(deleted)', 'a reply', 'echo lost', 'sent while offline']);
     await opened(ann);

@@ -10,6 +10,8 @@
 import { TransportFallback } from './sse.js';
 
 export const BATCH_PROTOCOL = 'edge-chat.batch';
+// The most frames in one array frame, either way.
+const MAX_ARRAY_ITEMS = 64;
 
 // The server puts at most this many messages in a history page.
 const PAGE_SIZE = 100;
@@ -579,6 +581,20 @@ export class ChatRoom extends EventTarget {
     this.#ws.send(JSON.stringify(pending.frame));
   }
 
+  // With the batch subprotocol, requests that waited for the connection go out as one array frame
+  // (up to 64 at a time), whose items the room handles and answers in order as if sent one by one.
+  #transmitAll(waiting) {
+    if (this.#ws.protocol !== BATCH_PROTOCOL || waiting.length < 2) {
+      for (const pending of waiting) this.#transmit(pending);
+      return;
+    }
+    for (let start = 0; start < waiting.length; start += MAX_ARRAY_ITEMS) {
+      const chunk = waiting.slice(start, start + MAX_ARRAY_ITEMS);
+      this.#inFlight.push(...chunk);
+      this.#ws.send(JSON.stringify(chunk.map((pending) => pending.frame)));
+    }
+  }
+
   #answer(kind, value, id) {
     const pending = this.#inFlight[0];
     if (pending?.kind !== kind || (id !== undefined && pending.frame.id !== id)) return;
@@ -781,7 +797,7 @@ export class ChatRoom extends EventTarget {
     // What waited goes out before anything a listener of the `open` status sends.
     const previous = this.#status;
     this.#status = 'open';
-    for (const pending of this.#queue.splice(0)) this.#transmit(pending);
+    this.#transmitAll(this.#queue.splice(0));
     this.#emitStatus(previous);
   }
 
