@@ -6,6 +6,7 @@
 //! microseconds since the harness started, so any receiver can time a delivery whatever the
 //! server does around the text (the floor forwards the client's frame as it came).
 
+use crate::target::Target;
 use futures_util::{SinkExt, StreamExt};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -32,6 +33,9 @@ pub struct Room {
     pub size: u64,
     /// Its clients offer the `edge-chat.batch` subprotocol, so frames may come as JSON arrays.
     pub batch: bool,
+    /// Batched clients send the messages waiting to go out as one array frame, as the browser
+    /// client does with what waited for a connection.
+    pub arrays: bool,
     /// Every second client speaks Socket.IO (see `spawn`).
     pub socketio: bool,
     /// WebSocket frames that carried at least one message: deliveries over this is the mean batch.
@@ -60,8 +64,8 @@ pub struct Room {
 }
 
 impl Room {
-    pub fn new(size: usize, batch: bool) -> Arc<Room> {
-        Arc::new(Room { size: size as u64, batch, ..Room::default() })
+    pub fn new(size: usize, target: &Target) -> Arc<Room> {
+        Arc::new(Room { size: size as u64, batch: target.batch, arrays: target.arrays, ..Room::default() })
     }
 
     /// A room whose odd-numbered clients are Socket.IO clients.
@@ -274,23 +278,35 @@ async fn run(
                 Some(Ok(_)) => {}
             },
             command = inbox.recv(), if inbox_open => {
+                let Some(command) = command else {
+                    inbox_open = false;
+                    continue;
+                };
                 let message = match command {
-                    Some(Command::Say) => {
-                        seq += 1;
-                        let text = format!("{number} {seq} {} {PAD}", now_us());
-                        if socketio {
-                            Message::text(format!("42[\"message\",\"{text}\"]"))
-                        } else {
-                            Message::text(format!("{{\"type\":\"message\",\"text\":\"{text}\"}}"))
+                    Command::Say if room.arrays && !socketio => {
+                        // What else is waiting goes in the same frame: an array of up to 64 messages.
+                        let mut says = vec![say(number, &mut seq)];
+                        let mut after = None;
+                        while says.len() < MAX_ARRAY_ITEMS {
+                            match inbox.try_recv() {
+                                Ok(Command::Say) => says.push(say(number, &mut seq)),
+                                Ok(other) => {
+                                    after = Some(other);
+                                    break;
+                                }
+                                Err(_) => break,
+                            }
+                        }
+                        let frame = if says.len() == 1 { says.remove(0) } else { format!("[{}]", says.join(",")) };
+                        if sink.send(Message::text(frame)).await.is_err() {
+                            break;
+                        }
+                        match after {
+                            Some(command) => plain(command, socketio, number, &mut seq),
+                            None => continue,
                         }
                     }
-                    Some(Command::Ping) if socketio => Message::text("2"),
-                    Some(Command::Ping) => Message::text("ping"),
-                    Some(Command::Close) => Message::Close(None),
-                    None => {
-                        inbox_open = false;
-                        continue;
-                    }
+                    command => plain(command, socketio, number, &mut seq),
                 };
                 if sink.send(message).await.is_err() {
                     break;
@@ -300,6 +316,29 @@ async fn run(
     }
     room.ended.fetch_add(1, Relaxed);
     room.changed.notify_one();
+}
+
+/// The most frames in an array a client sends.
+const MAX_ARRAY_ITEMS: usize = 64;
+
+/// A chat message frame, tagged with the client's `number`, its sequence and when it was sent.
+fn say(number: usize, seq: &mut u64) -> String {
+    *seq += 1;
+    format!("{{\"type\":\"message\",\"text\":\"{number} {seq} {} {PAD}\"}}", now_us())
+}
+
+/// A command as one WebSocket frame of its own.
+fn plain(command: Command, socketio: bool, number: usize, seq: &mut u64) -> Message {
+    match command {
+        Command::Say if socketio => {
+            *seq += 1;
+            Message::text(format!("42[\"message\",\"{number} {seq} {} {PAD}\"]", now_us()))
+        }
+        Command::Say => Message::text(say(number, seq)),
+        Command::Ping if socketio => Message::text("2"),
+        Command::Ping => Message::text("ping"),
+        Command::Close => Message::Close(None),
+    }
 }
 
 /// Starts an event-stream member of `room` (`GET path` on loopback, `path` like

@@ -276,7 +276,7 @@ async fn rig(bench: &Bench<'_>, target: &Target, rooms: usize, size: usize) -> R
     let server = bench.start(target).await?;
     let mut rig = Rig { server, rooms: Vec::new(), clients: Vec::new() };
     for r in 0..rooms {
-        let room = if target.socketio { Room::mixed(size) } else { Room::new(size, target.batch) };
+        let room = if target.socketio { Room::mixed(size) } else { Room::new(size, target) };
         let members = join(&rig.server, &format!("load{r}"), size, 0, &room, 100).await?;
         rig.rooms.push(room);
         rig.clients.push(members);
@@ -464,7 +464,7 @@ pub async fn sse_room(bench: &Bench<'_>, target: &Target) -> Result<Outcome, Str
     const STREAMS: usize = 50;
     let plan = bench.plan;
     let server = bench.start(target).await?;
-    let native_room = Room::new(SIZE, target.batch);
+    let native_room = Room::new(SIZE, target);
     let native = join(&server, "native", SIZE, 0, &native_room, 100).await?;
     settle(&native_room, &native).await?;
     let mixed_room = Room::mixed(SIZE);
@@ -530,7 +530,7 @@ pub async fn sse_room(bench: &Bench<'_>, target: &Target) -> Result<Outcome, Str
 pub async fn storm(bench: &Bench<'_>, target: &Target) -> Result<Outcome, String> {
     let count = bench.plan.storm;
     let server = bench.start(target).await?;
-    let room = Room::new(count, target.batch);
+    let room = Room::new(count, target);
     let url = server.ws_url("/chat/storm");
     let a = Snap::take(&server, &[]);
     let started = Instant::now();
@@ -580,7 +580,7 @@ pub async fn memory(bench: &Bench<'_>, target: &Target) -> Result<Outcome, Strin
     let mut base = Vec::new();
     let mut rooms = Vec::new();
     for r in 0..plan.idle_rooms {
-        let room = Room::new(plan.base_per_room, target.batch);
+        let room = Room::new(plan.base_per_room, target);
         base.push(join(&server, &format!("idle{r}"), plan.base_per_room, 0, &room, 50).await?);
         rooms.push(room);
     }
@@ -621,7 +621,7 @@ pub async fn memory(bench: &Bench<'_>, target: &Target) -> Result<Outcome, Strin
     finish(server, base.into_iter().flatten().collect());
 
     let server = bench.start(target).await?;
-    let room = Room::new(2, target.batch);
+    let room = Room::new(2, target);
     let clients = join(&server, "messages", 2, 0, &room, 2).await?;
     let before = server.usage();
     let driver = drive_window(room.clone(), senders(&clients, 2), plan.fanout_window, plan.messages);

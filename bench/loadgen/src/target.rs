@@ -50,6 +50,8 @@ pub struct Target {
     pub name: &'static str,
     /// Its clients offer the `edge-chat.batch` subprotocol.
     pub batch: bool,
+    /// Its batched clients send what waits to go out as one array frame.
+    pub arrays: bool,
     /// Every second client of a room is a Socket.IO client (over WebSocket, namespace `/`).
     pub socketio: bool,
     config: WranglerConfig,
@@ -72,11 +74,14 @@ impl Target {
             .collect();
         wasm.sort();
         modules.extend(wasm);
-        // The same Worker with clients that opt in to batched delivery: "batched", "old-batched".
-        let batch = name.ends_with("batched");
+        // The same Worker with clients that opt in to batched delivery: "batched", "old_batched". They
+        // send what waits as one array frame, unless the name ends in "batched_single" (for a Worker
+        // older than arrays from clients, or to measure without them).
+        let batch = name.ends_with("batched") || name.ends_with("batched_single");
+        let arrays = name.ends_with("batched");
         // The same Worker with a mixed room: half its clients speak Socket.IO ("mixed").
         let socketio = name.ends_with("mixed");
-        Ok(Target { name, batch, socketio, config, modules })
+        Ok(Target { name, batch, arrays, socketio, config, modules })
     }
 
     /// Bytes of each module, for the bundle figures.
