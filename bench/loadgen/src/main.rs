@@ -71,7 +71,8 @@ fn parse_args() -> Result<Args, String> {
 }
 
 /// `rust`, `batched` (the same Worker, clients opting in to batched delivery), `reference`, `floor`,
-/// or `NAME=PATH/wrangler.toml` for a variant under study (batched when NAME ends in "batched").
+/// or `NAME=PATH/wrangler.toml` for a variant under study (batched when NAME ends in "batched", and
+/// batched without sending arrays when it ends in "batched_single").
 fn load_target(root: &std::path::Path, name: &str) -> Result<Target, String> {
     if let Some((label, config)) = name.split_once('=') {
         return Target::load(Box::leak(label.to_owned().into_boxed_str()), &root.join(config));
