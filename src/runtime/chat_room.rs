@@ -360,9 +360,11 @@ impl DurableObject for ChatRoom {
             .get(ROUTE_HEADER)?
             .and_then(|hop| Route::from_hop(&hop));
         let batch = offers_batch(request.headers().get(PROTOCOL_HEADER)?.as_deref());
+        // Each route's handler stays out of line (boxed when it awaits): V8 compiles a function on its
+        // first call, so a cold start's first join compiles the join and not every other route.
         let response = match route {
             Some(Route::Join { socketio: Some(EngineRequest { sid: Some(sid), transport, post }), .. }) => {
-                self.socketio_session(&sid, transport, post, request).await
+                Box::pin(self.socketio_session(&sid, transport, post, request)).await
             }
             Some(Route::Join { joining, socketio }) => {
                 let (room, since, after) = (&joining.room, joining.since, joining.after);
@@ -631,6 +633,7 @@ impl ChatRoom {
         Ok(window.missed_clear(self.store.last_clear().map_err(internal("reading the last clear"))?))
     }
 
+    #[inline(never)]
     #[allow(clippy::too_many_arguments)]
     fn join(
         &self,
@@ -748,6 +751,7 @@ impl ChatRoom {
 
     /// Opens an event stream into the room: a member like a socket, admitted by the same rules,
     /// that lives in memory only. It starts at once with its session event and its welcome.
+    #[inline(never)]
     #[allow(clippy::too_many_arguments)]
     fn open_stream(&self, joining: Joining) -> Result<Response, RequestError> {
         let Joining { room: room_name, nick, since, after, client_id, client, identity } = joining;
@@ -833,6 +837,7 @@ impl ChatRoom {
     /// body stands for (see `sse::post_frame`), by the same rules as a socket's. The answer says
     /// what a socket would have been sent: the id of the message posted (201), or of the one a
     /// duplicate `cid` posted already (200); the id and seq of a change; 204 for typing.
+    #[inline(never)]
     fn post_from_stream(&self, session: Option<&str>, frame: &str) -> Result<Response, RequestError> {
         let id = session.and_then(|token| self.sessions.borrow().get(token).cloned()).ok_or(RequestError::BadSession)?;
         if !self.load_history() {
@@ -934,6 +939,7 @@ impl ChatRoom {
     }
 
     /// An event stream's reader went away: its member leaves, once.
+    #[inline(never)]
     fn stream_gone(&self, id: &str) {
         let Some(handle) = self.stream_of(id) else { return };
         self.forget_stream(&handle, id);
@@ -944,6 +950,7 @@ impl ChatRoom {
         self.schedule_expiry_if_empty();
     }
 
+    #[inline(never)]
     fn users(&self, room_name: &str) -> Result<Response, RequestError> {
         #[derive(Serialize)]
         struct Users<'a> {
@@ -958,6 +965,7 @@ impl ChatRoom {
             .map_err(internal("answering users"))
     }
 
+    #[inline(never)]
     fn history(&self, room_name: &str, window: Window) -> Result<Response, RequestError> {
         #[derive(Serialize)]
         struct History<'a> {
@@ -991,6 +999,7 @@ impl ChatRoom {
         Ok(salt)
     }
 
+    #[inline(never)]
     fn moderate_as_admin(&self, action: Action) -> Result<Response, RequestError> {
         if !self.load_history() {
             return Err(RequestError::Unavailable);
@@ -1084,6 +1093,7 @@ impl ChatRoom {
         Ok(notice)
     }
 
+    #[inline(never)]
     fn bans(&self, room_name: &str) -> Result<Response, RequestError> {
         #[derive(Serialize)]
         struct Bans<'a> {
@@ -1095,6 +1105,7 @@ impl ChatRoom {
             .map_err(internal("answering bans"))
     }
 
+    #[inline(never)]
     fn audit_trail(&self, room_name: &str) -> Result<Response, RequestError> {
         #[derive(Serialize)]
         struct Audit<'a> {
