@@ -263,27 +263,10 @@ impl DurableObject for ChatRoom {
         let sio = Rc::new(SocketIoSockets::default());
         let mut room = Room::awaiting_history(config.limits);
         let (members, batched, sockets) = (Map::new(), Set::new(&JsValue::UNDEFINED), Set::new(&JsValue::UNDEFINED));
-        let now = now_ms();
         let mut liveness = Liveness::new(config.idle_timeout_ms);
-        for socket in open_sockets(&state) {
-            sockets.add(socket.as_ref());
-            let socket = WebSocket::from(socket);
-            if let Some(SocketAttachment { member, batch, seen, socketio }) = attachment(&socket) {
-                let id = member.id.clone();
-                if !room.restore(member, now) {
-                    continue;
-                }
-                // Socket.IO clients answer the room's Engine.IO pings: the idle sweep leaves them out.
-                if let Some(state) = socketio {
-                    sio.add(socket.as_ref(), &id, state.namespaces);
-                    continue;
-                }
-                liveness.restored(&id, seen, now);
-                members.set(socket.as_ref(), &JsValue::from_str(&id));
-                if batch {
-                    batched.add(socket.as_ref());
-                }
-            }
+        let open = open_sockets(&state);
+        if !open.is_empty() {
+            restore_sockets(open, &mut room, &sio, &mut liveness, (&members, &batched, &sockets));
         }
         let wires = Wires {
             members,
@@ -520,6 +503,40 @@ impl ChatRoom {
 }
 
 /// Every socket the runtime holds for the object; none if it cannot say.
+/// Takes back the sockets the runtime kept while the object hibernated: `sockets` gets them all,
+/// `members` (and `batched`) the native members. Out of line: a new room has none, and V8 compiles a
+/// WASM function only when it is first called.
+#[inline(never)]
+fn restore_sockets(
+    open: Vec<web_sys::WebSocket>,
+    room: &mut Room,
+    sio: &SocketIoSockets,
+    liveness: &mut Liveness,
+    (members, batched, sockets): (&Map, &Set, &Set),
+) {
+    let now = now_ms();
+    for socket in open {
+        sockets.add(socket.as_ref());
+        let socket = WebSocket::from(socket);
+        if let Some(SocketAttachment { member, batch, seen, socketio }) = attachment(&socket) {
+            let id = member.id.clone();
+            if !room.restore(member, now) {
+                continue;
+            }
+            // Socket.IO clients answer the room's Engine.IO pings: the idle sweep leaves them out.
+            if let Some(state) = socketio {
+                sio.add(socket.as_ref(), &id, state.namespaces);
+                continue;
+            }
+            liveness.restored(&id, seen, now);
+            members.set(socket.as_ref(), &JsValue::from_str(&id));
+            if batch {
+                batched.add(socket.as_ref());
+            }
+        }
+    }
+}
+
 fn open_sockets(state: &State) -> Vec<web_sys::WebSocket> {
     state.as_raw().get_websockets().unwrap_or_else(|error| {
         worker::console_error!("edge-chat: listing the room's sockets failed: {}", worker::Error::from(error));
@@ -1221,7 +1238,10 @@ impl ChatRoom {
             Ok((last_id, last_at, last_seq)) => {
                 let mut room = self.room.borrow_mut();
                 room.resume_history(last_id, last_at, last_seq);
-                self.restore_moderation(&mut room);
+                // A room without storage has nothing to restore (and need not compile the code that would).
+                if self.store.has_schema() {
+                    self.restore_moderation(&mut room);
+                }
                 true
             }
             Err(error) => {
@@ -1281,9 +1301,14 @@ impl ChatRoom {
     /// Closes (1001, "idle") the members silent for `IDLE_TIMEOUT_S`, if one could be by now,
     /// and announces their leave once.
     fn sweep_if_due(&self, now: u64) {
-        if !self.liveness.borrow().sweep_due(now) {
-            return;
+        if self.liveness.borrow().sweep_due(now) {
+            self.sweep(now);
         }
+    }
+
+    /// Out of line: most events find no sweep due, and V8 compiles a WASM function on its first call.
+    #[inline(never)]
+    fn sweep(&self, now: u64) {
         let mut members = Vec::with_capacity(self.wires.members.size() as usize);
         self.wires.members.for_each(&mut |id, socket| {
             if let Some(id) = id.as_string() {
@@ -1316,6 +1341,7 @@ impl ChatRoom {
 
     /// Takes back what the room stored besides messages: nick reservations, bans and mutes
     /// still in force, and slow mode. A failed read is logged; the room goes on without it.
+    #[inline(never)]
     fn restore_moderation(&self, room: &mut Room) {
         match self.store.reservations() {
             Ok(reservations) => reservations.into_iter().for_each(|r| room.restore_reservation(r)),
