@@ -42,7 +42,9 @@ pub struct Liveness {
 
 impl Liveness {
     pub fn new(timeout_ms: u64) -> Self {
-        Liveness { timeout_ms: timeout_ms.max(1), sockets: HashMap::new(), next_sweep_at: 0 }
+        // No socket yet, so none to sweep: a new room's first join does not sweep (nor a wake
+        // without sockets); `joined` and `restored` bring the sweep forward.
+        Liveness { timeout_ms: timeout_ms.max(1), sockets: HashMap::new(), next_sweep_at: u64::MAX }
     }
 
     pub fn timeout_ms(&self) -> u64 {
@@ -164,6 +166,11 @@ mod tests {
     }
 
     #[test]
+    fn a_room_without_sockets_is_never_due_for_a_sweep() {
+        assert!(!Liveness::new(T).sweep_due(u64::MAX - 1));
+    }
+
+    #[test]
     fn a_socket_silent_for_the_timeout_is_idle_and_a_ping_or_frame_keeps_it() {
         let mut live = Liveness::new(T);
         for id in ["ghost", "pinger", "talker"] {
@@ -174,7 +181,7 @@ mod tests {
             "pinger" => Some(60_000),
             _ => None,
         };
-        assert!(live.sweep_due(0), "nothing swept yet");
+        assert!(!live.sweep_due(T - 1) && live.sweep_due(T), "no one can be idle before the joins' deadline");
         assert_eq!(ids(live.sweep(T - 1, members(&["ghost", "pinger", "talker"]), pings)), Vec::<&str>::new());
         // The ghost's deadline is T, but the last sweep was just now: the next waits a tenth.
         let next = T - 1 + T / 10;

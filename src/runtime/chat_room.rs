@@ -263,27 +263,10 @@ impl DurableObject for ChatRoom {
         let sio = Rc::new(SocketIoSockets::default());
         let mut room = Room::awaiting_history(config.limits);
         let (members, batched, sockets) = (Map::new(), Set::new(&JsValue::UNDEFINED), Set::new(&JsValue::UNDEFINED));
-        let now = now_ms();
         let mut liveness = Liveness::new(config.idle_timeout_ms);
-        for socket in open_sockets(&state) {
-            sockets.add(socket.as_ref());
-            let socket = WebSocket::from(socket);
-            if let Some(SocketAttachment { member, batch, seen, socketio }) = attachment(&socket) {
-                let id = member.id.clone();
-                if !room.restore(member, now) {
-                    continue;
-                }
-                // Socket.IO clients answer the room's Engine.IO pings: the idle sweep leaves them out.
-                if let Some(state) = socketio {
-                    sio.add(socket.as_ref(), &id, state.namespaces);
-                    continue;
-                }
-                liveness.restored(&id, seen, now);
-                members.set(socket.as_ref(), &JsValue::from_str(&id));
-                if batch {
-                    batched.add(socket.as_ref());
-                }
-            }
+        let open = open_sockets(&state);
+        if !open.is_empty() {
+            restore_sockets(open, &mut room, &sio, &mut liveness, (&members, &batched, &sockets));
         }
         let wires = Wires {
             members,
@@ -360,9 +343,11 @@ impl DurableObject for ChatRoom {
             .get(ROUTE_HEADER)?
             .and_then(|hop| Route::from_hop(&hop));
         let batch = offers_batch(request.headers().get(PROTOCOL_HEADER)?.as_deref());
+        // Each route's handler stays out of line (boxed when it awaits): V8 compiles a function on its
+        // first call, so a cold start's first join compiles the join and not every other route.
         let response = match route {
             Some(Route::Join { socketio: Some(EngineRequest { sid: Some(sid), transport, post }), .. }) => {
-                self.socketio_session(&sid, transport, post, request).await
+                Box::pin(self.socketio_session(&sid, transport, post, request)).await
             }
             Some(Route::Join { joining, socketio }) => {
                 let (room, since, after) = (&joining.room, joining.since, joining.after);
@@ -515,6 +500,40 @@ impl ChatRoom {
 }
 
 /// Every socket the runtime holds for the object; none if it cannot say.
+/// Takes back the sockets the runtime kept while the object hibernated: `sockets` gets them all,
+/// `members` (and `batched`) the native members. Out of line: a new room has none, and V8 compiles a
+/// WASM function only when it is first called.
+#[inline(never)]
+fn restore_sockets(
+    open: Vec<web_sys::WebSocket>,
+    room: &mut Room,
+    sio: &SocketIoSockets,
+    liveness: &mut Liveness,
+    (members, batched, sockets): (&Map, &Set, &Set),
+) {
+    let now = now_ms();
+    for socket in open {
+        sockets.add(socket.as_ref());
+        let socket = WebSocket::from(socket);
+        if let Some(SocketAttachment { member, batch, seen, socketio }) = attachment(&socket) {
+            let id = member.id.clone();
+            if !room.restore(member, now) {
+                continue;
+            }
+            // Socket.IO clients answer the room's Engine.IO pings: the idle sweep leaves them out.
+            if let Some(state) = socketio {
+                sio.add(socket.as_ref(), &id, state.namespaces);
+                continue;
+            }
+            liveness.restored(&id, seen, now);
+            members.set(socket.as_ref(), &JsValue::from_str(&id));
+            if batch {
+                batched.add(socket.as_ref());
+            }
+        }
+    }
+}
+
 fn open_sockets(state: &State) -> Vec<web_sys::WebSocket> {
     state.as_raw().get_websockets().unwrap_or_else(|error| {
         worker::console_error!("edge-chat: listing the room's sockets failed: {}", worker::Error::from(error));
@@ -669,6 +688,7 @@ impl ChatRoom {
         Ok(window.missed_clear(self.store.last_clear().map_err(internal("reading the last clear"))?))
     }
 
+    #[inline(never)]
     #[allow(clippy::too_many_arguments)]
     fn join(
         &self,
@@ -786,6 +806,7 @@ impl ChatRoom {
 
     /// Opens an event stream into the room: a member like a socket, admitted by the same rules,
     /// that lives in memory only. It starts at once with its session event and its welcome.
+    #[inline(never)]
     #[allow(clippy::too_many_arguments)]
     fn open_stream(&self, joining: Joining) -> Result<Response, RequestError> {
         let Joining { room: room_name, nick, since, after, client_id, client, identity } = joining;
@@ -871,6 +892,7 @@ impl ChatRoom {
     /// body stands for (see `sse::post_frame`), by the same rules as a socket's. The answer says
     /// what a socket would have been sent: the id of the message posted (201), or of the one a
     /// duplicate `cid` posted already (200); the id and seq of a change; 204 for typing.
+    #[inline(never)]
     fn post_from_stream(&self, session: Option<&str>, frame: &str) -> Result<Response, RequestError> {
         let id = session.and_then(|token| self.sessions.borrow().get(token).cloned()).ok_or(RequestError::BadSession)?;
         if !self.load_history() {
@@ -972,6 +994,7 @@ impl ChatRoom {
     }
 
     /// An event stream's reader went away: its member leaves, once.
+    #[inline(never)]
     fn stream_gone(&self, id: &str) {
         let Some(handle) = self.stream_of(id) else { return };
         self.forget_stream(&handle, id);
@@ -982,6 +1005,7 @@ impl ChatRoom {
         self.schedule_expiry_if_empty();
     }
 
+    #[inline(never)]
     fn users(&self, room_name: &str) -> Result<Response, RequestError> {
         #[derive(Serialize)]
         struct Users<'a> {
@@ -996,6 +1020,7 @@ impl ChatRoom {
             .map_err(internal("answering users"))
     }
 
+    #[inline(never)]
     fn history(&self, room_name: &str, window: Window) -> Result<Response, RequestError> {
         #[derive(Serialize)]
         struct History<'a> {
@@ -1029,6 +1054,7 @@ impl ChatRoom {
         Ok(salt)
     }
 
+    #[inline(never)]
     fn moderate_as_admin(&self, action: Action) -> Result<Response, RequestError> {
         if !self.load_history() {
             return Err(RequestError::Unavailable);
@@ -1122,6 +1148,7 @@ impl ChatRoom {
         Ok(notice)
     }
 
+    #[inline(never)]
     fn bans(&self, room_name: &str) -> Result<Response, RequestError> {
         #[derive(Serialize)]
         struct Bans<'a> {
@@ -1133,6 +1160,7 @@ impl ChatRoom {
             .map_err(internal("answering bans"))
     }
 
+    #[inline(never)]
     fn audit_trail(&self, room_name: &str) -> Result<Response, RequestError> {
         #[derive(Serialize)]
         struct Audit<'a> {
@@ -1248,7 +1276,10 @@ impl ChatRoom {
             Ok((last_id, last_at, last_seq)) => {
                 let mut room = self.room.borrow_mut();
                 room.resume_history(last_id, last_at, last_seq);
-                self.restore_moderation(&mut room);
+                // A room without storage has nothing to restore (and need not compile the code that would).
+                if self.store.has_schema() {
+                    self.restore_moderation(&mut room);
+                }
                 true
             }
             Err(error) => {
@@ -1308,9 +1339,14 @@ impl ChatRoom {
     /// Closes (1001, "idle") the members silent for `IDLE_TIMEOUT_S`, if one could be by now,
     /// and announces their leave once.
     fn sweep_if_due(&self, now: u64) {
-        if !self.liveness.borrow().sweep_due(now) {
-            return;
+        if self.liveness.borrow().sweep_due(now) {
+            self.sweep(now);
         }
+    }
+
+    /// Out of line: most events find no sweep due, and V8 compiles a WASM function on its first call.
+    #[inline(never)]
+    fn sweep(&self, now: u64) {
         let mut members = Vec::with_capacity(self.wires.members.size() as usize);
         self.wires.members.for_each(&mut |id, socket| {
             if let Some(id) = id.as_string() {
@@ -1343,6 +1379,7 @@ impl ChatRoom {
 
     /// Takes back what the room stored besides messages: nick reservations, bans and mutes
     /// still in force, and slow mode. A failed read is logged; the room goes on without it.
+    #[inline(never)]
     fn restore_moderation(&self, room: &mut Room) {
         match self.store.reservations() {
             Ok(reservations) => reservations.into_iter().for_each(|r| room.restore_reservation(r)),

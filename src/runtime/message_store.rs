@@ -187,6 +187,8 @@ impl MessageStore {
         Ok(())
     }
 
+    // Out of line: a new room's first join never runs it (see `fetch` in chat_room.rs).
+    #[inline(never)]
     fn create_schema(&self) -> worker::Result<()> {
         self.sql.exec(
             "CREATE TABLE IF NOT EXISTS messages (
@@ -271,6 +273,13 @@ impl MessageStore {
             self.schema.set(false);
             return Ok((0, 0, 0));
         }
+        self.stored_last()
+    }
+
+    /// `last` for a room that has storage. Out of line, like `create_schema`: a new room's first join
+    /// never runs it, and V8 compiles a WASM function only when it is first called.
+    #[inline(never)]
+    fn stored_last(&self) -> worker::Result<(u64, u64, u64)> {
         // A room that has storage gets the tables and columns it may lack from older versions.
         self.create_schema()?;
         let stored = match rows(self.sql.exec("SELECT id, at FROM messages ORDER BY id DESC LIMIT 1", None)?)?.pop() {

@@ -288,6 +288,7 @@ impl ChatRoom {
     /// A new Socket.IO client, admitted like a native socket: a WebSocket, or a polling session
     /// whose handshake is answered with the open packet. Its welcome waits for the namespace it
     /// joins; the others hear of it now.
+    #[inline(never)]
     #[allow(clippy::too_many_arguments)]
     pub(super) fn socketio_join(
         &self,

@@ -101,7 +101,13 @@ impl Target {
         }
         let mut out = String::from("using Workerd = import \"/workerd/workerd.capnp\";\n");
         // Under `perf`, V8 writes /tmp/perf-PID.map so that JIT frames (JS and WASM) get names.
-        let v8_flags = if std::env::var_os("BENCH_PERF").is_some() { "\"--perf-basic-prof\"" } else { "" };
+        // BENCH_V8_FLAGS (space-separated) adds V8 flags for diagnosis only: a deployed Worker cannot set them.
+        let mut v8_flags: Vec<String> = Vec::new();
+        if std::env::var_os("BENCH_PERF").is_some() {
+            v8_flags.push("--perf-basic-prof".to_owned());
+        }
+        v8_flags.extend(std::env::var("BENCH_V8_FLAGS").unwrap_or_default().split_whitespace().map(str::to_owned));
+        let v8_flags = v8_flags.iter().map(|f| quote(f)).collect::<Vec<_>>().join(", ");
         let _ = write!(
             out,
             "const config :Workerd.Config = (\n  v8Flags = [{v8_flags}],\n  services = [\n    (name = \"main\", worker = .worker),\n    \
@@ -231,9 +237,19 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         let group = -(self.pid as i32);
+        let keep_log = std::env::var_os("BENCH_KEEP_LOGS");
+        if keep_log.is_some() {
+            // A clean stop, so that workerd flushes what V8's trace flags wrote to its stdout.
+            // SAFETY: kill(2) with a negative pid signals the process group we created.
+            unsafe { libc::kill(group, libc::SIGINT) };
+            std::thread::sleep(Duration::from_millis(500));
+        }
         // SAFETY: kill(2) with a negative pid signals the process group we created.
         unsafe { libc::kill(group, libc::SIGKILL) };
         let _ = self.child.wait();
+        if let Some(dir) = keep_log {
+            let _ = fs::copy(self.state.join("workerd.log"), Path::new(&dir).join(format!("workerd-{}.log", self.pid)));
+        }
         let _ = fs::remove_dir_all(&self.state);
     }
 }
