@@ -37,6 +37,8 @@ pub const ROUTE_HEADER: &str = "x-edge-chat-route";
 /// The WebSocket subprotocols a client offers, and the one the room answers with.
 pub const PROTOCOL_HEADER: &str = "sec-websocket-protocol";
 
+/// Logs a panic's message, in builds with the prebuilt std; where scripts/toolchain.sh builds std
+/// with panic=immediate-abort, a panic traps at once and this hook never runs.
 #[event(start)]
 fn start() {
     console_error_panic_hook::set_once();
