@@ -286,7 +286,7 @@ pub fn frame_event(namespace: Namespace, frame_json: &str) -> String {
 
 /// An error code as it is written on the wire.
 pub fn code_name(code: ErrorCode) -> String {
-    serde_json::to_value(code).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
+    serde_json::to_string(&code).map(|json| json.trim_matches('"').to_owned()).unwrap_or_default()
 }
 
 /// What a socket gets on joining a namespace, after its connect ack: the native `welcome`, the
