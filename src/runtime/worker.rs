@@ -37,10 +37,11 @@ pub const ROUTE_HEADER: &str = "x-edge-chat-route";
 /// The WebSocket subprotocols a client offers, and the one the room answers with.
 pub const PROTOCOL_HEADER: &str = "sec-websocket-protocol";
 
-/// Logs a panic's message, in builds with the prebuilt std; where scripts/toolchain.sh builds std
-/// with panic=immediate-abort, a panic traps at once and this hook never runs.
+/// Logs a panic's message, in builds with the prebuilt std. Where scripts/toolchain.sh builds std
+/// with panic=immediate-abort, a panic traps at once without a message: no hook to install.
 #[event(start)]
 fn start() {
+    #[cfg(not(panic = "immediate-abort"))]
     console_error_panic_hook::set_once();
 }
 
