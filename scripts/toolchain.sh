@@ -48,7 +48,9 @@ rust_src_present() {
 # once instead of formatting its message, which takes the panic machinery and most of the
 # formatting code out of the module (16 KB of the gzipped WASM). A panic then logs nothing:
 # the hook in `worker.rs` never runs. Without the source, the prebuilt std (panic=abort) is kept.
-# -Zlocation-detail=none drops the file names and lines only panic messages would print (1.1 KB).
+# -Zlocation-detail=none drops the file names and lines only panic messages would print (1.1 KB);
+# -Zfmt-debug=shallow makes derived Debug print only type and variant names (0.9 KB): the Worker
+# logs no derived Debug (strings and JS values keep their own Debug).
 use_immediate_abort() {
   if ! rust_src_present; then
     say "adding rustup's rust-src, to build std with panic=immediate-abort"
@@ -58,7 +60,7 @@ use_immediate_abort() {
     fi
   fi
   WASM_ENV=(RUSTC_BOOTSTRAP=1 CARGO_UNSTABLE_BUILD_STD=std,panic_abort
-    "RUSTFLAGS=${RUSTFLAGS:-} -Zunstable-options -Cpanic=immediate-abort -Zlocation-detail=none")
+    "RUSTFLAGS=${RUSTFLAGS:-} -Zunstable-options -Cpanic=immediate-abort -Zlocation-detail=none -Zfmt-debug=shallow")
 }
 
 # Sets WASM_ENV to the variables the wasm32 cargo build needs.
