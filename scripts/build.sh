@@ -24,8 +24,10 @@ env "${WASM_ENV[@]}" \
   worker-build --release >&2
 # worker-build keeps the name section (function names, ~80 KB) for readable stack traces; the
 # Worker logs none, and every cold start would validate them. Same features as worker-build's own pass.
-say "stripping names from the WASM"
+# -Oz after worker-build's -O takes 2.2 KB more off the gzipped module. --low-memory-unused (1.2 KB):
+# rustc's wasm32 layout puts the stack first, so nothing lives below address 1024.
+say "stripping names from the WASM, optimising for size"
 features=(mutable-globals sign-ext nontrapping-float-to-int bulk-memory multivalue reference-types exception-handling)
-"$ROOT/node_modules/.bin/wasm-opt" build/index_bg.wasm "${features[@]/#/--enable-}" --strip-debug --strip-producers \
-  -o build/index_bg.wasm
+"$ROOT/node_modules/.bin/wasm-opt" build/index_bg.wasm "${features[@]/#/--enable-}" -Oz --low-memory-unused \
+  --strip-debug --strip-producers -o build/index_bg.wasm
 touch build/index.js

@@ -91,13 +91,18 @@ impl Window {
                 messages.truncate(kept);
             }
             Window::Changed { .. } => {
-                messages.sort_unstable_by_key(|m| m.seq);
+                sort_by_number(messages, |m| m.seq);
                 let kept = messages.iter().take_while(|m| fits(m)).count().max(1);
                 messages.truncate(kept);
-                messages.sort_unstable_by_key(|m| m.id);
+                sort_by_number(messages, |m| m.id);
             }
         }
     }
+}
+
+/// One sort for both keys: a closure per key would be a second copy of the sort in the WASM module.
+fn sort_by_number(messages: &mut [ChatMessage], key: fn(&ChatMessage) -> u64) {
+    messages.sort_unstable_by(|a, b| key(a).cmp(&key(b)));
 }
 
 /// Reads `limit` from a history request: absent means the default, and anything but a

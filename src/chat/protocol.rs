@@ -41,6 +41,18 @@ pub fn is_client_token(token: &str) -> bool {
 /// A message's reactions: each emoji to how many senders chose it.
 pub type Counts = BTreeMap<String, u32>;
 
+/// Reads reactions as they are stored (`{"👍":2}`); `None` unless every count is a `u32`. Read
+/// through `Value`, as every other JSON is: a typed read would bring serde's type-error
+/// messages, and the float formatting they use, into the WASM module.
+pub fn counts_from_json(json: &str) -> Option<Counts> {
+    let Ok(Value::Object(object)) = serde_json::from_str::<Value>(json) else { return None };
+    let mut counts = Counts::new();
+    for (emoji, count) in object {
+        counts.insert(emoji, count.as_u64().and_then(|count| u32::try_from(count).ok())?);
+    }
+    Some(counts)
+}
+
 /// What a client asked for, once its frame has been read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClientFrame {
@@ -428,6 +440,16 @@ impl ErrorCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stored_counts_are_read_back_or_not_at_all() {
+        let counts: Counts = [("👍".to_owned(), 2), ("🎉".to_owned(), 1)].into_iter().collect();
+        assert_eq!(counts_from_json(&serde_json::to_string(&counts).unwrap()), Some(counts));
+        assert_eq!(counts_from_json("{}"), Some(Counts::new()));
+        for bad in [r#"{"👍":-1}"#, r#"{"👍":1.5}"#, r#"{"👍":4294967296}"#, r#"{"👍":"2"}"#, "[]", "{"] {
+            assert_eq!(counts_from_json(bad), None, "{bad}");
+        }
+    }
     use serde_json::json;
 
     fn parse(text: &str) -> Result<ClientFrame, ErrorCode> {

@@ -223,9 +223,15 @@ fn event_frame(data: &str) -> Result<String, ErrorCode> {
     }
     let Value::String(name) = items.remove(0) else { return Err(ErrorCode::BadJson) };
     let name = if name == "newMessage" { "message".to_owned() } else { name };
+    // One field is inserted rather than collected: `Map::from_iter` brings a sort into the WASM module.
+    let one_field = |name: &str, value: String| {
+        let mut fields = Map::new();
+        fields.insert(name.to_owned(), Value::String(value));
+        fields
+    };
     let mut frame = match (name.as_str(), items.into_iter().next()) {
-        ("message", Some(Value::String(text))) => Map::from_iter([("text".to_owned(), Value::String(text))]),
-        ("nick", Some(Value::String(nick))) => Map::from_iter([("nick".to_owned(), Value::String(nick))]),
+        ("message", Some(Value::String(text))) => one_field("text", text),
+        ("nick", Some(Value::String(nick))) => one_field("nick", nick),
         (_, Some(Value::Object(fields))) => fields,
         (_, None) => Map::new(),
         _ => return Err(ErrorCode::BadJson),
@@ -286,7 +292,7 @@ pub fn frame_event(namespace: Namespace, frame_json: &str) -> String {
 
 /// An error code as it is written on the wire.
 pub fn code_name(code: ErrorCode) -> String {
-    serde_json::to_value(code).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
+    serde_json::to_string(&code).map(|json| json.trim_matches('"').to_owned()).unwrap_or_default()
 }
 
 /// What a socket gets on joining a namespace, after its connect ack: the native `welcome`, the

@@ -13,7 +13,9 @@ pub const DEFAULT_MAX_ROOM_SOCKETS: usize = 1_000;
 /// refused accept would abort the whole isolate, so `MAX_ROOM_SOCKETS` cannot go higher.
 pub const RUNTIME_MAX_SOCKETS: usize = 32_768;
 
-const DAY_MS: f64 = 86_400_000.0;
+const DAY_MS: u64 = 86_400_000;
+/// `ROOM_TTL_DAYS` from one second up to about 10,000 years.
+const TTL_MS: std::ops::RangeInclusive<u64> = 1_000..=3_650_000 * DAY_MS;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RoomLimits {
@@ -66,7 +68,7 @@ impl Default for RoomConfig {
     fn default() -> Self {
         RoomConfig {
             limits: RoomLimits::default(),
-            idle_ttl_ms: 30 * DAY_MS as u64,
+            idle_ttl_ms: 30 * DAY_MS,
             instance_header: false,
             idle_timeout_ms: DEFAULT_IDLE_TIMEOUT_MS,
             max_streams: sse::DEFAULT_MAX_ROOM_STREAMS,
@@ -124,15 +126,57 @@ impl RoomConfig {
             limits.max_sockets = RUNTIME_MAX_SOCKETS;
         }
         if let Some(value) = var("ROOM_TTL_DAYS") {
-            match value.trim().parse::<f64>() {
-                // At least a second, at most about 10,000 years: both ends keep the milliseconds exact.
-                Ok(days) if (1.0 / 86_400.0..=3_650_000.0).contains(&days) => config.idle_ttl_ms = (days * DAY_MS) as u64,
-                _ => bad.push(BadVar { name: "ROOM_TTL_DAYS", value, why: "not a number of days from 1 second up; using 30" }),
+            match days_in_ms(value.trim()) {
+                Some(ms) => config.idle_ttl_ms = ms,
+                None => bad.push(BadVar { name: "ROOM_TTL_DAYS", value, why: "not a number of days from 1 second up; using 30" }),
             }
         }
         config.instance_header = var("ROOM_INSTANCE_HEADER").is_some_and(|v| v.trim() == "1");
         (config, bad)
     }
+}
+
+/// A number of days in `TTL_MS`, as whole milliseconds (rounded down), computed exactly from its
+/// digits. Written out because `str::parse::<f64>` would bring core's float parser and its tables
+/// into the WASM module for this one var (14 KB gzipped). It reads what a float parse reads for a
+/// finite number: `[+]digits[.digits][e[+|-]digits]`, digits on at least one side of the point.
+fn days_in_ms(text: &str) -> Option<u64> {
+    let text = text.strip_prefix('+').unwrap_or(text);
+    let (number, exponent) = match text.find(['e', 'E']) {
+        Some(at) => (&text[..at], text[at + 1..].parse::<i32>().ok()?),
+        None => (text, 0),
+    };
+    let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
+    let digits = || whole.bytes().chain(fraction.bytes());
+    if whole.len() + fraction.len() == 0 || !digits().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    // days = significand × 10^scale, so ms = significand × 864 × 10^(scale + 5). Sixteen significant
+    // digits keep that product in a u64; the ones dropped past them weigh under a millisecond.
+    let mut significand: u64 = 0;
+    let mut scale = i64::from(exponent) - fraction.len() as i64 + 5;
+    for digit in digits().skip_while(|&b| b == b'0') {
+        if significand < 10u64.pow(15) {
+            significand = significand * 10 + u64::from(digit - b'0');
+        } else {
+            scale += 1;
+        }
+    }
+    let scaled = significand * 864;
+    let ms = match scale {
+        _ if significand == 0 => 0,
+        0.. => 10u64.checked_pow(u32::try_from(scale).ok()?).and_then(|power| scaled.checked_mul(power))?,
+        ..-19 => 0,
+        _ => {
+            let power = 10u64.pow(scale.unsigned_abs() as u32);
+            // A remainder past the top of the range puts the exact value above it.
+            if scaled % power != 0 && scaled / power == *TTL_MS.end() {
+                return None;
+            }
+            scaled / power
+        }
+    };
+    TTL_MS.contains(&ms).then_some(ms)
 }
 
 #[cfg(test)]
@@ -201,6 +245,29 @@ mod tests {
         }
         let (config, _) = RoomConfig::from_vars(|name| (name == "ROOM_TTL_DAYS").then(|| "1.5".into()));
         assert_eq!(config.idle_ttl_ms, 129_600_000);
+    }
+
+    #[test]
+    fn room_ttl_reads_what_a_float_parse_reads() {
+        let ttl = |text: &str| days_in_ms(text);
+        for (text, ms) in [("30", 30 * DAY_MS), ("0.00005", 4_320), ("+2", 2 * DAY_MS), (".5", DAY_MS / 2), ("5.", 5 * DAY_MS)] {
+            assert_eq!(ttl(text), Some(ms), "{text}");
+        }
+        for (text, ms) in [("1e1", 10 * DAY_MS), ("25E-1", 5 * DAY_MS / 2), ("0.1e+1", DAY_MS), ("000001.000", DAY_MS)] {
+            assert_eq!(ttl(text), Some(ms), "{text}");
+        }
+        assert_eq!(ttl("0.0000115740740740741"), Some(1_000), "one second, rounded down");
+        assert_eq!(ttl("0.000011574074074074"), None, "just under one second");
+        assert_eq!(ttl("3650000"), Some(3_650_000 * DAY_MS));
+        assert_eq!(ttl(&format!("0.{}1e5", "0".repeat(40))), None, "long digits neither overflow nor count");
+        assert_eq!(ttl(&format!("1{}e-40", "9".repeat(45))), Some(17_279_999_999_999), "digits past the 16th are dropped");
+        for text in ["3650000.0000001", "1e7", "1e99999999999", "0.0000115", "", ".", "+", "e1", "1e", "1.2.3", "-0.5", "1_0", "0x10", "infinity"] {
+            assert_eq!(ttl(text), None, "{text}");
+        }
+        for text in ["1", "0.25", "7.5", "0.00005", "123.456", "2e-3", "3650000"] {
+            let by_float = (text.parse::<f64>().unwrap() * 86_400_000.0).round() as u64;
+            assert_eq!(ttl(text), Some(by_float), "{text}");
+        }
     }
 
     #[test]

@@ -10,7 +10,7 @@
 use crate::chat::history::{trim_cutoff, LastClear, Window};
 use crate::chat::held::HeldPost;
 use crate::chat::messages::{Change, History, Stored};
-use crate::chat::protocol::{ChatMessage, Counts, ErrorCode};
+use crate::chat::protocol::{counts_from_json, ChatMessage, ErrorCode};
 use crate::chat::room::Reservation;
 use std::cell::Cell;
 use wasm_bindgen::prelude::wasm_bindgen;
@@ -109,7 +109,7 @@ impl Row {
     }
 
     fn message(self) -> ChatMessage {
-        let reactions: Counts = self.reactions.and_then(|json| serde_json::from_str(&json).ok()).unwrap_or_default();
+        let reactions = self.reactions.and_then(|json| counts_from_json(&json)).unwrap_or_default();
         ChatMessage {
             id: self.id,
             nick: self.nick,

@@ -37,8 +37,11 @@ pub const ROUTE_HEADER: &str = "x-edge-chat-route";
 /// The WebSocket subprotocols a client offers, and the one the room answers with.
 pub const PROTOCOL_HEADER: &str = "sec-websocket-protocol";
 
+/// Logs a panic's message, in builds with the prebuilt std. Where scripts/toolchain.sh builds std
+/// with panic=immediate-abort, a panic traps at once without a message: no hook to install.
 #[event(start)]
 fn start() {
+    #[cfg(not(panic = "immediate-abort"))]
     console_error_panic_hook::set_once();
 }
 
@@ -227,7 +230,8 @@ fn check_admin_token(env: &Env, authorization: Option<&str>) -> Result<(), Reque
 /// code, a Socket.IO handshake (either transport) with a CONNECT_ERROR carrying the code, and a
 /// request of a Socket.IO session already open with the plain HTTP error.
 fn refuse_join(route: &Route, refusal: RequestError, protocols: Option<&str>) -> Result<Response, RequestError> {
-    let name = || serde_json::to_value(refusal).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+    // Its wire name is a JSON string; not through `serde_json::Value`, which would cost the module its whole tree.
+    let name = || serde_json::to_string(&refusal).map(|json| json.trim_matches('"').to_owned()).unwrap_or_default();
     match (route.socketio(), refusal.close_code()) {
         (None, _) => refuse_socket(refusal, offers_batch(protocols)),
         (Some(_), None) => Err(refusal),
