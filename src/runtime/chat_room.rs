@@ -499,7 +499,6 @@ impl ChatRoom {
     }
 }
 
-/// Every socket the runtime holds for the object; none if it cannot say.
 /// Takes back the sockets the runtime kept while the object hibernated: `sockets` gets them all,
 /// `members` (and `batched`) the native members. Out of line: a new room has none, and V8 compiles a
 /// WASM function only when it is first called.
@@ -534,6 +533,7 @@ fn restore_sockets(
     }
 }
 
+/// Every socket the runtime holds for the object; none if it cannot say.
 fn open_sockets(state: &State) -> Vec<web_sys::WebSocket> {
     state.as_raw().get_websockets().unwrap_or_else(|error| {
         worker::console_error!("edge-chat: listing the room's sockets failed: {}", worker::Error::from(error));
