@@ -283,20 +283,11 @@ impl DurableObject for ChatRoom {
                 let posts = held.borrow_mut().take();
                 publish_held(&wires, &store, posts);
                 let step = wires.outbox.borrow_mut().tick();
-                match step {
-                    Step::SendAndTick(delivery) => {
-                        wires.carry_out(delivery);
-                        true
-                    }
-                    Step::Send(delivery) => {
-                        wires.carry_out(delivery);
-                        false
-                    }
-                    Step::Wait => {
-                        wires.newcomers.clear();
-                        false
-                    }
+                // A tick that finds nothing ends the busy spell: nobody is a newcomer any more.
+                if matches!(step, Step::Wait) {
+                    wires.newcomers.clear();
                 }
+                wires.carry_out_step(step)
             })
         };
         match WebSocketRequestResponsePair::new("ping", "pong") {
