@@ -540,28 +540,14 @@ impl ChatRoom {
     }
 
     fn receive_one(&self, id: &str, socket: &WebSocket, incoming: Incoming<'_>, now: u64) {
-        match self.decide(id, incoming, now) {
-            Reaction::Post { message, sender, cid } => {
-                let from = Sender { id: id.to_owned(), socket: socket.clone() };
-                self.post_from_socket(HeldPost { message, sender, cid, from });
-            }
-            reaction => self.react(Peer::Socket(socket), reaction, &Answer::Native),
-        }
+        self.carry_out_from_socket(id, socket, self.decide(id, incoming, now), Self::post_from_socket);
     }
 
     /// The items of an array frame, in order, each as if it had come alone; its messages are held,
     /// then stored with one statement and sent together (see `held`).
     fn receive_array(&self, id: &str, socket: &WebSocket, items: &[serde_json::Value], now: u64) {
         for item in items {
-            match self.decide(id, Incoming::Item(item), now) {
-                Reaction::Post { message, sender, cid } => {
-                    let from = Sender { id: id.to_owned(), socket: socket.clone() };
-                    if self.held.borrow_mut().hold(HeldPost { message, sender, cid, from }) {
-                        self.store_held();
-                    }
-                }
-                reaction => self.react(Peer::Socket(socket), reaction, &Answer::Native),
-            }
+            self.carry_out_from_socket(id, socket, self.decide(id, Incoming::Item(item), now), Self::hold);
         }
         if self.held.borrow().is_empty() {
             return;
@@ -574,14 +560,31 @@ impl ChatRoom {
         }
     }
 
+    /// Carries out what the room decided about a native socket's frame; a post goes to `post`.
+    fn carry_out_from_socket(&self, id: &str, socket: &WebSocket, reaction: Reaction, post: fn(&Self, HeldPost<Sender>)) {
+        match reaction {
+            Reaction::Post { message, sender, cid } => {
+                let from = Sender { id: id.to_owned(), socket: socket.clone() };
+                post(self, HeldPost { message, sender, cid, from });
+            }
+            reaction => self.react(Peer::Socket(socket), reaction, &Answer::Native),
+        }
+    }
+
+    /// Holds `post` for the tick, storing what is held at once when a batch's worth is waiting.
+    fn hold(&self, post: HeldPost<Sender>) {
+        let full = self.held.borrow_mut().hold(post);
+        if full {
+            self.store_held();
+        }
+    }
+
     /// A native socket's message goes through the outbox, its own copy batched with the rest; while
     /// the room is busy it is held, to be stored with the others (see `held`).
     fn post_from_socket(&self, post: HeldPost<Sender>) {
         let busy = self.wires.outbox.borrow().is_busy();
         if busy {
-            if self.held.borrow_mut().hold(post) {
-                self.store_held();
-            }
+            self.hold(post);
         } else if publish_held(&self.wires, &self.store, vec![post]) {
             schedule(&self.tick);
         }

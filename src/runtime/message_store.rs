@@ -165,6 +165,14 @@ fn unexpected(what: &str) -> worker::Error {
     worker::Error::RustError(format!("a stored column is not {what}"))
 }
 
+/// A message's numbers cross into SQLite as JS numbers, exact only up to 2^53 - 1.
+fn exact_in_js(message: &ChatMessage) -> worker::Result<()> {
+    if message.id > MAX_SAFE_INTEGER || message.at > MAX_SAFE_INTEGER || message.seq > MAX_SAFE_INTEGER {
+        return Err(worker::Error::RustError(format!("message {} is beyond JS's exact integers", message.id)));
+    }
+    Ok(())
+}
+
 impl MessageStore {
     pub fn new(sql: SqlStorage) -> MessageStore {
         MessageStore { sql, insert: JsString::from(INSERT), schema: Cell::new(false) }
@@ -399,10 +407,7 @@ impl MessageStore {
     /// Stores a new message from `sender` (its key), with the `cid` it named it by.
     fn insert(&self, message: &ChatMessage, sender: &str, cid: Option<&str>) -> worker::Result<()> {
         self.ensure_schema()?;
-        // They cross as JS numbers, exact only up to 2^53 - 1.
-        if message.id > MAX_SAFE_INTEGER || message.at > MAX_SAFE_INTEGER || message.seq > MAX_SAFE_INTEGER {
-            return Err(worker::Error::RustError(format!("message {} is beyond JS's exact integers", message.id)));
-        }
+        exact_in_js(message)?;
         let raw: &RawSql = self.sql.as_ref().unchecked_ref();
         let uid = message.uid.as_deref().map_or(JsValue::NULL, JsValue::from_str);
         let cid = cid.map_or(JsValue::NULL, JsValue::from_str);
@@ -441,9 +446,7 @@ impl MessageStore {
         self.ensure_schema()?;
         let mut rows = Vec::with_capacity(posts.len());
         for HeldPost { message, sender, cid, .. } in posts {
-            if message.id > MAX_SAFE_INTEGER || message.at > MAX_SAFE_INTEGER || message.seq > MAX_SAFE_INTEGER {
-                return Err(worker::Error::RustError(format!("message {} is beyond JS's exact integers", message.id)));
-            }
+            exact_in_js(message)?;
             let reply_to = message.reply_to.map(|id| id.min(MAX_SAFE_INTEGER));
             let ChatMessage { id, nick, text, at, uid, seq, .. } = message;
             rows.push((id, nick, text, at, uid, seq, sender, cid, reply_to));
