@@ -84,7 +84,7 @@ pub enum Incoming<'a> {
 }
 
 /// The most frames in one array a socket sends, as many as the room puts in one it sends.
-pub const MAX_ARRAY_ITEMS: usize = 64;
+pub const MAX_ARRAY_ITEMS: usize = crate::chat::outbox::MAX_BATCH_FRAMES;
 
 /// A socket that opted in to batches may send a text frame that is a JSON array of frames, each
 /// handled in order as if it had come alone (`Incoming::Item`); this reads it. One that is not a
