@@ -44,6 +44,9 @@ pub struct Room {
     pub frames: AtomicU64,
     pub ws_frames: AtomicU64,
     pub sent: AtomicU64,
+    /// Messages the clients wrote, and the WebSocket frames they wrote them in (an array counts once).
+    pub said: AtomicU64,
+    pub said_frames: AtomicU64,
     pub delivered: AtomicU64,
     pub welcomed: AtomicU64,
     pub errors: AtomicU64,
@@ -297,6 +300,8 @@ async fn run(
                                 Err(_) => break,
                             }
                         }
+                        room.said.fetch_add(says.len() as u64, Relaxed);
+                        room.said_frames.fetch_add(1, Relaxed);
                         let frame = if says.len() == 1 { says.remove(0) } else { format!("[{}]", says.join(",")) };
                         if sink.send(Message::text(frame)).await.is_err() {
                             break;
@@ -306,7 +311,13 @@ async fn run(
                             None => continue,
                         }
                     }
-                    command => plain(command, socketio, number, &mut seq),
+                    command => {
+                        if matches!(command, Command::Say) {
+                            room.said.fetch_add(1, Relaxed);
+                            room.said_frames.fetch_add(1, Relaxed);
+                        }
+                        plain(command, socketio, number, &mut seq)
+                    }
                 };
                 if sink.send(message).await.is_err() {
                     break;

@@ -217,6 +217,8 @@ struct Snap {
     machine_s: f64,
     delivered: u64,
     message_frames: u64,
+    said: u64,
+    said_frames: u64,
 }
 
 impl Snap {
@@ -227,6 +229,8 @@ impl Snap {
             machine_s: machine_busy_s(),
             delivered: rooms.iter().map(|r| r.delivered.load(Relaxed)).sum(),
             message_frames: rooms.iter().map(|r| r.message_frames.load(Relaxed)).sum(),
+            said: rooms.iter().map(|r| r.said.load(Relaxed)).sum(),
+            said_frames: rooms.iter().map(|r| r.said_frames.load(Relaxed)).sum(),
         }
     }
 }
@@ -329,6 +333,7 @@ struct Slices {
     latencies_us: Vec<u32>,
     slice_p99_ms: Vec<f64>,
     batch: Vec<f64>,
+    sent_batch: Vec<f64>,
     slow_echoes: u64,
 }
 
@@ -389,6 +394,7 @@ pub async fn alternate(
             let delivered = (b.delivered - a.delivered) as f64;
             s.rates.push(delivered / wall);
             s.batch.push(delivered / (b.message_frames - a.message_frames).max(1) as f64);
+            s.sent_batch.push((b.said - a.said) as f64 / (b.said_frames - a.said_frames).max(1) as f64);
             s.cpu_per_10k.push(1000.0 * server_cpu / delivered * 10_000.0);
             s.server.push(server_cpu / wall);
             s.client.push(client_cpu / wall);
@@ -443,6 +449,8 @@ pub async fn alternate(
             }
         }
         out.add_rounds("batch", "messages per WebSocket frame, mean", "", Neither, &mut s.batch);
+        // What the server can coalesce on the way in: a message per frame means one event per message.
+        out.add_rounds("sent_batch", "messages per frame from clients, mean", "", Neither, &mut s.sent_batch);
         out.add_rounds("server_cores", "server CPU busy", "cores", Neither, &mut s.server);
         out.add_rounds("client_cores", "load generator CPU busy", "cores", Neither, &mut s.client);
         out.add_rounds("other_cores", "other processes' CPU (noise)", "cores", Neither, &mut s.other);
