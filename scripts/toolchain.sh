@@ -122,3 +122,33 @@ ensure_build_tools() {
   ensure_worker_build
   ensure_wasm_bindgen
 }
+
+# Builds the crate in the current directory into ./build (index.js + index_bg.wasm), the way the
+# Worker is built: also bench/fixtures/minimal-rust, so that its cold start compares fairly.
+build_worker() {
+  run_worker_build
+  strip_wasm build/index_bg.wasm
+}
+
+# worker-build --release with the tools installed here; arguments go to worker-build.
+run_worker_build() {
+  say "building the Worker (release WASM) in $PWD"
+  env "${WASM_ENV[@]}" \
+    WASM_BINDGEN_BIN="$(command -v wasm-bindgen)" \
+    WASM_OPT_BIN="$ROOT/node_modules/.bin/wasm-opt" \
+    ESBUILD_BIN="$ROOT/node_modules/.bin/esbuild" \
+    worker-build --release "$@" >&2
+}
+
+# worker-build keeps the name section (function names, ~80 KB) for readable stack traces; the
+# Worker logs none, and every cold start would validate them. Same features as worker-build's own pass.
+# -Oz after worker-build's -O takes 2.2 KB more off the gzipped module. --low-memory-unused (1.2 KB):
+# rustc's wasm32 layout puts the stack first, so nothing lives below address 1024. The inlining limits
+# are worker-build's (Cargo.toml, for the cold start); without them here -Oz would inline every
+# one-caller function again, which also made the module 5.5 KB larger.
+strip_wasm() {
+  say "stripping names from $1, optimising for size"
+  local features=(mutable-globals sign-ext nontrapping-float-to-int bulk-memory multivalue reference-types exception-handling)
+  "$ROOT/node_modules/.bin/wasm-opt" "$1" "${features[@]/#/--enable-}" -Oz --always-inline-max-function-size=6 --one-caller-inline-max-function-size=100 --low-memory-unused \
+    --strip-debug --strip-producers -o "$1"
+}

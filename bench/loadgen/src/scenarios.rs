@@ -703,6 +703,9 @@ pub async fn start(bench: &Bench<'_>, target: &Target) -> Result<Outcome, String
     };
     let connected = Instant::now();
     let cpu_before = thread_cpu_ms(server.pid);
+    // Start-up alone (spawn to listening), so that a slower first welcome shows which half it comes from.
+    out.add("listening_ms", "runtime start to listening", "ms", Lower, connected.duration_since(server.spawned).as_secs_f64() * 1000.0);
+    out.add("listening_cpu_ms", "runtime CPU until listening", "ms", Lower, cpu_before);
     welcome_on(tcp, &server.ws_url("/chat/cold"), target.batch).await?;
     out.add("start_to_welcome_ms", "runtime start to first welcome", "ms", Lower, server.spawned.elapsed().as_secs_f64() * 1000.0);
     out.add("first_join_ms", "first join on a cold runtime", "ms", Lower, connected.elapsed().as_secs_f64() * 1000.0);
