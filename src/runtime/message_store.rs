@@ -233,7 +233,10 @@ impl MessageStore {
             "CREATE UNIQUE INDEX IF NOT EXISTS messages_cid ON messages (sender, cid) WHERE cid IS NOT NULL",
             None,
         )?;
-        self.sql.exec("CREATE INDEX IF NOT EXISTS messages_seq ON messages (seq)", None)?;
+        // No index on seq: a room keeps at most RETAINED + TRIM_EVERY messages, so the reads by seq (a
+        // resume, the room's start) scan a thousand rows, while every stored batch paid for the index's
+        // page in its commit (10 % of the room's CPU per delivery in rooms of 10, BENCHMARKS.md).
+        self.sql.exec("DROP INDEX IF EXISTS messages_seq", None)?;
         self.sql.exec(
             "CREATE TABLE IF NOT EXISTS reactions (
                 message INTEGER NOT NULL,
