@@ -1451,7 +1451,7 @@ mod tests {
         chat.post("ann", "react to me", 1);
         let thumbs = r#"{"type":"react","id":1,"emoji":"👍"}"#;
         let counts = |change: Change| match change.frame() {
-            ServerFrame::Reactions { counts, .. } => counts.into_iter().collect::<Vec<_>>(),
+            ServerFrame::Reactions { counts, .. } => counts.iter().map(|(emoji, n)| (emoji.to_owned(), n)).collect::<Vec<_>>(),
             other => panic!("{other:?}"),
         };
         assert_eq!(counts(chat.change("ann", thumbs, 2)), [("👍".to_owned(), 1)]);
