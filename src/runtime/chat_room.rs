@@ -937,7 +937,7 @@ impl ChatRoom {
             }
             Reaction::Renamed { frame, .. } => {
                 let ServerFrame::Renamed { to, .. } = &frame else { return Err(RequestError::Internal) };
-                let body = serde_json::json!({ "nick": to }).to_string();
+                let body = protocol::json_text(&serde_json::json!({ "nick": to }));
                 self.broadcast(frame.to_json());
                 answer(200, body)
             }
