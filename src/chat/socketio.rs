@@ -319,7 +319,8 @@ pub fn broadcast(frame_json: &str) -> [Vec<String>; 2] {
     let mut chat_only = Vec::new();
     match kind.as_str() {
         "message" => {
-            let text = frame.get("text").cloned().unwrap_or(Value::Null);
+            // The room writes `text` as a string (a tombstone has none): no Value to clone.
+            let text = frame.get("text").and_then(Value::as_str).map_or(Value::Null, |text| Value::String(text.to_owned()));
             let time = frame.get("at").and_then(Value::as_u64).map_or_else(String::new, clock);
             frame.insert("clientId".to_owned(), Value::String(nick.clone()));
             frame.insert("msg".to_owned(), text);
