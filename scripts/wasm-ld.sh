@@ -5,7 +5,7 @@
 # streamed bodies; the Worker streams through its own JS) and the worker crate's R2Range,
 # MinifyConfig and ContainerStartupOptions. An export keeps its code alive, and the futures it
 # starts land in the function table, where no later tool can drop them: only the linker can
-# (6.2 KB of the gzipped WASM). wasm-bindgen skips a class method whose describe export is gone;
+# (6.1 KB of the gzipped WASM). wasm-bindgen skips a class method whose describe export is gone;
 # nothing can make such an object, since the module no longer imports the JS that would.
 set -euo pipefail
 args=()
