@@ -63,23 +63,39 @@ use_immediate_abort() {
     "RUSTFLAGS=${RUSTFLAGS:-} -Zunstable-options -Cpanic=immediate-abort -Zlocation-detail=none -Zfmt-debug=shallow")
 }
 
+# Links through scripts/wasm-ld.sh, which leaves out the exports of dependencies' wasm-bindgen
+# classes the Worker never uses (see there). $1 is the rustc of the build: the real linker is its rust-lld.
+use_export_filter() {
+  local rustc="$1" lld
+  lld="$("$rustc" --print sysroot)/lib/rustlib/$("$rustc" -vV | sed -n 's/^host: //p')/bin/rust-lld"
+  [ -x "$lld" ] || lld="$(command -v rust-lld || true)"
+  if [ -z "$lld" ]; then
+    say "no rust-lld found: linking with rustc's default linker, unused exports included"
+    return
+  fi
+  WASM_ENV+=(CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_LINKER="$ROOT/scripts/wasm-ld.sh" EDGE_CHAT_WASM_LD="$lld")
+}
+
 # Sets WASM_ENV to the variables the wasm32 cargo build needs.
 ensure_wasm_target() {
   WASM_ENV=()
   if rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown; then
     use_immediate_abort
+    use_export_filter rustc
     return
   fi
   if ! debian_wasm_std_present; then
     say "adding the wasm32 target with rustup"
     if timeout 120 rustup target add wasm32-unknown-unknown >&2; then
       use_immediate_abort
+      use_export_filter rustc
       return
     fi
     say "rustup could not download the wasm32 std: using Debian's rustc-web and building std from source"
     apt_install rustc-web cargo-web rust-web-src lld-22
   fi
   WASM_ENV=(RUSTC=/usr/bin/rustc RUSTC_BOOTSTRAP=1 CARGO_UNSTABLE_BUILD_STD=std,panic_abort)
+  use_export_filter /usr/bin/rustc
 }
 
 ensure_worker_build() {

@@ -116,15 +116,12 @@ pub fn toggle_reaction(stored: &Stored, sender: &str, emoji: &str) -> Result<(bo
     let mut counts = counts(&stored.reactors);
     let had = stored.reactors.iter().any(|(e, s)| e == emoji && s == sender);
     if had {
-        match counts.get_mut(emoji) {
-            Some(1) | None => drop(counts.remove(emoji)),
-            Some(n) => *n -= 1,
-        }
+        counts.take(emoji);
     } else {
-        if !counts.contains_key(emoji) && counts.len() >= MAX_DISTINCT_REACTIONS {
+        if counts.get(emoji).is_none() && counts.len() >= MAX_DISTINCT_REACTIONS {
             return Err(ErrorCode::BadEmoji);
         }
-        *counts.entry(emoji.to_owned()).or_insert(0) += 1;
+        counts.add(emoji);
     }
     Ok((!had, counts))
 }
@@ -133,7 +130,7 @@ pub fn toggle_reaction(stored: &Stored, sender: &str, emoji: &str) -> Result<(bo
 pub fn counts(reactors: &[(String, String)]) -> Counts {
     let mut counts = Counts::new();
     for (emoji, _) in reactors {
-        *counts.entry(emoji.clone()).or_insert(0) += 1;
+        counts.add(emoji);
     }
     counts
 }
@@ -186,7 +183,7 @@ pub mod memory {
                 Change::Delete { .. } => {
                     stored.message.text.clear();
                     stored.message.deleted = true;
-                    stored.message.reactions.clear();
+                    stored.message.reactions = Counts::new();
                     stored.reactors.clear();
                 }
                 Change::React { emoji, sender, added, counts, .. } => {
@@ -246,14 +243,14 @@ mod tests {
         message.reactors.push(("👍".into(), "c:cat".into()));
         let (added, counts) = toggle_reaction(&message, "c:bob", "👍").unwrap();
         assert!(!added, "the same sender toggles it off");
-        assert_eq!(counts["👍"], 1);
+        assert_eq!(counts.get("👍"), Some(1));
         assert_eq!(toggle_reaction(&message, "c:bob", "no").unwrap_err(), ErrorCode::BadEmoji);
         assert_eq!(toggle_reaction(&message, "c:bob", "👍👍").unwrap_err(), ErrorCode::BadEmoji);
         let emoji: Vec<String> = ('\u{1F600}'..).take(MAX_DISTINCT_REACTIONS).map(String::from).collect();
         message.reactors = emoji.iter().map(|e| (e.clone(), "c:cat".into())).collect();
         assert_eq!(toggle_reaction(&message, "c:bob", "🎉").unwrap_err(), ErrorCode::BadEmoji, "a 21st emoji");
         let (added, counts) = toggle_reaction(&message, "c:bob", &emoji[0]).unwrap();
-        assert!(added && counts[&emoji[0]] == 2, "one of the 20 still takes more senders");
+        assert!(added && counts.get(&emoji[0]) == Some(2), "one of the 20 still takes more senders");
     }
 
     #[test]

@@ -157,7 +157,7 @@ proptest! {
         for (stored, _) in history.messages.values() {
             prop_assert!(stored.message.seq <= last_seq);
             prop_assert!(stored.message.reactions.len() <= 20);
-            prop_assert_eq!(stored.message.reactions.values().sum::<u32>() as usize, stored.reactors.len());
+            prop_assert_eq!(stored.message.reactions.iter().map(|(_, count)| count).sum::<u32>() as usize, stored.reactors.len());
         }
         let nicks = room.nicks();
         let mut keys: Vec<String> = nicks.iter().map(|n| n.to_ascii_lowercase()).collect();

@@ -8,7 +8,7 @@
 //! `newMessage`), `/chat` the second's too (`{msg}` notices as `message` events). Both get
 //! `userConnected`/`userDisconnected` and `activeUsers`, which collide with nothing.
 
-use crate::chat::protocol::{ErrorCode, MAX_FRAME_BYTES};
+use crate::chat::protocol::{json_text, ErrorCode, MAX_FRAME_BYTES};
 use crate::edge::config::BadVar;
 use serde_json::{Map, Value};
 
@@ -237,7 +237,7 @@ fn event_frame(data: &str) -> Result<String, ErrorCode> {
         _ => return Err(ErrorCode::BadJson),
     };
     frame.insert("type".to_owned(), Value::String(name));
-    Ok(Value::Object(frame).to_string())
+    Ok(json_text(&Value::Object(frame)))
 }
 
 /// `40{"sid":NICK}`: a namespace joined; the client's `socket.id` is the user's nick.
@@ -319,13 +319,14 @@ pub fn broadcast(frame_json: &str) -> [Vec<String>; 2] {
     let mut chat_only = Vec::new();
     match kind.as_str() {
         "message" => {
-            let text = frame.get("text").cloned().unwrap_or(Value::Null);
+            // The room writes `text` as a string (a tombstone has none): no Value to clone.
+            let text = frame.get("text").and_then(Value::as_str).map_or(Value::Null, |text| Value::String(text.to_owned()));
             let time = frame.get("at").and_then(Value::as_u64).map_or_else(String::new, clock);
             frame.insert("clientId".to_owned(), Value::String(nick.clone()));
             frame.insert("msg".to_owned(), text);
             frame.insert("user".to_owned(), Value::String(nick));
             frame.insert("time".to_owned(), Value::String(time));
-            both.push(("message", Value::Object(frame).to_string()));
+            both.push(("message", json_text(&Value::Object(frame))));
         }
         "joined" | "left" => {
             let (gateway, presence, notice) = if kind == "joined" {
@@ -376,7 +377,7 @@ pub fn join_payload(packets: &[String]) -> String {
 }
 
 fn json_string(s: &str) -> String {
-    Value::String(s.to_owned()).to_string()
+    json_text(&Value::String(s.to_owned()))
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@
 //! Each frame is one event: `event:` its type, `data:` its JSON, and `id:` the room's resume
 //! position on the frames that have one, which `Last-Event-ID` brings back on a reconnect.
 
-use crate::chat::protocol::{ErrorCode, MAX_FRAME_BYTES};
+use crate::chat::protocol::{json_text, ErrorCode, MAX_FRAME_BYTES};
 use serde_json::{Map, Value};
 
 /// The header a post carries the stream's session token in.
@@ -64,14 +64,14 @@ pub fn event_at(frame_json: &str, position: Option<u64>) -> String {
 
 /// The first event of every stream: the token its posts must carry, and the stream's nick.
 pub fn session_event(token: &str, nick: &str) -> String {
-    let data = serde_json::json!({ "token": token, "nick": nick }).to_string();
+    let data = json_text(&serde_json::json!({ "token": token, "nick": nick }));
     format!("event: session\ndata: {data}\n\n")
 }
 
 /// The last event of a stream the room ends (a kick, a ban, flooding): the code and reason a
 /// socket would have been closed with, so that a client knows not to reconnect.
 pub fn close_event(code: u16, reason: &str) -> String {
-    let data = serde_json::json!({ "code": code, "reason": reason }).to_string();
+    let data = json_text(&serde_json::json!({ "code": code, "reason": reason }));
     format!("event: close\ndata: {data}\n\n")
 }
 
@@ -114,7 +114,7 @@ pub fn post_frame(post: Post, content_type: Option<&str>, body: &str) -> Result<
         let value = serde_json::from_str::<Value>(body).map_err(|_| ErrorCode::BadJson)?;
         let passes = post == Post::Message && value.get("type").and_then(Value::as_str).is_some_and(|t| MESSAGE_FRAMES.contains(&t));
         if passes {
-            return Ok(value.to_string());
+            return Ok(json_text(&value));
         }
         match value {
             Value::Object(fields) if fields.get(field).is_some_and(Value::is_string) => fields,
@@ -126,7 +126,7 @@ pub fn post_frame(post: Post, content_type: Option<&str>, body: &str) -> Result<
         fields
     };
     frame.insert("type".to_owned(), Value::String(kind.to_owned()));
-    Ok(Value::Object(frame).to_string())
+    Ok(json_text(&Value::Object(frame)))
 }
 
 /// The HTTP status a post refused by the room is answered with.
@@ -151,7 +151,7 @@ pub fn status_of(code: ErrorCode) -> u16 {
 
 /// The body of a refused post: the same shape as every other HTTP refusal.
 pub fn error_body(code: ErrorCode) -> String {
-    serde_json::json!({ "error": { "code": code, "message": code.message() } }).to_string()
+    json_text(&serde_json::json!({ "error": { "code": code, "message": code.message() } }))
 }
 
 #[cfg(test)]

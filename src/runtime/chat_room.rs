@@ -206,6 +206,11 @@ extern "C" {
     /// does without waking the room.
     #[wasm_bindgen(method, catch, js_name = getWebSocketAutoResponseTimestamp)]
     fn auto_response_timestamp(this: &RoomState, socket: &web_sys::WebSocket) -> Result<Option<js_sys::Date>, JsValue>;
+
+    /// The runtime's CSPRNG, `crypto.getRandomValues`, which fills `bytes`. Bound here rather than
+    /// through the getrandom crate, whose `js` backend also carries Node's `crypto` module (1.3 KB gzipped).
+    #[wasm_bindgen(catch, js_namespace = crypto, js_name = getRandomValues)]
+    fn get_random_values(bytes: &mut [u8]) -> Result<(), JsValue>;
 }
 
 #[path = "socketio.rs"]
@@ -937,7 +942,7 @@ impl ChatRoom {
             }
             Reaction::Renamed { frame, .. } => {
                 let ServerFrame::Renamed { to, .. } = &frame else { return Err(RequestError::Internal) };
-                let body = serde_json::json!({ "nick": to }).to_string();
+                let body = protocol::json_text(&serde_json::json!({ "nick": to }));
                 self.broadcast(frame.to_json());
                 answer(200, body)
             }
@@ -1722,8 +1727,8 @@ fn now_ms() -> u64 {
 
 fn random_u64() -> u64 {
     let mut bytes = [0u8; 8];
-    if let Err(error) = getrandom::getrandom(&mut bytes) {
-        worker::console_error!("edge-chat: no randomness: {error}");
+    if let Err(error) = get_random_values(&mut bytes) {
+        worker::console_error!("edge-chat: no randomness: {}", worker::Error::from(error));
     }
     u64::from_le_bytes(bytes)
 }

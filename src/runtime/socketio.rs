@@ -28,7 +28,7 @@ extern "C" {
 
 /// Namespace joins one Engine.IO connection may make while the room is awake: each one sends a
 /// welcome with history, which must not be a way around the rate limit.
-const MAX_CONNECTS: u32 = 8;
+const MAX_CONNECTS: u64 = 8;
 
 /// Packets a polling session may have waiting: a client that stops polling in a busy room must not
 /// grow the object's memory until its silence is noticed. Past it the session is over (its next
@@ -69,8 +69,9 @@ pub(super) struct SocketIoSockets {
     ids: Map,
     /// The WebSockets joined to each namespace, in `Namespace::ALL` order.
     joined: [Set; 2],
-    /// Namespace joins per member id, while the room is awake (see `MAX_CONNECTS`).
-    connects: RefCell<HashMap<String, u32>>,
+    /// Namespace joins per member id, while the room is awake (see `MAX_CONNECTS`). Counted in u64, as
+    /// the room's last posts are timed: one kind of map fewer in the WASM module (0.3 KB gzipped).
+    connects: RefCell<HashMap<String, u64>>,
     sessions: RefCell<HashMap<String, Session>>,
     /// WebSockets probing the upgrade of a polling session, to its sid.
     probes: Map,
