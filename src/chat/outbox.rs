@@ -10,12 +10,21 @@
 //! it reaches `MAX_BATCH_FRAMES` frames or `MAX_BATCH_BYTES` bytes, so a backlog never grows
 //! without bound. Rules only: the object carries out what `Outbox` returns.
 //!
+//! The rooms of one isolate share its event loop, so a room's tick also waits behind the other
+//! rooms' events. While another room of the isolate is in a busy spell (`BusyRooms`), the runtime
+//! is behind: a native post to a quiet room then waits for a tick as well (`isolate_behind`), and
+//! goes out with whatever else that room receives by then, instead of alone. With a single busy
+//! room, or none, a quiet room's post still goes out at once.
+//!
 //! A message whose sender gets its own copy (with the `cid` it sent) is batched too: the sender
 //! gets its own array, with its copies in their places, and everyone else the shared one.
 //!
 //! Joins go through the outbox too, so that a join storm sends its `joined` frames in batches.
 //! A socket that joins while frames are held is a newcomer until the next delivery: its welcome
 //! already reflects those frames, so it gets only the frames produced after its join.
+
+use std::cell::Cell;
+use std::rc::Rc;
 
 use crate::chat::clients::ClientKey;
 use crate::chat::fields::{Reader, Writer};
@@ -159,25 +168,59 @@ struct Own<H> {
     frame: String,
 }
 
+/// How many rooms of an isolate are in a busy spell: each room's `Outbox` counts itself in while
+/// it is busy, and out when its spell ends or it is dropped. Shared by the rooms of one isolate (a
+/// clone shares the count). A room lost mid-spell without a drop would only make the others' quiet
+/// posts wait for a tick, never lose or reorder one.
+#[derive(Debug, Default, Clone)]
+pub struct BusyRooms(Rc<Cell<usize>>);
+
 /// One room's frames on their way to its members. `H` is the object's handle on a socket.
 #[derive(Debug)]
 pub struct Outbox<H> {
     queue: Vec<String>,
     queued_bytes: usize,
-    /// A tick has been asked for and not yet run.
+    /// A tick has been asked for and not yet run. Changed only by `set_busy`.
     busy: bool,
+    busy_rooms: BusyRooms,
     /// For each socket that joined since the last delivery, how many queued frames predate it.
     newcomers: Vec<usize>,
     own: Vec<Own<H>>,
 }
 
 impl<H> Default for Outbox<H> {
+    /// An outbox counted in a `BusyRooms` of its own: the only room of its isolate.
     fn default() -> Self {
-        Outbox { queue: Vec::new(), queued_bytes: 0, busy: false, newcomers: Vec::new(), own: Vec::new() }
+        Outbox::sharing(BusyRooms::default())
+    }
+}
+
+impl<H> Drop for Outbox<H> {
+    fn drop(&mut self) {
+        self.set_busy(false);
     }
 }
 
 impl<H> Outbox<H> {
+    /// An outbox counted in `busy_rooms`, the count of the rooms that share its isolate.
+    pub fn sharing(busy_rooms: BusyRooms) -> Self {
+        Outbox { queue: Vec::new(), queued_bytes: 0, busy: false, busy_rooms, newcomers: Vec::new(), own: Vec::new() }
+    }
+
+    fn set_busy(&mut self, busy: bool) {
+        if busy != self.busy {
+            let count = &self.busy_rooms.0;
+            count.set(if busy { count.get() + 1 } else { count.get().saturating_sub(1) });
+            self.busy = busy;
+        }
+    }
+
+    /// Whether another room of the isolate is in a busy spell: the runtime is behind, and a post
+    /// to this room, even quiet, should wait for a tick (see the module's comment).
+    pub fn isolate_behind(&self) -> bool {
+        self.busy_rooms.0.get() > usize::from(self.busy)
+    }
+
     /// Whether a tick is coming: what is broadcast now waits for it (and a post may be held, see `held`).
     pub fn is_busy(&self) -> bool {
         self.busy
@@ -186,13 +229,15 @@ impl<H> Outbox<H> {
     /// Starts a busy spell without sending anything, so that what is pushed next waits to go out
     /// together; true when the room was quiet, and the object must flush now and ask for a tick.
     pub fn begin_spell(&mut self) -> bool {
-        !std::mem::replace(&mut self.busy, true)
+        let quiet = !self.busy;
+        self.set_busy(true);
+        quiet
     }
 
     /// A frame for every member (JSON, serialised once).
     pub fn push(&mut self, frame: String) -> Step<H> {
         if !self.busy {
-            self.busy = true;
+            self.set_busy(true);
             // Not busy means the last tick delivered, so there are no newcomers.
             return Step::SendAndTick(Delivery { batch: Batch::of(vec![frame]), newcomers: Vec::new(), personal: Vec::new() });
         }
@@ -209,7 +254,7 @@ impl<H> Outbox<H> {
     /// be a newcomer: the object sends a newcomer's own copy apart.
     pub fn push_own(&mut self, frame: String, owner: String, to: H, own: String) -> Step<H> {
         if !self.busy {
-            self.busy = true;
+            self.set_busy(true);
             let personal = vec![Personal { to, batch: Batch::of(vec![own]) }];
             return Step::SendAndTick(Delivery { batch: Batch::of(vec![frame]), newcomers: Vec::new(), personal });
         }
@@ -236,7 +281,7 @@ impl<H> Outbox<H> {
         match self.flush() {
             Some(delivery) => Step::SendAndTick(delivery),
             None => {
-                self.busy = false;
+                self.set_busy(false);
                 Step::Wait
             }
         }
@@ -351,6 +396,26 @@ mod tests {
         assert!(!outbox.begin_spell(), "already busy: the tick that is coming sends what follows");
         assert_eq!(outbox.tick(), Step::Wait);
         assert!(matches!(outbox.push(frame(3)), Step::SendAndTick(_)), "the spell ended");
+    }
+
+    #[test]
+    fn a_room_is_behind_while_another_room_of_its_isolate_is_busy() {
+        let isolate = BusyRooms::default();
+        let (mut busy, mut quiet) = (Outbox::sharing(isolate.clone()), Outbox::sharing(isolate.clone()));
+        assert!(!busy.isolate_behind() && !quiet.isolate_behind(), "nobody is busy");
+        assert!(matches!(busy.push(frame(0)), Step::SendAndTick(_)));
+        assert!(!busy.isolate_behind(), "its own spell does not count");
+        assert!(quiet.isolate_behind(), "another room's spell does");
+        assert!(quiet.begin_spell(), "the quiet room begins a spell of its own, to wait for its tick");
+        assert!(busy.isolate_behind() && quiet.isolate_behind());
+        assert_eq!(busy.tick(), Step::Wait, "the first room's spell ends");
+        assert!(!quiet.isolate_behind() && busy.isolate_behind());
+        assert_eq!(quiet.tick(), Step::Wait);
+        assert!(!busy.isolate_behind() && !quiet.isolate_behind());
+        assert!(matches!(quiet.push(frame(1)), Step::SendAndTick(_)), "quiet again: at once");
+        drop(quiet);
+        assert!(!busy.isolate_behind(), "a room that goes away while busy leaves the count");
+        assert!(!Outbox::default().isolate_behind(), "a room alone is never behind");
     }
 
     #[test]
