@@ -186,6 +186,29 @@ describe('batched delivery', () => {
     await Promise.all([sender.close(), watcher.close()]);
   });
 
+  test('while other rooms are busy, each room\'s messages are stored and delivered once, in order, to that room only', async () => {
+    // Rooms of one isolate share its event loop: a post to a quiet room while another room is busy
+    // waits for its room's turn (README "When."). Bursts in several rooms at once take that path.
+    const rooms = ['a', 'b', 'c', 'd'].map((label) => freshRoom(`busy-${label}`));
+    const pairs = await Promise.all(rooms.map(async (room, r) => [await join(room, `S${r}`, [BATCH]), await join(room, `W${r}`, [BATCH])]));
+    await Promise.all(
+      pairs.map(async ([sender, watcher], r) => {
+        for (let i = 0; i < 60; i++) sender.send({ type: 'message', text: `r${r} ${i}`, cid: `c${i}` });
+        await sender.until((frames) => frames.filter((f) => f.type === 'message').length >= 60, { what: `room ${r}'s 60 echoes` });
+        await watcher.until((frames) => frames.filter((f) => f.type === 'message').length >= 60, { what: `room ${r}'s 60 messages` });
+      }),
+    );
+    for (const [r, [sender, watcher]] of pairs.entries()) {
+      const texts = Array.from({ length: 60 }, (_, i) => `r${r} ${i}`);
+      assert.deepEqual(messages(watcher).map((m) => m.text), texts, `room ${r}: its own messages, once, in order`);
+      assert.deepEqual(messages(sender).map((m) => m.cid), texts.map((_, i) => `c${i}`), `room ${r}: each echo with its cid`);
+      const response = await fetch(`${server.url}/chat/${rooms[r]}/history?since=0&limit=100`);
+      const stored = (await response.json()).messages;
+      assert.deepEqual(stored.map((m) => [m.id, m.text]), messages(watcher).map((m) => [m.id, m.text]), `room ${r}: stored as delivered`);
+    }
+    await Promise.all(pairs.flat().map((client) => client.close()));
+  });
+
   test('a message sent again with its cid while the first is held is stored once; both echoes name it', async () => {
     const room = freshRoom('held-again');
     const sender = await join(room, 'Ann', [BATCH]);

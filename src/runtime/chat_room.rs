@@ -39,7 +39,7 @@ use crate::edge::config::RoomConfig;
 use crate::chat::history::{Window, WELCOME_MAX};
 use crate::chat::messages::Change;
 use crate::chat::held::{Held, HeldPost, WithHeld};
-use crate::chat::outbox::{offers_batch, Batch, Delivery, Outbox, Personal, SocketAttachment, Step, BATCH_PROTOCOL};
+use crate::chat::outbox::{offers_batch, Batch, BusyRooms, Delivery, Outbox, Personal, SocketAttachment, Step, BATCH_PROTOCOL};
 use crate::runtime::message_store::MessageStore;
 use crate::runtime::moderation_store::AuditEntry;
 use crate::chat::protocol::{self, ChatMessage, ErrorCode, Incoming, ServerFrame, MAX_FRAME_BYTES};
@@ -218,6 +218,11 @@ pub(crate) mod socketio;
 use socketio::{Answer, Peer, SocketIoSockets};
 use crate::chat::socketio::Heartbeat;
 
+thread_local! {
+    /// The rooms of this isolate in a busy spell: they share its event loop (see `outbox`).
+    static BUSY_ROOMS: BusyRooms = BusyRooms::default();
+}
+
 #[durable_object(alarm)]
 pub struct ChatRoom {
     state: State,
@@ -278,7 +283,7 @@ impl DurableObject for ChatRoom {
             batched,
             streams: Map::new(),
             sio,
-            outbox: Rc::new(RefCell::new(Outbox::default())),
+            outbox: Rc::new(RefCell::new(Outbox::sharing(BUSY_ROOMS.with(BusyRooms::clone)))),
             newcomers: Rc::new(Newcomers::default()),
         };
         let held = Rc::new(RefCell::new(Held::default()));
@@ -557,10 +562,14 @@ impl ChatRoom {
         if self.held.borrow().is_empty() {
             return;
         }
-        // A quiet room sends them now, as one batch, and starts a busy spell as a single post would.
+        // A quiet room sends them now, as one batch, and starts a busy spell as a single post would;
+        // while the isolate is behind, they wait for the tick like a single post.
+        let behind = self.wires.outbox.borrow().isolate_behind();
         let quiet = self.wires.outbox.borrow_mut().begin_spell();
         if quiet {
-            self.flush();
+            if !behind {
+                self.flush();
+            }
             schedule(&self.tick);
         }
     }
@@ -587,9 +596,16 @@ impl ChatRoom {
     /// A native socket's message goes through the outbox, its own copy batched with the rest; while
     /// the room is busy it is held, to be stored with the others (see `held`).
     fn post_from_socket(&self, post: HeldPost<Sender>) {
-        let busy = self.wires.outbox.borrow().is_busy();
+        let (busy, behind) = {
+            let outbox = self.wires.outbox.borrow();
+            (outbox.is_busy(), outbox.isolate_behind())
+        };
         if busy {
             self.hold(post);
+        } else if behind {
+            self.wires.outbox.borrow_mut().begin_spell();
+            self.hold(post);
+            schedule(&self.tick);
         } else if publish_held(&self.wires, &self.store, vec![post]) {
             schedule(&self.tick);
         }
