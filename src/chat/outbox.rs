@@ -227,7 +227,8 @@ impl<H> Outbox<H> {
     }
 
     /// Starts a busy spell without sending anything, so that what is pushed next waits to go out
-    /// together; true when the room was quiet, and the object must flush now and ask for a tick.
+    /// together; true when the room was quiet, and the object must ask for a tick (and flush now,
+    /// unless the isolate is behind).
     pub fn begin_spell(&mut self) -> bool {
         let quiet = !self.busy;
         self.set_busy(true);

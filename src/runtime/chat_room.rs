@@ -594,7 +594,7 @@ impl ChatRoom {
     }
 
     /// A native socket's message goes through the outbox, its own copy batched with the rest; while
-    /// the room is busy it is held, to be stored with the others (see `held`).
+    /// the room is busy, or the isolate behind, it is held, to be stored with the others (see `held`).
     fn post_from_socket(&self, post: HeldPost<Sender>) {
         let (busy, behind) = {
             let outbox = self.wires.outbox.borrow();
