@@ -565,18 +565,13 @@ impl ChatRoom {
         // A quiet room sends them now, as one batch, and starts a busy spell as a single post would;
         // while the isolate is behind, they wait for the tick like a single post.
         let behind = self.wires.outbox.borrow().isolate_behind();
-        if self.begin_spell() && !behind {
-            self.flush();
-        }
-    }
-
-    /// Begins a busy spell if the room was quiet, and asks for its tick; true if it was quiet.
-    fn begin_spell(&self) -> bool {
         let quiet = self.wires.outbox.borrow_mut().begin_spell();
         if quiet {
+            if !behind {
+                self.flush();
+            }
             schedule(&self.tick);
         }
-        quiet
     }
 
     /// Carries out what the room decided about a native socket's frame; a post goes to `post`.
@@ -601,13 +596,16 @@ impl ChatRoom {
     /// A native socket's message goes through the outbox, its own copy batched with the rest; while
     /// the room is busy, or the isolate behind, it is held, to be stored with the others (see `held`).
     fn post_from_socket(&self, post: HeldPost<Sender>) {
-        let at_once = {
+        let (busy, behind) = {
             let outbox = self.wires.outbox.borrow();
-            !outbox.is_busy() && !outbox.isolate_behind()
+            (outbox.is_busy(), outbox.isolate_behind())
         };
-        if !at_once {
-            self.begin_spell();
+        if busy {
             self.hold(post);
+        } else if behind {
+            self.wires.outbox.borrow_mut().begin_spell();
+            self.hold(post);
+            schedule(&self.tick);
         } else if publish_held(&self.wires, &self.store, vec![post]) {
             schedule(&self.tick);
         }
