@@ -2,7 +2,7 @@
 //! plain-JS reference rooms, each on bare workerd on loopback, prints a table with the
 //! Rust/JS ratios and writes the same figures as JSON. Started by bench/run.sh.
 //!
-//!   loadgen --root DIR --workerd PATH [--quick] [--targets rust,reference,floor] [SCENARIO...]
+//!   loadgen --root DIR --workerd PATH [--quick] [--via-wrangler-dev] [--targets rust,reference,floor] [SCENARIO...]
 //!
 //! Scenarios: fanout mixed latency rooms stall sse storm memory start (the default set), and soak (only when
 //! named). The client is one single-threaded process: on a 2-core machine the runtime's
@@ -20,7 +20,7 @@ use scenarios::{Bench, Load, Plan};
 use serde_json::{json, Map};
 use std::path::PathBuf;
 use std::time::Instant;
-use target::Target;
+use target::{Runtime, Target};
 
 const DEFAULT_SCENARIOS: [&str; 9] = ["fanout", "mixed", "latency", "rooms", "stall", "sse", "storm", "memory", "start"];
 const FANOUT_SIZES: [usize; 3] = [10, 100, 1000];
@@ -32,6 +32,8 @@ struct Args {
     targets: Vec<String>,
     scenarios: Vec<String>,
     rounds: usize,
+    /// Serve each target with `wrangler dev` (ROOT/node_modules/.bin/wrangler) instead of bare workerd.
+    via_wrangler_dev: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -42,6 +44,7 @@ fn parse_args() -> Result<Args, String> {
         targets: vec!["rust".into(), "batched".into(), "reference".into(), "floor".into()],
         scenarios: Vec::new(),
         rounds: 0,
+        via_wrangler_dev: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -50,6 +53,7 @@ fn parse_args() -> Result<Args, String> {
             "--root" => args.root = PathBuf::from(value()?),
             "--workerd" => args.workerd = PathBuf::from(value()?),
             "--quick" => args.quick = true,
+            "--via-wrangler-dev" => args.via_wrangler_dev = true,
             "--targets" => args.targets = value()?.split(',').map(str::to_owned).collect(),
             "--rounds" => args.rounds = value()?.parse().map_err(|e| format!("--rounds: {e}"))?,
             name if !name.starts_with('-') && (DEFAULT_SCENARIOS.contains(&name) || name == "soak") => {
@@ -66,6 +70,10 @@ fn parse_args() -> Result<Args, String> {
     }
     if args.rounds == 0 {
         args.rounds = 1;
+    }
+    // Start-up, memory and the soak read one process's figures, and wrangler dev runs three.
+    if args.via_wrangler_dev && args.scenarios.iter().any(|s| matches!(s.as_str(), "start" | "memory" | "soak")) {
+        return Err("--via-wrangler-dev runs the load scenarios only: name them (fanout mixed latency rooms stall sse storm)".into());
     }
     Ok(args)
 }
@@ -307,7 +315,12 @@ async fn run(args: Args) -> i32 {
         }
     }
     let plan = Plan::new(args.quick);
-    let bench = Bench { workerd: &workerd, plan: &plan };
+    let runtime = if args.via_wrangler_dev {
+        Runtime::WranglerDev(root.join("node_modules/.bin/wrangler"))
+    } else {
+        Runtime::Workerd(workerd.clone())
+    };
+    let bench = Bench { runtime: &runtime, plan: &plan };
     let started = Instant::now();
     let mut sections = Vec::new();
     for job in jobs(&args, &plan) {
@@ -369,6 +382,7 @@ async fn run(args: Args) -> i32 {
     meta.insert("rust_sources_changed".into(), json!(!git(&root, &["status", "--porcelain", "src", "Cargo.toml"]).is_empty()));
     meta.insert("cpus".into(), json!(std::thread::available_parallelism().map_or(0, |n| n.get())));
     meta.insert("workerd".into(), json!(workerd.display().to_string()));
+    meta.insert("via_wrangler_dev".into(), json!(args.via_wrangler_dev));
     meta.insert("duration_s".into(), json!(started.elapsed().as_secs()));
     let mut names: Vec<String> = targets.iter().map(|t| t.name.to_owned()).collect();
     if args.scenarios.iter().any(|s| s == "mixed") {

@@ -5,9 +5,8 @@
 
 use crate::client::{self, now_us, Client, Command, Room};
 use crate::report::{Better::*, Outcome};
-use crate::target::{machine_busy_s, Perf, Server, Target, Usage};
+use crate::target::{machine_busy_s, Perf, Runtime, Server, Target, Usage};
 use futures_util::StreamExt;
-use std::path::Path;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -111,14 +110,14 @@ impl Plan {
 }
 
 pub struct Bench<'a> {
-    pub workerd: &'a Path,
+    pub runtime: &'a Runtime,
     pub plan: &'a Plan,
 }
 
 impl Bench<'_> {
     pub async fn start(&self, target: &Target) -> Result<Server, String> {
         let lifted: Vec<(&str, String)> = LIFTED.iter().map(|(k, v)| (*k, (*v).to_owned())).collect();
-        let mut server = Server::spawn(self.workerd, target, &lifted)?;
+        let mut server = Server::spawn(self.runtime, target, &lifted)?;
         server.wait_ready().await?;
         Ok(server)
     }
@@ -691,7 +690,7 @@ pub async fn start(bench: &Bench<'_>, target: &Target) -> Result<Outcome, String
     out.add("wasm_kb", "WASM size", "KB", Lower, wasm_raw);
     out.add("wasm_gz_kb", "WASM size gzipped", "KB", Lower, wasm_gz);
     let lifted: Vec<(&str, String)> = LIFTED.iter().map(|(k, v)| (*k, (*v).to_owned())).collect();
-    let server = Server::spawn(bench.workerd, target, &lifted)?;
+    let server = Server::spawn(bench.runtime, target, &lifted)?;
     let address = format!("127.0.0.1:{}", server.port);
     let deadline = Instant::now() + Duration::from_secs(30);
     let tcp = loop {

@@ -2,7 +2,8 @@
 //! wrangler config (the project's wrangler.toml, or a fixture's under bench/fixtures), and
 //! runs on bare workerd: `wrangler dev` would put a second workerd (its proxy) between the
 //! clients and the Worker, doubling the per-frame work on a 2-core machine and spending it
-//! outside the process we measure.
+//! outside the process we measure. `--via-wrangler-dev` runs them under `wrangler dev` all the
+//! same, to see what its users see (the stalls of scenario 3b were first measured there).
 
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -55,6 +56,7 @@ pub struct Target {
     /// Every second client of a room is a Socket.IO client (over WebSocket, namespace `/`).
     pub socketio: bool,
     config: WranglerConfig,
+    wrangler_toml: PathBuf,
     /// The entry module, then every `.wasm` module beside it (how worker-build lays out build/).
     modules: Vec<PathBuf>,
 }
@@ -81,7 +83,8 @@ impl Target {
         let arrays = name.ends_with("batched");
         // The same Worker with a mixed room: half its clients speak Socket.IO ("mixed").
         let socketio = name.ends_with("mixed");
-        Ok(Target { name, batch, arrays, socketio, config, modules })
+        let wrangler_toml = fs::canonicalize(wrangler_toml).map_err(|e| format!("{}: {e}", wrangler_toml.display()))?;
+        Ok(Target { name, batch, arrays, socketio, config, wrangler_toml, modules })
     }
 
     /// Bytes of each module, for the bundle figures.
@@ -143,6 +146,34 @@ impl Target {
         out.push_str("  ],\n  durableObjectStorage = (localDisk = \"storage\"),\n);\n");
         out
     }
+
+    /// The target's wrangler config for `wrangler dev` from another directory: its paths made
+    /// absolute, and without the platform's rate limiter, which bare workerd does not have
+    /// either (every client of the benchmark comes from one address).
+    fn dev_config(&self) -> Result<String, String> {
+        let dir = self.wrangler_toml.parent().expect("a file has a parent");
+        let text = fs::read_to_string(&self.wrangler_toml).map_err(|e| e.to_string())?;
+        let mut config: toml::Table = toml::from_str(&text).map_err(|e| format!("{}: {e}", self.wrangler_toml.display()))?;
+        let absolute = |value: &mut toml::Value| {
+            if let Some(path) = value.as_str() {
+                *value = toml::Value::String(dir.join(path).display().to_string());
+            }
+        };
+        if let Some(main) = config.get_mut("main") {
+            absolute(main);
+        }
+        if let Some(toml::Value::Table(build)) = config.get_mut("build") {
+            build.insert("cwd".into(), toml::Value::String(dir.display().to_string()));
+            build.insert("watch_dir".into(), toml::Value::String(dir.join("src").display().to_string()));
+        }
+        if let Some(toml::Value::Table(assets)) = config.get_mut("assets") {
+            if let Some(directory) = assets.get_mut("directory") {
+                absolute(directory);
+            }
+        }
+        config.remove("ratelimits");
+        toml::to_string(&config).map_err(|e| e.to_string())
+    }
 }
 
 fn quote(text: &str) -> String {
@@ -156,7 +187,15 @@ fn relative_to(dir: &Path, file: &Path) -> String {
     format!("{}{}", "../".repeat(depth), file.trim_start_matches('/'))
 }
 
-/// A running workerd, in its own process group, with its own state directory; stopped and
+/// What serves the targets.
+pub enum Runtime {
+    /// Bare workerd, this binary.
+    Workerd(PathBuf),
+    /// `wrangler dev` (this wrangler), which runs workerd twice: the Worker, and a proxy in front of it.
+    WranglerDev(PathBuf),
+}
+
+/// A running runtime, in its own process group, with its own state directory; stopped and
 /// cleaned up on drop.
 pub struct Server {
     child: Child,
@@ -165,40 +204,63 @@ pub struct Server {
     state: PathBuf,
     /// When the process was spawned.
     pub spawned: Instant,
+    /// Whether the group holds more than the one process (`wrangler dev`): its CPU is then summed.
+    group: bool,
 }
 
 impl Server {
-    /// Spawns workerd and returns at once: use `wait_ready`, or connect in a loop to time a cold start.
-    pub fn spawn(workerd: &Path, target: &Target, overrides: &[(&str, String)]) -> Result<Server, String> {
+    /// Spawns the runtime and returns at once: use `wait_ready`, or connect in a loop to time a cold start.
+    pub fn spawn(runtime: &Runtime, target: &Target, overrides: &[(&str, String)]) -> Result<Server, String> {
         let state = temp_dir(target.name)?;
-        let started = Server::start_in(&state, workerd, target, overrides);
+        let started = Server::start_in(&state, runtime, target, overrides);
         if started.is_err() {
             let _ = fs::remove_dir_all(&state);
         }
         let (child, port, spawned) = started?;
         let pid = child.id();
-        Ok(Server { child, port, pid, state, spawned })
+        Ok(Server { child, port, pid, state, spawned, group: matches!(runtime, Runtime::WranglerDev(_)) })
     }
 
-    fn start_in(state: &Path, workerd: &Path, target: &Target, overrides: &[(&str, String)]) -> Result<(Child, u16, Instant), String> {
+    fn start_in(state: &Path, runtime: &Runtime, target: &Target, overrides: &[(&str, String)]) -> Result<(Child, u16, Instant), String> {
         fs::create_dir_all(state.join("do")).map_err(|e| e.to_string())?;
         let port = free_port()?;
-        let config = state.join("config.capnp");
-        fs::write(&config, target.workerd_config(port, state, overrides)).map_err(|e| e.to_string())?;
+        let mut command = match runtime {
+            Runtime::Workerd(workerd) => {
+                let config = state.join("config.capnp");
+                fs::write(&config, target.workerd_config(port, state, overrides)).map_err(|e| e.to_string())?;
+                let mut command = Command::new(workerd);
+                // V8's perf map and logs land in the working directory.
+                command.arg("serve").arg(&config).current_dir(state);
+                command
+            }
+            Runtime::WranglerDev(wrangler) => {
+                let config = state.join("wrangler.toml");
+                fs::write(&config, target.dev_config()?).map_err(|e| e.to_string())?;
+                let mut command = Command::new(wrangler);
+                command
+                    .current_dir(state)
+                    .args(["dev", "--ip", "127.0.0.1", "--port", &port.to_string(), "--log-level", "warn"])
+                    .args(["--inspector-port", &free_port()?.to_string(), "--show-interactive-dev-session=false"])
+                    .arg("--config")
+                    .arg(&config)
+                    .arg("--persist-to")
+                    .arg(state.join("do"));
+                for (name, value) in overrides {
+                    command.arg("--var").arg(format!("{name}:{value}"));
+                }
+                command
+            }
+        };
         let log = fs::File::create(state.join("workerd.log")).map_err(|e| e.to_string())?;
         let log2 = log.try_clone().map_err(|e| e.to_string())?;
         let spawned = Instant::now();
-        let child = Command::new(workerd)
-            .arg("serve")
-            .arg(&config)
-            // V8's perf map and logs land in the working directory.
-            .current_dir(state)
+        let child = command
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log2)
             .process_group(0)
             .spawn()
-            .map_err(|e| format!("starting {}: {e}", workerd.display()))?;
+            .map_err(|e| format!("starting {}: {e}", command.get_program().to_string_lossy()))?;
         Ok((child, port, spawned))
     }
 
@@ -207,13 +269,13 @@ impl Server {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
-                return Err(format!("workerd exited with {status}; log: {}", self.log_tail()));
+                return Err(format!("the runtime exited with {status}; log: {}", self.log_tail()));
             }
             if let Ok((200, _)) = crate::client::http_get(self.port, "/health").await {
                 return Ok(());
             }
             if Instant::now() > deadline {
-                return Err(format!("workerd not ready after 30 s; log: {}", self.log_tail()));
+                return Err(format!("the runtime was not ready after 30 s; log: {}", self.log_tail()));
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
@@ -230,7 +292,11 @@ impl Server {
     }
 
     pub fn usage(&self) -> Usage {
-        Usage::of(&format!("/proc/{}", self.pid))
+        if self.group {
+            Usage::of_group(self.pid)
+        } else {
+            Usage::of(&format!("/proc/{}", self.pid))
+        }
     }
 }
 
@@ -280,6 +346,24 @@ impl Usage {
             .and_then(|v| v.split_whitespace().next()?.parse().ok())
             .unwrap_or(0);
         Usage { cpu_s, rss_kb, at }
+    }
+
+    /// The sum over every process of group `pgid`.
+    pub fn of_group(pgid: u32) -> Usage {
+        let mut sum = Usage { at: Some(Instant::now()), ..Usage::default() };
+        let Ok(entries) = fs::read_dir("/proc") else { return sum };
+        for entry in entries.flatten() {
+            let dir = entry.path();
+            let stat = fs::read_to_string(dir.join("stat")).unwrap_or_default();
+            // pgrp is the third field after the command name.
+            let pgrp = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(2)?.parse::<u32>().ok());
+            if pgrp == Some(pgid) {
+                let one = Usage::of(&dir.to_string_lossy());
+                sum.cpu_s += one.cpu_s;
+                sum.rss_kb += one.rss_kb;
+            }
+        }
+        sum
     }
 
     pub fn own() -> Usage {
