@@ -4,7 +4,7 @@
 //!
 //!   loadgen --root DIR --workerd PATH [--quick] [--via-wrangler-dev] [--targets rust,reference,floor] [SCENARIO...]
 //!
-//! Scenarios: fanout mixed latency rooms stall sse storm memory start (the default set), and soak (only when
+//! Scenarios: fanout mixed latency rooms stall quiet sse storm memory start (the default set), and soak (only when
 //! named). The client is one single-threaded process: on a 2-core machine the runtime's
 //! isolate gets the other core, and each scenario reports both processes' CPU use, which
 //! shows which side was the bottleneck.
@@ -22,7 +22,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 use target::{Runtime, Target};
 
-const DEFAULT_SCENARIOS: [&str; 9] = ["fanout", "mixed", "latency", "rooms", "stall", "sse", "storm", "memory", "start"];
+const DEFAULT_SCENARIOS: [&str; 10] = ["fanout", "mixed", "latency", "rooms", "stall", "quiet", "sse", "storm", "memory", "start"];
 const FANOUT_SIZES: [usize; 3] = [10, 100, 1000];
 
 struct Args {
@@ -73,7 +73,7 @@ fn parse_args() -> Result<Args, String> {
     }
     // Start-up, memory and the soak read one process's figures, and wrangler dev runs three.
     if args.via_wrangler_dev && args.scenarios.iter().any(|s| matches!(s.as_str(), "start" | "memory" | "soak")) {
-        return Err("--via-wrangler-dev runs the load scenarios only: name them (fanout mixed latency rooms stall sse storm)".into());
+        return Err("--via-wrangler-dev runs the load scenarios only: name them (fanout mixed latency rooms stall quiet sse storm)".into());
     }
     Ok(args)
 }
@@ -201,6 +201,21 @@ fn jobs(args: &Args, plan: &Plan) -> Vec<Job> {
                     });
                 }
             }
+            "quiet" => jobs.push(Job {
+                id: "quiet".into(),
+                title: format!("3d a quiet room among {} saturated ones, rooms of 10", plan.quiet_busy_rooms),
+                params: format!(
+                    "the quiet room: 1 sender at {} msgs/s, every delivery timed; the others: 1 sender each, 8 msgs in flight; {}",
+                    plan.quiet_rate,
+                    slicing(plan.slices)
+                ),
+                shape: Shape::Alternate {
+                    rooms: plan.quiet_busy_rooms + 1,
+                    size: 10,
+                    load: Load::Quiet { rate: plan.quiet_rate, window: 8 },
+                    slices: plan.slices,
+                },
+            }),
             "sse" => jobs.push(Job {
                 id: "sse".into(),
                 title: "3c mixed room: 25 native + 25 Socket.IO + 50 SSE clients against 100 native, one runtime".into(),

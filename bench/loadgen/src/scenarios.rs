@@ -50,6 +50,9 @@ pub struct Plan {
     pub rooms: usize,
     pub room_size: usize,
     pub room_window: u64,
+    /// Scenario 3d: saturated rooms beside the quiet one, and the quiet room's messages per second.
+    pub quiet_busy_rooms: usize,
+    pub quiet_rate: f64,
     pub storm: usize,
     pub idle_rooms: usize,
     pub idle_per_room: usize,
@@ -91,6 +94,8 @@ impl Plan {
             rooms: 100,
             room_size: 10,
             room_window: 4,
+            quiet_busy_rooms: 20,
+            quiet_rate: 20.0,
             storm: 1000,
             idle_rooms: 10,
             idle_per_room: 100,
@@ -300,6 +305,20 @@ pub enum Load {
     /// Like `Window`, with every delivery timed: how long the slowest took, and how often a
     /// sender waited over a second for its own message.
     Stall { senders: usize, window: u64 },
+    /// The first room is quiet: one sender at `rate` messages per second, every delivery timed.
+    /// Every other room is saturated by one sender keeping `window` messages in flight.
+    Quiet { rate: f64, window: u64 },
+}
+
+impl Load {
+    /// Whether the deliveries of `room` (its index in the rig) are timed.
+    fn times(self, room: usize) -> bool {
+        match self {
+            Load::Window { .. } => false,
+            Load::Quiet { .. } => room == 0,
+            Load::Rate { .. } | Load::Stall { .. } => true,
+        }
+    }
 }
 
 impl Rig {
@@ -307,11 +326,14 @@ impl Rig {
         self.rooms
             .iter()
             .zip(&self.clients)
-            .map(|(room, members)| match load {
+            .enumerate()
+            .map(|(i, (room, members))| match load {
                 Load::Window { senders: n, window } | Load::Stall { senders: n, window } => {
                     drive_window(room.clone(), senders(members, n), window, u64::MAX)
                 }
                 Load::Rate { senders: n, rate } => drive_rate(room.clone(), senders(members, n), rate),
+                Load::Quiet { rate, .. } if i == 0 => drive_rate(room.clone(), senders(members, 1), rate),
+                Load::Quiet { window, .. } => drive_window(room.clone(), senders(members, 1), window, u64::MAX),
             })
             .collect()
     }
@@ -334,6 +356,18 @@ struct Slices {
     batch: Vec<f64>,
     sent_batch: Vec<f64>,
     slow_echoes: u64,
+}
+
+/// The timed deliveries' quantiles, and the median of the slices' p99s.
+fn add_latencies(out: &mut Outcome, s: &mut Slices) {
+    s.latencies_us.sort_unstable();
+    let pick = |q: f64| quantile(&s.latencies_us, q).map_or(f64::NAN, |us| f64::from(us) / 1000.0);
+    out.add("p50_ms", "latency p50", "ms", Lower, pick(0.50));
+    out.add("p95_ms", "latency p95", "ms", Lower, pick(0.95));
+    out.add("p99_ms", "latency p99", "ms", Lower, pick(0.99));
+    out.add("max_ms", "latency max", "ms", Lower, pick(1.0));
+    out.add_rounds("slice_p99_ms", "latency p99 of a slice, median", "ms", Lower, &mut s.slice_p99_ms);
+    out.add("samples", "deliveries timed", "", Neither, s.latencies_us.len() as f64);
 }
 
 /// Scenarios 1 to 3. Every target runs at once, each with its rooms joined, and the load
@@ -376,9 +410,9 @@ pub async fn alternate(
             let drivers = rig.drive(load);
             tokio::time::sleep(plan.slice_warmup).await;
             let from = now_us();
-            for room in &rig.rooms {
+            for (r, room) in rig.rooms.iter().enumerate() {
                 room.record_from_us.store(from, Relaxed);
-                room.recording.store(!matches!(load, Load::Window { .. }), Relaxed);
+                room.recording.store(load.times(r), Relaxed);
             }
             let a = Snap::take(&rig.server, &rig.rooms);
             tokio::time::sleep(plan.slice).await;
@@ -428,15 +462,12 @@ pub async fn alternate(
                 out.add_rounds("cpu_per_10k", "server CPU per 10k deliveries", "ms", Lower, &mut s.cpu_per_10k);
             }
             Load::Rate { .. } => {
-                s.latencies_us.sort_unstable();
-                let pick = |q: f64| quantile(&s.latencies_us, q).map_or(f64::NAN, |us| f64::from(us) / 1000.0);
-                out.add("p50_ms", "latency p50", "ms", Lower, pick(0.50));
-                out.add("p95_ms", "latency p95", "ms", Lower, pick(0.95));
-                out.add("p99_ms", "latency p99", "ms", Lower, pick(0.99));
-                out.add("max_ms", "latency max", "ms", Lower, pick(1.0));
-                out.add_rounds("slice_p99_ms", "latency p99 of a slice, median", "ms", Lower, &mut s.slice_p99_ms);
-                out.add("samples", "deliveries timed", "", Neither, s.latencies_us.len() as f64);
+                add_latencies(&mut out, &mut s);
                 out.add_rounds("cpu_per_10k", "server CPU per 10k deliveries", "ms", Lower, &mut s.cpu_per_10k);
+            }
+            Load::Quiet { .. } => {
+                out.add_rounds("deliveries_per_s", "deliveries per second, every room", "/s", Higher, &mut s.rates);
+                add_latencies(&mut out, &mut s);
             }
             Load::Stall { .. } => {
                 s.latencies_us.sort_unstable();
