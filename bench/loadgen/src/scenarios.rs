@@ -122,9 +122,17 @@ pub struct Bench<'a> {
 impl Bench<'_> {
     pub async fn start(&self, target: &Target) -> Result<Server, String> {
         let lifted: Vec<(&str, String)> = LIFTED.iter().map(|(k, v)| (*k, (*v).to_owned())).collect();
-        let mut server = Server::spawn(self.runtime, target, &lifted)?;
-        server.wait_ready().await?;
-        Ok(server)
+        let mut attempts = 0;
+        loop {
+            let mut server = Server::spawn(self.runtime, target, &lifted)?;
+            match server.wait_ready().await {
+                Ok(()) => return Ok(server),
+                // The port was free when picked, but wrangler dev binds it seconds later, after its build,
+                // while its own workerd processes take ports of their own: another pick may be taken by then.
+                Err(error) if error.contains("Address already in use") && attempts < 3 => attempts += 1,
+                Err(error) => return Err(error),
+            }
+        }
     }
 }
 
