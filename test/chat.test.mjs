@@ -374,6 +374,10 @@ describe('rooms and HTTP routes', () => {
     const read = (origin) => fetch(`${server.url}/chat/${room}/history`, { headers: { origin } });
     assert.equal((await read('http://friend.example')).headers.get('access-control-allow-origin'), 'http://friend.example');
     assert.equal((await read('http://evil.example')).headers.get('access-control-allow-origin'), null);
+    // The client library's transport fallback reads health from the pages that embed it.
+    const health = (origin) => fetch(`${server.url}/health`, { headers: { origin } });
+    assert.equal((await health('http://friend.example')).headers.get('access-control-allow-origin'), 'http://friend.example');
+    assert.equal((await health('http://evil.example')).headers.get('access-control-allow-origin'), null);
     const refused = await ChatClient.refusal(`${server.wsUrl}/chat/${room}`, { origin: 'http://evil.example' });
     assert.equal(refused.status, 403);
     assert.equal(refused.body.error.code, 'forbidden_origin');

@@ -86,7 +86,12 @@ async fn handle(mut request: Request, env: &Env) -> Result<Response, RequestErro
         return preflight(allowed.cors_origin(origin.as_deref(), &url.origin));
     }
     let Some(room) = route.room().map(str::to_owned) else {
-        return json_response(200, r#"{"ok":true}"#.to_owned()).map_err(internal("answering health"));
+        // The client library reads health to decide on its transport, also from embedding pages.
+        let health = json_response(200, r#"{"ok":true}"#.to_owned()).map_err(internal("answering health"))?;
+        return match allowed.cors_origin(origin.as_deref(), &url.origin) {
+            Some(cors) => allow_origin(health, cors),
+            None => Ok(health),
+        };
     };
     if !within_request_budget(env, client_address.as_deref()).await {
         return match route {
