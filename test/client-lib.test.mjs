@@ -5,6 +5,7 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { mkdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:http';
 import { join } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 import { after, before, describe, test } from 'node:test';
@@ -473,5 +474,37 @@ describe('edge-chat-client against the Worker', () => {
     assert.ok(out.includes(`#${id} Ann: Hello from my app`), out);
     const history = await (await fetch(`${lifted.url}/chat/lobby/history?since=${id - 1}&limit=1`)).json();
     assert.deepEqual(history.messages.map((m) => [m.id, m.nick, m.text]), [[id, 'Ann', 'Hello from my app']]);
+  });
+});
+
+describe('edge-chat-client on a network that holds WebSocket upgrades', () => {
+  test('a socket the app closed before it opened neither probes /health nor counts towards the HTTP fallback', async () => {
+    // Every upgrade is held unanswered, so each socket stays connecting until someone closes it.
+    const healthReads = [];
+    const held = [];
+    const http = createServer((request, response) => {
+      healthReads.push(request.url);
+      response.end('{"ok":true}');
+    });
+    http.on('upgrade', (_request, socket) => held.push(socket));
+    const port = await freePort();
+    await new Promise((done) => http.listen(port, '127.0.0.1', done));
+    const NeverUsed = class {};
+    try {
+      const closedByApp = connect({ url: `http://127.0.0.1:${port}/one`, room: 'r', nick: 'One', WebSocket, EventSource: NeverUsed });
+      await waitFor(() => held.length === 1, { what: 'the first upgrade', ...WAIT });
+      closedByApp.close();
+      // A second client whose upgrade fails by itself reads /health: once it has, the first would have too.
+      const failed = connect({ url: `http://127.0.0.1:${port}/two`, room: 'r', nick: 'Two', WebSocket, EventSource: NeverUsed });
+      await waitFor(() => held.length === 2, { what: 'the second upgrade', ...WAIT });
+      held[1].destroy();
+      await waitFor(() => healthReads.includes('/two/health'), { what: 'the failed socket\'s probe', ...WAIT });
+      assert.deepEqual(healthReads, ['/two/health']);
+      assert.equal(closedByApp.transport, 'websocket');
+      failed.close();
+    } finally {
+      held.forEach((socket) => socket.destroy());
+      http.close();
+    }
   });
 });

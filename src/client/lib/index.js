@@ -417,6 +417,8 @@ export class ChatRoom extends EventTarget {
     this.#ws = ws;
     let opened = false;
     ws.addEventListener('close', async () => {
+      // A socket the app closed or replaced says nothing about whether WebSockets get through.
+      if (this.#ws !== ws) return;
       if (await this.#fallback.closed(opened)) this.#emit('transport', this.transport);
     });
     ws.addEventListener('open', () => {
