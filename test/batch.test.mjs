@@ -265,6 +265,44 @@ describe('batched delivery', () => {
     await Promise.all([sender.close(), batched.close(), plain.close()]);
   });
 
+  test('a batch of any size is stored whole: every field of every item, whichever statement stores it', async () => {
+    // The room stores up to 11 rows as bound parameters and more through SQLite's JSON functions: both
+    // must keep every column.
+    const room = freshRoom('store-sizes');
+    const sender = await join(room, 'Ann', [BATCH]);
+    const first = { type: 'message', text: 'first', cid: 'first' };
+    sender.send(first);
+    await sender.until((frames) => frames.some((f) => f.cid === 'first'), { what: 'the first echo' });
+    const replyTo = messages(sender)[0].id;
+    const sent = [first];
+    for (const size of [2, 11, 12, 64]) {
+      const items = Array.from({ length: size }, (_, i) => ({
+        type: 'message',
+        text: `s${size} ${i} "quoted" é😀`,
+        cid: `s${size}-${i}`,
+        ...(i % 2 ? { reply_to: replyTo } : {}),
+      }));
+      sender.socket.send(JSON.stringify(items));
+      await sender.until((frames) => frames.some((f) => f.cid === `s${size}-${size - 1}`), { what: `the echoes of ${size}` });
+      sent.push(...items);
+    }
+    const echoes = messages(sender);
+    assert.deepEqual(echoes.map((m) => m.cid), sent.map((m) => m.cid), 'one echo per item, in order');
+    const { messages: stored } = await (await fetch(`${server.url}/chat/${room}/history?since=0&limit=100`)).json();
+    const fields = (m) => [m.id, m.nick, m.text, m.at, m.seq, m.reply_to ?? null];
+    assert.deepEqual(stored.map(fields), echoes.map(fields), 'stored as sent, every field');
+    assert.deepEqual(stored.map((m) => m.reply_to ?? null), sent.map((m) => m.reply_to ?? null));
+    // A cid is stored too: sending an item again names the stored message instead of posting it.
+    const again = [sent[1], sent[12], sent[30]];
+    sender.socket.send(JSON.stringify(again));
+    await sender.until((frames) => messages({ frames }).length >= sent.length + again.length, { what: 'the answers to the resends' });
+    const answers = messages(sender).slice(sent.length);
+    assert.deepEqual(answers.map((m) => [m.id, m.cid]), again.map((m) => [echoes[sent.indexOf(m)].id, m.cid]));
+    const latest = await (await fetch(`${server.url}/chat/${room}/history?limit=1`)).json();
+    assert.equal(latest.messages[0].id, stored.at(-1).id, 'nothing was posted twice');
+    await sender.close();
+  });
+
   test('an array that is not one is refused whole; from a socket that did not opt in it is a text message', async () => {
     const room = freshRoom('bad-array');
     const sender = await join(room, 'Ann', [BATCH]);
