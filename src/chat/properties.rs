@@ -5,7 +5,7 @@
 use crate::chat::identity::{Identity, Role};
 use crate::chat::clients::ClientKey;
 use crate::chat::history::{Window, BYTE_BUDGET};
-use crate::chat::protocol::{clean_text, ChatMessage, MAX_COMBINING_MARKS};
+use crate::chat::protocol::{clean_text, encode_post, ChatMessage, MAX_COMBINING_MARKS};
 use crate::edge::config::RoomLimits;
 use crate::edge::ticket;
 use crate::chat::nicknames::validate_nick;
@@ -179,6 +179,22 @@ proptest! {
             Err(code) => prop_assert!(matches!(code, ErrorCode::Empty | ErrorCode::TooLong | ErrorCode::BadText)),
         }
         let _ = MAX_COMBINING_MARKS;
+    }
+
+    #[test]
+    fn a_senders_own_copy_is_the_message_serialised_with_its_cid(
+        text in ".{0,20}",
+        cid in prop::option::of("[ -~\u{0}-\u{1f}é😀]{0,12}"),
+        uid in prop::option::of("[a-z\"]{1,6}"),
+        reply_to in prop::option::of(any::<u64>()),
+        reactions in prop::collection::vec(("[👍🎉a\"]{1,2}", 1u32..50), 0..3),
+    ) {
+        let reactions = reactions.into_iter().collect();
+        let message = ChatMessage { id: 7, nick: "n\"1".into(), text, at: 9, seq: 8, uid, reply_to, reactions, ..Default::default() };
+        let (json, own) = encode_post(&message, cid.as_deref()).unwrap();
+        prop_assert_eq!(&json, &serde_json::to_string(&message).unwrap());
+        let expected = cid.clone().map(|cid| serde_json::to_string(&ChatMessage { cid: Some(cid), ..message }).unwrap());
+        prop_assert_eq!(own, expected);
     }
 
     #[test]

@@ -329,6 +329,22 @@ impl ChatMessage {
     }
 }
 
+/// A message as everyone gets it, and with a `cid`, the sender's own copy that carries it. The
+/// copy is the shared JSON with `"cid"` appended, which is where serde puts it (the last field),
+/// so a message is serialised once however many copies it has.
+pub fn encode_post(message: &ChatMessage, cid: Option<&str>) -> serde_json::Result<(String, Option<String>)> {
+    debug_assert!(message.cid.is_none(), "the shared copy never carries a cid");
+    let json = serde_json::to_string(message)?;
+    let Some(cid) = cid else { return Ok((json, None)) };
+    let cid = serde_json::to_string(cid)?;
+    let mut own = String::with_capacity(json.len() + cid.len() + 7);
+    own.push_str(&json[..json.len() - 1]);
+    own.push_str(",\"cid\":");
+    own.push_str(&cid);
+    own.push('}');
+    Ok((json, Some(own)))
+}
+
 fn digits(n: u64) -> usize {
     n.checked_ilog10().map_or(1, |log| log as usize + 1)
 }

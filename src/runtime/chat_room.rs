@@ -42,7 +42,7 @@ use crate::chat::held::{Held, HeldPost, WithHeld};
 use crate::chat::outbox::{offers_batch, Batch, BusyRooms, Delivery, Outbox, Personal, SocketAttachment, Step, BATCH_PROTOCOL};
 use crate::runtime::message_store::MessageStore;
 use crate::runtime::moderation_store::AuditEntry;
-use crate::chat::protocol::{self, ChatMessage, ErrorCode, Incoming, ServerFrame, MAX_FRAME_BYTES};
+use crate::chat::protocol::{self, encode_post, ChatMessage, ErrorCode, Incoming, ServerFrame, MAX_FRAME_BYTES};
 use crate::chat::room::{Attachment, Moderation, Reaction, Room};
 use crate::edge::routes::{EngineRequest, Joining, RequestError, Route, Transport};
 use crate::runtime::worker::{error_response, internal, json_response, refused_socket, PROTOCOL_HEADER, ROUTE_HEADER};
@@ -1212,7 +1212,7 @@ impl ChatRoom {
         }
         let [HeldPost { message, cid, .. }] = post;
         let (id, seq) = (message.id, message.seq);
-        match encode_post(message, cid) {
+        match encode_post(&message, cid.as_deref()) {
             Ok((json, None)) => self.broadcast(json),
             Ok((json, Some(own))) => {
                 self.broadcast_except(sender, &json);
@@ -1651,14 +1651,6 @@ impl Wires {
     }
 }
 
-/// A message as everyone gets it, and with a `cid`, the sender's own copy that carries it.
-fn encode_post(message: ChatMessage, cid: Option<String>) -> serde_json::Result<(String, Option<String>)> {
-    let json = serde_json::to_string(&message)?;
-    let Some(cid) = cid else { return Ok((json, None)) };
-    let own = serde_json::to_string(&ChatMessage { cid: Some(cid), ..message })?;
-    Ok((json, Some(own)))
-}
-
 /// Stores held posts with one statement, then sends each as a post stored at once is sent: its
 /// frame to everyone and, with a `cid`, the sender's own copy to the sender alone. If storing
 /// fails, none is sent and each sender is told `unavailable`. True when a tick is needed.
@@ -1676,7 +1668,7 @@ fn publish_held(wires: &Wires, store: &MessageStore, posts: Vec<HeldPost<Sender>
     let mut tick = false;
     for HeldPost { message, cid, from: Sender { id: member, socket }, .. } in posts {
         let id = message.id;
-        match encode_post(message, cid) {
+        match encode_post(&message, cid.as_deref()) {
             Ok((json, None)) => tick |= wires.broadcast(json),
             // A newcomer's batch starts at its join: its own copy goes apart, after what is queued.
             Ok((json, Some(own))) if wires.newcomers.set.has(socket.as_ref()) => {
