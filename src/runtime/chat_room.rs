@@ -1626,7 +1626,11 @@ impl Wires {
                     skip
                 }
             };
-            let frames: Array = frames.iter().map(|frame| JsValue::from(JsString::from(frame.as_str()))).collect();
+            // When every member opted in, the array is all they get: the frames need not cross.
+            let frames: Array = match (&array, self.batched.size() == self.members.size()) {
+                (Some(_), true) => Array::new(),
+                _ => frames.iter().map(|frame| JsValue::from(JsString::from(frame.as_str()))).collect(),
+            };
             let array = array.map_or(JsValue::UNDEFINED, |array| JsString::from(array).into());
             deliver(&self.members, &self.batched, &skip, &frames, &array);
         }
