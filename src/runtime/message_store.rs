@@ -18,29 +18,6 @@ use wasm_bindgen::{JsCast, JsValue};
 use worker::js_sys::JsString;
 use worker::{SqlCursor, SqlStorage, SqlStorageValue};
 
-#[wasm_bindgen(inline_js = "
-const COLUMNS = 9;
-const statements = [];
-
-export function insert_rows(sql, json, insertAll, maxRows) {
-  const rows = JSON.parse(json);
-  if (rows.length > maxRows) {
-    sql.exec(insertAll, json);
-    return;
-  }
-  statements[rows.length] ??= `INSERT INTO messages (id, nick, text, at, uid, seq, sender, cid, reply_to) VALUES ${
-    Array(rows.length).fill(`(${Array(COLUMNS).fill('?').join(', ')})`).join(', ')}`;
-  sql.exec(statements[rows.length], ...rows.flat());
-}
-")]
-extern "C" {
-    /// Stores the rows of `json` (an array of `INSERT`'s values) with one statement: bound as
-    /// parameters, up to `max_rows` (SQLite's bound on parameters), else through `insert_all`.
-    /// SQLite's JSON functions cost more per row than `JSON.parse` and the bindings together.
-    #[wasm_bindgen(catch)]
-    fn insert_rows(sql: &RawSql, json: &str, insert_all: &str, max_rows: usize) -> Result<(), JsValue>;
-}
-
 #[wasm_bindgen]
 extern "C" {
     /// `ctx.storage.sql` seen only for an `exec` with the insert's bindings as plain
@@ -62,6 +39,9 @@ extern "C" {
         cid: &JsValue,
         reply_to: &JsValue,
     ) -> Result<JsValue, JsValue>;
+
+    #[wasm_bindgen(method, catch, js_name = exec)]
+    fn exec_with(this: &RawSql, query: &JsString, value: &str) -> Result<JsValue, JsValue>;
 }
 
 /// The setting that keeps a cleared history's last id and time: `"ID AT"`.
@@ -77,9 +57,6 @@ const INSERT: &str =
 const INSERT_ALL: &str = "INSERT INTO messages (id, nick, text, at, uid, seq, sender, cid, reply_to) \
     SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6, value->>7, value->>8 \
     FROM json_each(?)";
-
-/// The most rows one statement binds: a Durable Object's SQLite takes at most 100 parameters.
-const MAX_BOUND_ROWS: usize = 100 / 9;
 
 /// The columns a `Row` reads.
 const COLUMNS: &str = "id, nick, text, at, uid, deleted, seq, reply_to, edited_at, reactions";
@@ -478,7 +455,8 @@ impl MessageStore {
             rows.push((id, nick, text, at, uid, seq, sender, cid, reply_to));
         }
         let rows = serde_json::to_string(&rows).map_err(|error| worker::Error::RustError(error.to_string()))?;
-        insert_rows(self.sql.as_ref().unchecked_ref(), &rows, INSERT_ALL, MAX_BOUND_ROWS)?;
+        let raw: &RawSql = self.sql.as_ref().unchecked_ref();
+        raw.exec_with(&JsString::from(INSERT_ALL), &rows)?;
         Ok(())
     }
 
