@@ -7,10 +7,14 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { ChatClient } from './support/client.mjs';
 import { ChatServer, MANY_CLIENTS_ONE_ADDRESS } from './support/server.mjs';
+import { mintTicket } from '../scripts/ticket.mjs';
 
 const BATCH = 'edge-chat.batch';
 // A burst well past the rate limit, which is not what is tested here.
-const server = new ChatServer({ vars: { RATE_BURST: '100000', RATE_PER_SECOND: '100000', ...MANY_CLIENTS_ONE_ADDRESS } });
+const SECRET = 'batch-test-secret-of-32-bytes-or-more';
+const server = new ChatServer({
+  vars: { RATE_BURST: '100000', RATE_PER_SECOND: '100000', TICKET_SECRET: SECRET, ...MANY_CLIENTS_ONE_ADDRESS },
+});
 let roomCounter = 0;
 const freshRoom = (label) => `${label}-${process.pid}-${++roomCounter}`;
 
@@ -269,7 +273,10 @@ describe('batched delivery', () => {
     // A burst's messages are stored with one statement, which reads them from one JSON array: every
     // column must survive that, whatever the batch's size, up to the 64 an array may hold.
     const room = freshRoom('store-sizes');
-    const sender = await join(room, 'Ann', [BATCH]);
+    // A ticketed sender, so that its messages carry a `uid` too.
+    const ticket = mintTicket({ sub: 'u-ann', name: 'Ann', room: '*', exp: Math.floor(Date.now() / 1000) + 3600 }, SECRET);
+    const sender = await ChatClient.connect(`${server.wsUrl}/chat/${room}?ticket=${ticket}`, { protocols: [BATCH] });
+    await sender.welcome();
     const first = { type: 'message', text: 'first', cid: 'first' };
     sender.send(first);
     await sender.until((frames) => frames.some((f) => f.cid === 'first'), { what: 'the first echo' });
@@ -289,8 +296,9 @@ describe('batched delivery', () => {
     const echoes = messages(sender);
     assert.deepEqual(echoes.map((m) => m.cid), sent.map((m) => m.cid), 'one echo per item, in order');
     const { messages: stored } = await (await fetch(`${server.url}/chat/${room}/history?since=0&limit=100`)).json();
-    const fields = (m) => [m.id, m.nick, m.text, m.at, m.seq, m.reply_to ?? null];
+    const fields = (m) => [m.id, m.nick, m.text, m.at, m.seq, m.uid, m.reply_to ?? null];
     assert.deepEqual(stored.map(fields), echoes.map(fields), 'stored as sent, every field');
+    assert.ok(stored.every((m) => m.uid === 'u-ann' && m.nick === 'Ann'), 'with its sender\'s identity');
     assert.deepEqual(stored.map((m) => m.reply_to ?? null), sent.map((m) => m.reply_to ?? null));
     // A cid is stored too: sending an item again names the stored message instead of posting it.
     const again = [sent[1], sent[12], sent[30]];
