@@ -82,13 +82,14 @@ async fn handle(mut request: Request, env: &Env) -> Result<Response, RequestErro
     };
     let allowed = AllowedOrigins::parse(&env.var("ALLOWED_ORIGINS").map(|v| v.to_string()).unwrap_or_default());
     let mut route = routes::route(&parts, &allowed)?;
+    let cors = allowed.cors_origin(origin.as_deref(), &url.origin);
     if matches!(route, Route::Preflight) {
-        return preflight(allowed.cors_origin(origin.as_deref(), &url.origin));
+        return preflight(cors);
     }
     let Some(room) = route.room().map(str::to_owned) else {
         // The client library reads health to decide on its transport, also from embedding pages.
         let health = json_response(200, r#"{"ok":true}"#.to_owned()).map_err(internal("answering health"))?;
-        return match allowed.cors_origin(origin.as_deref(), &url.origin) {
+        return match cors {
             Some(cors) => allow_origin(health, cors),
             None => Ok(health),
         };
@@ -144,7 +145,7 @@ async fn handle(mut request: Request, env: &Env) -> Result<Response, RequestErro
     let request = to_room(&route, upgrade.is_some() && !polling, protocols.as_deref(), body, session.as_deref())?;
     let response = stub.fetch_with_request(request).await.map_err(internal("calling the room"))?;
     // Socket.IO polls from allowed pages are read by scripts, as users and history are.
-    match allowed.cors_origin(origin.as_deref(), &url.origin) {
+    match cors {
         Some(cors) if polling || !matches!(route, Route::Join { .. }) => allow_origin(response, cors),
         _ => Ok(response),
     }
